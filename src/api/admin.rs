@@ -1,0 +1,23 @@
+//! `/api/adminonly/*`: chat management for verified admins.
+
+use super::{ApiRequest, Ctx, http};
+use crate::chat::SessionInfo;
+use crate::error::ApiError;
+use crate::model::Chat;
+use warp::reply::Response;
+
+/// POST /api/adminonly/createChat
+pub async fn create_chat(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+    ctx.service.require_admin(session)?;
+    let body: Chat = http::parse_json(&req.body)?;
+    ctx.service.create_chat(&body.chat).await?;
+    Ok(http::empty())
+}
+
+/// POST /api/adminonly/removeChat
+pub async fn remove_chat(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+    ctx.service.require_admin(session)?;
+    let body: Chat = http::parse_json(&req.body)?;
+    ctx.service.remove_chat(&body.chat).await?;
+    Ok(http::empty())
+}

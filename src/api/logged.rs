@@ -1,0 +1,133 @@
+//! `/api/loggedonly/*`: routes for an online session.
+
+use super::{ApiRequest, Ctx, http};
+use crate::chat::SessionInfo;
+use crate::error::ApiError;
+use crate::events::hub::PollReply;
+use crate::events::{PollEnvelope, QueuedEvent};
+use crate::model::{Chat, QueueOpened};
+use serde::Deserialize;
+use warp::reply::Response;
+
+fn chat_body(req: &ApiRequest) -> Result<Chat, ApiError> {
+    http::parse_json(&req.body)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PostBody {
+    chat: String,
+    text: String,
+}
+
+/// POST /api/loggedonly/login: a fresh cookie for this session, which comes back online.
+pub async fn session_login(ctx: &Ctx, session: &SessionInfo) -> Result<Response, ApiError> {
+    let issued = ctx.service.session_login(&ctx.signer, session).await?;
+    let cookie = ctx
+        .signer
+        .set_header(&issued.cookie_value, ctx.config.session_max_age.as_secs());
+    Ok(http::set_cookie(http::json(&issued.user)?, &cookie))
+}
+
+/// POST /api/loggedonly/logout: ends the session and expires the cookie.
+pub async fn logout(ctx: &Ctx, session: &SessionInfo) -> Result<Response, ApiError> {
+    ctx.service.logout(session).await?;
+    Ok(http::set_cookie(http::empty(), &ctx.signer.expire_header()))
+}
+
+fn last_event_id(req: &ApiRequest) -> Result<Option<u64>, ApiError> {
+    http::query_param(&req.query, "last_event_id")
+        .map(|v| v.parse::<u64>().map_err(|_| ApiError::CannotParse))
+        .transpose()
+}
+
+/// GET /api/loggedonly/poll: one event from the session's default queue, or empty after the timeout.
+pub async fn poll(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+    let ack = last_event_id(req)?;
+    let reply = ctx
+        .service
+        .hub
+        .poll_default(session.handle, ack, ctx.config.poll_timeout)
+        .await;
+    // A poll that was parked counts as activity for all of its wait.
+    ctx.service.touch(session.handle);
+    match reply {
+        PollReply::Event(delivered) => http::json(&PollEnvelope {
+            event: &delivered.event.payload,
+            kind: &delivered.event.kind,
+            id: delivered.id,
+        }),
+        PollReply::Empty => Ok(http::empty()),
+    }
+}
+
+/// POST /api/loggedonly/queues: opens an explicit event queue (one per browser tab).
+pub fn open_queue(ctx: &Ctx, session: &SessionInfo) -> Result<Response, ApiError> {
+    let (queue_id, last_event_id) = ctx
+        .service
+        .hub
+        .open_queue(session.handle)
+        .ok_or(ApiError::NotLoggedIn)?;
+    http::json(&QueueOpened {
+        queue_id,
+        last_event_id,
+    })
+}
+
+/// GET /api/loggedonly/events: acknowledges up to `last_event_id`, then returns what is pending.
+pub async fn events(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+    let queue_id = http::query_param(&req.query, "queue_id").ok_or(ApiError::BadEventQueue)?;
+    let ack = last_event_id(req)?.unwrap_or(0);
+    let batch = ctx
+        .service
+        .hub
+        .poll_queue(session.handle, &queue_id, ack, ctx.config.poll_timeout)
+        .await
+        .map_err(|_| ApiError::BadEventQueue)?;
+    ctx.service.touch(session.handle);
+    let events: Vec<QueuedEvent> = batch
+        .iter()
+        .map(|d| QueuedEvent {
+            id: d.id,
+            kind: &d.event.kind,
+            event: &d.event.payload,
+        })
+        .collect();
+    http::json(&serde_json::json!({ "events": events }))
+}
+
+/// POST /api/loggedonly/joinChat
+pub async fn join_chat(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+    let body = chat_body(req)?;
+    http::json(&ctx.service.join_chat(session, &body.chat).await?)
+}
+
+/// POST /api/loggedonly/leaveChat
+pub async fn leave_chat(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+    let body = chat_body(req)?;
+    ctx.service.leave_chat(session, &body.chat).await?;
+    Ok(http::empty())
+}
+
+/// GET /api/loggedonly/getChats
+pub fn get_chats(ctx: &Ctx, session: &SessionInfo) -> Result<Response, ApiError> {
+    http::json(&ctx.service.chat_reports(session)?)
+}
+
+/// POST /api/loggedonly/getUsers
+pub fn get_users(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+    let body = chat_body(req)?;
+    http::json(&ctx.service.chat_users(session, &body.chat)?)
+}
+
+/// POST /api/loggedonly/getLastMessages
+pub fn get_last_messages(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+    let body = chat_body(req)?;
+    http::json(&ctx.service.last_messages(session, &body.chat)?)
+}
+
+/// POST /api/loggedonly/postMessage
+pub async fn post_message(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+    let body: PostBody = http::parse_json(&req.body)?;
+    http::json(&ctx.service.post_message(session, &body.chat, &body.text).await?)
+}

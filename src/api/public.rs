@@ -1,0 +1,121 @@
+//! Routes without a session: register, verifyEmail, authorize, password reset, guest login, healthz.
+
+use super::{ApiRequest, Ctx, http};
+use crate::chat::Issued;
+use crate::error::ApiError;
+use serde::Deserialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+/// Request bodies: a missing field reads as an empty string (SPEC 4).
+#[derive(Deserialize)]
+#[serde(default)]
+#[derive(Default)]
+struct Credentials {
+    user: String,
+    email: String,
+    password: String,
+    #[serde(rename = "passwordResetToken")]
+    password_reset_token: String,
+}
+
+fn credentials(req: &ApiRequest) -> Result<Credentials, ApiError> {
+    http::parse_json(&req.body)
+}
+
+/// A login's reply: UserWithStatus plus the session cookie.
+fn logged_in(ctx: &Ctx, issued: Issued) -> Result<Response, ApiError> {
+    let cookie = ctx
+        .signer
+        .set_header(&issued.cookie_value, ctx.config.session_max_age.as_secs());
+    Ok(http::set_cookie(http::json(&issued.user)?, &cookie))
+}
+
+/// POST /api/register: a new unverified account; the activation link goes by mail.
+pub async fn register(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
+    let body = credentials(req)?;
+    ctx.service
+        .register(&body.user, &body.email, &body.password)
+        .await?;
+    Ok(http::empty())
+}
+
+/// GET /api/verifyEmail/{user}/{token}: a small page saying whether the link worked.
+pub async fn verify_email(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
+    let (user, token) = match req.params.as_slice() {
+        [user, token] => (user.as_str(), token.as_str()),
+        _ => return Err(ApiError::NotFound),
+    };
+    Ok(if ctx.service.verify_email(user, token).await? {
+        http::html(
+            StatusCode::OK,
+            page("Email verified", "Your email is verified, you can sign in now."),
+        )
+    } else {
+        http::html(
+            StatusCode::BAD_REQUEST,
+            page(
+                "Link not valid",
+                "This link is invalid or has expired. Sign in to request a new one, or register again.",
+            ),
+        )
+    })
+}
+
+fn page(title: &str, text: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · natter</title><link rel=\"stylesheet\" href=\"/style.css\"></head>\
+         <body class=\"notice-page\"><main class=\"notice\"><h1>{title}</h1><p>{text}</p>\
+         <p><a href=\"/\">Go to sign in</a></p></main></body></html>\n"
+    )
+}
+
+/// POST /api/authorize: sign in with a password.
+pub async fn authorize(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
+    let body = credentials(req)?;
+    let issued = ctx
+        .service
+        .authorize(&ctx.signer, &body.user, &body.password)
+        .await?;
+    logged_in(ctx, issued)
+}
+
+/// POST /api/requestResetPassword: mails a reset token (same answer for unknown users).
+pub async fn request_reset_password(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
+    let body = credentials(req)?;
+    ctx.service.request_reset(&body.user).await?;
+    Ok(http::empty())
+}
+
+/// POST /api/resetPassword: a new password with the mailed token.
+pub async fn reset_password(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
+    let body = credentials(req)?;
+    ctx.service
+        .reset_password(&body.user, &body.password_reset_token, &body.password)
+        .await?;
+    Ok(http::empty())
+}
+
+/// POST /api/login: a guest session.
+pub async fn guest_login(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
+    let body = credentials(req)?;
+    let issued = ctx.service.guest_login(&ctx.signer, &body.user).await?;
+    logged_in(ctx, issued)
+}
+
+/// GET /healthz: storage and mirror state for monitors.
+pub fn healthz(ctx: &Ctx) -> Response {
+    let storage_ok = ctx.service.store.check_health().is_ok();
+    let body = serde_json::json!({
+        "status": if storage_ok { "ok" } else { "unavailable" },
+        "storage": if storage_ok { "ok" } else { "error" },
+        "mirror": "off",
+    });
+    let mut response = http::json(&body).unwrap_or_else(|e| http::error(&e));
+    if !storage_ok {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response
+}

@@ -1,0 +1,76 @@
+//! PBKDF2-HMAC-SHA256 password hashes as PHC strings, computed off the async workers.
+
+use crate::error::ApiError;
+use crate::model::Password;
+use pbkdf2::password_hash::{CustomizedPasswordHasher, PasswordVerifier};
+use pbkdf2::phc::PasswordHash;
+use pbkdf2::{Params, Pbkdf2};
+
+/// Hashes a password with `iterations` rounds and a fresh random salt.
+pub async fn hash(password: Password, iterations: u32) -> Result<String, ApiError> {
+    let salt: [u8; 16] = super::random_bytes()?;
+    tokio::task::spawn_blocking(move || hash_blocking(password.expose(), &salt, iterations))
+        .await
+        .map_err(|_| ApiError::Internal)?
+}
+
+fn hash_blocking(password: &str, salt: &[u8], iterations: u32) -> Result<String, ApiError> {
+    let params = Params::new(iterations).map_err(|_| ApiError::Internal)?;
+    Pbkdf2::default()
+        .hash_password_with_params(password.as_bytes(), salt, params)
+        .map(|h| h.to_string())
+        .map_err(|e| {
+            log::error!("password hashing failed: {e}");
+            ApiError::Internal
+        })
+}
+
+/// Checks a password against a stored hash. With no stored hash (unknown user) it checks
+/// against `dummy` and answers false, so both paths cost the same time.
+pub async fn verify(password: String, stored: Option<String>, dummy: &str) -> bool {
+    let known = stored.is_some();
+    let hash = stored.unwrap_or_else(|| dummy.to_owned());
+    let matches = tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))
+        .await
+        .unwrap_or(false);
+    known && matches
+}
+
+fn verify_blocking(password: &str, stored: &str) -> bool {
+    match PasswordHash::new(stored) {
+        Ok(hash) => Pbkdf2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash of a random password, for the unknown-user path of `verify`.
+pub async fn dummy_hash(iterations: u32) -> Result<String, ApiError> {
+    let random: [u8; 16] = super::random_bytes()?;
+    let password = Password::parse(&format!("{random:02x?}")).map_err(|_| ApiError::Internal)?;
+    hash(password, iterations).await
+}
+
+/// The round count inside a PHC string, if it parses.
+pub fn iterations_of(stored: &str) -> Option<u32> {
+    let hash = PasswordHash::new(stored).ok()?;
+    Params::try_from(&hash).ok().map(|p| p.rounds())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hash_then_verify_round_trips_and_keeps_the_round_count() {
+        let password = Password::parse("correct horse").unwrap();
+        let stored = hash(password, 1000).await.unwrap();
+        assert!(stored.starts_with("$pbkdf2-sha256$i=1000"));
+        assert_eq!(iterations_of(&stored), Some(1000));
+        let dummy = dummy_hash(1000).await.unwrap();
+        assert!(verify("correct horse".into(), Some(stored.clone()), &dummy).await);
+        assert!(!verify("wrong horse".into(), Some(stored), &dummy).await);
+        assert!(!verify("anything".into(), None, &dummy).await);
+    }
+}

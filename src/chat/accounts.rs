@@ -1,0 +1,214 @@
+//! Registered accounts: register, verify the email, sign in, reset the password (SPEC 6, 10).
+
+use super::presence::Issued;
+use super::state::State;
+use super::{Service, now, user_status};
+use crate::auth::cookie::CookieSigner;
+use crate::auth::tokens::{self, TokenCheck};
+use crate::auth::password;
+use crate::error::ApiError;
+use crate::mail::Mail;
+use crate::model::{Email, Invalid, Password, UserName, name_key};
+use crate::store::{Taken, UserRecord};
+
+impl Service {
+    /// `POST /api/register`: stores an unverified account and mails its activation link.
+    pub async fn register(&self, raw_user: &str, raw_email: &str, raw_password: &str) -> Result<(), ApiError> {
+        if !self.config.allow_registration {
+            return Err(ApiError::RegistrationDisabled);
+        }
+        if !self.mailer.configured() {
+            return Err(ApiError::EmailNotConfigured);
+        }
+        if raw_password.is_empty() {
+            return Err(Invalid::PasswordEmpty.into());
+        }
+        let name = UserName::parse(raw_user)?;
+        let email = Email::parse(raw_email)?;
+        let password = Password::parse(raw_password)?;
+        let key = name.key();
+        // Checked before the expensive hash, and again under the lock before inserting.
+        self.check_name_free(&self.lock(), &key)?;
+        let password_hash = password::hash(password, self.config.password_iterations).await?;
+        let created = now();
+        let (token, activation) = tokens::new_activation(created)?;
+        let user = UserRecord {
+            name: name.as_str().to_owned(),
+            email: email.as_str().to_owned(),
+            password_hash,
+            verified: false,
+            admin: self.is_listed_admin(name.as_str()),
+            bot: false,
+            created,
+            activation: Some(activation),
+            reset: None,
+        };
+        let (epoch, mail) = {
+            let st = self.lock();
+            self.check_name_free(&st, &key)?;
+            let mail = match self.store.insert_user(&user)? {
+                Ok(()) => Mail::Activation {
+                    to: user.email.clone(),
+                    user: user.name.clone(),
+                    link: self.activation_link(&user.name, &token),
+                },
+                Err(Taken::Name) => return Err(ApiError::AlreadyRegistered),
+                // Answer as for a new account, so the address's owner stays private; tell them instead.
+                Err(Taken::Email) => Mail::AddressInUse {
+                    to: user.email.clone(),
+                    user: self.owner_of_email(&email)?,
+                },
+            };
+            (self.store.write_epoch(), mail)
+        };
+        self.durable(epoch).await?;
+        self.mailer.send(mail);
+        Ok(())
+    }
+
+    fn check_name_free(&self, st: &State, key: &str) -> Result<(), ApiError> {
+        if self.store.user(key)?.is_some() || self.is_bot_name(key) {
+            return Err(ApiError::AlreadyRegistered);
+        }
+        if st.online.contains_key(key) {
+            return Err(ApiError::AlreadyLoggedIn);
+        }
+        Ok(())
+    }
+
+    fn owner_of_email(&self, email: &Email) -> Result<String, ApiError> {
+        let owner = self.store.user_key_by_email(&email.key())?.unwrap_or_default();
+        Ok(self.store.user(&owner)?.map(|u| u.name).unwrap_or(owner))
+    }
+
+    fn activation_link(&self, user: &str, token: &str) -> String {
+        format!(
+            "{}/api/verifyEmail/{}/{}",
+            self.config.public_url.trim_end_matches('/'),
+            urlencoding::encode(user),
+            token
+        )
+    }
+
+    /// `GET /api/verifyEmail/{user}/{token}`: true if the link was valid and is now used up.
+    pub async fn verify_email(&self, raw_user: &str, token: &str) -> Result<bool, ApiError> {
+        let key = name_key(raw_user);
+        let epoch = {
+            let _st = self.lock();
+            let Some(mut user) = self.store.user(&key)? else {
+                return Ok(false);
+            };
+            let Some(mut record) = user.activation.take() else {
+                return Ok(false);
+            };
+            match tokens::check(&mut record, token, now(), u32::MAX) {
+                TokenCheck::Valid => {
+                    user.verified = true;
+                    user.admin = user.admin || self.is_listed_admin(&user.name);
+                    self.store.update_user(&user)?;
+                }
+                // A wrong link leaves the real one usable; an expired one is dropped.
+                TokenCheck::Wrong => return Ok(false),
+                TokenCheck::Dead => {
+                    self.store.update_user(&user)?;
+                    return Ok(false);
+                }
+            }
+            self.store.write_epoch()
+        };
+        self.durable(epoch).await?;
+        Ok(true)
+    }
+
+    /// `POST /api/authorize`: checks the password and opens a new session.
+    pub async fn authorize(&self, signer: &CookieSigner, raw_user: &str, raw_password: &str) -> Result<Issued, ApiError> {
+        if raw_user.is_empty() {
+            return Err(Invalid::UsernameEmpty.into());
+        }
+        if raw_password.is_empty() {
+            return Err(Invalid::PasswordEmpty.into());
+        }
+        let key = name_key(raw_user);
+        let user = self.store.user(&key)?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        // Unknown users are checked against a dummy hash: same answer, same time.
+        if !password::verify(raw_password.to_owned(), stored, &self.dummy_hash).await {
+            return Err(ApiError::WrongCredentials);
+        }
+        let Some(user) = user else {
+            return Err(ApiError::WrongCredentials);
+        };
+        if !user.verified {
+            return Err(ApiError::EmailNotVerified);
+        }
+        self.registered_login(signer, &user.name, &key, user_status(&user))
+            .await
+    }
+
+    /// `POST /api/requestResetPassword`: mails a reset token; unknown users get the same answer.
+    pub async fn request_reset(&self, raw_user: &str) -> Result<(), ApiError> {
+        if raw_user.is_empty() {
+            return Err(Invalid::UsernameEmpty.into());
+        }
+        if !self.mailer.configured() {
+            return Err(ApiError::EmailNotConfigured);
+        }
+        let key = name_key(raw_user);
+        let (epoch, mail) = {
+            let _st = self.lock();
+            let Some(mut user) = self.store.user(&key)? else {
+                return Ok(());
+            };
+            let (token, record) = tokens::new_reset(now())?;
+            // A new request replaces any earlier token.
+            user.reset = Some(record);
+            self.store.update_user(&user)?;
+            let mail = Mail::Reset {
+                to: user.email.clone(),
+                user: user.name.clone(),
+                token,
+            };
+            (self.store.write_epoch(), mail)
+        };
+        self.durable(epoch).await?;
+        self.mailer.send(mail);
+        Ok(())
+    }
+
+    /// `POST /api/resetPassword`: sets a new password and ends every session of the account.
+    pub async fn reset_password(&self, raw_user: &str, token: &str, raw_password: &str) -> Result<(), ApiError> {
+        if raw_user.is_empty() || token.is_empty() || raw_password.is_empty() {
+            return Err(ApiError::SomeFieldsEmpty);
+        }
+        // Checked before the token, so a mistyped password does not burn the token.
+        let password = Password::parse(raw_password)?;
+        let key = name_key(raw_user);
+        let new_hash = password::hash(password, self.config.password_iterations).await?;
+        let epoch = {
+            let mut st = self.lock();
+            let Some(mut user) = self.store.user(&key)? else {
+                return Err(ApiError::BadResetToken);
+            };
+            let Some(mut record) = user.reset.take() else {
+                return Err(ApiError::BadResetToken);
+            };
+            match tokens::check(&mut record, token, now(), tokens::RESET_MAX_FAILURES) {
+                TokenCheck::Valid => {}
+                TokenCheck::Wrong => {
+                    user.reset = Some(record);
+                    self.store.update_user(&user)?;
+                    return Err(ApiError::BadResetToken);
+                }
+                TokenCheck::Dead => {
+                    self.store.update_user(&user)?;
+                    return Err(ApiError::BadResetToken);
+                }
+            }
+            user.password_hash = new_hash;
+            self.store.update_user(&user)?;
+            let events = self.end_all_sessions(&mut st, &key)?;
+            self.publish(events)
+        };
+        self.durable(epoch).await
+    }
+}

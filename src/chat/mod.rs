@@ -1,0 +1,196 @@
+//! The domain: accounts, sessions and presence, chats and messages. No HTTP here.
+
+mod accounts;
+mod bot;
+mod presence;
+mod rooms;
+pub mod state;
+
+pub use presence::{Issued, SessionInfo};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::events::Event;
+use crate::events::hub::Hub;
+use crate::mail::Mailer;
+use crate::model::UserStatus;
+use crate::store::{self, Store, StoreResult, UserRecord};
+use state::State;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Events produced by one change, each with its audience (session handles).
+pub type Outbox = Vec<(Vec<u64>, Event)>;
+
+/// The chat server's rules, between the HTTP layer and the store and hub.
+pub struct Service {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    mailer: Arc<dyn Mailer>,
+    /// One lock orders every change, so events are sequenced in commit order.
+    state: Mutex<State>,
+    /// Hash of a random password, checked for unknown users so timing does not reveal them.
+    dummy_hash: String,
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Service {
+    /// Loads chats, memberships and sessions from the store and applies the config.
+    pub async fn start(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        mailer: Arc<dyn Mailer>,
+    ) -> Result<Arc<Service>, String> {
+        let dummy_hash = crate::auth::password::dummy_hash(config.password_iterations)
+            .await
+            .map_err(|_| "could not prepare password hashing".to_owned())?;
+        let service = Arc::new(Service {
+            config,
+            store,
+            hub,
+            mailer,
+            state: Mutex::new(State::default()),
+            dummy_hash,
+        });
+        let loader = service.clone();
+        tokio::task::spawn_blocking(move || loader.load())
+            .await
+            .map_err(|e| format!("loading stored data failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        Ok(service)
+    }
+
+    /// Startup: rebuild the in-memory state and reconcile it with the config.
+    fn load(&self) -> StoreResult<()> {
+        let mut st = self.lock();
+        let now_secs = now();
+        let now_instant = Instant::now();
+        for chat in self.store.chats()? {
+            st.chats.insert(crate::model::name_key(&chat.name), chat);
+        }
+        for name in &self.config.chats {
+            let key = crate::model::name_key(name);
+            if !st.chats.contains_key(&key)
+                && let Some(chat) = self.store.create_chat(name, now_secs)?
+            {
+                log::info!("created chat {name} from the config");
+                st.chats.insert(key, chat);
+            }
+        }
+        self.apply_admin_list()?;
+        for session in self.store.sessions()? {
+            if session.expires <= now_secs {
+                self.store.delete_session(&session.token_hash)?;
+                continue;
+            }
+            let status = self.status_of(&session.user_key, session.guest)?;
+            // Sessions online at shutdown get a fresh inactivity window to come back.
+            st.insert_session(session, status, now_instant);
+        }
+        for member in self.store.members()? {
+            if st.online.contains_key(&member.user_key) {
+                st.members
+                    .entry(member.chat_id)
+                    .or_default()
+                    .insert(member.user_key, member.user);
+            } else {
+                // Membership ends when its user goes offline; a crash may have skipped that.
+                self.store.remove_member(member.chat_id, &member.user_key)?;
+            }
+        }
+        if let Some(snapshot) = self.store.take_queues()? {
+            match self.hub.restore(&snapshot, |h| st.activity.contains_key(&h)) {
+                Ok(n) => log::info!("restored {n} event queues"),
+                Err(e) => log::warn!("event queues from the last run were not restored: {e}"),
+            }
+        }
+        for handle in st.activity.keys() {
+            self.hub.open_session(*handle);
+        }
+        Ok(())
+    }
+
+    /// Grants admin to the registered users named in `admins` (never revokes: see README).
+    fn apply_admin_list(&self) -> StoreResult<()> {
+        for name in &self.config.admins {
+            if let Some(mut user) = self.store.user(&crate::model::name_key(name))?
+                && !user.admin
+            {
+                user.admin = true;
+                self.store.update_user(&user)?;
+                log::info!("granted admin to {} from the config", user.name);
+            }
+        }
+        Ok(())
+    }
+
+    fn is_listed_admin(&self, name: &str) -> bool {
+        let key = crate::model::name_key(name);
+        self.config
+            .admins
+            .iter()
+            .any(|a| crate::model::name_key(a) == key)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take the whole server down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The status flags of a user as the server knows them now.
+    fn status_of(&self, user_key: &str, guest: bool) -> StoreResult<UserStatus> {
+        if guest {
+            return Ok(UserStatus::default());
+        }
+        Ok(self
+            .store
+            .user(user_key)?
+            .map(|u| user_status(&u))
+            .unwrap_or_default())
+    }
+
+    /// Stages a change's events at the store's current epoch; they reach queues once it is durable.
+    fn publish(&self, events: Outbox) -> u64 {
+        let epoch = self.store.write_epoch();
+        for (targets, event) in events {
+            self.hub.stage(epoch, targets, &event);
+        }
+        self.hub.release(self.store.durability().borrow().durable);
+        epoch
+    }
+
+    /// Waits until the change with `epoch` is on disk (immediate with `durability = "relaxed"`).
+    async fn durable(&self, epoch: u64) -> Result<(), ApiError> {
+        store::wait_durable(&*self.store, epoch).await?;
+        Ok(())
+    }
+
+    /// Releases staged events as the flusher makes writes durable; runs until the store stops.
+    pub async fn publish_durable_events(self: Arc<Self>) {
+        let mut watch = self.store.durability();
+        while watch.changed().await.is_ok() {
+            let durable = watch.borrow_and_update().durable;
+            self.hub.release(durable);
+        }
+    }
+
+    /// Numbers for `/healthz` and logs.
+    pub fn online_counts(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.online.len(), st.activity.len())
+    }
+}
+
+pub fn user_status(user: &UserRecord) -> UserStatus {
+    UserStatus {
+        verified: user.verified,
+        admin: user.admin,
+        bot: user.bot,
+    }
+}

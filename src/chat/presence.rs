@@ -1,0 +1,327 @@
+//! Sessions and presence: log in, rotate, log out, and the inactivity sweeper (SPEC 5).
+
+use super::state::State;
+use super::{Outbox, Service, now};
+use crate::auth::cookie::CookieSigner;
+use crate::error::ApiError;
+use crate::events::{ChatLeaveEvent, Event, PresenceEvent, SystemMessageEvent};
+use crate::model::{UserName, UserStatus, UserWithStatus};
+use crate::store::SessionRecord;
+use std::time::{Duration, Instant};
+
+/// The session behind an authenticated request.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub handle: u64,
+    pub token_hash: [u8; 32],
+    pub user: String,
+    pub user_key: String,
+    pub guest: bool,
+}
+
+/// A login's answer: the user's status and the cookie value to set.
+pub struct Issued {
+    pub user: UserWithStatus,
+    pub cookie_value: String,
+}
+
+impl Service {
+    /// Finds the session of a cookie hash; with `need_online`, offline sessions are refused.
+    /// Counts as activity for online sessions.
+    pub fn authenticate(&self, hash: &[u8; 32], need_online: bool) -> Result<SessionInfo, ApiError> {
+        let mut st = self.lock();
+        let session = st.sessions.get(hash).ok_or(ApiError::NotLoggedIn)?;
+        if session.expires <= now() || (need_online && !session.online) {
+            return Err(ApiError::NotLoggedIn);
+        }
+        let info = SessionInfo {
+            handle: session.handle,
+            token_hash: session.token_hash,
+            user: session.user.clone(),
+            user_key: session.user_key.clone(),
+            guest: session.guest,
+        };
+        if session.online {
+            st.activity.insert(info.handle, Instant::now());
+        }
+        Ok(info)
+    }
+
+    /// Marks a session active (a long poll that was parked until now).
+    pub fn touch(&self, handle: u64) {
+        let mut st = self.lock();
+        if let Some(seen) = st.activity.get_mut(&handle) {
+            *seen = Instant::now();
+        }
+    }
+
+    /// `POST /api/login`: a guest session for a free, unregistered name.
+    pub async fn guest_login(&self, signer: &CookieSigner, raw_name: &str) -> Result<Issued, ApiError> {
+        if !self.config.allow_guests {
+            return Err(ApiError::GuestsDisabled);
+        }
+        let name = UserName::parse(raw_name)?;
+        let key = name.key();
+        let token = signer.issue()?;
+        let epoch = {
+            let mut st = self.lock();
+            if self.store.user(&key)?.is_some() {
+                return Err(ApiError::NameRegistered);
+            }
+            if st.online.contains_key(&key) || self.is_bot_name(&key) {
+                return Err(ApiError::AlreadyLoggedIn);
+            }
+            let record = self.new_session(token.hash, name.as_str(), &key, true)?;
+            self.store.put_session(&record)?;
+            let events = self.bring_online(&mut st, record, UserStatus::default());
+            self.publish(events)
+        };
+        self.durable(epoch).await?;
+        Ok(Issued {
+            user: UserWithStatus::new(name.as_str(), UserStatus::default()),
+            cookie_value: token.cookie_value,
+        })
+    }
+
+    /// Opens a new session for a registered user whose password was checked.
+    pub(super) async fn registered_login(
+        &self,
+        signer: &CookieSigner,
+        name: &str,
+        key: &str,
+        status: UserStatus,
+    ) -> Result<Issued, ApiError> {
+        let token = signer.issue()?;
+        let epoch = {
+            let mut st = self.lock();
+            let record = self.new_session(token.hash, name, key, false)?;
+            self.store.put_session(&record)?;
+            let events = self.bring_online(&mut st, record, status);
+            self.publish(events)
+        };
+        self.durable(epoch).await?;
+        Ok(Issued {
+            user: UserWithStatus::new(name, status),
+            cookie_value: token.cookie_value,
+        })
+    }
+
+    /// `POST /api/loggedonly/login`: a fresh cookie for the same session, which keeps its queues
+    /// and chats; an offline session comes back online.
+    pub async fn session_login(&self, signer: &CookieSigner, session: &SessionInfo) -> Result<Issued, ApiError> {
+        let status = self.status_of(&session.user_key, session.guest)?;
+        let token = signer.issue()?;
+        let epoch = {
+            let mut st = self.lock();
+            let mut record = st
+                .sessions
+                .get(&session.token_hash)
+                .cloned()
+                .ok_or(ApiError::NotLoggedIn)?;
+            let was_online = record.online;
+            let old_hash = record.token_hash;
+            record.token_hash = token.hash;
+            record.online = true;
+            self.store.replace_session(&old_hash, &record)?;
+            st.sessions.remove(&old_hash);
+            let events = if was_online {
+                st.insert_session(record, status, Instant::now());
+                Vec::new()
+            } else {
+                self.bring_online(&mut st, record, status)
+            };
+            self.publish(events)
+        };
+        self.durable(epoch).await?;
+        Ok(Issued {
+            user: UserWithStatus::new(&session.user, status),
+            cookie_value: token.cookie_value,
+        })
+    }
+
+    /// `POST /api/loggedonly/logout`: ends the session; the last one cascades.
+    pub async fn logout(&self, session: &SessionInfo) -> Result<(), ApiError> {
+        let epoch = {
+            let mut st = self.lock();
+            self.store.delete_session(&session.token_hash)?;
+            self.hub.close_session(session.handle);
+            let events = if st.remove_session(session.handle) {
+                self.offline_cascade(&mut st, &session.user_key, &session.user)?
+            } else {
+                Vec::new()
+            };
+            self.publish(events)
+        };
+        self.durable(epoch).await
+    }
+
+    /// Ends every session of a user (password reset, account deletion).
+    pub(super) fn end_all_sessions(&self, st: &mut State, user_key: &str) -> Result<Outbox, ApiError> {
+        let handles: Vec<(u64, [u8; 32], String)> = st
+            .sessions
+            .values()
+            .filter(|s| s.user_key == user_key)
+            .map(|s| (s.handle, s.token_hash, s.user.clone()))
+            .collect();
+        let mut events = Vec::new();
+        for (handle, hash, name) in handles {
+            self.store.delete_session(&hash)?;
+            self.hub.close_session(handle);
+            if st.remove_session(handle) {
+                events.extend(self.offline_cascade(st, user_key, &name)?);
+            }
+        }
+        Ok(events)
+    }
+
+    fn new_session(&self, hash: [u8; 32], name: &str, key: &str, guest: bool) -> Result<SessionRecord, ApiError> {
+        let created = now();
+        let max_age = i64::try_from(self.config.session_max_age.as_secs()).unwrap_or(i64::MAX);
+        Ok(SessionRecord {
+            token_hash: hash,
+            handle: u64::from_le_bytes(crate::auth::random_bytes()?),
+            user: name.to_owned(),
+            user_key: key.to_owned(),
+            guest,
+            created,
+            expires: created.saturating_add(max_age),
+            online: true,
+        })
+    }
+
+    /// Registers an online session; a user coming online is announced to everyone.
+    fn bring_online(&self, st: &mut State, record: SessionRecord, status: UserStatus) -> Outbox {
+        let was_online = st.online.contains_key(&record.user_key);
+        let name = record.user.clone();
+        self.hub.open_session(record.handle);
+        st.insert_session(record, status, Instant::now());
+        if was_online {
+            return Vec::new();
+        }
+        let event = Event::Login(PresenceEvent {
+            user: name,
+            chat: String::new(),
+            time: now(),
+        });
+        vec![(st.everyone(), event)]
+    }
+
+    /// A user's last session went offline: tell everyone else, then leave every chat.
+    fn offline_cascade(&self, st: &mut State, user_key: &str, name: &str) -> Result<Outbox, ApiError> {
+        let time = now();
+        let mut events: Outbox = vec![(
+            st.everyone_except(user_key),
+            Event::Logout(PresenceEvent {
+                user: name.to_owned(),
+                chat: String::new(),
+                time,
+            }),
+        )];
+        for chat in st.chats_of(user_key) {
+            self.store.remove_member(chat.id, user_key)?;
+            if let Some(members) = st.members.get_mut(&chat.id) {
+                members.remove(user_key);
+            }
+            events.extend(leave_events(st, chat.id, &chat.name, name, time));
+        }
+        Ok(events)
+    }
+
+    /// One sweeper pass: idle sessions go offline, expired ones end, idle queues are deleted.
+    pub async fn sweep(&self) -> Result<(), ApiError> {
+        let idle_limit = self.config.inactivity_timeout;
+        let parked = self.hub.parked_sessions();
+        let epoch = {
+            let mut st = self.lock();
+            let now_instant = Instant::now();
+            let now_secs = now();
+            let idle: Vec<u64> = st
+                .activity
+                .iter()
+                .filter(|(h, seen)| !parked.contains(h) && now_instant.duration_since(**seen) >= idle_limit)
+                .map(|(h, _)| *h)
+                .collect();
+            let expired: Vec<u64> = st
+                .sessions
+                .values()
+                .filter(|s| s.expires <= now_secs)
+                .map(|s| s.handle)
+                .collect();
+            let mut events = Vec::new();
+            for handle in idle {
+                events.extend(self.take_offline(&mut st, handle, false)?);
+            }
+            for handle in expired {
+                events.extend(self.take_offline(&mut st, handle, true)?);
+            }
+            self.publish(events)
+        };
+        let expired_queues = self.hub.expire_idle_queues(self.config.event_queue_idle_timeout);
+        if expired_queues > 0 {
+            log::debug!("deleted {expired_queues} idle event queues");
+        }
+        self.durable(epoch).await
+    }
+
+    /// Takes one session offline; guests and `end`ed sessions are deleted, others stay valid.
+    fn take_offline(&self, st: &mut State, handle: u64, end: bool) -> Result<Outbox, ApiError> {
+        let Some(record) = st.session_by_handle(handle).cloned() else {
+            return Ok(Vec::new());
+        };
+        self.hub.close_session(handle);
+        let was_last = if end || record.guest {
+            self.store.delete_session(&record.token_hash)?;
+            st.remove_session(handle)
+        } else {
+            let mut offline = record.clone();
+            offline.online = false;
+            self.store.put_session(&offline)?;
+            st.set_offline(handle)
+        };
+        if was_last {
+            self.offline_cascade(st, &record.user_key, &record.user)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Runs `sweep` every quarter of `inactivity_timeout` (at most every 5 s) until dropped.
+    pub async fn run_sweeper(self: std::sync::Arc<Self>) {
+        let period = (self.config.inactivity_timeout / 4).min(Duration::from_secs(5));
+        let mut ticker = tokio::time::interval(period.max(Duration::from_millis(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(e) = self.sweep().await {
+                log::warn!("presence sweep failed: {}", e.message());
+            }
+        }
+    }
+
+    pub(super) fn is_bot_name(&self, key: &str) -> bool {
+        self.config.bot.enabled && crate::model::name_key(&self.config.bot.name) == key
+    }
+}
+
+/// `ChatLeaveEvent` then `SystemMessageChatLeaveEvent`, to the chat's remaining members.
+pub(super) fn leave_events(st: &State, chat_id: u64, chat: &str, user: &str, time: i64) -> Outbox {
+    let audience = st.chat_audience(chat_id);
+    vec![
+        (
+            audience.clone(),
+            Event::ChatLeave(ChatLeaveEvent {
+                user: user.to_owned(),
+                chat: chat.to_owned(),
+                time,
+            }),
+        ),
+        (
+            audience,
+            Event::SystemMessageChatLeave(SystemMessageEvent {
+                chat: chat.to_owned(),
+                user: user.to_owned(),
+                time,
+            }),
+        ),
+    ]
+}

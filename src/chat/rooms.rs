@@ -1,0 +1,270 @@
+//! Chats and messages: join, leave, history, post, and the admin's create and remove (SPEC 6).
+
+use super::presence::{SessionInfo, leave_events};
+use super::state::State;
+use super::{Outbox, Service, now};
+use crate::error::ApiError;
+use crate::events::{ChatEvent, ChatJoinEvent, Event, SystemMessageEvent};
+use crate::model::{ChatName, ChatReport, Message, UserWithStatus, check_message_text, name_key};
+use crate::store::{ChatRecord, MemberRecord, MessageRecord, NewMessage};
+
+impl Service {
+    /// `POST /api/loggedonly/joinChat`
+    pub async fn join_chat(&self, session: &SessionInfo, chat: &str) -> Result<ChatReport, ApiError> {
+        let (epoch, report) = {
+            let mut st = self.lock();
+            let chat = find_chat(&st, chat)?;
+            if st.is_member(chat.id, &session.user_key) {
+                return Err(ApiError::AlreadyInChat);
+            }
+            self.store.add_member(&MemberRecord {
+                chat_id: chat.id,
+                user_key: session.user_key.clone(),
+                user: session.user.clone(),
+            })?;
+            st.members
+                .entry(chat.id)
+                .or_default()
+                .insert(session.user_key.clone(), session.user.clone());
+            let status = st
+                .online
+                .get(&session.user_key)
+                .map(|u| u.status)
+                .unwrap_or_default();
+            let time = now();
+            let audience = st.chat_audience(chat.id);
+            let events: Outbox = vec![
+                (
+                    audience.clone(),
+                    Event::ChatJoin(ChatJoinEvent {
+                        user: session.user.clone(),
+                        chat: chat.name.clone(),
+                        time,
+                        verified: status.verified,
+                        admin: status.admin,
+                        bot: status.bot,
+                    }),
+                ),
+                (
+                    audience,
+                    Event::SystemMessageChatJoin(SystemMessageEvent {
+                        chat: chat.name.clone(),
+                        user: session.user.clone(),
+                        time,
+                    }),
+                ),
+            ];
+            let report = self.joined_report(&st, &session.user, &chat)?;
+            (self.publish(events), report)
+        };
+        self.durable(epoch).await?;
+        Ok(report)
+    }
+
+    /// `POST /api/loggedonly/leaveChat`: the remaining members are told.
+    pub async fn leave_chat(&self, session: &SessionInfo, chat: &str) -> Result<(), ApiError> {
+        let epoch = {
+            let mut st = self.lock();
+            let chat = find_chat(&st, chat)?;
+            if !st.is_member(chat.id, &session.user_key) {
+                return Err(ApiError::NotInChat);
+            }
+            self.store.remove_member(chat.id, &session.user_key)?;
+            if let Some(members) = st.members.get_mut(&chat.id) {
+                members.remove(&session.user_key);
+            }
+            let events = leave_events(&st, chat.id, &chat.name, &session.user, now());
+            self.publish(events)
+        };
+        self.durable(epoch).await
+    }
+
+    /// `GET /api/loggedonly/getChats`: one report per chat, sorted by name.
+    pub fn chat_reports(&self, session: &SessionInfo) -> Result<Vec<ChatReport>, ApiError> {
+        let st = self.lock();
+        st.sorted_chats()
+            .into_iter()
+            .map(|chat| {
+                if st.is_member(chat.id, &session.user_key) {
+                    self.joined_report(&st, &session.user, &chat)
+                } else {
+                    Ok(ChatReport {
+                        user: session.user.clone(),
+                        chat: chat.name,
+                        joined: false,
+                        messages: Vec::new(),
+                        users: Vec::new(),
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// `POST /api/loggedonly/getUsers`: the chat's online members, sorted.
+    pub fn chat_users(&self, session: &SessionInfo, chat: &str) -> Result<Vec<UserWithStatus>, ApiError> {
+        let st = self.lock();
+        let chat = member_chat(&st, session, chat)?;
+        Ok(online_members(&st, chat.id))
+    }
+
+    /// `POST /api/loggedonly/getLastMessages`: the last `last_messages`, oldest first.
+    pub fn last_messages(&self, session: &SessionInfo, chat: &str) -> Result<Vec<Message>, ApiError> {
+        let chat = member_chat(&self.lock(), session, chat)?;
+        self.history(&chat)
+    }
+
+    /// `POST /api/loggedonly/postMessage`: stores the message and fans it out to the members.
+    pub async fn post_message(&self, session: &SessionInfo, chat: &str, text: &str) -> Result<Message, ApiError> {
+        check_message_text(text, self.config.max_message_chars)?;
+        let status = self.status_of(&session.user_key, session.guest)?;
+        let (epoch, message) = {
+            let st = self.lock();
+            let chat = member_chat(&st, session, chat)?;
+            let stored = self.store.append_message(NewMessage {
+                chat_id: chat.id,
+                user: session.user.clone(),
+                verified: status.verified,
+                admin: status.admin,
+                bot: status.bot,
+                text: text.to_owned(),
+                time: now(),
+            })?;
+            let message = to_wire(&stored, &chat.name);
+            let mut events: Outbox = vec![(st.chat_audience(chat.id), Event::Message(message.clone()))];
+            // The bot answers inside the same commit, so its reply always follows the command.
+            if let Some(reply) = self.bot_reply(&st, &chat, text)? {
+                events.push((st.chat_audience(chat.id), Event::Message(reply)));
+            }
+            (self.publish(events), message)
+        };
+        self.durable(epoch).await?;
+        Ok(message)
+    }
+
+    /// Stores a bot message in a chat.
+    pub(super) fn store_bot_message(&self, chat: &ChatRecord, text: String) -> Result<Message, ApiError> {
+        let stored = self.store.append_message(NewMessage {
+            chat_id: chat.id,
+            user: self.config.bot.name.clone(),
+            verified: false,
+            admin: false,
+            bot: true,
+            text,
+            time: now(),
+        })?;
+        Ok(to_wire(&stored, &chat.name))
+    }
+
+    /// Checks that the session belongs to a verified admin, reading the account afresh.
+    pub fn require_admin(&self, session: &SessionInfo) -> Result<(), ApiError> {
+        if session.guest {
+            return Err(ApiError::AdminOnly);
+        }
+        match self.store.user(&session.user_key)? {
+            Some(user) if user.verified && user.admin => Ok(()),
+            _ => Err(ApiError::AdminOnly),
+        }
+    }
+
+    /// `POST /api/adminonly/createChat`
+    pub async fn create_chat(&self, raw_chat: &str) -> Result<(), ApiError> {
+        let name = ChatName::parse(raw_chat)?;
+        let epoch = {
+            let mut st = self.lock();
+            if st.chats.contains_key(&name.key()) {
+                return Err(ApiError::ChatExists);
+            }
+            let chat = self
+                .store
+                .create_chat(name.as_str(), now())?
+                .ok_or(ApiError::ChatExists)?;
+            let event = Event::ChatCreated(ChatEvent {
+                chat: chat.name.clone(),
+                time: chat.created,
+            });
+            st.chats.insert(name.key(), chat);
+            let audience = st.everyone();
+            self.publish(vec![(audience, event)])
+        };
+        self.durable(epoch).await
+    }
+
+    /// `POST /api/adminonly/removeChat`: the chat, its members and its messages are gone.
+    pub async fn remove_chat(&self, raw_chat: &str) -> Result<(), ApiError> {
+        let epoch = {
+            let mut st = self.lock();
+            let chat = find_chat(&st, raw_chat)?;
+            self.store.remove_chat(chat.id)?;
+            st.chats.remove(&name_key(&chat.name));
+            st.members.remove(&chat.id);
+            let event = Event::ChatRemoved(ChatEvent {
+                chat: chat.name,
+                time: now(),
+            });
+            let audience = st.everyone();
+            self.publish(vec![(audience, event)])
+        };
+        self.durable(epoch).await
+    }
+
+    fn joined_report(&self, st: &State, user: &str, chat: &ChatRecord) -> Result<ChatReport, ApiError> {
+        Ok(ChatReport {
+            user: user.to_owned(),
+            chat: chat.name.clone(),
+            joined: true,
+            messages: self.history(chat)?,
+            users: online_members(st, chat.id),
+        })
+    }
+
+    fn history(&self, chat: &ChatRecord) -> Result<Vec<Message>, ApiError> {
+        Ok(self
+            .store
+            .last_messages(chat.id, self.config.last_messages)?
+            .iter()
+            .map(|m| to_wire(m, &chat.name))
+            .collect())
+    }
+}
+
+/// Online members of a chat with their status, sorted by name.
+pub(super) fn online_members(st: &State, chat_id: u64) -> Vec<UserWithStatus> {
+    let mut users: Vec<UserWithStatus> = st
+        .members
+        .get(&chat_id)
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(|key| st.online.get(key))
+        .map(|u| UserWithStatus::new(&u.name, u.status))
+        .collect();
+    users.sort_by(|a, b| a.user.cmp(&b.user));
+    users
+}
+
+fn find_chat(st: &State, raw: &str) -> Result<ChatRecord, ApiError> {
+    st.chats
+        .get(&name_key(raw))
+        .cloned()
+        .ok_or(ApiError::NoSuchChat)
+}
+
+/// The chat, if the session's user is a member (a missing chat reads the same).
+fn member_chat(st: &State, session: &SessionInfo, raw: &str) -> Result<ChatRecord, ApiError> {
+    match st.chats.get(&name_key(raw)) {
+        Some(chat) if st.is_member(chat.id, &session.user_key) => Ok(chat.clone()),
+        _ => Err(ApiError::NotInChat),
+    }
+}
+
+fn to_wire(m: &MessageRecord, chat: &str) -> Message {
+    Message {
+        user: m.user.clone(),
+        verified: m.verified,
+        admin: m.admin,
+        bot: m.bot,
+        chat: chat.to_owned(),
+        id: m.id,
+        text: m.text.clone(),
+        time: m.time,
+    }
+}

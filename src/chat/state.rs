@@ -1,0 +1,141 @@
+//! The in-memory picture of who is online, which sessions exist and who is in which chat.
+//! It mirrors what sled holds and is only changed together with the store, under one lock.
+
+use crate::model::UserStatus;
+use crate::store::{ChatRecord, SessionRecord};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+/// A user with at least one online session.
+#[derive(Debug, Clone)]
+pub struct OnlineUser {
+    pub name: String,
+    pub status: UserStatus,
+    pub sessions: BTreeSet<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    /// Every valid session, online or not, by token hash.
+    pub sessions: HashMap<[u8; 32], SessionRecord>,
+    /// Session handle → token hash (the handle survives cookie rotation).
+    pub handles: HashMap<u64, [u8; 32]>,
+    /// Last request of each online session.
+    pub activity: HashMap<u64, Instant>,
+    /// Online users by lowercased name.
+    pub online: HashMap<String, OnlineUser>,
+    /// Chats by lowercased name.
+    pub chats: HashMap<String, ChatRecord>,
+    /// Chat id → member key → member name as shown.
+    pub members: HashMap<u64, BTreeMap<String, String>>,
+}
+
+impl State {
+    /// Every online session: the audience of global events.
+    pub fn everyone(&self) -> Vec<u64> {
+        self.activity.keys().copied().collect()
+    }
+
+    /// Every online session except those of `user_key`.
+    pub fn everyone_except(&self, user_key: &str) -> Vec<u64> {
+        let skip = self.online.get(user_key).map(|u| &u.sessions);
+        self.activity
+            .keys()
+            .filter(|h| !skip.is_some_and(|s| s.contains(h)))
+            .copied()
+            .collect()
+    }
+
+    /// The online sessions of a chat's members: O(members), not O(all sessions).
+    pub fn chat_audience(&self, chat_id: u64) -> Vec<u64> {
+        let Some(members) = self.members.get(&chat_id) else {
+            return Vec::new();
+        };
+        members
+            .keys()
+            .filter_map(|key| self.online.get(key))
+            .flat_map(|user| user.sessions.iter().copied())
+            .collect()
+    }
+
+    pub fn is_member(&self, chat_id: u64, user_key: &str) -> bool {
+        self.members
+            .get(&chat_id)
+            .is_some_and(|m| m.contains_key(user_key))
+    }
+
+    /// Chats `user_key` belongs to, sorted by name.
+    pub fn chats_of(&self, user_key: &str) -> Vec<ChatRecord> {
+        let mut chats: Vec<ChatRecord> = self
+            .chats
+            .values()
+            .filter(|c| self.is_member(c.id, user_key))
+            .cloned()
+            .collect();
+        chats.sort_by(|a, b| a.name.cmp(&b.name));
+        chats
+    }
+
+    /// All chats sorted by name.
+    pub fn sorted_chats(&self) -> Vec<ChatRecord> {
+        let mut chats: Vec<ChatRecord> = self.chats.values().cloned().collect();
+        chats.sort_by(|a, b| a.name.cmp(&b.name));
+        chats
+    }
+
+    pub fn session_by_handle(&self, handle: u64) -> Option<&SessionRecord> {
+        self.handles.get(&handle).and_then(|h| self.sessions.get(h))
+    }
+
+    /// Adds a session to the maps; `online` sessions also join their user's online set.
+    pub fn insert_session(&mut self, record: SessionRecord, status: UserStatus, now: Instant) {
+        if record.online {
+            self.activity.insert(record.handle, now);
+            self.online
+                .entry(record.user_key.clone())
+                .or_insert_with(|| OnlineUser {
+                    name: record.user.clone(),
+                    status,
+                    sessions: BTreeSet::new(),
+                })
+                .sessions
+                .insert(record.handle);
+        }
+        self.handles.insert(record.handle, record.token_hash);
+        self.sessions.insert(record.token_hash, record);
+    }
+
+    /// Takes a session offline; true if its user has no online session left.
+    pub fn set_offline(&mut self, handle: u64) -> bool {
+        self.activity.remove(&handle);
+        let Some(hash) = self.handles.get(&handle) else {
+            return false;
+        };
+        let Some(record) = self.sessions.get_mut(hash) else {
+            return false;
+        };
+        record.online = false;
+        let key = record.user_key.clone();
+        match self.online.get_mut(&key) {
+            Some(user) => {
+                user.sessions.remove(&handle);
+                if user.sessions.is_empty() {
+                    self.online.remove(&key);
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a session entirely; true if its user has no online session left.
+    pub fn remove_session(&mut self, handle: u64) -> bool {
+        let was_last = self.set_offline(handle);
+        if let Some(hash) = self.handles.remove(&handle) {
+            self.sessions.remove(&hash);
+        }
+        was_last
+    }
+}

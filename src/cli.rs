@@ -1,0 +1,223 @@
+//! Command line (clap) and the offline commands that open the data directory directly.
+
+use crate::auth::password;
+use crate::config::Config;
+use crate::model::{ChatName, Password, name_key};
+use crate::store::sled::{SledStore, SyncMode};
+use crate::store::{Store, StoreError};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// natter: a self-hosted group chat server in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "natter", version, about)]
+pub struct Cli {
+    /// Development mode: log mailer, localhost CORS, low PBKDF2 rounds allowed.
+    #[arg(long)]
+    pub dev: bool,
+    /// Config file (must exist); without it ./config.toml is read if present.
+    #[arg(short = 'c', long = "config", visible_alias = "configFilepath", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// error, warn, info, debug or trace (also NATTER_LOG).
+    #[arg(long = "log-level", visible_alias = "logLevel", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Load and validate the config, print the effective values (secrets redacted).
+    CheckConfig,
+    /// Manage accounts while the server is stopped.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage chats while the server is stopped.
+    #[command(subcommand)]
+    Chat(ChatCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List registered accounts.
+    List,
+    /// Mark an account's email as verified.
+    Verify { name: String },
+    /// Make an account an admin.
+    GrantAdmin { name: String },
+    /// Take admin away from an account (names in `admins` get it back at the next start).
+    RevokeAdmin { name: String },
+    /// Set a new password, read from standard input without echo; ends the account's sessions.
+    SetPassword { name: String },
+    /// Delete an account and its sessions.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// List chats.
+    List,
+    /// Create a chat.
+    Create { name: String },
+    /// Remove a chat with its messages.
+    Remove { name: String },
+}
+
+/// An offline command's failure: the message and the process exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub code: i32,
+}
+
+impl CliError {
+    fn failed(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(err: StoreError) -> Self {
+        // A locked directory means a running server: exit 2, as for config errors.
+        let code = if matches!(err, StoreError::Locked(_)) { 2 } else { 1 };
+        CliError {
+            message: err.to_string(),
+            code,
+        }
+    }
+}
+
+fn open(config: &Config) -> Result<std::sync::Arc<SledStore>, CliError> {
+    Ok(SledStore::open(&config.data_dir, SyncMode::Relaxed)?)
+}
+
+/// Flushes and closes the store after an offline change.
+fn finish(store: &SledStore) -> Result<(), CliError> {
+    store.flush()?;
+    store.close()?;
+    Ok(())
+}
+
+/// Runs `natter user ...`.
+pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliError> {
+    let store = open(config)?;
+    match command {
+        UserCommand::List => {
+            println!("{:<32} {:<40} {:<8} {:<5}", "NAME", "EMAIL", "VERIFIED", "ADMIN");
+            for user in store.users()? {
+                println!(
+                    "{:<32} {:<40} {:<8} {:<5}",
+                    user.name, user.email, user.verified, user.admin
+                );
+            }
+        }
+        UserCommand::Verify { name } => update_user(&store, &name, |u| {
+            u.verified = true;
+            u.activation = None;
+        })?,
+        UserCommand::GrantAdmin { name } => update_user(&store, &name, |u| u.admin = true)?,
+        UserCommand::RevokeAdmin { name } => update_user(&store, &name, |u| u.admin = false)?,
+        UserCommand::SetPassword { name } => {
+            let key = name_key(&name);
+            store.user(&key)?.ok_or_else(|| no_user(&name))?;
+            let new_password = read_password()?;
+            let hash = password::hash(new_password, config.password_iterations)
+                .await
+                .map_err(|_| CliError::failed("hashing the password failed"))?;
+            update_user(&store, &name, |u| {
+                u.password_hash = hash;
+                u.reset = None;
+            })?;
+            end_sessions(&store, &key)?;
+        }
+        UserCommand::Delete { name } => {
+            let key = name_key(&name);
+            if !store.delete_user(&key)? {
+                return Err(no_user(&name));
+            }
+            end_sessions(&store, &key)?;
+            for member in store.members()? {
+                if member.user_key == key {
+                    store.remove_member(member.chat_id, &key)?;
+                }
+            }
+        }
+    }
+    finish(&store)
+}
+
+fn no_user(name: &str) -> CliError {
+    CliError::failed(format!("no registered user named {name}"))
+}
+
+fn update_user(store: &SledStore, name: &str, change: impl FnOnce(&mut crate::store::UserRecord)) -> Result<(), CliError> {
+    let mut user = store.user(&name_key(name))?.ok_or_else(|| no_user(name))?;
+    change(&mut user);
+    store.update_user(&user)?;
+    println!("updated {}", user.name);
+    Ok(())
+}
+
+fn end_sessions(store: &SledStore, user_key: &str) -> Result<(), CliError> {
+    for session in store.sessions()? {
+        if session.user_key == user_key {
+            store.delete_session(&session.token_hash)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a password without echo from a terminal, or one line from a pipe.
+fn read_password() -> Result<Password, CliError> {
+    let raw = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("New password: ")
+            .map_err(|e| CliError::failed(format!("cannot read the password: {e}")))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| CliError::failed(format!("cannot read the password: {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    Password::parse(&raw)
+        .map_err(|_| CliError::failed("the password must be 8 to 128 characters"))
+}
+
+/// Runs `natter chat ...`.
+pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
+    let store = open(config)?;
+    match command {
+        ChatCommand::List => {
+            let mut chats = store.chats()?;
+            chats.sort_by(|a, b| a.name.cmp(&b.name));
+            for chat in chats {
+                println!("{}", chat.name);
+            }
+        }
+        ChatCommand::Create { name } => {
+            let chat = ChatName::parse(&name)
+                .map_err(|_| CliError::failed(format!("invalid chat name: {name:?}")))?;
+            let created = store
+                .create_chat(chat.as_str(), crate::chat::now())?
+                .ok_or_else(|| CliError::failed(format!("chat {name} already exists")))?;
+            println!("created chat {}", created.name);
+        }
+        ChatCommand::Remove { name } => {
+            let key = name_key(&name);
+            let chat = store
+                .chats()?
+                .into_iter()
+                .find(|c| name_key(&c.name) == key)
+                .ok_or_else(|| CliError::failed(format!("no such chat: {name}")))?;
+            store.remove_chat(chat.id)?;
+            println!("removed chat {}", chat.name);
+        }
+    }
+    finish(&store)
+}

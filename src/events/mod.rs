@@ -1,0 +1,144 @@
+//! Event payloads exactly as SPEC 7.1, and the delivery hub.
+
+pub mod hub;
+
+use crate::model::Message;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// `LoginEvent` / `LogoutEvent`: `{"user","chat":"","Time"}`
+#[derive(Debug, Clone, Serialize)]
+pub struct PresenceEvent {
+    pub user: String,
+    pub chat: String,
+    #[serde(rename = "Time")]
+    pub time: i64,
+}
+
+/// `ChatJoinEvent`: `{"user","chat","Time","verified","admin","bot"}`
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatJoinEvent {
+    pub user: String,
+    pub chat: String,
+    #[serde(rename = "Time")]
+    pub time: i64,
+    pub verified: bool,
+    pub admin: bool,
+    pub bot: bool,
+}
+
+/// `ChatLeaveEvent`: `{"user","chat","Time"}`
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatLeaveEvent {
+    pub user: String,
+    pub chat: String,
+    #[serde(rename = "Time")]
+    pub time: i64,
+}
+
+/// `SystemMessageChatJoinEvent` / `SystemMessageChatLeaveEvent`: `{"chat","user","time"}`
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemMessageEvent {
+    pub chat: String,
+    pub user: String,
+    pub time: i64,
+}
+
+/// `ChatCreatedEvent` / `ChatRemovedEvent`: `{"chat","Time"}`
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatEvent {
+    pub chat: String,
+    #[serde(rename = "Time")]
+    pub time: i64,
+}
+
+/// `ResyncEvent`: `{"reason"}`
+#[derive(Debug, Clone, Serialize)]
+pub struct ResyncEvent {
+    pub reason: String,
+}
+
+/// Every event a client can receive.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Login(PresenceEvent),
+    Logout(PresenceEvent),
+    ChatJoin(ChatJoinEvent),
+    SystemMessageChatJoin(SystemMessageEvent),
+    ChatLeave(ChatLeaveEvent),
+    SystemMessageChatLeave(SystemMessageEvent),
+    Message(Message),
+    ChatCreated(ChatEvent),
+    ChatRemoved(ChatEvent),
+    Resync(ResyncEvent),
+}
+
+impl Event {
+    /// The `type` string the original client switches on.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Login(_) => "LoginEvent",
+            Event::Logout(_) => "LogoutEvent",
+            Event::ChatJoin(_) => "ChatJoinEvent",
+            Event::SystemMessageChatJoin(_) => "SystemMessageChatJoinEvent",
+            Event::ChatLeave(_) => "ChatLeaveEvent",
+            Event::SystemMessageChatLeave(_) => "SystemMessageChatLeaveEvent",
+            Event::Message(_) => "MessageEvent",
+            Event::ChatCreated(_) => "ChatCreatedEvent",
+            Event::ChatRemoved(_) => "ChatRemovedEvent",
+            Event::Resync(_) => "ResyncEvent",
+        }
+    }
+
+    /// Serializes the payload once, however many queues receive it.
+    pub fn encode(&self) -> EncodedEvent {
+        let json = match self {
+            Event::Login(e) | Event::Logout(e) => serde_json::to_string(e),
+            Event::ChatJoin(e) => serde_json::to_string(e),
+            Event::SystemMessageChatJoin(e) | Event::SystemMessageChatLeave(e) => {
+                serde_json::to_string(e)
+            }
+            Event::ChatLeave(e) => serde_json::to_string(e),
+            Event::Message(e) => serde_json::to_string(e),
+            Event::ChatCreated(e) | Event::ChatRemoved(e) => serde_json::to_string(e),
+            Event::Resync(e) => serde_json::to_string(e),
+        };
+        // Serializing these plain structs cannot fail; an empty object keeps the type visible if it ever did.
+        let json = json.unwrap_or_else(|_| "{}".to_owned());
+        EncodedEvent::from_parts(self.kind().to_owned(), json)
+    }
+}
+
+/// An event as queues hold it: its type and its payload, already JSON.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    pub kind: String,
+    pub payload: Box<RawValue>,
+}
+
+impl EncodedEvent {
+    /// Builds from a type and payload JSON (e.g. read back from a queue snapshot).
+    pub fn from_parts(kind: String, payload_json: String) -> EncodedEvent {
+        let payload = RawValue::from_string(payload_json)
+            .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("literal JSON"));
+        EncodedEvent { kind, payload }
+    }
+}
+
+/// Legacy `GET /poll` envelope: `{"event": {...}, "type", "id"}`.
+#[derive(Debug, Serialize)]
+pub struct PollEnvelope<'a> {
+    pub event: &'a RawValue,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub id: u64,
+}
+
+/// One entry of `GET /events`: `{"id","type","event"}`.
+#[derive(Debug, Serialize)]
+pub struct QueuedEvent<'a> {
+    pub id: u64,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub event: &'a RawValue,
+}

@@ -1,0 +1,232 @@
+//! natter: a self-hosted group chat server in one binary.
+//!
+//! `build` opens storage, wires the service, hub and HTTP routes, and binds; tests drive the
+//! returned `App` on `127.0.0.1:0`.
+
+pub mod api;
+pub mod auth;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod mail;
+pub mod model;
+pub mod store;
+
+use chat::Service;
+use config::{Config, MailProvider};
+use events::hub::Hub;
+use mail::Mailer;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use store::sled::{SledStore, SyncMode};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Why the server could not start; the message is for the operator.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running server.
+pub struct App {
+    addr: SocketAddr,
+    service: Arc<Service>,
+    store: Arc<SledStore>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Starts natter: storage, service, background tasks, then the listener.
+pub async fn build(config: Config) -> Result<App, StartError> {
+    let config = Arc::new(config);
+    if config.database_url.is_some() {
+        return Err(StartError(
+            "database_url is set, but this build of natter has no PostgreSQL mirror".into(),
+        ));
+    }
+    let data_dir = config.data_dir.clone();
+    let mode = match config.durability {
+        config::DurabilityMode::Sync => SyncMode::Sync,
+        config::DurabilityMode::Relaxed => SyncMode::Relaxed,
+    };
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&data_dir, mode))
+        .await
+        .map_err(|e| StartError(format!("opening storage failed: {e}")))?
+        .map_err(|e| StartError(e.to_string()))?;
+    let secret = secret_key(&config).map_err(StartError)?;
+    let mailer = mailer_for(&config)?;
+    let hub = Arc::new(Hub::new(config.event_queue_capacity));
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let service = Service::start(config.clone(), dyn_store, hub, mailer)
+        .await
+        .map_err(StartError)?;
+    let background = vec![
+        tokio::spawn(service.clone().run_sweeper()),
+        tokio::spawn(service.clone().publish_durable_events()),
+    ];
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    let signer = auth::cookie::CookieSigner::new(secret, config.secure_cookies());
+    let routes = api::routes(api::Ctx::new(service.clone(), signer));
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(async {
+                let _ = stopped.await;
+            })
+            .run(),
+    );
+    log::info!(
+        "natter listening on {addr} ({} mode, durability {:?})",
+        if config.dev { "dev" } else { "production" },
+        config.durability
+    );
+    // Tells systemd (Type=notify) we are ready; a no-op elsewhere.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    Ok(App {
+        addr,
+        service,
+        store,
+        stop_server: Some(stop_server),
+        server,
+        background,
+    })
+}
+
+impl App {
+    /// The address the server listens on (the real port when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> Result<(), StartError> {
+        wait_for_signal().await;
+        log::info!("shutting down");
+        self.shutdown().await
+    }
+
+    /// Answers parked polls, stops the listener, saves event queues and flushes storage.
+    pub async fn shutdown(mut self) -> Result<(), StartError> {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.service.hub.shutdown();
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        // In-flight requests get a few seconds; parked polls already returned.
+        if tokio::time::timeout(Duration::from_secs(4), &mut self.server)
+            .await
+            .is_err()
+        {
+            log::warn!("requests still running after 4 s were cut off");
+            self.server.abort();
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        for task in self.background.drain(..) {
+            let _ = task.await;
+        }
+        let service = self.service;
+        let store = self.store;
+        tokio::task::spawn_blocking(move || {
+            // Everything committed is flushed, so every staged event can reach its queue first.
+            store.flush()?;
+            service.hub.release(store.write_epoch());
+            store.save_queues(&service.hub.snapshot())?;
+            drop(service);
+            store.close()
+        })
+        .await
+        .map_err(|e| StartError(format!("shutdown failed: {e}")))?
+        .map_err(|e| StartError(format!("flushing storage at shutdown failed: {e}")))?;
+        log::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn mailer_for(config: &Config) -> Result<Arc<dyn Mailer>, StartError> {
+    match config.mail.provider {
+        MailProvider::Log => Ok(Arc::new(mail::LogMailer)),
+        MailProvider::None => Ok(Arc::new(mail::NoMailer)),
+        MailProvider::Sendgrid => Err(StartError(
+            "mail.provider = \"sendgrid\" is not available in this build; use \"log\" or \"none\"".into(),
+        )),
+    }
+}
+
+/// The cookie signing key: from the config, or generated once and kept in `data_dir/secret_key`.
+fn secret_key(config: &Config) -> Result<Vec<u8>, String> {
+    if let Some(secret) = &config.secret_key {
+        return Ok(secret.expose().as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("secret_key");
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
+        Ok(_) => Err(format!(
+            "{} is shorter than 32 bytes; delete it to generate a new one",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => generate_secret(&path),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn generate_secret(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| format!("the OS random generator failed: {e}"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(&key)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    log::info!("generated a new secret key in {}", path.display());
+    Ok(key.to_vec())
+}

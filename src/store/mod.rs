@@ -1,0 +1,201 @@
+//! The `Store` trait: the only door to durable data. Handlers never see sled types.
+
+pub mod sled;
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use tokio::sync::watch;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A storage failure. The API turns every variant into 503 `service unavailable`.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Another process (normally a running natter) holds the data directory.
+    Locked(PathBuf),
+    /// I/O or engine error; the text is for logs only.
+    Io(String),
+    /// A value that does not decode: wrong format version or damaged bytes.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Locked(path) => write!(
+                f,
+                "the data directory is in use by a running natter ({})",
+                path.display()
+            ),
+            StoreError::Io(e) => write!(f, "storage error: {e}"),
+            StoreError::Corrupt(e) => write!(f, "stored data does not decode: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A single-use secret (activation or reset token), kept only as a SHA-256 hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub hash: [u8; 32],
+    /// Unix seconds after which the token is refused.
+    pub expires: i64,
+    /// Wrong guesses so far (reset tokens die after 5).
+    pub failures: u32,
+}
+
+/// A registered account, keyed by the lowercased name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The name as typed at registration.
+    pub name: String,
+    pub email: String,
+    /// PBKDF2 PHC string; the round count travels inside it.
+    pub password_hash: String,
+    pub verified: bool,
+    pub admin: bool,
+    pub bot: bool,
+    pub created: i64,
+    pub activation: Option<TokenRecord>,
+    pub reset: Option<TokenRecord>,
+}
+
+/// A chat. The id is never reused, so a re-created name starts empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatRecord {
+    pub id: u64,
+    pub name: String,
+    pub created: i64,
+}
+
+/// One user's membership of one chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub chat_id: u64,
+    /// Lowercased user name.
+    pub user_key: String,
+    /// The name as shown.
+    pub user: String,
+}
+
+/// A message as stored: `id` is unique across the server and strictly increasing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: u64,
+    pub chat_id: u64,
+    pub user: String,
+    pub verified: bool,
+    pub admin: bool,
+    pub bot: bool,
+    pub text: String,
+    pub time: i64,
+}
+
+/// A message before the store gives it an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub chat_id: u64,
+    pub user: String,
+    pub verified: bool,
+    pub admin: bool,
+    pub bot: bool,
+    pub text: String,
+    pub time: i64,
+}
+
+/// A login session, keyed by the SHA-256 of its cookie id (a copied database leaks no cookie).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub token_hash: [u8; 32],
+    /// Stable internal handle: survives cookie rotation and names the session's event queues.
+    pub handle: u64,
+    pub user: String,
+    pub user_key: String,
+    pub guest: bool,
+    pub created: i64,
+    /// Absolute end of the session (Unix seconds).
+    pub expires: i64,
+    pub online: bool,
+}
+
+/// Why `insert_user` refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    Name,
+    Email,
+}
+
+/// How far writes have reached the disk. Epochs count committed writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Every write with an epoch up to this one is on disk.
+    pub durable: u64,
+    /// The newest epoch whose flush failed, if the last flush failed.
+    pub failed: Option<u64>,
+}
+
+/// Every read and write of durable data goes through this trait.
+///
+/// Methods are synchronous and short: they touch sled's in-memory pages. A write is on disk once
+/// `durability()` reports its epoch (see `wait_durable`).
+pub trait Store: Send + Sync + 'static {
+    fn user(&self, key: &str) -> StoreResult<Option<UserRecord>>;
+    fn user_key_by_email(&self, email_key: &str) -> StoreResult<Option<String>>;
+    /// Inserts a new account; the name and the email must both be free.
+    fn insert_user(&self, user: &UserRecord) -> StoreResult<Result<(), Taken>>;
+    /// Rewrites an existing account (the email index follows the email).
+    fn update_user(&self, user: &UserRecord) -> StoreResult<()>;
+    /// Deletes an account and its email index entry; false if there was none.
+    fn delete_user(&self, key: &str) -> StoreResult<bool>;
+    fn users(&self) -> StoreResult<Vec<UserRecord>>;
+
+    fn chats(&self) -> StoreResult<Vec<ChatRecord>>;
+    /// Creates a chat with a fresh id; `None` if the name (case-insensitively) exists.
+    fn create_chat(&self, name: &str, created: i64) -> StoreResult<Option<ChatRecord>>;
+    /// Removes a chat with its memberships and messages; false if there was none.
+    fn remove_chat(&self, chat_id: u64) -> StoreResult<bool>;
+
+    fn add_member(&self, member: &MemberRecord) -> StoreResult<()>;
+    fn remove_member(&self, chat_id: u64, user_key: &str) -> StoreResult<()>;
+    fn members(&self) -> StoreResult<Vec<MemberRecord>>;
+
+    /// Stores a message under the next message id.
+    fn append_message(&self, message: NewMessage) -> StoreResult<MessageRecord>;
+    /// The newest `limit` messages of a chat, oldest first.
+    fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>>;
+
+    fn put_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    /// Re-keys a session under a new token hash in one atomic step.
+    fn replace_session(&self, old_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()>;
+    fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()>;
+    fn sessions(&self) -> StoreResult<Vec<SessionRecord>>;
+
+    /// Keeps the event-queue snapshot written at graceful shutdown.
+    fn save_queues(&self, snapshot: &[u8]) -> StoreResult<()>;
+    /// Returns and deletes the snapshot, so a later crash never restores stale queues.
+    fn take_queues(&self) -> StoreResult<Option<Vec<u8>>>;
+
+    /// The epoch of the newest committed write.
+    fn write_epoch(&self) -> u64;
+    /// Watches flush progress (group commit).
+    fn durability(&self) -> watch::Receiver<Durability>;
+    /// Flushes everything now; blocking, for shutdown and offline commands.
+    fn flush(&self) -> StoreResult<()>;
+    /// A cheap read and write probe for `/healthz`.
+    fn check_health(&self) -> StoreResult<()>;
+}
+
+/// Waits until the write with `epoch` is on disk, or its flush failed.
+pub async fn wait_durable(store: &dyn Store, epoch: u64) -> StoreResult<()> {
+    let mut watch = store.durability();
+    let state = watch
+        .wait_for(|d| d.durable >= epoch || d.failed.is_some_and(|f| f >= epoch))
+        .await
+        .map_err(|_| StoreError::Io("the flusher has stopped".into()))?;
+    if state.durable >= epoch {
+        Ok(())
+    } else {
+        Err(StoreError::Io("flush failed".into()))
+    }
+}

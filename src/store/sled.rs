@@ -1,0 +1,1198 @@
+//! The sled implementation of `Store`: one tree per record kind, bincode values, group commit.
+
+use super::{
+    ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, SessionRecord, Store,
+    StoreError, StoreResult, Taken, UserRecord,
+};
+use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError, Transactional,
+    TransactionalTree,
+};
+use sled::{IVec, Tree};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Leading byte of every stored value.
+const FORMAT_VERSION: u8 = 1;
+/// Layout of the trees and keys; a newer one on disk is refused.
+const SCHEMA_VERSION: u32 = 1;
+/// sled's default page cache is 1 GiB, too much for a small host.
+const CACHE_BYTES: u64 = 64 << 20;
+/// Pause before retrying a failed flush.
+const FLUSH_RETRY: Duration = Duration::from_millis(200);
+
+const META_SCHEMA: &[u8] = b"schema_version";
+const META_NEXT_CHAT: &[u8] = b"next_chat_id";
+const META_NEXT_MESSAGE: &[u8] = b"next_message_id";
+const META_QUEUES: &[u8] = b"queues";
+const META_HEALTH: &[u8] = b"health";
+
+type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
+
+/// When a write counts as durable (config `durability = "sync" | "relaxed"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Durable once the group-commit flusher has fsynced it.
+    #[default]
+    Sync,
+    /// Durable at once; sled's background flush writes it out later.
+    Relaxed,
+}
+
+/// State shared between the store and its flusher thread.
+struct Shared {
+    db: sled::Db,
+    /// Committed writes so far; a write's epoch is the value right after it.
+    epoch: AtomicU64,
+    flushes: AtomicU64,
+    durability: watch::Sender<Durability>,
+    /// True once the flusher must stop; writers notify `wake` while holding it.
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The sled-backed store.
+pub struct SledStore {
+    shared: Arc<Shared>,
+    mode: SyncMode,
+    users: Tree,
+    emails: Tree,
+    chats: Tree,
+    members: Tree,
+    messages: Tree,
+    sessions: Tree,
+    meta: Tree,
+    /// Next ids; held across the transaction that uses them so ids commit in order.
+    next_chat: Mutex<u64>,
+    next_message: Mutex<u64>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SledStore {
+    /// Opens (creating) the data directory; `Locked` if another process holds it.
+    pub fn open(dir: &Path, mode: SyncMode) -> StoreResult<Arc<SledStore>> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| open_error(dir, e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(io);
+        let (users, emails, chats) = (tree("users")?, tree("emails")?, tree("chats")?);
+        let (members, messages) = (tree("members")?, tree("messages")?);
+        let (sessions, meta) = (tree("sessions")?, tree("meta")?);
+
+        check_schema(&meta)?;
+        let live: Vec<ChatRecord> = decode_all(&chats)?;
+        let live_ids: HashSet<u64> = live.iter().map(|c| c.id).collect();
+        // A crash in the middle of `remove_chat` leaves unreachable rows behind.
+        for chat_id in chat_ids_in(&members)? {
+            if !live_ids.contains(&chat_id) {
+                purge(&members, "memberships", chat_id)?;
+            }
+        }
+        let mut max_message = 0;
+        for chat_id in chat_ids_in(&messages)? {
+            // Count rows about to be purged too: an id once stored is never handed out again.
+            if let Some(key) = messages
+                .scan_prefix(chat_id.to_be_bytes())
+                .keys()
+                .next_back()
+            {
+                max_message = max_message.max(message_id_of(&key.map_err(io)?)?);
+            }
+            if !live_ids.contains(&chat_id) {
+                purge(&messages, "messages", chat_id)?;
+            }
+        }
+
+        let max_chat = live.iter().map(|c| c.id).max().unwrap_or(0);
+        let next_chat = read_counter(&meta, META_NEXT_CHAT)?.max(max_chat.saturating_add(1));
+        let next_message =
+            read_counter(&meta, META_NEXT_MESSAGE)?.max(max_message.saturating_add(1));
+
+        let shared = Arc::new(Shared {
+            db,
+            epoch: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            durability: watch::Sender::new(Durability::default()),
+            stopped: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let flusher = match mode {
+            SyncMode::Sync => {
+                let shared = shared.clone();
+                let handle = std::thread::Builder::new()
+                    .name("store-flusher".into())
+                    .spawn(move || run_flusher(&shared))
+                    .map_err(|e| StoreError::Io(format!("cannot start the flusher: {e}")))?;
+                Some(handle)
+            }
+            SyncMode::Relaxed => None,
+        };
+        Ok(Arc::new(SledStore {
+            shared,
+            mode,
+            users,
+            emails,
+            chats,
+            members,
+            messages,
+            sessions,
+            meta,
+            next_chat: Mutex::new(next_chat),
+            next_message: Mutex::new(next_message),
+            flusher: Mutex::new(flusher),
+        }))
+    }
+
+    /// Flushes and stops the flusher thread; later writes flush inline. Safe to call twice.
+    pub fn close(&self) -> StoreResult<()> {
+        *lock(&self.shared.stopped) = true;
+        self.shared.wake.notify_all();
+        if let Some(handle) = lock(&self.flusher).take()
+            && handle.join().is_err()
+        {
+            log::error!("the store flusher thread panicked");
+        }
+        self.flush()
+    }
+
+    /// Successful flushes so far (group commit makes this far lower than the write count).
+    pub fn flush_count(&self) -> u64 {
+        self.shared.flushes.load(Ordering::SeqCst)
+    }
+
+    /// Gives a completed write its epoch and gets it flushed (Sync) or reported (Relaxed).
+    fn committed(&self) {
+        let epoch = self.shared.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        match self.mode {
+            SyncMode::Relaxed => self.shared.publish(epoch, true),
+            SyncMode::Sync => {
+                let stopped = lock(&self.shared.stopped);
+                if *stopped {
+                    drop(stopped);
+                    // Closed: nobody else will flush this write.
+                    let _ = self.flush();
+                } else {
+                    // Notifying under the lock means the flusher cannot miss this epoch.
+                    self.shared.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Finds a chat's key in `chats` by id (the tree is keyed by name and small).
+    fn chat_key(&self, chat_id: u64) -> StoreResult<Option<IVec>> {
+        for entry in self.chats.iter() {
+            let (key, value) = entry.map_err(io)?;
+            if decode::<ChatRecord>(&value)?.id == chat_id {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            log::error!("closing the store: {e}");
+        }
+    }
+}
+
+impl Shared {
+    /// Flushes everything written up to now and reports `target` as durable (or failed).
+    fn flush_to(&self, target: u64) -> StoreResult<()> {
+        match self.db.flush() {
+            Ok(_) => {
+                self.flushes.fetch_add(1, Ordering::SeqCst);
+                self.publish(target, true);
+                Ok(())
+            }
+            Err(e) => {
+                log::error!("storage flush failed: {e}");
+                self.publish(target, false);
+                Err(io(e))
+            }
+        }
+    }
+
+    fn publish(&self, target: u64, ok: bool) {
+        self.durability.send_if_modified(|d| advance(d, target, ok));
+    }
+}
+
+/// Applies a flush outcome; progress never goes backwards. Returns whether anything changed.
+fn advance(d: &mut Durability, target: u64, ok: bool) -> bool {
+    let before = *d;
+    if ok {
+        d.durable = d.durable.max(target);
+        if d.failed.is_some_and(|f| f <= d.durable) {
+            d.failed = None;
+        }
+    } else {
+        d.failed = Some(d.failed.map_or(target, |f| f.max(target)));
+    }
+    *d != before
+}
+
+/// Group commit: one flush covers every write committed before it started.
+fn run_flusher(shared: &Shared) {
+    let mut done = 0;
+    loop {
+        let target = {
+            let mut stopped = lock(&shared.stopped);
+            loop {
+                if *stopped {
+                    return;
+                }
+                let now = shared.epoch.load(Ordering::SeqCst);
+                if now > done {
+                    break now;
+                }
+                stopped = shared
+                    .wake
+                    .wait(stopped)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        if shared.flush_to(target).is_ok() {
+            done = target;
+        } else {
+            // Back off so a failing disk is not hammered, but stop at once when asked.
+            let stopped = lock(&shared.stopped);
+            let _ = shared
+                .wake
+                .wait_timeout_while(stopped, FLUSH_RETRY, |stopped| !*stopped);
+        }
+    }
+}
+
+impl Store for SledStore {
+    fn user(&self, key: &str) -> StoreResult<Option<UserRecord>> {
+        get(&self.users, key.as_bytes())
+    }
+
+    fn user_key_by_email(&self, email_key: &str) -> StoreResult<Option<String>> {
+        get(&self.emails, email_key.as_bytes())
+    }
+
+    fn insert_user(&self, user: &UserRecord) -> StoreResult<Result<(), Taken>> {
+        let key = user.name.to_lowercase();
+        let email_key = user.email.to_lowercase();
+        let (value, owner) = (encode(user)?, encode(&key)?);
+        let outcome = (&self.users, &self.emails)
+            .transaction(|(users, emails)| -> TxResult<Result<(), Taken>> {
+                if users.get(&key)?.is_some() {
+                    return Ok(Err(Taken::Name));
+                }
+                if emails.get(&email_key)?.is_some() {
+                    return Ok(Err(Taken::Email));
+                }
+                users.insert(key.as_bytes(), value.as_slice())?;
+                emails.insert(email_key.as_bytes(), owner.as_slice())?;
+                Ok(Ok(()))
+            })
+            .map_err(tx_error)?;
+        if outcome.is_ok() {
+            self.committed();
+        }
+        Ok(outcome)
+    }
+
+    /// Does nothing if the account is gone (a concurrent delete must not resurrect it).
+    fn update_user(&self, user: &UserRecord) -> StoreResult<()> {
+        let key = user.name.to_lowercase();
+        let email_key = user.email.to_lowercase();
+        let (value, owner) = (encode(user)?, encode(&key)?);
+        let updated = (&self.users, &self.emails)
+            .transaction(|(users, emails)| -> TxResult<bool> {
+                let Some(old) = users.get(&key)? else {
+                    return Ok(false);
+                };
+                let old: UserRecord = decode(&old).map_err(abort)?;
+                let old_email = old.email.to_lowercase();
+                if email_owner(emails, &email_key)?.is_some_and(|o| o != key) {
+                    // The caller checks first; this only catches a race, so keep the index intact.
+                    return Err(abort(StoreError::Io(
+                        "the new email belongs to another account".into(),
+                    )));
+                }
+                if old_email != email_key
+                    && email_owner(emails, &old_email)?.as_deref() == Some(key.as_str())
+                {
+                    emails.remove(old_email.as_bytes())?;
+                }
+                emails.insert(email_key.as_bytes(), owner.as_slice())?;
+                users.insert(key.as_bytes(), value.as_slice())?;
+                Ok(true)
+            })
+            .map_err(tx_error)?;
+        if updated {
+            self.committed();
+        }
+        Ok(())
+    }
+
+    fn delete_user(&self, key: &str) -> StoreResult<bool> {
+        let deleted = (&self.users, &self.emails)
+            .transaction(|(users, emails)| -> TxResult<bool> {
+                let Some(old) = users.remove(key.as_bytes())? else {
+                    return Ok(false);
+                };
+                let old: UserRecord = decode(&old).map_err(abort)?;
+                let email_key = old.email.to_lowercase();
+                if email_owner(emails, &email_key)?.as_deref() == Some(key) {
+                    emails.remove(email_key.as_bytes())?;
+                }
+                Ok(true)
+            })
+            .map_err(tx_error)?;
+        if deleted {
+            self.committed();
+        }
+        Ok(deleted)
+    }
+
+    fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        decode_all(&self.users)
+    }
+
+    fn chats(&self) -> StoreResult<Vec<ChatRecord>> {
+        decode_all(&self.chats)
+    }
+
+    fn create_chat(&self, name: &str, created: i64) -> StoreResult<Option<ChatRecord>> {
+        let key = name.to_lowercase();
+        let mut next = lock(&self.next_chat);
+        let chat = ChatRecord {
+            id: *next,
+            name: name.to_string(),
+            created,
+        };
+        let after = counter_after(chat.id)?;
+        let (value, counter) = (encode(&chat)?, encode(&after)?);
+        let done = (&self.chats, &self.meta)
+            .transaction(|(chats, meta)| -> TxResult<bool> {
+                if chats.get(&key)?.is_some() {
+                    return Ok(false);
+                }
+                chats.insert(key.as_bytes(), value.as_slice())?;
+                meta.insert(META_NEXT_CHAT, counter.as_slice())?;
+                Ok(true)
+            })
+            .map_err(tx_error)?;
+        if !done {
+            return Ok(None);
+        }
+        *next = after;
+        drop(next);
+        self.committed();
+        Ok(Some(chat))
+    }
+
+    fn remove_chat(&self, chat_id: u64) -> StoreResult<bool> {
+        let Some(key) = self.chat_key(chat_id)? else {
+            return Ok(false);
+        };
+        let member_keys = self
+            .members
+            .scan_prefix(chat_id.to_be_bytes())
+            .keys()
+            .collect::<Result<Vec<IVec>, _>>()
+            .map_err(io)?;
+        let removed = (&self.chats, &self.members)
+            .transaction(|(chats, members)| -> TxResult<bool> {
+                let Some(value) = chats.get(&key)? else {
+                    return Ok(false);
+                };
+                if decode::<ChatRecord>(&value).map_err(abort)?.id != chat_id {
+                    return Ok(false);
+                }
+                chats.remove(&key)?;
+                for member in &member_keys {
+                    members.remove(member)?;
+                }
+                Ok(true)
+            })
+            .map_err(tx_error)?;
+        if !removed {
+            return Ok(false);
+        }
+        self.committed();
+        // The chat is gone and ids are never reused, so leftovers are unreachable; the next open
+        // finishes a purge that fails here.
+        if let Err(e) = remove_prefix(&self.messages, chat_id) {
+            log::error!("purging the messages of chat {chat_id}: {e}");
+        }
+        Ok(true)
+    }
+
+    fn add_member(&self, member: &MemberRecord) -> StoreResult<()> {
+        let key = member_key(member.chat_id, &member.user_key);
+        self.members.insert(key, encode(member)?).map_err(io)?;
+        self.committed();
+        Ok(())
+    }
+
+    fn remove_member(&self, chat_id: u64, user_key: &str) -> StoreResult<()> {
+        self.members
+            .remove(member_key(chat_id, user_key))
+            .map_err(io)?;
+        self.committed();
+        Ok(())
+    }
+
+    fn members(&self) -> StoreResult<Vec<MemberRecord>> {
+        decode_all(&self.members)
+    }
+
+    fn append_message(&self, message: NewMessage) -> StoreResult<MessageRecord> {
+        let mut next = lock(&self.next_message);
+        let record = MessageRecord {
+            id: *next,
+            chat_id: message.chat_id,
+            user: message.user,
+            verified: message.verified,
+            admin: message.admin,
+            bot: message.bot,
+            text: message.text,
+            time: message.time,
+        };
+        let after = counter_after(record.id)?;
+        let (value, counter) = (encode(&record)?, encode(&after)?);
+        let key = message_key(record.chat_id, record.id);
+        (&self.messages, &self.meta)
+            .transaction(|(messages, meta)| -> TxResult<()> {
+                messages.insert(&key[..], value.as_slice())?;
+                meta.insert(META_NEXT_MESSAGE, counter.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        *next = after;
+        drop(next);
+        self.committed();
+        Ok(record)
+    }
+
+    fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>> {
+        let mut newest_first = self
+            .messages
+            .scan_prefix(chat_id.to_be_bytes())
+            .values()
+            .rev()
+            .take(limit)
+            .map(|value| decode(&value.map_err(io)?))
+            .collect::<StoreResult<Vec<MessageRecord>>>()?;
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
+    fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        self.sessions
+            .insert(session.token_hash, encode(session)?)
+            .map_err(io)?;
+        self.committed();
+        Ok(())
+    }
+
+    fn replace_session(&self, old_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()> {
+        let value = encode(session)?;
+        self.sessions
+            .transaction(|sessions| -> TxResult<()> {
+                sessions.remove(&old_hash[..])?;
+                sessions.insert(&session.token_hash[..], value.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.committed();
+        Ok(())
+    }
+
+    fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
+        self.sessions.remove(token_hash).map_err(io)?;
+        self.committed();
+        Ok(())
+    }
+
+    fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
+        decode_all(&self.sessions)
+    }
+
+    fn save_queues(&self, snapshot: &[u8]) -> StoreResult<()> {
+        // Already serialized by its owner: stored raw behind the version byte.
+        let mut value = Vec::with_capacity(snapshot.len() + 1);
+        value.push(FORMAT_VERSION);
+        value.extend_from_slice(snapshot);
+        self.meta.insert(META_QUEUES, value).map_err(io)?;
+        self.committed();
+        Ok(())
+    }
+
+    fn take_queues(&self) -> StoreResult<Option<Vec<u8>>> {
+        let Some(value) = self.meta.remove(META_QUEUES).map_err(io)? else {
+            return Ok(None);
+        };
+        self.committed();
+        match value.split_first() {
+            Some((&FORMAT_VERSION, snapshot)) => Ok(Some(snapshot.to_vec())),
+            _ => Err(StoreError::Corrupt("queue snapshot: unknown format".into())),
+        }
+    }
+
+    fn write_epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::SeqCst)
+    }
+
+    fn durability(&self) -> watch::Receiver<Durability> {
+        self.shared.durability.subscribe()
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.shared.flush_to(self.write_epoch())
+    }
+
+    fn check_health(&self) -> StoreResult<()> {
+        // The probe is not a data write, so it does not bump the epoch or wake the flusher.
+        let stamp = self.write_epoch();
+        self.meta.insert(META_HEALTH, encode(&stamp)?).map_err(io)?;
+        if get::<u64>(&self.meta, META_HEALTH)? != Some(stamp) {
+            return Err(StoreError::Io(
+                "health probe read back a different value".into(),
+            ));
+        }
+        if let Some(epoch) = self.shared.durability.borrow().failed {
+            return Err(StoreError::Io(format!("the flush of epoch {epoch} failed")));
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data stays consistent even if a holder panicked.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => io(e),
+    }
+}
+
+/// sled reports a held directory as an Io error "could not acquire lock".
+fn open_error(dir: &Path, e: sled::Error) -> StoreError {
+    if let sled::Error::Io(err) = &e
+        && (err.kind() == std::io::ErrorKind::WouldBlock
+            || err.to_string().contains("could not acquire lock"))
+    {
+        return StoreError::Locked(dir.to_path_buf());
+    }
+    io(e)
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> StoreResult<Vec<u8>> {
+    let mut out = vec![FORMAT_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .map_err(|e| StoreError::Io(format!("encoding failed: {e}")))?;
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    let what = std::any::type_name::<T>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("value");
+    let corrupt = |text: String| StoreError::Corrupt(format!("{what}: {text}"));
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, body)) => {
+            let (value, used) =
+                bincode::serde::decode_from_slice(body, bincode::config::standard())
+                    .map_err(|e| corrupt(e.to_string()))?;
+            if used != body.len() {
+                return Err(corrupt("trailing bytes".into()));
+            }
+            Ok(value)
+        }
+        Some((version, _)) => Err(corrupt(format!("unknown format version {version}"))),
+        None => Err(corrupt("empty value".into())),
+    }
+}
+
+fn get<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> StoreResult<Option<T>> {
+    match tree.get(key).map_err(io)? {
+        Some(value) => decode(&value).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn decode_all<T: DeserializeOwned>(tree: &Tree) -> StoreResult<Vec<T>> {
+    tree.iter()
+        .values()
+        .map(|value| decode(&value.map_err(io)?))
+        .collect()
+}
+
+/// The user key an email index entry points to.
+fn email_owner(emails: &TransactionalTree, email_key: &str) -> TxResult<Option<String>> {
+    match emails.get(email_key.as_bytes())? {
+        Some(owner) => Ok(Some(decode(&owner).map_err(abort)?)),
+        None => Ok(None),
+    }
+}
+
+fn check_schema(meta: &Tree) -> StoreResult<()> {
+    match get::<u32>(meta, META_SCHEMA)? {
+        None => {
+            meta.insert(META_SCHEMA, encode(&SCHEMA_VERSION)?)
+                .map_err(io)?;
+            Ok(())
+        }
+        Some(found) if found > SCHEMA_VERSION => Err(StoreError::Corrupt(format!(
+            "schema version {found} is newer than this natter supports ({SCHEMA_VERSION})"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A stored next-id counter; ids start at 1.
+fn read_counter(meta: &Tree, key: &[u8]) -> StoreResult<u64> {
+    Ok(get::<u64>(meta, key)?.unwrap_or(1).max(1))
+}
+
+fn counter_after(id: u64) -> StoreResult<u64> {
+    id.checked_add(1)
+        .ok_or_else(|| StoreError::Corrupt("id counter exhausted".into()))
+}
+
+fn member_key(chat_id: u64, user_key: &str) -> Vec<u8> {
+    let mut key = chat_id.to_be_bytes().to_vec();
+    key.extend_from_slice(user_key.as_bytes());
+    key
+}
+
+fn message_key(chat_id: u64, id: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&chat_id.to_be_bytes());
+    key[8..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The chat id that leads a `members` or `messages` key.
+fn chat_id_of(key: &[u8]) -> StoreResult<u64> {
+    key.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("key without a chat id".into()))
+}
+
+fn message_id_of(key: &[u8]) -> StoreResult<u64> {
+    key.get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("message key without a message id".into()))
+}
+
+fn remove_prefix(tree: &Tree, chat_id: u64) -> StoreResult<usize> {
+    let mut removed = 0;
+    for key in tree.scan_prefix(chat_id.to_be_bytes()).keys() {
+        tree.remove(key.map_err(io)?).map_err(io)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// The distinct chat ids that lead the keys of `tree`, seeking from one chat to the next.
+fn chat_ids_in(tree: &Tree) -> StoreResult<Vec<u64>> {
+    let mut ids = Vec::new();
+    let mut from = 0u64;
+    while let Some(key) = tree.range(from.to_be_bytes()..).keys().next() {
+        let chat_id = chat_id_of(&key.map_err(io)?)?;
+        ids.push(chat_id);
+        match chat_id.checked_add(1) {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    Ok(ids)
+}
+
+fn purge(tree: &Tree, what: &str, chat_id: u64) -> StoreResult<()> {
+    let removed = remove_prefix(tree, chat_id)?;
+    log::warn!("removed {removed} {what} of removed chat {chat_id}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::wait_durable;
+    use tempfile::TempDir;
+
+    fn user(name: &str, email: &str) -> UserRecord {
+        UserRecord {
+            name: name.into(),
+            email: email.into(),
+            password_hash: "$pbkdf2-sha256$i=1,l=32$x$y".into(),
+            verified: false,
+            admin: false,
+            bot: false,
+            created: 1,
+            activation: None,
+            reset: None,
+        }
+    }
+
+    fn message(chat_id: u64, text: &str) -> NewMessage {
+        NewMessage {
+            chat_id,
+            user: "ann".into(),
+            verified: true,
+            admin: false,
+            bot: false,
+            text: text.into(),
+            time: 7,
+        }
+    }
+
+    fn session(hash: u8, handle: u64) -> SessionRecord {
+        SessionRecord {
+            token_hash: [hash; 32],
+            handle,
+            user: "Ann".into(),
+            user_key: "ann".into(),
+            guest: false,
+            created: 1,
+            expires: 2,
+            online: true,
+        }
+    }
+
+    fn member(chat_id: u64, name: &str) -> MemberRecord {
+        MemberRecord {
+            chat_id,
+            user_key: name.to_lowercase(),
+            user: name.into(),
+        }
+    }
+
+    fn open(dir: &TempDir) -> Arc<SledStore> {
+        SledStore::open(dir.path(), SyncMode::Relaxed).unwrap()
+    }
+
+    fn reopen(dir: &TempDir, store: Arc<SledStore>) -> Arc<SledStore> {
+        store.close().unwrap();
+        drop(store);
+        open(dir)
+    }
+
+    #[test]
+    fn users_insert_update_delete() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let ann = user("Ann", "Ann@Example.org");
+        assert_eq!(store.insert_user(&ann).unwrap(), Ok(()));
+        assert_eq!(store.user("ann").unwrap(), Some(ann.clone()));
+        assert_eq!(
+            store.user_key_by_email("ann@example.org").unwrap(),
+            Some("ann".into())
+        );
+        assert_eq!(
+            store
+                .insert_user(&user("ANN", "other@example.org"))
+                .unwrap(),
+            Err(Taken::Name)
+        );
+        assert_eq!(
+            store.insert_user(&user("bob", "ANN@example.ORG")).unwrap(),
+            Err(Taken::Email)
+        );
+        assert_eq!(store.users().unwrap(), vec![ann.clone()]);
+
+        let moved = UserRecord {
+            email: "new@example.org".into(),
+            verified: true,
+            ..ann
+        };
+        store.update_user(&moved).unwrap();
+        assert_eq!(store.user("ann").unwrap(), Some(moved.clone()));
+        assert_eq!(store.user_key_by_email("ann@example.org").unwrap(), None);
+        assert_eq!(
+            store.user_key_by_email("new@example.org").unwrap(),
+            Some("ann".into())
+        );
+        // The old email is free again.
+        assert_eq!(
+            store.insert_user(&user("bob", "ann@example.org")).unwrap(),
+            Ok(())
+        );
+        // Taking another account's email is refused and changes nothing.
+        let clash = UserRecord {
+            email: "Ann@example.org".into(),
+            ..moved.clone()
+        };
+        assert!(matches!(store.update_user(&clash), Err(StoreError::Io(_))));
+        assert_eq!(store.user("ann").unwrap(), Some(moved));
+
+        assert!(store.delete_user("ann").unwrap());
+        assert!(!store.delete_user("ann").unwrap());
+        assert_eq!(store.user("ann").unwrap(), None);
+        assert_eq!(store.user_key_by_email("new@example.org").unwrap(), None);
+        assert_eq!(
+            store.user_key_by_email("ann@example.org").unwrap(),
+            Some("bob".into())
+        );
+        // Updating a deleted account does not bring it back.
+        store.update_user(&user("Ann", "x@example.org")).unwrap();
+        assert_eq!(store.user("ann").unwrap(), None);
+        assert_eq!(store.user_key_by_email("x@example.org").unwrap(), None);
+    }
+
+    #[test]
+    fn chats_create_duplicate_remove() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let general = store.create_chat("General", 5).unwrap().unwrap();
+        assert_eq!(general.name, "General");
+        assert!(store.create_chat("general", 6).unwrap().is_none());
+        let other = store.create_chat("other", 6).unwrap().unwrap();
+        assert!(other.id > general.id);
+
+        store.add_member(&member(general.id, "Ann")).unwrap();
+        store.add_member(&member(general.id, "Bob")).unwrap();
+        store.add_member(&member(other.id, "Ann")).unwrap();
+        store.remove_member(general.id, "bob").unwrap();
+        assert_eq!(store.members().unwrap().len(), 2);
+        store.append_message(message(general.id, "hi")).unwrap();
+        store.append_message(message(other.id, "yo")).unwrap();
+
+        assert!(store.remove_chat(general.id).unwrap());
+        assert!(!store.remove_chat(general.id).unwrap());
+        assert_eq!(store.chats().unwrap(), vec![other.clone()]);
+        assert_eq!(store.members().unwrap(), vec![member(other.id, "Ann")]);
+        assert!(store.last_messages(general.id, 10).unwrap().is_empty());
+        assert_eq!(store.last_messages(other.id, 10).unwrap().len(), 1);
+
+        let again = store.create_chat("GENERAL", 9).unwrap().unwrap();
+        assert!(again.id > other.id);
+        assert!(store.last_messages(again.id, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn message_ids_strictly_increase() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let a = store.create_chat("a", 1).unwrap().unwrap();
+        let b = store.create_chat("b", 1).unwrap().unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let chat = if i % 2 == 0 { a.id } else { b.id };
+            ids.push(store.append_message(message(chat, "m")).unwrap().id);
+        }
+        // Removing the chat that holds the newest message must not free its id.
+        assert!(store.remove_chat(a.id).unwrap());
+        let store = reopen(&dir, store);
+        ids.push(store.append_message(message(b.id, "m")).unwrap().id);
+        let c = store.create_chat("a", 2).unwrap().unwrap();
+        assert!(c.id > b.id);
+        ids.push(store.append_message(message(c.id, "m")).unwrap().id);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert_eq!(ids[0], 1);
+    }
+
+    #[test]
+    fn last_messages_order_and_limit() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let a = store.create_chat("a", 1).unwrap().unwrap();
+        let b = store.create_chat("b", 1).unwrap().unwrap();
+        for i in 0..10 {
+            store
+                .append_message(message(a.id, &format!("a{i}")))
+                .unwrap();
+            store
+                .append_message(message(b.id, &format!("b{i}")))
+                .unwrap();
+        }
+        let texts = |n| -> Vec<String> {
+            let list = store.last_messages(a.id, n).unwrap();
+            list.into_iter().map(|m| m.text).collect()
+        };
+        assert_eq!(texts(3), ["a7", "a8", "a9"]);
+        assert_eq!(texts(100).len(), 10);
+        assert_eq!(texts(100)[0], "a0");
+        assert!(texts(0).is_empty());
+        assert!(store.last_messages(999, 5).unwrap().is_empty());
+        let last = store.last_messages(b.id, 1).unwrap();
+        assert_eq!(last[0].chat_id, b.id);
+        assert_eq!(last[0].text, "b9");
+    }
+
+    #[test]
+    fn sessions_put_replace_delete() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        store.put_session(&session(1, 10)).unwrap();
+        store.put_session(&session(2, 20)).unwrap();
+        let rotated = session(3, 10);
+        store.replace_session(&[1; 32], &rotated).unwrap();
+        let mut handles: Vec<_> = store
+            .sessions()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.token_hash[0], s.handle))
+            .collect();
+        handles.sort();
+        assert_eq!(handles, [(2, 20), (3, 10)]);
+        store.delete_session(&[2; 32]).unwrap();
+        assert_eq!(store.sessions().unwrap(), vec![rotated]);
+    }
+
+    #[test]
+    fn queue_snapshot_is_taken_once() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        assert_eq!(store.take_queues().unwrap(), None);
+        store.save_queues(b"snapshot").unwrap();
+        let store = reopen(&dir, store);
+        assert_eq!(store.take_queues().unwrap(), Some(b"snapshot".to_vec()));
+        assert_eq!(store.take_queues().unwrap(), None);
+        let store = reopen(&dir, store);
+        assert_eq!(store.take_queues().unwrap(), None);
+    }
+
+    #[test]
+    fn second_open_is_locked() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        match SledStore::open(dir.path(), SyncMode::Sync) {
+            Err(StoreError::Locked(path)) => assert_eq!(path, dir.path()),
+            Err(e) => panic!("expected Locked, got {e}"),
+            Ok(_) => panic!("expected Locked, got a second store"),
+        }
+        // The first store is unharmed.
+        store.check_health().unwrap();
+        assert!(store.create_chat("a", 1).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn sync_mode_durability_advances() {
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open(dir.path(), SyncMode::Sync).unwrap();
+        store.insert_user(&user("ann", "a@x")).unwrap().unwrap();
+        let epoch = store.write_epoch();
+        assert_eq!(epoch, 1);
+        let wait = wait_durable(store.as_ref(), epoch);
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store.durability().borrow().durable >= epoch);
+        assert!(store.flush_count() >= 1);
+        store.check_health().unwrap();
+
+        // After close, writes flush inline so waiters still finish.
+        store.close().unwrap();
+        store.create_chat("late", 1).unwrap().unwrap();
+        let wait = wait_durable(store.as_ref(), store.write_epoch());
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn group_commit_shares_flushes() {
+        const WRITERS: u64 = 40;
+        const EACH: u64 = 5;
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open(dir.path(), SyncMode::Sync).unwrap();
+        let chat = store.create_chat("load", 1).unwrap().unwrap();
+        let before = store.flush_count();
+        let mut tasks = Vec::new();
+        for _ in 0..WRITERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..EACH {
+                    store.append_message(message(chat.id, "x")).unwrap();
+                    let epoch = store.write_epoch();
+                    wait_durable(store.as_ref(), epoch).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let flushes = store.flush_count() - before;
+        let writes = WRITERS * EACH;
+        assert_eq!(
+            store.last_messages(chat.id, 1000).unwrap().len() as u64,
+            writes
+        );
+        assert!(
+            flushes * 2 < writes,
+            "{flushes} flushes for {writes} writes"
+        );
+    }
+
+    #[test]
+    fn relaxed_mode_is_durable_at_once() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let watch = store.durability();
+        for i in 0..5 {
+            store.put_session(&session(i, u64::from(i))).unwrap();
+            assert_eq!(watch.borrow().durable, store.write_epoch());
+        }
+        assert_eq!(store.write_epoch(), 5);
+        assert_eq!(store.flush_count(), 0);
+    }
+
+    #[test]
+    fn durability_never_goes_backwards() {
+        let mut d = Durability::default();
+        assert!(advance(&mut d, 5, true));
+        assert!(!advance(&mut d, 3, true));
+        assert!(advance(&mut d, 8, false));
+        assert_eq!(
+            d,
+            Durability {
+                durable: 5,
+                failed: Some(8)
+            }
+        );
+        assert!(advance(&mut d, 9, true));
+        assert_eq!(
+            d,
+            Durability {
+                durable: 9,
+                failed: None
+            }
+        );
+    }
+
+    #[test]
+    fn corrupt_values_are_errors() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        store.insert_user(&user("ann", "a@x")).unwrap().unwrap();
+        store.users.insert("bob", &[9u8, 1, 2][..]).unwrap();
+        store.users.insert("cat", &[1u8, 0xff, 0xff][..]).unwrap();
+        store.users.insert("dan", &[][..]).unwrap();
+        for key in ["bob", "cat", "dan"] {
+            assert!(
+                matches!(store.user(key), Err(StoreError::Corrupt(_))),
+                "{key}"
+            );
+        }
+        assert!(matches!(store.users(), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            store.delete_user("cat"),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(store.user("ann").unwrap().unwrap().name, "ann");
+
+        let chat = store.create_chat("a", 1).unwrap().unwrap();
+        store
+            .messages
+            .insert(message_key(chat.id, 99), &[1u8][..])
+            .unwrap();
+        assert!(matches!(
+            store.last_messages(chat.id, 5),
+            Err(StoreError::Corrupt(_))
+        ));
+        store.meta.insert(META_QUEUES, &[2u8, 7][..]).unwrap();
+        assert!(matches!(store.take_queues(), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        store
+            .meta
+            .insert(META_SCHEMA, encode(&99u32).unwrap())
+            .unwrap();
+        store.close().unwrap();
+        drop(store);
+        assert!(matches!(
+            SledStore::open(dir.path(), SyncMode::Relaxed),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open(dir.path(), SyncMode::Sync).unwrap();
+        let ann = user("Ann", "ann@x");
+        store.insert_user(&ann).unwrap().unwrap();
+        let chat = store.create_chat("General", 3).unwrap().unwrap();
+        store.add_member(&member(chat.id, "Ann")).unwrap();
+        let sent = store.append_message(message(chat.id, "hello")).unwrap();
+        store.put_session(&session(4, 40)).unwrap();
+        let store = reopen(&dir, store);
+        assert_eq!(store.user("ann").unwrap(), Some(ann));
+        assert_eq!(
+            store.user_key_by_email("ann@x").unwrap(),
+            Some("ann".into())
+        );
+        assert_eq!(store.chats().unwrap(), vec![chat.clone()]);
+        assert_eq!(store.members().unwrap(), vec![member(chat.id, "Ann")]);
+        assert_eq!(store.last_messages(chat.id, 5).unwrap(), vec![sent]);
+        assert_eq!(store.sessions().unwrap(), vec![session(4, 40)]);
+    }
+
+    #[test]
+    fn orphans_are_purged_at_open() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let chat = store.create_chat("a", 1).unwrap().unwrap();
+        store.append_message(message(chat.id, "kept")).unwrap();
+        store.add_member(&member(chat.id, "Ann")).unwrap();
+        // Rows of chats 40 and 41 that a crash left behind, with a message id above the counter.
+        for gone in [40, 41] {
+            store.add_member(&member(gone, "Bob")).unwrap();
+            let key = message_key(gone, 500);
+            let stray = MessageRecord {
+                id: 500,
+                chat_id: gone,
+                user: "bob".into(),
+                verified: false,
+                admin: false,
+                bot: false,
+                text: "orphan".into(),
+                time: 1,
+            };
+            store.messages.insert(key, encode(&stray).unwrap()).unwrap();
+        }
+        let store = reopen(&dir, store);
+        assert_eq!(store.members().unwrap(), vec![member(chat.id, "Ann")]);
+        assert_eq!(store.messages.len(), 1);
+        assert_eq!(store.last_messages(chat.id, 5).unwrap()[0].text, "kept");
+        assert!(store.last_messages(40, 5).unwrap().is_empty());
+        // Ids of purged rows are not handed out again.
+        assert_eq!(store.append_message(message(chat.id, "n")).unwrap().id, 501);
+    }
+}

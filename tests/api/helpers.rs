@@ -1,0 +1,315 @@
+//! Test support: a real natter on 127.0.0.1:0 with its own sled directory, and cookie-keeping clients.
+
+use natter::App;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
+use tempfile::TempDir;
+
+/// Captures log lines so tests can read what the `log` mailer wrote.
+struct CapturingLogger;
+
+static LINES: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+
+fn lines() -> &'static Mutex<Vec<String>> {
+    LINES.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+impl log::Log for CapturingLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) && record.target().starts_with("natter") {
+            lines()
+                .lock()
+                .unwrap()
+                .push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn install_logger() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = log::set_boxed_logger(Box::new(CapturingLogger));
+        log::set_max_level(log::LevelFilter::Info);
+    });
+}
+
+/// Every captured log line so far.
+pub fn log_lines() -> Vec<String> {
+    lines().lock().unwrap().clone()
+}
+
+/// The activation link the log mailer wrote for `user` (URL-escaped name).
+pub fn activation_link(user: &str) -> String {
+    let marker = format!("/api/verifyEmail/{}/", urlencoding::encode(user));
+    log_lines()
+        .iter()
+        .rev()
+        .filter_map(|l| l.strip_prefix("activation link: "))
+        .find(|l| l.contains(&marker))
+        .unwrap_or_else(|| panic!("no activation link for {user}"))
+        .to_owned()
+}
+
+/// Reset-token tests run one at a time: the log line does not name the user.
+pub static RESET_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The newest reset token the log mailer wrote.
+pub fn last_reset_token() -> String {
+    log_lines()
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("reset password token: "))
+        .expect("a reset token was logged")
+        .to_owned()
+}
+
+/// A running server with its own data directory.
+pub struct TestServer {
+    pub app: Option<App>,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub extra: String,
+    pub dev: bool,
+}
+
+/// Settings every test server gets: fast hashing, short polls.
+fn base_config(dir: &TempDir, extra: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\n\
+         data_dir = \"{}\"\n\
+         password_iterations = 1000\n\
+         poll_timeout = \"1s\"\n\
+         admins = [\"root\"]\n\
+         {extra}\n",
+        dir.path().join("data").display()
+    )
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with_config("").await
+    }
+
+    /// Starts with extra top-level config lines (tables must come last).
+    pub async fn with_config(extra: &str) -> TestServer {
+        TestServer::build(extra, true).await
+    }
+
+    /// Starts in production mode (no dev relaxations); rounds must then be >= 100000.
+    pub async fn production(extra: &str) -> TestServer {
+        TestServer::build(extra, false).await
+    }
+
+    async fn build(extra: &str, dev: bool) -> TestServer {
+        install_logger();
+        let dir = tempfile::tempdir().unwrap();
+        let app = Self::launch(&dir, extra, dev).await;
+        TestServer {
+            addr: app.addr(),
+            app: Some(app),
+            dir,
+            extra: extra.to_owned(),
+            dev,
+        }
+    }
+
+    async fn launch(dir: &TempDir, extra: &str, dev: bool) -> App {
+        let mut text = base_config(dir, extra);
+        if !dev {
+            text = text.replace("password_iterations = 1000", "password_iterations = 100000");
+        }
+        let config = natter::config::from_toml_str(&text, dev).expect("test config is valid");
+        natter::build(config).await.expect("server starts")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A new browser-like client with its own cookie jar.
+    pub fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+            base: std::sync::Arc::new(Mutex::new(format!("http://{}", self.addr))),
+        }
+    }
+
+    /// Graceful shutdown, then a new server on the same data directory.
+    pub async fn restart(&mut self, clients: &[&Client]) {
+        self.stop().await;
+        let app = Self::launch(&self.dir, &self.extra, self.dev).await;
+        self.addr = app.addr();
+        self.app = Some(app);
+        for client in clients {
+            *client.base.lock().unwrap() = format!("http://{}", self.addr);
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(app) = self.app.take() {
+            // Best effort in a test that failed before stopping its server.
+            drop(app);
+        }
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts an error status and message.
+    pub fn assert_error(&self, status: u16, message: &str) {
+        assert_eq!(
+            (self.status, self.json()),
+            (status, json!({ "error": message })),
+            "body: {}",
+            self.body
+        );
+    }
+
+    pub fn assert_ok_empty(&self) {
+        assert_eq!((self.status, self.body.as_str()), (200, ""), "{self:?}");
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// A cookie-keeping client bound to one server (follows it across restarts).
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    base: std::sync::Arc<Mutex<String>>,
+}
+
+impl Client {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.lock().unwrap())
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Resp {
+        let response = request.send().await.expect("request reaches the server");
+        Resp {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> Resp {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// Logs in as a guest and checks the reply.
+    pub async fn guest(&self, name: &str) -> &Self {
+        let r = self.post("/api/login", json!({ "user": name })).await;
+        assert_eq!(r.status, 200, "guest login {name}: {}", r.body);
+        self
+    }
+
+    pub async fn join(&self, chat: &str) -> Value {
+        let r = self.post("/api/loggedonly/joinChat", json!({ "chat": chat })).await;
+        assert_eq!(r.status, 200, "join {chat}: {}", r.body);
+        r.json()
+    }
+
+    pub async fn say(&self, chat: &str, text: &str) -> Value {
+        let r = self
+            .post("/api/loggedonly/postMessage", json!({ "chat": chat, "text": text }))
+            .await;
+        assert_eq!(r.status, 200, "post: {}", r.body);
+        r.json()
+    }
+
+    /// One legacy poll: `Some(envelope)` or `None` for an empty reply.
+    pub async fn poll(&self) -> Option<Value> {
+        let r = self.get("/api/loggedonly/poll").await;
+        assert_eq!(r.status, 200, "poll: {}", r.body);
+        (!r.body.is_empty()).then(|| r.json())
+    }
+
+    /// Polls until an empty reply: every pending event as (type, payload).
+    pub async fn drain(&self) -> Vec<(String, Value)> {
+        let mut events = Vec::new();
+        while let Some(envelope) = self.poll().await {
+            events.push((
+                envelope["type"].as_str().unwrap().to_owned(),
+                envelope["event"].clone(),
+            ));
+        }
+        events
+    }
+
+    /// Pending event types only.
+    pub async fn drain_types(&self) -> Vec<String> {
+        self.drain().await.into_iter().map(|(t, _)| t).collect()
+    }
+
+    /// Registers, verifies through the logged link, and signs in.
+    pub async fn registered(&self, name: &str) -> Value {
+        let r = self
+            .post(
+                "/api/register",
+                json!({ "user": name, "email": format!("{name}@example.org"), "password": "password123" }),
+            )
+            .await;
+        r.assert_ok_empty();
+        let link = activation_link(name);
+        let path = link.split_once("/api/").map(|(_, p)| format!("/api/{p}")).unwrap();
+        let r = self.get(&path).await;
+        assert_eq!(r.status, 200, "verify: {}", r.body);
+        let r = self
+            .post("/api/authorize", json!({ "user": name, "password": "password123" }))
+            .await;
+        assert_eq!(r.status, 200, "authorize: {}", r.body);
+        r.json()
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: a real server on 127.0.0.1:0 with a temp sled directory, driven over HTTP.
+
+mod accounts;
+mod chats;
+mod conventions;
+mod events;
+mod helpers;
+mod offline;
+mod restart;
+mod sessions;
