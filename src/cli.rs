@@ -17,7 +17,12 @@ pub struct Cli {
     #[arg(long)]
     pub dev: bool,
     /// Config file (must exist); without it ./config.toml is read if present.
-    #[arg(short = 'c', long = "config", visible_alias = "configFilepath", value_name = "PATH")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        visible_alias = "configFilepath",
+        value_name = "PATH"
+    )]
     pub config: Option<PathBuf>,
     /// error, warn, info, debug or trace (also NATTER_LOG).
     #[arg(long = "log-level", visible_alias = "logLevel", value_name = "LEVEL")]
@@ -85,7 +90,11 @@ impl CliError {
 impl From<StoreError> for CliError {
     fn from(err: StoreError) -> Self {
         // A locked directory means a running server: exit 2, as for config errors.
-        let code = if matches!(err, StoreError::Locked(_)) { 2 } else { 1 };
+        let code = if matches!(err, StoreError::Locked(_)) {
+            2
+        } else {
+            1
+        };
         CliError {
             message: err.to_string(),
             code,
@@ -109,7 +118,10 @@ pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliEr
     let store = open(config)?;
     match command {
         UserCommand::List => {
-            println!("{:<32} {:<40} {:<8} {:<5}", "NAME", "EMAIL", "VERIFIED", "ADMIN");
+            println!(
+                "{:<32} {:<40} {:<8} {:<5}",
+                "NAME", "EMAIL", "VERIFIED", "ADMIN"
+            );
             for user in store.users()? {
                 println!(
                     "{:<32} {:<40} {:<8} {:<5}",
@@ -156,7 +168,11 @@ fn no_user(name: &str) -> CliError {
     CliError::failed(format!("no registered user named {name}"))
 }
 
-fn update_user(store: &SledStore, name: &str, change: impl FnOnce(&mut crate::store::UserRecord)) -> Result<(), CliError> {
+fn update_user(
+    store: &SledStore,
+    name: &str,
+    change: impl FnOnce(&mut crate::store::UserRecord),
+) -> Result<(), CliError> {
     let mut user = store.user(&name_key(name))?.ok_or_else(|| no_user(name))?;
     change(&mut user);
     store.update_user(&user)?;
@@ -185,8 +201,7 @@ fn read_password() -> Result<Password, CliError> {
             .map_err(|e| CliError::failed(format!("cannot read the password: {e}")))?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     };
-    Password::parse(&raw)
-        .map_err(|_| CliError::failed("the password must be 8 to 128 characters"))
+    Password::parse(&raw).map_err(|_| CliError::failed("the password must be 8 to 128 characters"))
 }
 
 /// Runs `natter chat ...`.

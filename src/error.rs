@@ -124,8 +124,14 @@ mod tests {
 
     #[test]
     fn password_empty_is_422_and_other_validation_is_400() {
-        assert_eq!(ApiError::Invalid(Invalid::PasswordEmpty).status().as_u16(), 422);
+        assert_eq!(
+            ApiError::Invalid(Invalid::PasswordEmpty).status().as_u16(),
+            422
+        );
         assert_eq!(ApiError::Invalid(Invalid::Username).status().as_u16(), 400);
-        assert_eq!(ApiError::Invalid(Invalid::Username).message(), "invalid username");
+        assert_eq!(
+            ApiError::Invalid(Invalid::Username).message(),
+            "invalid username"
+        );
     }
 }

@@ -191,7 +191,8 @@ fn mailer_for(config: &Config) -> Result<Arc<dyn Mailer>, StartError> {
         MailProvider::Log => Ok(Arc::new(mail::LogMailer)),
         MailProvider::None => Ok(Arc::new(mail::NoMailer)),
         MailProvider::Sendgrid => Err(StartError(
-            "mail.provider = \"sendgrid\" is not available in this build; use \"log\" or \"none\"".into(),
+            "mail.provider = \"sendgrid\" is not available in this build; use \"log\" or \"none\""
+                .into(),
         )),
     }
 }

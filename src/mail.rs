@@ -4,9 +4,17 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mail {
     /// The verification link after registration.
-    Activation { to: String, user: String, link: String },
+    Activation {
+        to: String,
+        user: String,
+        link: String,
+    },
     /// A password reset token to type into the reset form.
-    Reset { to: String, user: String, token: String },
+    Reset {
+        to: String,
+        user: String,
+        token: String,
+    },
     /// Someone tried to register with an address that already has an account.
     AddressInUse { to: String, user: String },
 }

@@ -35,7 +35,9 @@ async fn main() -> ExitCode {
         Command::User(action) => natter::cli::run_user(&config, action)
             .await
             .map_err(|e| (e.message, e.code)),
-        Command::Chat(action) => natter::cli::run_chat(&config, action).map_err(|e| (e.message, e.code)),
+        Command::Chat(action) => {
+            natter::cli::run_chat(&config, action).map_err(|e| (e.message, e.code))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -124,11 +124,7 @@ pub struct ChatName(String);
 impl ChatName {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let len = raw.chars().count();
-        if len == 0
-            || len > 64
-            || raw.chars().any(char::is_control)
-            || raw.trim() != raw
-        {
+        if len == 0 || len > 64 || raw.chars().any(char::is_control) || raw.trim() != raw {
             return Err(Invalid::ChatName);
         }
         Ok(ChatName(raw.to_owned()))
@@ -182,7 +178,8 @@ impl Email {
         let parsed: email_address::EmailAddress = raw.parse().map_err(|_| Invalid::Email)?;
         let domain = parsed.domain();
         // A dotted domain with non-empty labels; the crate also accepts `user@localhost`.
-        if !domain.contains('.') || domain.split('.').any(str::is_empty) || domain.starts_with('[') {
+        if !domain.contains('.') || domain.split('.').any(str::is_empty) || domain.starts_with('[')
+        {
             return Err(Invalid::Email);
         }
         Ok(Email(raw.to_owned()))
@@ -219,7 +216,10 @@ mod tests {
         assert_eq!(UserName::parse(&"x".repeat(33)), Err(Invalid::Username));
         assert!(UserName::parse(&"x".repeat(32)).is_ok());
         assert!(UserName::parse("Зоя_1.-x").is_ok());
-        assert_eq!(UserName::parse("Alice").map(|n| n.key()), Ok("alice".into()));
+        assert_eq!(
+            UserName::parse("Alice").map(|n| n.key()),
+            Ok("alice".into())
+        );
     }
 
     #[test]
@@ -236,7 +236,10 @@ mod tests {
         assert_eq!(Password::parse(""), Err(Invalid::PasswordEmpty));
         assert_eq!(Password::parse("1234567"), Err(Invalid::PasswordLength));
         assert!(Password::parse("ääääääää").is_ok());
-        assert_eq!(Password::parse(&"p".repeat(129)), Err(Invalid::PasswordLength));
+        assert_eq!(
+            Password::parse(&"p".repeat(129)),
+            Err(Invalid::PasswordLength)
+        );
     }
 
     #[test]
@@ -250,7 +253,10 @@ mod tests {
     #[test]
     fn message_text_rules() {
         assert_eq!(check_message_text("  \n", 10), Err(Invalid::MessageEmpty));
-        assert_eq!(check_message_text("12345678901", 10), Err(Invalid::MessageTooLong));
+        assert_eq!(
+            check_message_text("12345678901", 10),
+            Err(Invalid::MessageTooLong)
+        );
         assert!(check_message_text(" hi ", 10).is_ok());
     }
 }

@@ -7,7 +7,11 @@ use crate::model::Chat;
 use warp::reply::Response;
 
 /// POST /api/adminonly/createChat
-pub async fn create_chat(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+pub async fn create_chat(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
     ctx.service.require_admin(session)?;
     let body: Chat = http::parse_json(&req.body)?;
     ctx.service.create_chat(&body.chat).await?;
@@ -15,7 +19,11 @@ pub async fn create_chat(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> 
 }
 
 /// POST /api/adminonly/removeChat
-pub async fn remove_chat(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+pub async fn remove_chat(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
     ctx.service.require_admin(session)?;
     let body: Chat = http::parse_json(&req.body)?;
     ctx.service.remove_chat(&body.chat).await?;

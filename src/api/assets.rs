@@ -125,7 +125,10 @@ mod tests {
     #[test]
     fn paths_cannot_leave_the_static_dir() {
         let dir = Path::new("/srv/web");
-        assert_eq!(safe_join(dir, "app.js"), Some(PathBuf::from("/srv/web/app.js")));
+        assert_eq!(
+            safe_join(dir, "app.js"),
+            Some(PathBuf::from("/srv/web/app.js"))
+        );
         assert_eq!(safe_join(dir, "../etc/passwd"), None);
         assert_eq!(safe_join(dir, "/etc/passwd"), None);
     }

@@ -101,7 +101,10 @@ pub fn set_cookie(mut response: Response, cookie: &str) -> Response {
 
 /// Security headers every response carries (SPEC 2).
 pub fn add_security_headers(headers: &mut HeaderMap) {
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     headers.insert(
@@ -186,16 +189,20 @@ impl OriginPolicy {
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static("Content-Type"),
             );
-            response.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            response.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
         }
     }
 }
 
 fn is_localhost(origin: &str) -> bool {
     ["http://localhost", "http://127.0.0.1"].iter().any(|base| {
-        origin
-            .strip_prefix(base)
-            .is_some_and(|rest| rest.is_empty() || (rest.starts_with(':') && rest[1..].chars().all(|c| c.is_ascii_digit())))
+        origin.strip_prefix(base).is_some_and(|rest| {
+            rest.is_empty()
+                || (rest.starts_with(':') && rest[1..].chars().all(|c| c.is_ascii_digit()))
+        })
     })
 }
 
@@ -223,7 +230,10 @@ mod tests {
 
     #[test]
     fn query_params_are_decoded() {
-        assert_eq!(query_param("a=1&queue_id=x%2By", "queue_id"), Some("x+y".into()));
+        assert_eq!(
+            query_param("a=1&queue_id=x%2By", "queue_id"),
+            Some("x+y".into())
+        );
         assert_eq!(query_param("a=1", "b"), None);
     }
 }

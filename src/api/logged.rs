@@ -6,11 +6,17 @@ use crate::error::ApiError;
 use crate::events::hub::PollReply;
 use crate::events::{PollEnvelope, QueuedEvent};
 use crate::model::{Chat, QueueOpened};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warp::reply::Response;
 
 fn chat_body(req: &ApiRequest) -> Result<Chat, ApiError> {
     http::parse_json(&req.body)
+}
+
+/// `{"events": [...]}`
+#[derive(Serialize)]
+struct EventBatch<'a> {
+    events: Vec<QueuedEvent<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -42,7 +48,11 @@ fn last_event_id(req: &ApiRequest) -> Result<Option<u64>, ApiError> {
 }
 
 /// GET /api/loggedonly/poll: one event from the session's default queue, or empty after the timeout.
-pub async fn poll(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+pub async fn poll(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
     let ack = last_event_id(req)?;
     let reply = ctx
         .service
@@ -75,7 +85,11 @@ pub fn open_queue(ctx: &Ctx, session: &SessionInfo) -> Result<Response, ApiError
 }
 
 /// GET /api/loggedonly/events: acknowledges up to `last_event_id`, then returns what is pending.
-pub async fn events(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+pub async fn events(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
     let queue_id = http::query_param(&req.query, "queue_id").ok_or(ApiError::BadEventQueue)?;
     let ack = last_event_id(req)?.unwrap_or(0);
     let batch = ctx
@@ -93,17 +107,25 @@ pub async fn events(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Resul
             event: &d.event.payload,
         })
         .collect();
-    http::json(&serde_json::json!({ "events": events }))
+    http::json(&EventBatch { events })
 }
 
 /// POST /api/loggedonly/joinChat
-pub async fn join_chat(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+pub async fn join_chat(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
     let body = chat_body(req)?;
     http::json(&ctx.service.join_chat(session, &body.chat).await?)
 }
 
 /// POST /api/loggedonly/leaveChat
-pub async fn leave_chat(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+pub async fn leave_chat(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
     let body = chat_body(req)?;
     ctx.service.leave_chat(session, &body.chat).await?;
     Ok(http::empty())
@@ -121,13 +143,25 @@ pub fn get_users(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<R
 }
 
 /// POST /api/loggedonly/getLastMessages
-pub fn get_last_messages(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+pub fn get_last_messages(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
     let body = chat_body(req)?;
     http::json(&ctx.service.last_messages(session, &body.chat)?)
 }
 
 /// POST /api/loggedonly/postMessage
-pub async fn post_message(ctx: &Ctx, req: &ApiRequest, session: &SessionInfo) -> Result<Response, ApiError> {
+pub async fn post_message(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
     let body: PostBody = http::parse_json(&req.body)?;
-    http::json(&ctx.service.post_message(session, &body.chat, &body.text).await?)
+    http::json(
+        &ctx.service
+            .post_message(session, &body.chat, &body.text)
+            .await?,
+    )
 }

@@ -128,7 +128,12 @@ fn route(path: &str) -> Option<(Endpoint, Vec<String>)> {
 }
 
 /// Calls the endpoint's handler.
-async fn dispatch(ctx: &Ctx, endpoint: Endpoint, req: &ApiRequest, user: &mut Option<String>) -> Result<Response, ApiError> {
+async fn dispatch(
+    ctx: &Ctx,
+    endpoint: Endpoint,
+    req: &ApiRequest,
+    user: &mut Option<String>,
+) -> Result<Response, ApiError> {
     use Endpoint::*;
     match endpoint {
         Register => public::register(ctx, req).await,
@@ -164,7 +169,12 @@ async fn dispatch(ctx: &Ctx, endpoint: Endpoint, req: &ApiRequest, user: &mut Op
 }
 
 /// The session behind the request's cookie (401 `user not logged in` without a valid one).
-fn authenticate(ctx: &Ctx, req: &ApiRequest, need_online: bool, user: &mut Option<String>) -> Result<SessionInfo, ApiError> {
+fn authenticate(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    need_online: bool,
+    user: &mut Option<String>,
+) -> Result<SessionInfo, ApiError> {
     let hash = req
         .headers
         .get_all(header::COOKIE)
@@ -179,7 +189,14 @@ fn authenticate(ctx: &Ctx, req: &ApiRequest, need_online: bool, user: &mut Optio
 }
 
 /// Handles one `/api/...` request from start to finish, and logs it.
-async fn handle<S, B>(ctx: Arc<Ctx>, method: Method, tail: Tail, query: String, headers: HeaderMap, body: S) -> Response
+async fn handle<S, B>(
+    ctx: Arc<Ctx>,
+    method: Method,
+    tail: Tail,
+    query: String,
+    headers: HeaderMap,
+    body: S,
+) -> Response
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: warp::Buf,
@@ -272,8 +289,14 @@ mod tests {
     #[test]
     fn routes_resolve_with_their_methods() {
         assert_eq!(route("login").map(|r| r.0), Some(Endpoint::GuestLogin));
-        assert_eq!(route("loggedonly/poll").map(|r| r.0.method()), Some(Method::GET));
-        assert_eq!(route("loggedonly/keepalive").map(|r| r.0.method()), Some(Method::PUT));
+        assert_eq!(
+            route("loggedonly/poll").map(|r| r.0.method()),
+            Some(Method::GET)
+        );
+        assert_eq!(
+            route("loggedonly/keepalive").map(|r| r.0.method()),
+            Some(Method::PUT)
+        );
         assert_eq!(route("nope"), None);
         assert_eq!(route("login/"), None);
         let (endpoint, params) = route("verifyEmail/J%C3%BCrgen/tok").unwrap();

@@ -109,9 +109,16 @@ mod tests {
     fn cookie_attributes_follow_the_scheme() {
         let plain = CookieSigner::new(vec![1; 32], false);
         let header = plain.set_header("v", 60);
-        assert_eq!(header, "natter_session=v; HttpOnly; SameSite=Lax; Path=/; Max-Age=60");
+        assert_eq!(
+            header,
+            "natter_session=v; HttpOnly; SameSite=Lax; Path=/; Max-Age=60"
+        );
         let secure = CookieSigner::new(vec![1; 32], true);
-        assert!(secure.set_header("v", 60).starts_with("__Host-natter_session=v;"));
+        assert!(
+            secure
+                .set_header("v", 60)
+                .starts_with("__Host-natter_session=v;")
+        );
         assert!(secure.set_header("v", 60).ends_with("; Secure"));
         assert_eq!(
             plain.from_header("a=b; natter_session=xyz.abc; c=d"),

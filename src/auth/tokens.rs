@@ -84,7 +84,10 @@ mod tests {
     fn tokens_expire_and_die_after_failures() {
         let (token, mut record) = new_activation(0).unwrap();
         assert_eq!(check(&mut record, &token, 10, 5), TokenCheck::Valid);
-        assert_eq!(check(&mut record, &token, ACTIVATION_TTL_SECS + 1, 5), TokenCheck::Dead);
+        assert_eq!(
+            check(&mut record, &token, ACTIVATION_TTL_SECS + 1, 5),
+            TokenCheck::Dead
+        );
         for _ in 0..5 {
             assert_eq!(check(&mut record, "nope", 10, 5), TokenCheck::Wrong);
         }

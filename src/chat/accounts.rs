@@ -4,8 +4,8 @@ use super::presence::Issued;
 use super::state::State;
 use super::{Service, now, user_status};
 use crate::auth::cookie::CookieSigner;
-use crate::auth::tokens::{self, TokenCheck};
 use crate::auth::password;
+use crate::auth::tokens::{self, TokenCheck};
 use crate::error::ApiError;
 use crate::mail::Mail;
 use crate::model::{Email, Invalid, Password, UserName, name_key};
@@ -13,7 +13,12 @@ use crate::store::{Taken, UserRecord};
 
 impl Service {
     /// `POST /api/register`: stores an unverified account and mails its activation link.
-    pub async fn register(&self, raw_user: &str, raw_email: &str, raw_password: &str) -> Result<(), ApiError> {
+    pub async fn register(
+        &self,
+        raw_user: &str,
+        raw_email: &str,
+        raw_password: &str,
+    ) -> Result<(), ApiError> {
         if !self.config.allow_registration {
             return Err(ApiError::RegistrationDisabled);
         }
@@ -77,7 +82,10 @@ impl Service {
     }
 
     fn owner_of_email(&self, email: &Email) -> Result<String, ApiError> {
-        let owner = self.store.user_key_by_email(&email.key())?.unwrap_or_default();
+        let owner = self
+            .store
+            .user_key_by_email(&email.key())?
+            .unwrap_or_default();
         Ok(self.store.user(&owner)?.map(|u| u.name).unwrap_or(owner))
     }
 
@@ -121,7 +129,12 @@ impl Service {
     }
 
     /// `POST /api/authorize`: checks the password and opens a new session.
-    pub async fn authorize(&self, signer: &CookieSigner, raw_user: &str, raw_password: &str) -> Result<Issued, ApiError> {
+    pub async fn authorize(
+        &self,
+        signer: &CookieSigner,
+        raw_user: &str,
+        raw_password: &str,
+    ) -> Result<Issued, ApiError> {
         if raw_user.is_empty() {
             return Err(Invalid::UsernameEmpty.into());
         }
@@ -176,7 +189,12 @@ impl Service {
     }
 
     /// `POST /api/resetPassword`: sets a new password and ends every session of the account.
-    pub async fn reset_password(&self, raw_user: &str, token: &str, raw_password: &str) -> Result<(), ApiError> {
+    pub async fn reset_password(
+        &self,
+        raw_user: &str,
+        token: &str,
+        raw_password: &str,
+    ) -> Result<(), ApiError> {
         if raw_user.is_empty() || token.is_empty() || raw_password.is_empty() {
             return Err(ApiError::SomeFieldsEmpty);
         }

@@ -105,7 +105,10 @@ impl Service {
             }
         }
         if let Some(snapshot) = self.store.take_queues()? {
-            match self.hub.restore(&snapshot, |h| st.activity.contains_key(&h)) {
+            match self
+                .hub
+                .restore(&snapshot, |h| st.activity.contains_key(&h))
+            {
                 Ok(n) => log::info!("restored {n} event queues"),
                 Err(e) => log::warn!("event queues from the last run were not restored: {e}"),
             }

@@ -28,7 +28,11 @@ pub struct Issued {
 impl Service {
     /// Finds the session of a cookie hash; with `need_online`, offline sessions are refused.
     /// Counts as activity for online sessions.
-    pub fn authenticate(&self, hash: &[u8; 32], need_online: bool) -> Result<SessionInfo, ApiError> {
+    pub fn authenticate(
+        &self,
+        hash: &[u8; 32],
+        need_online: bool,
+    ) -> Result<SessionInfo, ApiError> {
         let mut st = self.lock();
         let session = st.sessions.get(hash).ok_or(ApiError::NotLoggedIn)?;
         if session.expires <= now() || (need_online && !session.online) {
@@ -56,7 +60,11 @@ impl Service {
     }
 
     /// `POST /api/login`: a guest session for a free, unregistered name.
-    pub async fn guest_login(&self, signer: &CookieSigner, raw_name: &str) -> Result<Issued, ApiError> {
+    pub async fn guest_login(
+        &self,
+        signer: &CookieSigner,
+        raw_name: &str,
+    ) -> Result<Issued, ApiError> {
         if !self.config.allow_guests {
             return Err(ApiError::GuestsDisabled);
         }
@@ -108,7 +116,11 @@ impl Service {
 
     /// `POST /api/loggedonly/login`: a fresh cookie for the same session, which keeps its queues
     /// and chats; an offline session comes back online.
-    pub async fn session_login(&self, signer: &CookieSigner, session: &SessionInfo) -> Result<Issued, ApiError> {
+    pub async fn session_login(
+        &self,
+        signer: &CookieSigner,
+        session: &SessionInfo,
+    ) -> Result<Issued, ApiError> {
         let status = self.status_of(&session.user_key, session.guest)?;
         let token = signer.issue()?;
         let epoch = {
@@ -156,7 +168,11 @@ impl Service {
     }
 
     /// Ends every session of a user (password reset, account deletion).
-    pub(super) fn end_all_sessions(&self, st: &mut State, user_key: &str) -> Result<Outbox, ApiError> {
+    pub(super) fn end_all_sessions(
+        &self,
+        st: &mut State,
+        user_key: &str,
+    ) -> Result<Outbox, ApiError> {
         let handles: Vec<(u64, [u8; 32], String)> = st
             .sessions
             .values()
@@ -174,7 +190,13 @@ impl Service {
         Ok(events)
     }
 
-    fn new_session(&self, hash: [u8; 32], name: &str, key: &str, guest: bool) -> Result<SessionRecord, ApiError> {
+    fn new_session(
+        &self,
+        hash: [u8; 32],
+        name: &str,
+        key: &str,
+        guest: bool,
+    ) -> Result<SessionRecord, ApiError> {
         let created = now();
         let max_age = i64::try_from(self.config.session_max_age.as_secs()).unwrap_or(i64::MAX);
         Ok(SessionRecord {
@@ -207,7 +229,12 @@ impl Service {
     }
 
     /// A user's last session went offline: tell everyone else, then leave every chat.
-    fn offline_cascade(&self, st: &mut State, user_key: &str, name: &str) -> Result<Outbox, ApiError> {
+    fn offline_cascade(
+        &self,
+        st: &mut State,
+        user_key: &str,
+        name: &str,
+    ) -> Result<Outbox, ApiError> {
         let time = now();
         let mut events: Outbox = vec![(
             st.everyone_except(user_key),
@@ -238,7 +265,9 @@ impl Service {
             let idle: Vec<u64> = st
                 .activity
                 .iter()
-                .filter(|(h, seen)| !parked.contains(h) && now_instant.duration_since(**seen) >= idle_limit)
+                .filter(|(h, seen)| {
+                    !parked.contains(h) && now_instant.duration_since(**seen) >= idle_limit
+                })
                 .map(|(h, _)| *h)
                 .collect();
             let expired: Vec<u64> = st
@@ -256,7 +285,9 @@ impl Service {
             }
             self.publish(events)
         };
-        let expired_queues = self.hub.expire_idle_queues(self.config.event_queue_idle_timeout);
+        let expired_queues = self
+            .hub
+            .expire_idle_queues(self.config.event_queue_idle_timeout);
         if expired_queues > 0 {
             log::debug!("deleted {expired_queues} idle event queues");
         }

@@ -10,7 +10,11 @@ use crate::store::{ChatRecord, MemberRecord, MessageRecord, NewMessage};
 
 impl Service {
     /// `POST /api/loggedonly/joinChat`
-    pub async fn join_chat(&self, session: &SessionInfo, chat: &str) -> Result<ChatReport, ApiError> {
+    pub async fn join_chat(
+        &self,
+        session: &SessionInfo,
+        chat: &str,
+    ) -> Result<ChatReport, ApiError> {
         let (epoch, report) = {
             let mut st = self.lock();
             let chat = find_chat(&st, chat)?;
@@ -101,20 +105,33 @@ impl Service {
     }
 
     /// `POST /api/loggedonly/getUsers`: the chat's online members, sorted.
-    pub fn chat_users(&self, session: &SessionInfo, chat: &str) -> Result<Vec<UserWithStatus>, ApiError> {
+    pub fn chat_users(
+        &self,
+        session: &SessionInfo,
+        chat: &str,
+    ) -> Result<Vec<UserWithStatus>, ApiError> {
         let st = self.lock();
         let chat = member_chat(&st, session, chat)?;
         Ok(online_members(&st, chat.id))
     }
 
     /// `POST /api/loggedonly/getLastMessages`: the last `last_messages`, oldest first.
-    pub fn last_messages(&self, session: &SessionInfo, chat: &str) -> Result<Vec<Message>, ApiError> {
+    pub fn last_messages(
+        &self,
+        session: &SessionInfo,
+        chat: &str,
+    ) -> Result<Vec<Message>, ApiError> {
         let chat = member_chat(&self.lock(), session, chat)?;
         self.history(&chat)
     }
 
     /// `POST /api/loggedonly/postMessage`: stores the message and fans it out to the members.
-    pub async fn post_message(&self, session: &SessionInfo, chat: &str, text: &str) -> Result<Message, ApiError> {
+    pub async fn post_message(
+        &self,
+        session: &SessionInfo,
+        chat: &str,
+        text: &str,
+    ) -> Result<Message, ApiError> {
         check_message_text(text, self.config.max_message_chars)?;
         let status = self.status_of(&session.user_key, session.guest)?;
         let (epoch, message) = {
@@ -130,7 +147,8 @@ impl Service {
                 time: now(),
             })?;
             let message = to_wire(&stored, &chat.name);
-            let mut events: Outbox = vec![(st.chat_audience(chat.id), Event::Message(message.clone()))];
+            let mut events: Outbox =
+                vec![(st.chat_audience(chat.id), Event::Message(message.clone()))];
             // The bot answers inside the same commit, so its reply always follows the command.
             if let Some(reply) = self.bot_reply(&st, &chat, text)? {
                 events.push((st.chat_audience(chat.id), Event::Message(reply)));
@@ -142,7 +160,11 @@ impl Service {
     }
 
     /// Stores a bot message in a chat.
-    pub(super) fn store_bot_message(&self, chat: &ChatRecord, text: String) -> Result<Message, ApiError> {
+    pub(super) fn store_bot_message(
+        &self,
+        chat: &ChatRecord,
+        text: String,
+    ) -> Result<Message, ApiError> {
         let stored = self.store.append_message(NewMessage {
             chat_id: chat.id,
             user: self.config.bot.name.clone(),
@@ -207,7 +229,12 @@ impl Service {
         self.durable(epoch).await
     }
 
-    fn joined_report(&self, st: &State, user: &str, chat: &ChatRecord) -> Result<ChatReport, ApiError> {
+    fn joined_report(
+        &self,
+        st: &State,
+        user: &str,
+        chat: &ChatRecord,
+    ) -> Result<ChatReport, ApiError> {
         Ok(ChatReport {
             user: user.to_owned(),
             chat: chat.name.clone(),

@@ -31,8 +31,16 @@ async fn api_responses_carry_security_and_cache_headers() {
     assert_eq!(r.header("content-type").unwrap(), "application/json");
     let page = c.get("/").await;
     assert_eq!(page.status, 200);
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
-    assert!(page.header("content-security-policy").unwrap().contains("default-src 'self'"));
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'self'")
+    );
 }
 
 #[tokio::test]
@@ -40,7 +48,9 @@ async fn oversized_bodies_get_413() {
     let server = TestServer::with_config("max_body_bytes = 2048\nmax_message_chars = 100").await;
     let c = server.client();
     let big = json!({"user": "x".repeat(3000)});
-    c.post("/api/login", big).await.assert_error(413, "request body too large");
+    c.post("/api/login", big)
+        .await
+        .assert_error(413, "request body too large");
 }
 
 #[tokio::test]
@@ -48,20 +58,38 @@ async fn cors_reflects_only_allowed_origins() {
     let server = TestServer::production("cors_origins = [\"https://chat.example.org\"]").await;
     let c = server.client();
     let allowed = c
-        .send(c.http.request(reqwest::Method::OPTIONS, c.url("/api/loggedonly/getChats")).header("origin", "https://chat.example.org"))
+        .send(
+            c.http
+                .request(reqwest::Method::OPTIONS, c.url("/api/loggedonly/getChats"))
+                .header("origin", "https://chat.example.org"),
+        )
         .await;
     assert_eq!(allowed.status, 200);
-    assert_eq!(allowed.header("access-control-allow-origin").unwrap(), "https://chat.example.org");
-    assert_eq!(allowed.header("access-control-allow-credentials").unwrap(), "true");
+    assert_eq!(
+        allowed.header("access-control-allow-origin").unwrap(),
+        "https://chat.example.org"
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-credentials").unwrap(),
+        "true"
+    );
     assert!(allowed.header("vary").unwrap().contains("Origin"));
     let foreign = c
-        .send(c.http.request(reqwest::Method::OPTIONS, c.url("/api/loggedonly/getChats")).header("origin", "https://evil.example"))
+        .send(
+            c.http
+                .request(reqwest::Method::OPTIONS, c.url("/api/loggedonly/getChats"))
+                .header("origin", "https://evil.example"),
+        )
         .await;
     assert_eq!(foreign.status, 200);
     assert!(foreign.header("access-control-allow-origin").is_none());
     // dev-only localhost origins are not allowed in production.
     let local = c
-        .send(c.http.get(c.url("/healthz")).header("origin", "http://localhost:3000"))
+        .send(
+            c.http
+                .get(c.url("/healthz"))
+                .header("origin", "http://localhost:3000"),
+        )
         .await;
     assert!(local.header("access-control-allow-origin").is_none());
 }
@@ -71,10 +99,18 @@ async fn dev_mode_allows_localhost_origins() {
     let server = TestServer::start().await;
     let c = server.client();
     let r = c
-        .send(c.http.post(c.url("/api/login")).header("origin", "http://localhost:5173").json(&json!({"user":"devy"})))
+        .send(
+            c.http
+                .post(c.url("/api/login"))
+                .header("origin", "http://localhost:5173")
+                .json(&json!({"user":"devy"})),
+        )
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("access-control-allow-origin").unwrap(), "http://localhost:5173");
+    assert_eq!(
+        r.header("access-control-allow-origin").unwrap(),
+        "http://localhost:5173"
+    );
 }
 
 #[tokio::test]
@@ -82,16 +118,31 @@ async fn foreign_origin_posts_are_refused_but_same_origin_works() {
     let server = TestServer::production("").await;
     let c = server.client();
     let r = c
-        .send(c.http.post(c.url("/api/login")).header("origin", "https://evil.example").json(&json!({"user":"csrf"})))
+        .send(
+            c.http
+                .post(c.url("/api/login"))
+                .header("origin", "https://evil.example")
+                .json(&json!({"user":"csrf"})),
+        )
         .await;
     r.assert_error(403, "cross-origin request refused");
     let own = format!("http://{}", server.addr);
     let r = c
-        .send(c.http.post(c.url("/api/login")).header("origin", own).json(&json!({"user":"csrf"})))
+        .send(
+            c.http
+                .post(c.url("/api/login"))
+                .header("origin", own)
+                .json(&json!({"user":"csrf"})),
+        )
         .await;
     assert_eq!(r.status, 200);
     let r = c
-        .send(c.http.post(c.url("/api/loggedonly/logout")).header("origin", "http://localhost:8080").json(&json!({})))
+        .send(
+            c.http
+                .post(c.url("/api/loggedonly/logout"))
+                .header("origin", "http://localhost:8080")
+                .json(&json!({})),
+        )
         .await;
     assert_eq!(r.status, 200, "public_url's origin is our own: {}", r.body);
 }
@@ -121,7 +172,13 @@ async fn static_files_have_etags_and_answer_304() {
     let page = c.get("/index.html").await;
     assert_eq!(page.status, 200);
     let etag = page.header("etag").unwrap();
-    let cached = c.send(c.http.get(c.url("/index.html")).header("if-none-match", &etag)).await;
+    let cached = c
+        .send(
+            c.http
+                .get(c.url("/index.html"))
+                .header("if-none-match", &etag),
+        )
+        .await;
     assert_eq!(cached.status, 304);
     assert_eq!(c.get("/").await.header("etag").unwrap(), etag);
     c.get("/missing.js").await.assert_error(404, "not found");
@@ -131,7 +188,8 @@ async fn static_files_have_etags_and_answer_304() {
 async fn static_dir_overrides_the_bundled_files() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "<p>custom</p>").unwrap();
-    let server = TestServer::with_config(&format!("static_dir = \"{}\"", dir.path().display())).await;
+    let server =
+        TestServer::with_config(&format!("static_dir = \"{}\"", dir.path().display())).await;
     let c = server.client();
     let page = c.get("/").await;
     assert_eq!(page.body, "<p>custom</p>");

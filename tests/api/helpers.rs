@@ -22,10 +22,7 @@ impl log::Log for CapturingLogger {
     }
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) && record.target().starts_with("natter") {
-            lines()
-                .lock()
-                .unwrap()
-                .push(record.args().to_string());
+            lines().lock().unwrap().push(record.args().to_string());
         }
     }
     fn flush(&self) {}
@@ -80,15 +77,26 @@ pub struct TestServer {
 
 /// Settings every test server gets: fast hashing, short polls.
 fn base_config(dir: &TempDir, extra: &str) -> String {
-    format!(
-        "listen = \"127.0.0.1:0\"\n\
-         data_dir = \"{}\"\n\
-         password_iterations = 1000\n\
-         poll_timeout = \"1s\"\n\
-         admins = [\"root\"]\n\
-         {extra}\n",
-        dir.path().join("data").display()
-    )
+    let data_dir = format!("data_dir = \"{}\"", dir.path().join("data").display());
+    let defaults = [
+        "listen = \"127.0.0.1:0\"",
+        &data_dir,
+        "password_iterations = 1000",
+        "poll_timeout = \"1s\"",
+        "admins = [\"root\"]",
+    ];
+    let mut text = String::new();
+    for line in defaults {
+        let key = line.split(' ').next().unwrap_or_default();
+        // A test's own value for a key replaces the default.
+        if !extra.lines().any(|l| l.split(' ').next() == Some(key)) {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push_str(extra);
+    text.push('\n');
+    text
 }
 
 impl TestServer {
@@ -126,10 +134,6 @@ impl TestServer {
         }
         let config = natter::config::from_toml_str(&text, dev).expect("test config is valid");
         natter::build(config).await.expect("server starts")
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
     }
 
     /// A new browser-like client with its own cookie jar.
@@ -256,14 +260,19 @@ impl Client {
     }
 
     pub async fn join(&self, chat: &str) -> Value {
-        let r = self.post("/api/loggedonly/joinChat", json!({ "chat": chat })).await;
+        let r = self
+            .post("/api/loggedonly/joinChat", json!({ "chat": chat }))
+            .await;
         assert_eq!(r.status, 200, "join {chat}: {}", r.body);
         r.json()
     }
 
     pub async fn say(&self, chat: &str, text: &str) -> Value {
         let r = self
-            .post("/api/loggedonly/postMessage", json!({ "chat": chat, "text": text }))
+            .post(
+                "/api/loggedonly/postMessage",
+                json!({ "chat": chat, "text": text }),
+            )
             .await;
         assert_eq!(r.status, 200, "post: {}", r.body);
         r.json()
@@ -303,11 +312,17 @@ impl Client {
             .await;
         r.assert_ok_empty();
         let link = activation_link(name);
-        let path = link.split_once("/api/").map(|(_, p)| format!("/api/{p}")).unwrap();
+        let path = link
+            .split_once("/api/")
+            .map(|(_, p)| format!("/api/{p}"))
+            .unwrap();
         let r = self.get(&path).await;
         assert_eq!(r.status, 200, "verify: {}", r.body);
         let r = self
-            .post("/api/authorize", json!({ "user": name, "password": "password123" }))
+            .post(
+                "/api/authorize",
+                json!({ "user": name, "password": "password123" }),
+            )
             .await;
         assert_eq!(r.status, 200, "authorize: {}", r.body);
         r.json()

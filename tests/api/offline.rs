@@ -16,7 +16,12 @@ fn natter(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Outpu
         .unwrap();
     if let Some(text) = stdin {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
@@ -25,7 +30,10 @@ fn write_config(dir: &std::path::Path, data: &std::path::Path) -> std::path::Pat
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
-        format!("data_dir = \"{}\"\npassword_iterations = 100000\n", data.display()),
+        format!(
+            "data_dir = \"{}\"\npassword_iterations = 100000\n",
+            data.display()
+        ),
     )
     .unwrap();
     path
@@ -38,10 +46,17 @@ async fn offline_commands_refuse_while_the_server_holds_the_directory() {
     let out = natter(&config, &["chat", "list"], None);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("the data directory is in use by a running natter"), "{stderr}");
+    assert!(
+        stderr.contains("the data directory is in use by a running natter"),
+        "{stderr}"
+    );
     server.stop().await;
     let out = natter(&config, &["chat", "list"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Main\n");
 }
 
@@ -57,27 +72,58 @@ async fn user_and_chat_commands_change_the_data() {
     .assert_ok_empty();
     server.stop().await;
     let config = write_config(server.dir.path(), &server.data_dir());
-    for args in [["user", "verify", "pat"], ["user", "grant-admin", "Pat"], ["chat", "create", "Ops"]] {
+    for args in [
+        ["user", "verify", "pat"],
+        ["user", "grant-admin", "Pat"],
+        ["chat", "create", "Ops"],
+    ] {
         let out = natter(&config, &args, None);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = natter(&config, &["user", "set-password", "pat"], Some("brand-new-pass\n"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let listing = String::from_utf8_lossy(&natter(&config, &["user", "list"], None).stdout).into_owned();
-    assert!(listing.contains("pat") && listing.contains("true"), "{listing}");
+    let out = natter(
+        &config,
+        &["user", "set-password", "pat"],
+        Some("brand-new-pass\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing =
+        String::from_utf8_lossy(&natter(&config, &["user", "list"], None).stdout).into_owned();
+    assert!(
+        listing.contains("pat") && listing.contains("true"),
+        "{listing}"
+    );
     let out = natter(&config, &["user", "verify", "nobody"], None);
     assert_eq!(out.status.code(), Some(1));
 
     server.restart(&[&c]).await;
-    let r = c.post("/api/authorize", json!({"user":"pat","password":"brand-new-pass"})).await;
-    assert_eq!(r.body, r#"{"user":"pat","verified":true,"admin":true,"bot":false}"#);
+    let r = c
+        .post(
+            "/api/authorize",
+            json!({"user":"pat","password":"brand-new-pass"}),
+        )
+        .await;
+    assert_eq!(
+        r.body,
+        r#"{"user":"pat","verified":true,"admin":true,"bot":false}"#
+    );
     let chats = c.get("/api/loggedonly/getChats").await.json();
     assert_eq!(chats.as_array().unwrap().len(), 2, "{chats}");
-    c.post("/api/adminonly/removeChat", json!({"chat":"Ops"})).await.assert_ok_empty();
+    c.post("/api/adminonly/removeChat", json!({"chat":"Ops"}))
+        .await
+        .assert_ok_empty();
     server.stop().await;
     let out = natter(&config, &["user", "delete", "pat"], None);
     assert!(out.status.success());
-    let listing = String::from_utf8_lossy(&natter(&config, &["user", "list"], None).stdout).into_owned();
+    let listing =
+        String::from_utf8_lossy(&natter(&config, &["user", "list"], None).stdout).into_owned();
     assert!(!listing.contains("pat"), "{listing}");
 }
 
@@ -89,7 +135,10 @@ fn check_config_prints_redacted_values_and_fails_on_bad_keys() {
     let out = natter(&path, &["check-config"], None);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("<redacted>") && !stdout.contains("0123456789abcdef"), "{stdout}");
+    assert!(
+        stdout.contains("<redacted>") && !stdout.contains("0123456789abcdef"),
+        "{stdout}"
+    );
     std::fs::write(&path, "no_such_key = 1\n").unwrap();
     let out = natter(&path, &["check-config"], None);
     assert_eq!(out.status.code(), Some(2));
@@ -107,10 +156,17 @@ fn a_taken_port_is_a_clear_error_with_exit_code_1() {
     let path = dir.path().join("config.toml");
     std::fs::write(
         &path,
-        format!("listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n", dir.path().join("d").display()),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
+            dir.path().join("d").display()
+        ),
     )
     .unwrap();
     let out = natter(&path, &["serve"], None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot listen on"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -22,11 +22,30 @@ async fn graceful_restart_keeps_sessions_memberships_queues_and_events() {
     assert_eq!(chats[0]["joined"], true, "membership survived: {chats}");
     assert_eq!(chats[0]["users"].as_array().unwrap().len(), 2);
     let seen = alice.drain().await;
-    assert_eq!(seen, vec![("MessageEvent".to_owned(), sent.clone())], "undelivered event kept");
+    assert_eq!(
+        seen,
+        vec![("MessageEvent".to_owned(), sent.clone())],
+        "undelivered event kept"
+    );
     let qid = queue["queue_id"].as_str().unwrap();
-    let batch = alice.get(&format!("/api/loggedonly/events?queue_id={qid}&last_event_id=0")).await.json();
-    let texts: Vec<_> = batch["events"].as_array().unwrap().iter().filter(|e| e["type"] == "MessageEvent").map(|e| e["event"]["text"].clone()).collect();
-    assert_eq!(texts, [json!("before restart")], "the explicit queue came back: {batch}");
+    let batch = alice
+        .get(&format!(
+            "/api/loggedonly/events?queue_id={qid}&last_event_id=0"
+        ))
+        .await
+        .json();
+    let texts: Vec<_> = batch["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "MessageEvent")
+        .map(|e| e["event"]["text"].clone())
+        .collect();
+    assert_eq!(
+        texts,
+        [json!("before restart")],
+        "the explicit queue came back: {batch}"
+    );
     let next = bob.say("Main", "after restart").await;
     assert!(next["id"].as_u64().unwrap() > sent["id"].as_u64().unwrap());
     server.stop().await;
@@ -37,19 +56,16 @@ async fn offline_registered_session_comes_back_with_loggedonly_login() {
     let mut server = TestServer::with_config("inactivity_timeout = \"1s\"").await;
     let c = server.client();
     c.registered("olive").await;
-    // Wait for the sweeper to take the idle session offline.
-    let mut offline = false;
-    for _ in 0..40 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if c.get("/api/loggedonly/getChats").await.status == 401 {
-            offline = true;
-            break;
-        }
-    }
+    // No requests for longer than the inactivity timeout: the sweeper takes the session offline.
+    tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+    let offline = c.get("/api/loggedonly/getChats").await.status == 401;
     assert!(offline, "the sweeper took the session offline");
     server.restart(&[&c]).await;
     let r = c.post("/api/loggedonly/login", json!({})).await;
-    assert_eq!(r.body, r#"{"user":"olive","verified":true,"admin":false,"bot":false}"#);
+    assert_eq!(
+        r.body,
+        r#"{"user":"olive","verified":true,"admin":false,"bot":false}"#
+    );
     assert_eq!(c.get("/api/loggedonly/getChats").await.status, 200);
     server.stop().await;
 }

@@ -9,12 +9,21 @@ async fn guest_login_returns_status_and_an_opaque_http_only_cookie() {
     let alice = server.client();
     let r = alice.post("/api/login", json!({ "user": "Alice" })).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, r#"{"user":"Alice","verified":false,"admin":false,"bot":false}"#);
+    assert_eq!(
+        r.body,
+        r#"{"user":"Alice","verified":false,"admin":false,"bot":false}"#
+    );
     let cookie = r.header("set-cookie").unwrap();
     assert!(cookie.starts_with("natter_session="), "{cookie}");
-    assert!(!cookie.contains("Alice"), "the cookie must not carry the name: {cookie}");
+    assert!(
+        !cookie.contains("Alice"),
+        "the cookie must not carry the name: {cookie}"
+    );
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=604800"] {
-        assert!(cookie.contains(attribute), "{attribute} missing in {cookie}");
+        assert!(
+            cookie.contains(attribute),
+            "{attribute} missing in {cookie}"
+        );
     }
     assert!(!cookie.contains("Secure"));
     alice
@@ -27,12 +36,24 @@ async fn guest_login_returns_status_and_an_opaque_http_only_cookie() {
 async fn guest_login_validates_names_in_spec_order() {
     let server = TestServer::start().await;
     let c = server.client();
-    c.post("/api/login", json!({})).await.assert_error(400, "username is empty");
-    c.post("/api/login", json!({ "user": "" })).await.assert_error(400, "username is empty");
-    c.post("/api/login", json!({ "user": "two words" })).await.assert_error(400, "invalid username");
-    c.post("/api/login", json!({ "user": "x".repeat(33) })).await.assert_error(400, "invalid username");
-    c.post("/api/login", json!({ "user": 5 })).await.assert_error(400, "cannot parse data");
-    c.post("/api/login", json!({ "user": "Bot" })).await.assert_error(409, "user is already logged in");
+    c.post("/api/login", json!({}))
+        .await
+        .assert_error(400, "username is empty");
+    c.post("/api/login", json!({ "user": "" }))
+        .await
+        .assert_error(400, "username is empty");
+    c.post("/api/login", json!({ "user": "two words" }))
+        .await
+        .assert_error(400, "invalid username");
+    c.post("/api/login", json!({ "user": "x".repeat(33) }))
+        .await
+        .assert_error(400, "invalid username");
+    c.post("/api/login", json!({ "user": 5 }))
+        .await
+        .assert_error(400, "cannot parse data");
+    c.post("/api/login", json!({ "user": "Bot" }))
+        .await
+        .assert_error(409, "user is already logged in");
 }
 
 #[tokio::test]
@@ -72,8 +93,12 @@ async fn guest_cannot_take_a_registered_name_even_unverified_and_offline() {
 async fn logged_only_routes_need_an_online_session() {
     let server = TestServer::start().await;
     let c = server.client();
-    c.get("/api/loggedonly/getChats").await.assert_error(401, "user not logged in");
-    c.post("/api/loggedonly/login", json!({})).await.assert_error(401, "user not logged in");
+    c.get("/api/loggedonly/getChats")
+        .await
+        .assert_error(401, "user not logged in");
+    c.post("/api/loggedonly/login", json!({}))
+        .await
+        .assert_error(401, "user not logged in");
     let forged = c
         .send(
             c.http
@@ -95,11 +120,25 @@ async fn session_login_keeps_chats_and_announces_nothing_for_an_online_user() {
     bob.join("Main").await;
     bob.drain().await;
     let r = alice.post("/api/loggedonly/login", json!({})).await;
-    assert_eq!(r.body, r#"{"user":"alice","verified":false,"admin":false,"bot":false}"#);
-    assert!(r.header("set-cookie").unwrap().starts_with("natter_session="));
+    assert_eq!(
+        r.body,
+        r#"{"user":"alice","verified":false,"admin":false,"bot":false}"#
+    );
+    assert!(
+        r.header("set-cookie")
+            .unwrap()
+            .starts_with("natter_session=")
+    );
     let chats = alice.get("/api/loggedonly/getChats").await.json();
-    assert_eq!(chats[0]["joined"], true, "chats survive loggedonly/login: {chats}");
-    assert_eq!(bob.drain_types().await, Vec::<String>::new(), "a page reload kicks nobody");
+    assert_eq!(
+        chats[0]["joined"], true,
+        "chats survive loggedonly/login: {chats}"
+    );
+    assert_eq!(
+        bob.drain_types().await,
+        Vec::<String>::new(),
+        "a page reload kicks nobody"
+    );
 }
 
 #[tokio::test]
@@ -107,11 +146,22 @@ async fn rotated_cookie_stops_working() {
     let server = TestServer::start().await;
     let c = server.client();
     let r = c.post("/api/login", json!({ "user": "erin" })).await;
-    let first = r.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+    let first = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     c.post("/api/loggedonly/login", json!({})).await;
     let other = server.client();
     let r = other
-        .send(other.http.get(other.url("/api/loggedonly/getChats")).header("cookie", first))
+        .send(
+            other
+                .http
+                .get(other.url("/api/loggedonly/getChats"))
+                .header("cookie", first),
+        )
         .await;
     r.assert_error(401, "user not logged in");
     assert_eq!(c.get("/api/loggedonly/getChats").await.status, 200);
@@ -125,7 +175,9 @@ async fn logout_expires_the_cookie_and_frees_the_guest_name() {
     let r = c.post("/api/loggedonly/logout", json!({})).await;
     r.assert_ok_empty();
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
-    c.get("/api/loggedonly/getChats").await.assert_error(401, "user not logged in");
+    c.get("/api/loggedonly/getChats")
+        .await
+        .assert_error(401, "user not logged in");
     server.client().guest("Frank").await;
 }
 
@@ -150,10 +202,16 @@ async fn idle_guests_are_swept_with_the_full_cascade_and_release_their_name() {
     let types: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         types,
-        ["LogoutEvent", "ChatLeaveEvent", "SystemMessageChatLeaveEvent"],
+        [
+            "LogoutEvent",
+            "ChatLeaveEvent",
+            "SystemMessageChatLeaveEvent"
+        ],
         "{seen:?}"
     );
     assert_eq!(seen[0].1["user"], "idler");
-    idle.get("/api/loggedonly/getChats").await.assert_error(401, "user not logged in");
+    idle.get("/api/loggedonly/getChats")
+        .await
+        .assert_error(401, "user not logged in");
     server.client().guest("idler").await;
 }
