@@ -57,6 +57,11 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             "database_url is set, but this build of natter has no PostgreSQL mirror".into(),
         ));
     }
+    if config.metrics.listen.is_some() {
+        return Err(StartError(
+            "metrics.listen is set, but this build of natter has no metrics listener".into(),
+        ));
+    }
     let data_dir = config.data_dir.clone();
     let mode = match config.durability {
         config::DurabilityMode::Sync => SyncMode::Sync,
