@@ -13,8 +13,10 @@ const state = new ChatState();
 // Bumped on every sign-in and sign-out, so answers that arrive for an earlier session are dropped.
 let generation = 0;
 let firstSync = true;
-// Chats this tab is joining right now: their events may arrive before the joinChat answer.
+// Chats this tab is joining right now: their events may arrive before the joinChat answer. System lines
+// that arrive then are held back, so they land after the history the answer brings.
 const joining = new Set();
+const heldLines = new Map();
 
 const auth = new AuthView({ onSignedIn: enterMain });
 const view = new MainView(state, {
@@ -57,6 +59,7 @@ function enterMain(me) {
   generation += 1;
   firstSync = true;
   joining.clear();
+  heldLines.clear();
   state.reset();
   state.me = me;
   show(byId('loading-screen'), false);
@@ -70,6 +73,7 @@ function signedOut(notice) {
   stream.stop();
   state.reset();
   joining.clear();
+  heldLines.clear();
   view.close();
   show(byId('loading-screen'), false);
   auth.open(notice);
@@ -174,9 +178,10 @@ function handleEvent(type, event) {
       if (!following) return;
       const index = chat.addMessage(event);
       if (index < 0) return;
-      if (chat.name === view.openName) {
-        view.itemAdded(chat, index);
-      } else if (!state.isMe(event.user)) {
+      const open = chat.name === view.openName;
+      if (open) view.itemAdded(chat, index);
+      // Unread: chats not on screen, and the open one while the tab is in the background.
+      if ((!open || document.hidden) && !state.isMe(event.user)) {
         chat.unread += 1;
         view.renderChatList();
       }
@@ -204,6 +209,11 @@ function handleEvent(type, event) {
       if (!following) return;
       const who = state.isMe(event.user) ? 'You' : event.user;
       const text = type === 'SystemMessageChatJoinEvent' ? `${who} joined` : `${who} left`;
+      if (!chat.joined) {
+        if (!heldLines.has(chat.name)) heldLines.set(chat.name, []);
+        heldLines.get(chat.name).push({ text, time: event.time });
+        return;
+      }
       view.itemAdded(chat, state.addSystemLine(chat, text, event.time));
       return;
     }
@@ -244,10 +254,12 @@ function openChat(name, focus = true) {
 async function joinChat(name) {
   const current = generation;
   joining.add(name);
+  heldLines.delete(name);
   try {
     const report = await api.joinChat(name);
     if (current !== generation) return;
-    state.applyReport(report);
+    const chat = state.applyReport(report);
+    for (const line of heldLines.get(name) || []) state.addSystemLine(chat, line.text, line.time);
   } catch (err) {
     if (err instanceof ApiError && err.message === 'user is already logged in chat') {
       stream.requestResync();
@@ -256,6 +268,7 @@ async function joinChat(name) {
     throw err;
   } finally {
     joining.delete(name);
+    heldLines.delete(name);
   }
   refreshChat(name);
 }
@@ -307,6 +320,16 @@ function refreshChat(name) {
   if (chat && view.openName === name) view.showChat(chat);
   view.renderChatList();
 }
+
+// Back in the foreground: what arrived in the open chat meanwhile is read now.
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden || !view.openName) return;
+  const chat = state.get(view.openName);
+  if (chat && chat.unread > 0) {
+    chat.unread = 0;
+    view.renderChatList();
+  }
+});
 
 // ----- start -----
 

@@ -175,7 +175,7 @@ fn update_user(
 ) -> Result<(), CliError> {
     let mut user = store.user(&name_key(name))?.ok_or_else(|| no_user(name))?;
     change(&mut user);
-    store.update_user(&user)?;
+    store.update_user(&user, None)?;
     println!("updated {}", user.name);
     Ok(())
 }

@@ -12,12 +12,12 @@ pub mod error;
 pub mod events;
 pub mod mail;
 pub mod model;
+pub mod ratelimit;
 pub mod store;
 
 use chat::Service;
 use config::{Config, MailProvider};
 use events::hub::Hub;
-use mail::Mailer;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -72,16 +72,25 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .map_err(|e| StartError(format!("opening storage failed: {e}")))?
         .map_err(|e| StartError(e.to_string()))?;
     let secret = secret_key(&config).map_err(StartError)?;
-    let mailer = mailer_for(&config)?;
+    let transport = mail_transport(&config)?;
     let hub = Arc::new(Hub::new(config.event_queue_capacity));
     let dyn_store: Arc<dyn Store> = store.clone();
-    let service = Service::start(config.clone(), dyn_store, hub, mailer)
+    let mail_wake = Arc::new(tokio::sync::Notify::new());
+    let service = Service::start(config.clone(), dyn_store.clone(), hub, mail_wake.clone())
         .await
         .map_err(StartError)?;
-    let background = vec![
+    let mut background = vec![
         tokio::spawn(service.clone().run_sweeper()),
         tokio::spawn(service.clone().publish_durable_events()),
     ];
+    if let Some(transport) = transport {
+        background.push(tokio::spawn(mail::outbox::run(
+            dyn_store,
+            transport,
+            config.public_url.clone(),
+            mail_wake,
+        )));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -90,7 +99,9 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
     let signer = auth::cookie::CookieSigner::new(secret, config.secure_cookies());
-    let routes = api::routes(api::Ctx::new(service.clone(), signer));
+    let limits = Arc::new(ratelimit::RateLimits::new(&config.rate_limit));
+    background.push(tokio::spawn(forget_idle_limits(limits.clone())));
+    let routes = api::routes(api::Ctx::new(service.clone(), signer, limits));
     let (stop_server, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(
         warp::serve(routes)
@@ -169,6 +180,15 @@ impl App {
     }
 }
 
+/// Rate-limit state of idle clients is dropped every minute.
+async fn forget_idle_limits(limits: Arc<ratelimit::RateLimits>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        limits.forget_idle();
+    }
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -191,14 +211,24 @@ async fn wait_for_signal() {
     }
 }
 
-fn mailer_for(config: &Config) -> Result<Arc<dyn Mailer>, StartError> {
+/// The configured way out for mail; `None` with `provider = "none"`.
+fn mail_transport(config: &Config) -> Result<Option<mail::Transport>, StartError> {
     match config.mail.provider {
-        MailProvider::Log => Ok(Arc::new(mail::LogMailer)),
-        MailProvider::None => Ok(Arc::new(mail::NoMailer)),
-        MailProvider::Sendgrid => Err(StartError(
-            "mail.provider = \"sendgrid\" is not available in this build; use \"log\" or \"none\""
-                .into(),
-        )),
+        MailProvider::Log => Ok(Some(mail::Transport::Log)),
+        MailProvider::None => Ok(None),
+        MailProvider::Sendgrid => {
+            // Config validation already demands a key with this provider.
+            let key = config.mail.sendgrid_key.as_ref().ok_or_else(|| {
+                StartError("mail.sendgrid_key is required with provider \"sendgrid\"".into())
+            })?;
+            let client = mail::sendgrid::SendGrid::new(
+                &config.mail.sendgrid_api_url,
+                key.expose(),
+                &config.mail.from,
+            )
+            .map_err(StartError)?;
+            Ok(Some(mail::Transport::SendGrid(client)))
+        }
     }
 }
 

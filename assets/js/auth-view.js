@@ -210,9 +210,11 @@ export class AuthView {
 
   showResetStep(sent) {
     byId('reset-name').value = trimmed('reset-request-name') || byId('reset-name').value;
+    setError(byId('reset-error'), '');
     show(byId('reset-sent'), sent);
-    show(byId('reset-form'));
+    show(byId('reset-request-form'), false);
     show(byId('reset-have-code'), false);
+    show(byId('reset-form'));
     byId(byId('reset-name').value ? 'reset-token' : 'reset-name').focus();
   }
 
@@ -237,6 +239,10 @@ export class AuthView {
       this.showResetStep(true);
     });
     byId('reset-have-code').addEventListener('click', () => this.showResetStep(false));
+    byId('reset-again').addEventListener('click', () => {
+      byId('reset-request-name').value = trimmed('reset-name') || trimmed('reset-request-name');
+      this.openReset();
+    });
 
     const form = byId('reset-form');
     const error = byId('reset-error');

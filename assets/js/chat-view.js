@@ -175,11 +175,17 @@ export class MainView {
 
   /** The open chat was removed or is gone after a resync. */
   closeChat(text) {
+    const hadFocus = this.panel.contains(document.activeElement);
     this.openName = null;
     this.messages.replaceChildren();
     this.showPlaceholder(text);
     this.root.classList.add('show-list');
     this.root.classList.remove('show-chat');
+    // Focus was in the chat that just went away: keep it on the page, where the reason is written.
+    if (hadFocus) {
+      if (isWide()) byId('chat-placeholder-text').focus();
+      else if (this.list.querySelector('button')) this.list.querySelector('button').focus();
+    }
   }
 
   renderChat(chat, scrollToEnd = true) {

@@ -10,8 +10,10 @@ use crate::auth::cookie::CookieSigner;
 use crate::chat::{Service, SessionInfo};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::ratelimit::{RateLimits, client_ip};
 use bytes::Bytes;
 use http::OriginPolicy;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 use warp::filters::BoxedFilter;
@@ -24,17 +26,19 @@ pub struct Ctx {
     pub service: Arc<Service>,
     pub config: Arc<Config>,
     pub signer: CookieSigner,
+    pub limits: Arc<RateLimits>,
     origins: OriginPolicy,
 }
 
 impl Ctx {
-    pub fn new(service: Arc<Service>, signer: CookieSigner) -> Arc<Ctx> {
+    pub fn new(service: Arc<Service>, signer: CookieSigner, limits: Arc<RateLimits>) -> Arc<Ctx> {
         let config = service.config.clone();
         Arc::new(Ctx {
             origins: OriginPolicy::new(&config),
             service,
             config,
             signer,
+            limits,
         })
     }
 }
@@ -47,6 +51,8 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// Path parameters (`verifyEmail/{user}/{token}`), percent-decoded.
     pub params: Vec<String>,
+    /// The client's address (see `ratelimit::client_ip`).
+    pub client_ip: Option<IpAddr>,
 }
 
 /// Every API endpoint; `route` maps paths to them.
@@ -135,6 +141,13 @@ async fn dispatch(
     user: &mut Option<String>,
 ) -> Result<Response, ApiError> {
     use Endpoint::*;
+    if matches!(
+        endpoint,
+        Register | Authorize | RequestResetPassword | ResetPassword | GuestLogin
+    ) && let Some(ip) = req.client_ip
+    {
+        ctx.limits.account_route(ip)?;
+    }
     match endpoint {
         Register => public::register(ctx, req).await,
         VerifyEmail => public::verify_email(ctx, req).await,
@@ -144,10 +157,17 @@ async fn dispatch(
         GuestLogin => public::guest_login(ctx, req).await,
         SessionLogin => {
             let session = authenticate(ctx, req, false, user)?;
+            ctx.limits.request(session.handle)?;
             logged::session_login(ctx, &session).await
         }
         _ => {
             let session = authenticate(ctx, req, true, user)?;
+            match endpoint {
+                // Parked polls cost nothing, so they are not limited.
+                Poll | Events => {}
+                PostMessage => ctx.limits.message(session.handle)?,
+                _ => ctx.limits.request(session.handle)?,
+            }
             match endpoint {
                 Logout => logged::logout(ctx, &session).await,
                 Keepalive => Ok(http::empty()),
@@ -195,6 +215,7 @@ async fn handle<S, B>(
     tail: Tail,
     query: String,
     headers: HeaderMap,
+    peer: Option<SocketAddr>,
     body: S,
 ) -> Response
 where
@@ -215,7 +236,9 @@ where
         }
         ctx.origins.check_csrf(&method, &headers)?;
         let body = http::read_body(&headers, body, ctx.config.max_body_bytes).await?;
+        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         let req = ApiRequest {
+            client_ip: client_ip(&ctx.config, peer.map(|p| p.ip()), forwarded),
             method: method.clone(),
             query,
             headers: headers.clone(),
@@ -248,9 +271,10 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
         .and(warp::path::tail())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(warp::body::stream())
-        .then(move |method, tail, query, headers, body| {
-            handle(api_ctx.clone(), method, tail, query, headers, body)
+        .then(move |method, tail, query, headers, peer, body| {
+            handle(api_ctx.clone(), method, tail, query, headers, peer, body)
         });
     let health_ctx = ctx.clone();
     let health = warp::path("healthz")

@@ -88,6 +88,10 @@ pub async fn authorize(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError
 /// POST /api/requestResetPassword: mails a reset token (same answer for unknown users).
 pub async fn request_reset_password(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
     let body = credentials(req)?;
+    if !body.user.is_empty() {
+        ctx.limits
+            .reset_request(&crate::model::name_key(&body.user))?;
+    }
     ctx.service.request_reset(&body.user).await?;
     Ok(http::empty())
 }

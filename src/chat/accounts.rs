@@ -8,6 +8,7 @@ use crate::auth::password;
 use crate::auth::tokens::{self, TokenCheck};
 use crate::error::ApiError;
 use crate::mail::Mail;
+use crate::mail::outbox::queued_now;
 use crate::model::{Email, Invalid, Password, UserName, name_key};
 use crate::store::{Taken, UserRecord};
 
@@ -22,7 +23,7 @@ impl Service {
         if !self.config.allow_registration {
             return Err(ApiError::RegistrationDisabled);
         }
-        if !self.mailer.configured() {
+        if !self.mail_enabled {
             return Err(ApiError::EmailNotConfigured);
         }
         if raw_password.is_empty() {
@@ -48,26 +49,29 @@ impl Service {
             activation: Some(activation),
             reset: None,
         };
-        let (epoch, mail) = {
+        let activation = queued_now(Mail::Activation {
+            to: user.email.clone(),
+            user: user.name.clone(),
+            link: self.activation_link(&user.name, &token),
+        });
+        let epoch = {
             let st = self.lock();
             self.check_name_free(&st, &key)?;
-            let mail = match self.store.insert_user(&user)? {
-                Ok(()) => Mail::Activation {
-                    to: user.email.clone(),
-                    user: user.name.clone(),
-                    link: self.activation_link(&user.name, &token),
-                },
+            match self.store.insert_user(&user, Some(&activation))? {
+                Ok(()) => {}
                 Err(Taken::Name) => return Err(ApiError::AlreadyRegistered),
                 // Answer as for a new account, so the address's owner stays private; tell them instead.
-                Err(Taken::Email) => Mail::AddressInUse {
-                    to: user.email.clone(),
-                    user: self.owner_of_email(&email)?,
-                },
-            };
-            (self.store.write_epoch(), mail)
+                Err(Taken::Email) => {
+                    self.store.queue_mail(&queued_now(Mail::AddressInUse {
+                        to: user.email.clone(),
+                        user: self.owner_of_email(&email)?,
+                    }))?;
+                }
+            }
+            self.store.write_epoch()
         };
         self.durable(epoch).await?;
-        self.mailer.send(mail);
+        self.mail_wake.notify_one();
         Ok(())
     }
 
@@ -113,12 +117,12 @@ impl Service {
                 TokenCheck::Valid => {
                     user.verified = true;
                     user.admin = user.admin || self.is_listed_admin(&user.name);
-                    self.store.update_user(&user)?;
+                    self.store.update_user(&user, None)?;
                 }
                 // A wrong link leaves the real one usable; an expired one is dropped.
                 TokenCheck::Wrong => return Ok(false),
                 TokenCheck::Dead => {
-                    self.store.update_user(&user)?;
+                    self.store.update_user(&user, None)?;
                     return Ok(false);
                 }
             }
@@ -154,8 +158,40 @@ impl Service {
         if !user.verified {
             return Err(ApiError::EmailNotVerified);
         }
+        self.rehash_if_weaker(&user, raw_password).await?;
         self.registered_login(signer, &user.name, &key, user_status(&user))
             .await
+    }
+
+    /// After `password_iterations` went up, a successful login stores a hash with the new count.
+    async fn rehash_if_weaker(
+        &self,
+        user: &UserRecord,
+        raw_password: &str,
+    ) -> Result<(), ApiError> {
+        let target = self.config.password_iterations;
+        let weaker = password::iterations_of(&user.password_hash).is_none_or(|i| i < target);
+        let Ok(password) = Password::parse(raw_password) else {
+            return Ok(());
+        };
+        if !weaker {
+            return Ok(());
+        }
+        let new_hash = password::hash(password, target).await?;
+        let _st = self.lock();
+        let key = name_key(&user.name);
+        // Only if nothing changed the password meanwhile (a reset must win).
+        if let Some(mut fresh) = self.store.user(&key)?
+            && fresh.password_hash == user.password_hash
+        {
+            fresh.password_hash = new_hash;
+            self.store.update_user(&fresh, None)?;
+            log::info!(
+                "rehashed the password of {} with {target} rounds",
+                fresh.name
+            );
+        }
+        Ok(())
     }
 
     /// `POST /api/requestResetPassword`: mails a reset token; unknown users get the same answer.
@@ -163,11 +199,11 @@ impl Service {
         if raw_user.is_empty() {
             return Err(Invalid::UsernameEmpty.into());
         }
-        if !self.mailer.configured() {
+        if !self.mail_enabled {
             return Err(ApiError::EmailNotConfigured);
         }
         let key = name_key(raw_user);
-        let (epoch, mail) = {
+        let epoch = {
             let _st = self.lock();
             let Some(mut user) = self.store.user(&key)? else {
                 return Ok(());
@@ -175,16 +211,16 @@ impl Service {
             let (token, record) = tokens::new_reset(now())?;
             // A new request replaces any earlier token.
             user.reset = Some(record);
-            self.store.update_user(&user)?;
-            let mail = Mail::Reset {
+            let mail = queued_now(Mail::Reset {
                 to: user.email.clone(),
                 user: user.name.clone(),
                 token,
-            };
-            (self.store.write_epoch(), mail)
+            });
+            self.store.update_user(&user, Some(&mail))?;
+            self.store.write_epoch()
         };
         self.durable(epoch).await?;
-        self.mailer.send(mail);
+        self.mail_wake.notify_one();
         Ok(())
     }
 
@@ -214,16 +250,16 @@ impl Service {
                 TokenCheck::Valid => {}
                 TokenCheck::Wrong => {
                     user.reset = Some(record);
-                    self.store.update_user(&user)?;
+                    self.store.update_user(&user, None)?;
                     return Err(ApiError::BadResetToken);
                 }
                 TokenCheck::Dead => {
-                    self.store.update_user(&user)?;
+                    self.store.update_user(&user, None)?;
                     return Err(ApiError::BadResetToken);
                 }
             }
             user.password_hash = new_hash;
-            self.store.update_user(&user)?;
+            self.store.update_user(&user, None)?;
             let events = self.end_all_sessions(&mut st, &key)?;
             self.publish(events)
         };

@@ -12,12 +12,12 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::Event;
 use crate::events::hub::Hub;
-use crate::mail::Mailer;
 use crate::model::UserStatus;
 use crate::store::{self, Store, StoreResult, UserRecord};
 use state::State;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+use tokio::sync::Notify;
 
 /// Events produced by one change, each with its audience (session handles).
 pub type Outbox = Vec<(Vec<u64>, Event)>;
@@ -27,7 +27,10 @@ pub struct Service {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
-    mailer: Arc<dyn Mailer>,
+    /// False with `mail.provider = "none"`: registration and reset are refused.
+    mail_enabled: bool,
+    /// Wakes the mail sender when a change queued mail.
+    mail_wake: Arc<Notify>,
     /// One lock orders every change, so events are sequenced in commit order.
     state: Mutex<State>,
     /// Hash of a random password, checked for unknown users so timing does not reveal them.
@@ -45,16 +48,17 @@ impl Service {
         config: Arc<Config>,
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
-        mailer: Arc<dyn Mailer>,
+        mail_wake: Arc<Notify>,
     ) -> Result<Arc<Service>, String> {
         let dummy_hash = crate::auth::password::dummy_hash(config.password_iterations)
             .await
             .map_err(|_| "could not prepare password hashing".to_owned())?;
         let service = Arc::new(Service {
+            mail_enabled: config.mail.provider != crate::config::MailProvider::None,
             config,
             store,
             hub,
-            mailer,
+            mail_wake,
             state: Mutex::new(State::default()),
             dummy_hash,
         });
@@ -126,7 +130,7 @@ impl Service {
                 && !user.admin
             {
                 user.admin = true;
-                self.store.update_user(&user)?;
+                self.store.update_user(&user, None)?;
                 log::info!("granted admin to {} from the config", user.name);
             }
         }

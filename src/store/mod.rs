@@ -119,6 +119,16 @@ pub struct SessionRecord {
     pub online: bool,
 }
 
+/// A mail in the durable outbox: it stays until delivered, so a crash or an outage loses none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMail {
+    pub mail: crate::mail::Mail,
+    /// Failed delivery attempts so far.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_attempt: i64,
+}
+
 /// Why `insert_user` refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -142,10 +152,15 @@ pub struct Durability {
 pub trait Store: Send + Sync + 'static {
     fn user(&self, key: &str) -> StoreResult<Option<UserRecord>>;
     fn user_key_by_email(&self, email_key: &str) -> StoreResult<Option<String>>;
-    /// Inserts a new account; the name and the email must both be free.
-    fn insert_user(&self, user: &UserRecord) -> StoreResult<Result<(), Taken>>;
-    /// Rewrites an existing account (the email index follows the email).
-    fn update_user(&self, user: &UserRecord) -> StoreResult<()>;
+    /// Inserts a new account, with its activation mail in the same transaction; the name and
+    /// the email must both be free.
+    fn insert_user(
+        &self,
+        user: &UserRecord,
+        mail: Option<&QueuedMail>,
+    ) -> StoreResult<Result<(), Taken>>;
+    /// Rewrites an existing account (the email index follows the email), queueing `mail` with it.
+    fn update_user(&self, user: &UserRecord, mail: Option<&QueuedMail>) -> StoreResult<()>;
     /// Deletes an account and its email index entry; false if there was none.
     fn delete_user(&self, key: &str) -> StoreResult<bool>;
     fn users(&self) -> StoreResult<Vec<UserRecord>>;
@@ -175,6 +190,15 @@ pub trait Store: Send + Sync + 'static {
     fn save_queues(&self, snapshot: &[u8]) -> StoreResult<()>;
     /// Returns and deletes the snapshot, so a later crash never restores stale queues.
     fn take_queues(&self) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Queues a mail for delivery; returns its outbox id.
+    fn queue_mail(&self, mail: &QueuedMail) -> StoreResult<u64>;
+    /// Every mail waiting for delivery, oldest first.
+    fn pending_mail(&self) -> StoreResult<Vec<(u64, QueuedMail)>>;
+    /// Stores a mail's new attempt count and time.
+    fn reschedule_mail(&self, id: u64, mail: &QueuedMail) -> StoreResult<()>;
+    /// Removes a delivered (or abandoned) mail.
+    fn delete_mail(&self, id: u64) -> StoreResult<()>;
 
     /// The epoch of the newest committed write.
     fn write_epoch(&self) -> u64;

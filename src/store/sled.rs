@@ -1,8 +1,8 @@
 //! The sled implementation of `Store`: one tree per record kind, bincode values, group commit.
 
 use super::{
-    ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, SessionRecord, Store,
-    StoreError, StoreResult, Taken, UserRecord,
+    ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, QueuedMail, SessionRecord,
+    Store, StoreError, StoreResult, Taken, UserRecord,
 };
 use serde::Deserialize;
 use serde::Serialize;
@@ -71,6 +71,8 @@ pub struct SledStore {
     messages: Tree,
     sessions: Tree,
     meta: Tree,
+    /// Outgoing mail waiting for delivery, keyed by a big-endian id.
+    mail: Tree,
     /// Next ids; held across the transaction that uses them so ids commit in order.
     next_chat: Mutex<u64>,
     next_message: Mutex<u64>,
@@ -88,7 +90,7 @@ impl SledStore {
         let tree = |name: &str| db.open_tree(name).map_err(io);
         let (users, emails, chats) = (tree("users")?, tree("emails")?, tree("chats")?);
         let (members, messages) = (tree("members")?, tree("messages")?);
-        let (sessions, meta) = (tree("sessions")?, tree("meta")?);
+        let (sessions, meta, mail) = (tree("sessions")?, tree("meta")?, tree("mail")?);
 
         check_schema(&meta)?;
         let live: Vec<ChatRecord> = decode_all(&chats)?;
@@ -148,6 +150,7 @@ impl SledStore {
             messages,
             sessions,
             meta,
+            mail,
             next_chat: Mutex::new(next_chat),
             next_message: Mutex::new(next_message),
             flusher: Mutex::new(flusher),
@@ -188,6 +191,16 @@ impl SledStore {
                 }
             }
         }
+    }
+
+    /// A fresh outbox key and the encoded mail, ready to insert in a transaction.
+    fn mail_entry(&self, mail: Option<&QueuedMail>) -> StoreResult<Option<([u8; 8], Vec<u8>)>> {
+        let Some(mail) = mail else {
+            return Ok(None);
+        };
+        // generate_id never hands out an id that reached the disk, which is all the outbox needs.
+        let id = self.shared.db.generate_id().map_err(io)?;
+        Ok(Some((id.to_be_bytes(), encode(mail)?)))
     }
 
     /// Finds a chat's key in `chats` by id (the tree is keyed by name and small).
@@ -287,12 +300,17 @@ impl Store for SledStore {
         get(&self.emails, email_key.as_bytes())
     }
 
-    fn insert_user(&self, user: &UserRecord) -> StoreResult<Result<(), Taken>> {
+    fn insert_user(
+        &self,
+        user: &UserRecord,
+        mail: Option<&QueuedMail>,
+    ) -> StoreResult<Result<(), Taken>> {
         let key = user.name.to_lowercase();
         let email_key = user.email.to_lowercase();
         let (value, owner) = (encode(user)?, encode(&key)?);
-        let outcome = (&self.users, &self.emails)
-            .transaction(|(users, emails)| -> TxResult<Result<(), Taken>> {
+        let mail = self.mail_entry(mail)?;
+        let outcome = (&self.users, &self.emails, &self.mail)
+            .transaction(|(users, emails, outbox)| -> TxResult<Result<(), Taken>> {
                 if users.get(&key)?.is_some() {
                     return Ok(Err(Taken::Name));
                 }
@@ -301,6 +319,9 @@ impl Store for SledStore {
                 }
                 users.insert(key.as_bytes(), value.as_slice())?;
                 emails.insert(email_key.as_bytes(), owner.as_slice())?;
+                if let Some((id, queued)) = &mail {
+                    outbox.insert(&id[..], queued.as_slice())?;
+                }
                 Ok(Ok(()))
             })
             .map_err(tx_error)?;
@@ -311,12 +332,13 @@ impl Store for SledStore {
     }
 
     /// Does nothing if the account is gone (a concurrent delete must not resurrect it).
-    fn update_user(&self, user: &UserRecord) -> StoreResult<()> {
+    fn update_user(&self, user: &UserRecord, mail: Option<&QueuedMail>) -> StoreResult<()> {
         let key = user.name.to_lowercase();
         let email_key = user.email.to_lowercase();
         let (value, owner) = (encode(user)?, encode(&key)?);
-        let updated = (&self.users, &self.emails)
-            .transaction(|(users, emails)| -> TxResult<bool> {
+        let mail = self.mail_entry(mail)?;
+        let updated = (&self.users, &self.emails, &self.mail)
+            .transaction(|(users, emails, outbox)| -> TxResult<bool> {
                 let Some(old) = users.get(&key)? else {
                     return Ok(false);
                 };
@@ -335,6 +357,9 @@ impl Store for SledStore {
                 }
                 emails.insert(email_key.as_bytes(), owner.as_slice())?;
                 users.insert(key.as_bytes(), value.as_slice())?;
+                if let Some((id, queued)) = &mail {
+                    outbox.insert(&id[..], queued.as_slice())?;
+                }
                 Ok(true)
             })
             .map_err(tx_error)?;
@@ -548,6 +573,43 @@ impl Store for SledStore {
             Some((&FORMAT_VERSION, snapshot)) => Ok(Some(snapshot.to_vec())),
             _ => Err(StoreError::Corrupt("queue snapshot: unknown format".into())),
         }
+    }
+
+    fn queue_mail(&self, mail: &QueuedMail) -> StoreResult<u64> {
+        let Some((id, value)) = self.mail_entry(Some(mail))? else {
+            return Err(StoreError::Io("no mail to queue".into()));
+        };
+        self.mail.insert(id, value).map_err(io)?;
+        self.committed();
+        Ok(u64::from_be_bytes(id))
+    }
+
+    fn pending_mail(&self) -> StoreResult<Vec<(u64, QueuedMail)>> {
+        self.mail
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(io)?;
+                let id: [u8; 8] = key
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("mail key is not 8 bytes".into()))?;
+                Ok((u64::from_be_bytes(id), decode(&value)?))
+            })
+            .collect()
+    }
+
+    fn reschedule_mail(&self, id: u64, mail: &QueuedMail) -> StoreResult<()> {
+        self.mail
+            .insert(id.to_be_bytes(), encode(mail)?)
+            .map_err(io)?;
+        self.committed();
+        Ok(())
+    }
+
+    fn delete_mail(&self, id: u64) -> StoreResult<()> {
+        self.mail.remove(id.to_be_bytes()).map_err(io)?;
+        self.committed();
+        Ok(())
     }
 
     fn write_epoch(&self) -> u64 {
@@ -809,7 +871,7 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let store = open(&dir);
         let ann = user("Ann", "Ann@Example.org");
-        assert_eq!(store.insert_user(&ann).unwrap(), Ok(()));
+        assert_eq!(store.insert_user(&ann, None).unwrap(), Ok(()));
         assert_eq!(store.user("ann").unwrap(), Some(ann.clone()));
         assert_eq!(
             store.user_key_by_email("ann@example.org").unwrap(),
@@ -817,12 +879,14 @@ mod tests {
         );
         assert_eq!(
             store
-                .insert_user(&user("ANN", "other@example.org"))
+                .insert_user(&user("ANN", "other@example.org"), None)
                 .unwrap(),
             Err(Taken::Name)
         );
         assert_eq!(
-            store.insert_user(&user("bob", "ANN@example.ORG")).unwrap(),
+            store
+                .insert_user(&user("bob", "ANN@example.ORG"), None)
+                .unwrap(),
             Err(Taken::Email)
         );
         assert_eq!(store.users().unwrap(), vec![ann.clone()]);
@@ -832,7 +896,7 @@ mod tests {
             verified: true,
             ..ann
         };
-        store.update_user(&moved).unwrap();
+        store.update_user(&moved, None).unwrap();
         assert_eq!(store.user("ann").unwrap(), Some(moved.clone()));
         assert_eq!(store.user_key_by_email("ann@example.org").unwrap(), None);
         assert_eq!(
@@ -841,7 +905,9 @@ mod tests {
         );
         // The old email is free again.
         assert_eq!(
-            store.insert_user(&user("bob", "ann@example.org")).unwrap(),
+            store
+                .insert_user(&user("bob", "ann@example.org"), None)
+                .unwrap(),
             Ok(())
         );
         // Taking another account's email is refused and changes nothing.
@@ -849,7 +915,10 @@ mod tests {
             email: "Ann@example.org".into(),
             ..moved.clone()
         };
-        assert!(matches!(store.update_user(&clash), Err(StoreError::Io(_))));
+        assert!(matches!(
+            store.update_user(&clash, None),
+            Err(StoreError::Io(_))
+        ));
         assert_eq!(store.user("ann").unwrap(), Some(moved));
 
         assert!(store.delete_user("ann").unwrap());
@@ -861,7 +930,9 @@ mod tests {
             Some("bob".into())
         );
         // Updating a deleted account does not bring it back.
-        store.update_user(&user("Ann", "x@example.org")).unwrap();
+        store
+            .update_user(&user("Ann", "x@example.org"), None)
+            .unwrap();
         assert_eq!(store.user("ann").unwrap(), None);
         assert_eq!(store.user_key_by_email("x@example.org").unwrap(), None);
     }
@@ -997,7 +1068,10 @@ mod tests {
     async fn sync_mode_durability_advances() {
         let dir = TempDir::new().unwrap();
         let store = SledStore::open(dir.path(), SyncMode::Sync).unwrap();
-        store.insert_user(&user("ann", "a@x")).unwrap().unwrap();
+        store
+            .insert_user(&user("ann", "a@x"), None)
+            .unwrap()
+            .unwrap();
         let epoch = store.write_epoch();
         assert_eq!(epoch, 1);
         let wait = wait_durable(store.as_ref(), epoch);
@@ -1096,7 +1170,10 @@ mod tests {
     fn corrupt_values_are_errors() {
         let dir = TempDir::new().unwrap();
         let store = open(&dir);
-        store.insert_user(&user("ann", "a@x")).unwrap().unwrap();
+        store
+            .insert_user(&user("ann", "a@x"), None)
+            .unwrap()
+            .unwrap();
         store.users.insert("bob", &[9u8, 1, 2][..]).unwrap();
         store.users.insert("cat", &[1u8, 0xff, 0xff][..]).unwrap();
         store.users.insert("dan", &[][..]).unwrap();
@@ -1147,7 +1224,7 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let store = SledStore::open(dir.path(), SyncMode::Sync).unwrap();
         let ann = user("Ann", "ann@x");
-        store.insert_user(&ann).unwrap().unwrap();
+        store.insert_user(&ann, None).unwrap().unwrap();
         let chat = store.create_chat("General", 3).unwrap().unwrap();
         store.add_member(&member(chat.id, "Ann")).unwrap();
         let sent = store.append_message(message(chat.id, "hello")).unwrap();

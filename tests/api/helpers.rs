@@ -41,29 +41,50 @@ pub fn log_lines() -> Vec<String> {
     lines().lock().unwrap().clone()
 }
 
+/// Waits (up to 10 s) for a log line that `pick` accepts: mail leaves through a background sender.
+pub async fn wait_for_log<T>(pick: impl Fn(&[String]) -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(found) = pick(&log_lines()) {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the expected log line never came");
+}
+
 /// The activation link the log mailer wrote for `user` (URL-escaped name).
-pub fn activation_link(user: &str) -> String {
+pub async fn activation_link(user: &str) -> String {
     let marker = format!("/api/verifyEmail/{}/", urlencoding::encode(user));
-    log_lines()
-        .iter()
-        .rev()
-        .filter_map(|l| l.strip_prefix("activation link: "))
-        .find(|l| l.contains(&marker))
-        .unwrap_or_else(|| panic!("no activation link for {user}"))
-        .to_owned()
+    wait_for_log(|lines| {
+        lines
+            .iter()
+            .rev()
+            .filter_map(|l| l.strip_prefix("activation link: "))
+            .find(|l| l.contains(&marker))
+            .map(str::to_owned)
+    })
+    .await
 }
 
 /// Reset-token tests run one at a time: the log line does not name the user.
 pub static RESET_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The newest reset token the log mailer wrote.
-pub fn last_reset_token() -> String {
-    log_lines()
+fn reset_tokens(lines: &[String]) -> Vec<String> {
+    lines
         .iter()
-        .rev()
-        .find_map(|l| l.strip_prefix("reset password token: "))
-        .expect("a reset token was logged")
-        .to_owned()
+        .filter_map(|l| l.strip_prefix("reset password token: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// How many reset tokens the log mailer has written so far.
+pub fn reset_token_count() -> usize {
+    reset_tokens(&log_lines()).len()
+}
+
+/// The first reset token written after `count` earlier ones.
+pub async fn reset_token_after(count: usize) -> String {
+    wait_for_log(|lines| reset_tokens(lines).get(count).cloned()).await
 }
 
 /// A running server with its own data directory.
@@ -96,6 +117,10 @@ fn base_config(dir: &TempDir, extra: &str) -> String {
     }
     text.push_str(extra);
     text.push('\n');
+    // Most tests send many account requests from one IP; the rate-limit tests turn limits on.
+    if !extra.contains("[rate_limit]") {
+        text.push_str("[rate_limit]\nenabled = false\n");
+    }
     text
 }
 
@@ -311,7 +336,7 @@ impl Client {
             )
             .await;
         r.assert_ok_empty();
-        let link = activation_link(name);
+        let link = activation_link(name).await;
         let path = link
             .split_once("/api/")
             .map(|(_, p)| format!("/api/{p}"))

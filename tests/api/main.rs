@@ -1,10 +1,12 @@
 //! Integration tests: a real server on 127.0.0.1:0 with a temp sled directory, driven over HTTP.
 
+mod abuse;
 mod accounts;
 mod chats;
 mod conventions;
 mod events;
 mod helpers;
+mod mail;
 mod offline;
 mod restart;
 mod sessions;

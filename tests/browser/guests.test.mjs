@@ -160,6 +160,26 @@ describe('guests chatting', { skip, timeout: 120_000 }, () => {
     }
   });
 
+  test('signing out in one tab signs out the other tabs of that browser', async () => {
+    const other = await openPerson(browser);
+    try {
+      await guestLogin(other.page, server, 'gina');
+      const second = await watchPage(await other.context.newPage());
+      await second.goto(server.url);
+      await waitForMainScreen(second, 'gina');
+      await second.getByRole('button', { name: 'Sign out' }).click();
+      await second.locator('#auth-screen').waitFor({ state: 'visible' });
+      // The first tab learns it on its next request (at the latest when the parked poll returns).
+      await other.page.locator('#auth-notice', { hasText: 'Your session has ended' }).waitFor({ timeout: 20_000 });
+      await other.page.locator('#auth-screen').waitFor({ state: 'visible' });
+      assert.equal(await other.page.locator('#main-screen').isVisible(), false);
+      assertClean(other.page);
+      assertClean(second);
+    } finally {
+      await other.context.close();
+    }
+  });
+
   test('leaving a chat updates the others live', async () => {
     await openChat(bob.page, 'Main');
     await bob.page.locator('#leave-button').click();

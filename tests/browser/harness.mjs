@@ -123,10 +123,16 @@ export class NatterServer {
       this.log = createWriteStream(path.join(outputDir, `${this.name}-server.log`), { flags: 'w' });
     }
     const from = this.lines.length;
+    // natter reads every NATTER_* variable as a config key and refuses unknown ones: pass none of the
+    // variables that only steer these tests.
+    const env = { ...process.env, NATTER_LOG: process.env.NATTER_LOG || 'info' };
+    for (const name of Object.keys(env)) {
+      if (name === 'NATTER_BIN' || name.startsWith('NATTER_TEST')) delete env[name];
+    }
     const child = spawn(this.bin, ['--dev', '--config', this.configPath], {
       cwd: this.dir,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NATTER_LOG: process.env.NATTER_LOG || 'info' },
+      env,
     });
     this.process = child;
     this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
@@ -140,13 +146,19 @@ export class NatterServer {
         for (const line of parts) this.addLine(line);
       });
     }
-    const started = this.waitForLine(/listening on/, { from, timeout: 20_000 });
+    const stopWaiting = new AbortController();
+    const started = this.waitForLine(/listening on/, { from, timeout: 20_000, signal: stopWaiting.signal });
     const died = this.exited.then(({ code, signal }) => {
       throw new Error(`natter exited (code ${code}, signal ${signal}) before listening:\n${this.tail()}`);
     });
-    await Promise.race([started, died]);
-    // Keep the exit promise from counting as unhandled after a successful start.
+    // Neither promise may be left to reject unobserved once the other has settled.
+    started.catch(() => {});
     died.catch(() => {});
+    try {
+      await Promise.race([started, died]);
+    } finally {
+      stopWaiting.abort();
+    }
   }
 
   addLine(line) {
@@ -160,7 +172,7 @@ export class NatterServer {
   }
 
   /** Waits for a log line (from index `from` on) matching `pattern`; resolves to the match. */
-  waitForLine(pattern, { from = 0, timeout = 10_000 } = {}) {
+  waitForLine(pattern, { from = 0, timeout = 10_000, signal } = {}) {
     for (let i = from; i < this.lines.length; i += 1) {
       const match = this.lines[i].match(pattern);
       if (match) return Promise.resolve(match);
@@ -179,7 +191,13 @@ export class NatterServer {
       const cleanup = () => {
         clearTimeout(timer);
         this.waiters = this.waiters.filter((w) => w !== waiter);
+        if (signal) signal.removeEventListener('abort', cancel);
       };
+      const cancel = () => {
+        cleanup();
+        reject(new Error('stopped waiting'));
+      };
+      if (signal) signal.addEventListener('abort', cancel);
       this.waiters.push(waiter);
     });
   }
@@ -213,6 +231,13 @@ export class NatterServer {
       throw new Error(`natter did not stop within 10 s of SIGTERM:\n${this.tail()}`);
     }
     return result;
+  }
+
+  /** Crash: SIGKILL, no chance to save anything that was not already on disk. */
+  async kill() {
+    if (!this.process || this.process.exitCode !== null || this.process.signalCode !== null) return null;
+    this.process.kill('SIGKILL');
+    return this.exited;
   }
 
   async restart() {

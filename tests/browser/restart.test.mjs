@@ -55,7 +55,7 @@ describe('reconnection and resync', { skip, timeout: 120_000 }, () => {
     // frank posts as soon as the server is back, possibly before erin's page has reconnected.
     await sendMessage(frank.page, 'right after the restart');
 
-    await erin.page.locator('#conn-status[data-status="live"]').waitFor({ timeout: 20_000 });
+    await erin.page.locator('#conn-status[data-status="live"]').waitFor({ state: 'attached', timeout: 20_000 });
     await messageText(erin.page, 'right after the restart').waitFor();
     assert.equal(await erin.page.locator('#auth-screen').isVisible(), false, 'still signed in');
 
@@ -107,5 +107,29 @@ describe('reconnection and resync', { skip, timeout: 120_000 }, () => {
     assert.equal(await page.locator('#messages .message-text').getByText('wake up', { exact: true }).count(), 1);
     assert.equal(await page.evaluate(() => window.sameDocument), 'yes', 'no reload');
     assertClean(page);
+  });
+
+  test('after a crash the page gets a new queue and the history fills the gap', async () => {
+    const { page } = erin;
+    const killed = await server.kill();
+    assert.equal(killed.signal, 'SIGKILL');
+    await page.locator('#conn-status[data-status="reconnecting"]').waitFor();
+    await server.start();
+    // Queues do not survive a crash: the next poll is refused and the client rebuilds its state.
+    const newQueue = page.waitForRequest((request) => request.method() === 'POST'
+      && request.url().endsWith('/api/loggedonly/queues'), { timeout: 20_000 });
+    await sendMessage(frank.page, 'posted right after the crash');
+    await newQueue;
+    await page.locator('#conn-status[data-status="live"]').waitFor({ state: 'attached', timeout: 20_000 });
+    await messageText(page, 'posted right after the crash').waitFor();
+
+    await sendMessage(page, 'erin is back');
+    await messageText(frank.page, 'erin is back').waitFor();
+    await sendMessage(frank.page, 'live again after the crash');
+    await messageText(page, 'live again after the crash').waitFor();
+    assert.equal(await page.evaluate(() => window.sameDocument), 'yes', 'no reload');
+    await member(page, 'frank').waitFor();
+    assertClean(page);
+    assertClean(frank.page);
   });
 });

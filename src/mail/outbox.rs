@@ -1,0 +1,111 @@
+//! Delivers the durable outbox in the background, retrying with backoff; no request waits on it.
+
+use super::{Transport, render};
+use crate::store::{QueuedMail, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// After this many failed attempts (about two days of retries) a mail is dropped with an error.
+const MAX_ATTEMPTS: u32 = 200;
+/// Longest wait between two attempts.
+const MAX_BACKOFF_SECS: i64 = 15 * 60;
+
+/// Seconds to wait after the `attempts`-th failure: 1, 2, 4, … capped at 15 minutes.
+pub fn backoff_secs(attempts: u32) -> i64 {
+    1i64.checked_shl(attempts.saturating_sub(1))
+        .unwrap_or(MAX_BACKOFF_SECS)
+        .min(MAX_BACKOFF_SECS)
+}
+
+/// Delivers queued mail until the task is dropped; `wake` is notified when new mail is queued.
+pub async fn run(
+    store: Arc<dyn Store>,
+    transport: Transport,
+    public_url: String,
+    wake: Arc<Notify>,
+) {
+    loop {
+        // Armed before the scan, so mail queued during it still wakes us.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let next_due = match deliver_due(&*store, &transport, &public_url).await {
+            Ok(next_due) => next_due,
+            Err(e) => {
+                log::error!("the mail outbox cannot be read: {e}");
+                Some(crate::chat::now() + 5)
+            }
+        };
+        let wait = next_due
+            .map(|due| Duration::from_secs(u64::try_from(due - crate::chat::now()).unwrap_or(0)))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Tries every mail that is due; returns when the earliest remaining one is due.
+async fn deliver_due(
+    store: &dyn Store,
+    transport: &Transport,
+    public_url: &str,
+) -> Result<Option<i64>, crate::store::StoreError> {
+    let mut next_due: Option<i64> = None;
+    for (id, mut queued) in store.pending_mail()? {
+        if queued.next_attempt > crate::chat::now() {
+            next_due = Some(next_due.map_or(queued.next_attempt, |d| d.min(queued.next_attempt)));
+            continue;
+        }
+        let rendered = render(&queued.mail, public_url);
+        match transport.deliver(&queued.mail, &rendered).await {
+            Ok(()) => store.delete_mail(id)?,
+            Err(e) => {
+                queued.attempts += 1;
+                if queued.attempts >= MAX_ATTEMPTS {
+                    log::error!(
+                        "giving up on a mail after {} attempts: {e}",
+                        queued.attempts
+                    );
+                    store.delete_mail(id)?;
+                    continue;
+                }
+                queued.next_attempt = crate::chat::now() + backoff_secs(queued.attempts);
+                log::warn!(
+                    "mail delivery failed (attempt {}), retrying in {} s: {e}",
+                    queued.attempts,
+                    backoff_secs(queued.attempts)
+                );
+                next_due =
+                    Some(next_due.map_or(queued.next_attempt, |d| d.min(queued.next_attempt)));
+                store.reschedule_mail(id, &queued)?;
+            }
+        }
+    }
+    Ok(next_due)
+}
+
+/// A mail to send as soon as possible.
+pub fn queued_now(mail: super::Mail) -> QueuedMail {
+    QueuedMail {
+        mail,
+        attempts: 0,
+        next_attempt: crate::chat::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff_secs(1), 1);
+        assert_eq!(backoff_secs(2), 2);
+        assert_eq!(backoff_secs(5), 16);
+        assert_eq!(backoff_secs(30), MAX_BACKOFF_SECS);
+        assert_eq!(backoff_secs(200), MAX_BACKOFF_SECS);
+    }
+}
