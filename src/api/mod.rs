@@ -151,10 +151,10 @@ async fn dispatch(
     match endpoint {
         Register => public::register(ctx, req).await,
         VerifyEmail => public::verify_email(ctx, req).await,
-        Authorize => public::authorize(ctx, req).await,
+        Authorize => public::authorize(ctx, req, user).await,
         RequestResetPassword => public::request_reset_password(ctx, req).await,
         ResetPassword => public::reset_password(ctx, req).await,
-        GuestLogin => public::guest_login(ctx, req).await,
+        GuestLogin => public::guest_login(ctx, req, user).await,
         SessionLogin => {
             let session = authenticate(ctx, req, false, user)?;
             ctx.limits.request(session.handle)?;

@@ -76,12 +76,17 @@ fn page(title: &str, text: &str) -> String {
 }
 
 /// POST /api/authorize: sign in with a password.
-pub async fn authorize(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
+pub async fn authorize(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    user: &mut Option<String>,
+) -> Result<Response, ApiError> {
     let body = credentials(req)?;
     let issued = ctx
         .service
         .authorize(&ctx.signer, &body.user, &body.password)
         .await?;
+    *user = Some(issued.user.user.clone());
     logged_in(ctx, issued)
 }
 
@@ -106,9 +111,14 @@ pub async fn reset_password(ctx: &Ctx, req: &ApiRequest) -> Result<Response, Api
 }
 
 /// POST /api/login: a guest session.
-pub async fn guest_login(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
+pub async fn guest_login(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    user: &mut Option<String>,
+) -> Result<Response, ApiError> {
     let body = credentials(req)?;
     let issued = ctx.service.guest_login(&ctx.signer, &body.user).await?;
+    *user = Some(issued.user.user.clone());
     logged_in(ctx, issued)
 }
 

@@ -69,3 +69,29 @@ async fn offline_registered_session_comes_back_with_loggedonly_login() {
     assert_eq!(c.get("/api/loggedonly/getChats").await.status, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_answers_parked_polls_with_an_empty_200() {
+    let mut server = TestServer::with_config("poll_timeout = \"60s\"").await;
+    let c = server.client();
+    c.guest("parked").await;
+    assert_eq!(c.poll().await.unwrap()["type"], "LoginEvent");
+    let parked = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let r = c.get("/api/loggedonly/poll").await;
+            (r.status, r.body, started.elapsed())
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopping = std::time::Instant::now();
+    server.stop().await;
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(5));
+    let (status, body, waited) = parked.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "answered at shutdown, not at the timeout"
+    );
+}

@@ -224,7 +224,10 @@ export class NatterServer {
   async stop() {
     if (!this.process || this.process.exitCode !== null || this.process.signalCode !== null) return null;
     this.process.kill('SIGTERM');
-    const result = await Promise.race([this.exited, sleep(10_000).then(() => null)]);
+    let timer;
+    const timeout = new Promise((resolve) => { timer = setTimeout(() => resolve(null), 10_000); });
+    const result = await Promise.race([this.exited, timeout]);
+    clearTimeout(timer);
     if (!result) {
       this.process.kill('SIGKILL');
       await this.exited;
