@@ -1,7 +1,6 @@
 //! Abuse protection: rate limits, trusted proxies, enumeration timing, rehashing, token expiry.
 
 use crate::helpers::{TestServer, activation_link};
-use natter::store::Store;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -32,65 +31,32 @@ async fn account_routes_trip_at_the_burst_and_recover() {
 
 #[tokio::test]
 async fn forwarded_for_counts_only_from_a_trusted_proxy() {
-    let untrusted =
-        TestServer::with_config("[rate_limit]\naccount_burst = 2\naccount_interval = \"1h\"").await;
+    let limits = "[rate_limit]\naccount_burst = 2\naccount_interval = \"1h\"";
+    let untrusted = TestServer::with_config(limits).await;
     let c = untrusted.client();
     for i in 0..2 {
         let r = c
-            .send(
-                c.http
-                    .post(c.url("/api/login"))
-                    .header("x-forwarded-for", format!("198.51.100.{i}"))
-                    .json(&json!({"user": format!("a{i}")})),
-            )
+            .login_via_proxy(&format!("198.51.100.{i}"), &format!("a{i}"))
             .await;
         assert_eq!(r.status, 200);
     }
-    let r = c
-        .send(
-            c.http
-                .post(c.url("/api/login"))
-                .header("x-forwarded-for", "198.51.100.99")
-                .json(&json!({"user":"a9"})),
-        )
-        .await;
+    let r = c.login_via_proxy("198.51.100.99", "a9").await;
     r.assert_error(429, "too many requests");
 
-    let trusted = TestServer::with_config(
-        "trusted_proxies = [\"127.0.0.1\"]\n[rate_limit]\naccount_burst = 2\naccount_interval = \"1h\"",
-    )
-    .await;
+    let trusted =
+        TestServer::with_config(&format!("trusted_proxies = [\"127.0.0.1\"]\n{limits}")).await;
     let c = trusted.client();
     for i in 0..5 {
         let r = c
-            .send(
-                c.http
-                    .post(c.url("/api/login"))
-                    .header("x-forwarded-for", format!("198.51.100.{i}"))
-                    .json(&json!({"user": format!("b{i}")})),
-            )
+            .login_via_proxy(&format!("198.51.100.{i}"), &format!("b{i}"))
             .await;
         assert_eq!(r.status, 200, "each forwarded client has its own budget");
     }
     for i in 0..2 {
-        let r = c
-            .send(
-                c.http
-                    .post(c.url("/api/login"))
-                    .header("x-forwarded-for", "203.0.113.5")
-                    .json(&json!({"user": format!("c{i}")})),
-            )
-            .await;
+        let r = c.login_via_proxy("203.0.113.5", &format!("c{i}")).await;
         assert_eq!(r.status, 200);
     }
-    let r = c
-        .send(
-            c.http
-                .post(c.url("/api/login"))
-                .header("x-forwarded-for", "203.0.113.5")
-                .json(&json!({"user":"c9"})),
-        )
-        .await;
+    let r = c.login_via_proxy("203.0.113.5", "c9").await;
     r.assert_error(429, "too many requests");
 }
 
@@ -188,8 +154,10 @@ async fn unknown_users_and_wrong_passwords_take_the_same_time() {
     );
 }
 
-fn user_hash(store: &natter::store::sled::SledStore, name: &str) -> String {
-    store.user(name).unwrap().unwrap().password_hash
+fn stored_hash(server: &TestServer, name: &str) -> String {
+    let mut hash = String::new();
+    server.edit_stored_user(name, |u| hash = u.password_hash.clone());
+    hash
 }
 
 #[tokio::test]
@@ -198,14 +166,7 @@ async fn login_rehashes_after_password_iterations_went_up() {
     let c = server.client();
     c.registered("upgrade").await;
     server.stop().await;
-    let store = natter::store::sled::SledStore::open(
-        &server.data_dir(),
-        natter::store::sled::SyncMode::Relaxed,
-    )
-    .unwrap();
-    assert!(user_hash(&store, "upgrade").starts_with("$pbkdf2-sha256$i=1000,"));
-    store.close().unwrap();
-    drop(store);
+    assert!(stored_hash(&server, "upgrade").starts_with("$pbkdf2-sha256$i=1000,"));
     server.extra = "password_iterations = 2000".into();
     server.restart(&[&c]).await;
     let r = c
@@ -216,16 +177,8 @@ async fn login_rehashes_after_password_iterations_went_up() {
         .await;
     assert_eq!(r.status, 200);
     server.stop().await;
-    let store = natter::store::sled::SledStore::open(
-        &server.data_dir(),
-        natter::store::sled::SyncMode::Relaxed,
-    )
-    .unwrap();
-    assert!(
-        user_hash(&store, "upgrade").starts_with("$pbkdf2-sha256$i=2000,"),
-        "{}",
-        user_hash(&store, "upgrade")
-    );
+    let hash = stored_hash(&server, "upgrade");
+    assert!(hash.starts_with("$pbkdf2-sha256$i=2000,"), "{hash}");
 }
 
 #[tokio::test]
@@ -245,19 +198,11 @@ async fn expired_tokens_are_refused() {
         .unwrap();
     server.stop().await;
     // Move the token's expiry into the past, as 24 hours would.
-    let store = natter::store::sled::SledStore::open(
-        &server.data_dir(),
-        natter::store::sled::SyncMode::Relaxed,
-    )
-    .unwrap();
-    let mut user = store.user("late").unwrap().unwrap();
-    user.activation.as_mut().unwrap().expires = natter::chat::now() - 1;
-    store.update_user(&user, None).unwrap();
-    store.close().unwrap();
-    drop(store);
+    server.edit_stored_user("late", |u| {
+        u.activation.as_mut().unwrap().expires = natter::chat::now() - 1
+    });
     server.restart(&[&c]).await;
-    let page = c.get(&path).await;
-    assert_eq!(page.status, 400);
+    assert_eq!(c.get(&path).await.status, 400);
     c.post(
         "/api/authorize",
         json!({"user":"late","password":"password123"}),
@@ -273,16 +218,7 @@ async fn an_admin_who_loses_the_flag_loses_admin_access() {
     let c = server.client();
     c.registered("boss").await;
     server.stop().await;
-    let store = natter::store::sled::SledStore::open(
-        &server.data_dir(),
-        natter::store::sled::SyncMode::Relaxed,
-    )
-    .unwrap();
-    let mut user = store.user("boss").unwrap().unwrap();
-    user.admin = true;
-    store.update_user(&user, None).unwrap();
-    store.close().unwrap();
-    drop(store);
+    server.edit_stored_user("boss", |u| u.admin = true);
     server.restart(&[&c]).await;
     assert_eq!(
         c.post("/api/loggedonly/login", json!({})).await.json()["admin"],
@@ -292,16 +228,7 @@ async fn an_admin_who_loses_the_flag_loses_admin_access() {
         .await
         .assert_ok_empty();
     server.stop().await;
-    let store = natter::store::sled::SledStore::open(
-        &server.data_dir(),
-        natter::store::sled::SyncMode::Relaxed,
-    )
-    .unwrap();
-    let mut user = store.user("boss").unwrap().unwrap();
-    user.admin = false;
-    store.update_user(&user, None).unwrap();
-    store.close().unwrap();
-    drop(store);
+    server.edit_stored_user("boss", |u| u.admin = false);
     server.restart(&[&c]).await;
     c.post("/api/adminonly/removeChat", json!({"chat":"Boss"}))
         .await

@@ -89,9 +89,7 @@ async fn join_and_leave_errors() {
 #[tokio::test]
 async fn get_chats_lists_every_chat_sorted_with_details_only_for_joined_ones() {
     let server = TestServer::with_config("chats = [\"Main\", \"Books\", \"zoo\"]").await;
-    let c = server.client();
-    c.guest("hank").await;
-    c.join("zoo").await;
+    let c = server.guest_in("hank", "zoo").await;
     let chats = c.get("/api/loggedonly/getChats").await.json();
     let names: Vec<&str> = chats
         .as_array()
@@ -111,9 +109,7 @@ async fn get_chats_lists_every_chat_sorted_with_details_only_for_joined_ones() {
 #[tokio::test]
 async fn users_and_history_for_members() {
     let server = TestServer::with_config("last_messages = 3").await;
-    let c = server.client();
-    c.guest("ivy").await;
-    c.join("Main").await;
+    let c = server.guest_in("ivy", "Main").await;
     for i in 0..5 {
         c.say("Main", &format!("m{i}")).await;
     }
@@ -199,9 +195,7 @@ async fn post_message_rules_and_server_set_status() {
 #[tokio::test]
 async fn message_ids_increase_across_chats() {
     let server = TestServer::with_config("chats = [\"Main\", \"Other\"]").await;
-    let c = server.client();
-    c.guest("leo").await;
-    c.join("Main").await;
+    let c = server.guest_in("leo", "Main").await;
     c.join("Other").await;
     let mut last = 0;
     for i in 0..6 {
@@ -263,9 +257,7 @@ async fn removed_chat_takes_its_history_and_members_with_it() {
     root.post("/api/adminonly/createChat", json!({"chat":"Temp"}))
         .await
         .assert_ok_empty();
-    let c = server.client();
-    c.guest("olga").await;
-    c.join("Temp").await;
+    let c = server.guest_in("olga", "Temp").await;
     c.say("Temp", "old text").await;
     root.post("/api/adminonly/removeChat", json!({"chat":"temp"}))
         .await
@@ -290,9 +282,7 @@ async fn removed_chat_takes_its_history_and_members_with_it() {
 #[tokio::test]
 async fn bot_answers_commands_after_the_triggering_message() {
     let server = TestServer::start().await;
-    let c = server.client();
-    c.guest("pia").await;
-    c.join("Main").await;
+    let c = server.guest_in("pia", "Main").await;
     c.drain().await;
     let command = c.say("Main", "/users").await;
     let events = c.drain().await;

@@ -28,17 +28,13 @@ async fn guest_login_is_broadcast_to_everyone_including_the_new_user() {
 #[tokio::test]
 async fn join_then_system_message_to_members_and_leave_only_to_the_rest() {
     let server = TestServer::start().await;
-    let alice = server.client();
-    alice.guest("alice").await;
-    alice.join("Main").await;
+    let alice = server.guest_in("alice", "Main").await;
     let outsider = server.client();
     outsider.guest("outsider").await;
     alice.drain().await;
     outsider.drain().await;
 
-    let bob = server.client();
-    bob.guest("bob").await;
-    bob.join("Main").await;
+    let bob = server.guest_in("bob", "Main").await;
     let seen = alice.drain().await;
     let types: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
@@ -90,12 +86,8 @@ async fn join_then_system_message_to_members_and_leave_only_to_the_rest() {
 #[tokio::test]
 async fn messages_reach_members_in_id_order_and_nobody_else() {
     let server = TestServer::start().await;
-    let alice = server.client();
-    alice.guest("alice").await;
-    alice.join("Main").await;
-    let bob = server.client();
-    bob.guest("bob").await;
-    bob.join("Main").await;
+    let alice = server.guest_in("alice", "Main").await;
+    let bob = server.guest_in("bob", "Main").await;
     let carol = server.client();
     carol.guest("carol").await;
     for c in [&alice, &bob, &carol] {
@@ -127,12 +119,8 @@ async fn messages_reach_members_in_id_order_and_nobody_else() {
 #[tokio::test]
 async fn logout_cascade_tells_everyone_else_then_the_remaining_members() {
     let server = TestServer::start().await;
-    let alice = server.client();
-    alice.guest("alice").await;
-    alice.join("Main").await;
-    let bob = server.client();
-    bob.guest("bob").await;
-    bob.join("Main").await;
+    let alice = server.guest_in("alice", "Main").await;
+    let bob = server.guest_in("bob", "Main").await;
     let carol = server.client();
     carol.guest("carol").await;
     for c in [&alice, &bob, &carol] {
@@ -240,9 +228,7 @@ async fn chat_creation_and_removal_are_broadcast() {
 #[tokio::test]
 async fn events_buffer_between_polls_and_unacknowledged_ones_come_again() {
     let server = TestServer::start().await;
-    let c = server.client();
-    c.guest("sam").await;
-    c.join("Main").await;
+    let c = server.guest_in("sam", "Main").await;
     for i in 0..3 {
         c.say("Main", &format!("b{i}")).await;
     }
@@ -338,9 +324,7 @@ async fn explicit_queues_batch_acknowledge_and_each_get_every_event() {
 #[tokio::test]
 async fn a_parked_poll_is_woken_by_a_new_event() {
     let server = TestServer::with_config("poll_timeout = \"20s\"").await;
-    let listener = server.client();
-    listener.guest("vera").await;
-    listener.join("Main").await;
+    let listener = server.guest_in("vera", "Main").await;
     listener.drain().await.len();
     let talker = server.client();
     talker.guest("walt").await;

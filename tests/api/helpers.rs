@@ -192,6 +192,29 @@ impl TestServer {
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }
+
+    /// A new guest who has joined `chat`.
+    pub async fn guest_in(&self, name: &str, chat: &str) -> Client {
+        let client = self.client();
+        client.guest(name).await;
+        client.join(chat).await;
+        client
+    }
+
+    /// Changes a stored account directly in sled; the server must be stopped.
+    pub fn edit_stored_user(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut natter::store::UserRecord),
+    ) {
+        use natter::store::Store;
+        use natter::store::sled::{SledStore, SyncMode};
+        let store = SledStore::open(&self.data_dir(), SyncMode::Relaxed).unwrap();
+        let mut user = store.user(name).unwrap().expect("the user exists");
+        change(&mut user);
+        store.update_user(&user, None).unwrap();
+        store.close().unwrap();
+    }
 }
 
 impl Drop for TestServer {
@@ -275,6 +298,17 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Resp {
         self.send(self.http.get(self.url(path))).await
+    }
+
+    /// A guest login as if forwarded by a proxy for `client_ip`.
+    pub async fn login_via_proxy(&self, client_ip: &str, name: &str) -> Resp {
+        self.send(
+            self.http
+                .post(self.url("/api/login"))
+                .header("x-forwarded-for", client_ip)
+                .json(&json!({ "user": name })),
+        )
+        .await
     }
 
     /// Logs in as a guest and checks the reply.

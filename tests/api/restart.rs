@@ -6,9 +6,7 @@ use serde_json::json;
 #[tokio::test]
 async fn graceful_restart_keeps_sessions_memberships_queues_and_events() {
     let mut server = TestServer::start().await;
-    let alice = server.client();
-    alice.guest("alice").await;
-    alice.join("Main").await;
+    let alice = server.guest_in("alice", "Main").await;
     let queue = alice.post("/api/loggedonly/queues", json!({})).await.json();
     let bob = server.client();
     bob.registered("bob").await;

@@ -112,12 +112,8 @@ async fn logged_only_routes_need_an_online_session() {
 #[tokio::test]
 async fn session_login_keeps_chats_and_announces_nothing_for_an_online_user() {
     let server = TestServer::start().await;
-    let alice = server.client();
-    alice.guest("alice").await;
-    alice.join("Main").await;
-    let bob = server.client();
-    bob.guest("bob").await;
-    bob.join("Main").await;
+    let alice = server.guest_in("alice", "Main").await;
+    let bob = server.guest_in("bob", "Main").await;
     bob.drain().await;
     let r = alice.post("/api/loggedonly/login", json!({})).await;
     assert_eq!(
@@ -184,12 +180,8 @@ async fn logout_expires_the_cookie_and_frees_the_guest_name() {
 #[tokio::test]
 async fn idle_guests_are_swept_with_the_full_cascade_and_release_their_name() {
     let server = TestServer::with_config("inactivity_timeout = \"1s\"").await;
-    let idle = server.client();
-    idle.guest("idler").await;
-    idle.join("Main").await;
-    let watcher = server.client();
-    watcher.guest("watcher").await;
-    watcher.join("Main").await;
+    let idle = server.guest_in("idler", "Main").await;
+    let watcher = server.guest_in("watcher", "Main").await;
     watcher.drain().await;
     // The watcher keeps polling (activity); the idler does nothing until the sweeper takes it.
     let mut seen = Vec::new();
