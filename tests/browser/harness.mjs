@@ -41,8 +41,9 @@ function findNatter() {
 export function missingPrerequisite() {
   const problems = [];
   const bin = findNatter();
+  // A binary that was asked for by name and is not there is a mistake, not a reason to skip.
+  if (bin && !existsSync(bin)) throw new Error(`NATTER_BIN points to ${bin}, which does not exist`);
   if (!bin) problems.push('NATTER_BIN is not set and no built natter binary was found');
-  else if (!existsSync(bin)) problems.push(`NATTER_BIN points to ${bin}, which does not exist`);
   if (!existsSync(chromiumPath)) problems.push(`no Chromium at ${chromiumPath} (apt-get install chromium)`);
   let playwright = true;
   try {
