@@ -1,4 +1,12 @@
 // natter web client: restores the session, then wires the sign-in screen, the main screen and live events.
+//
+// Modules (plain ES modules, no build step):
+//   js/api.js        fetch wrappers for the JSON API, ApiError / NetworkError, 401 recovery hook
+//   js/events.js     EventStream: one queue per tab, long polls with acknowledgement, backoff, keepalive
+//   js/state.js      ChatState: chats, timelines (deduplicated by message id), members, unread counts
+//   js/auth-view.js  the sign-in screen: guest, sign in, register, password reset
+//   js/chat-view.js  the main screen: chat list, timeline, members, composer, admin controls
+//   js/dom.js        small DOM functions; text always goes in through textContent
 
 import { api, ApiError, NetworkError, setUnauthorizedHandler } from './js/api.js';
 import { AuthView } from './js/auth-view.js';
@@ -200,6 +208,12 @@ function handleEvent(type, event) {
     }
     case 'ChatLeaveEvent': {
       if (!chat) return;
+      if (state.isMe(event.user)) {
+        // We left in another tab (or were made to leave).
+        chat.forget();
+        refreshChat(chat.name);
+        return;
+      }
       state.userLeft(chat, event);
       view.renderMembers(chat);
       return;

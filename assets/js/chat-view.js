@@ -270,6 +270,7 @@ export class MainView {
       ...statusBadges(member),
     ]));
     byId('member-list').replaceChildren(...items);
+    show(byId('members-empty'), !chat.joined);
     byId('members-title').textContent = chat.joined ? `Members (${members.length})` : 'Members';
     byId('members-count').textContent = chat.joined ? String(members.length) : '';
   }

@@ -1,4 +1,4 @@
-// Small DOM helpers. Text always goes in through textContent, never as markup.
+// Small DOM functions. Text always goes in through textContent, never as markup.
 
 /** The element with this id (it must exist: the page and the code ship together). */
 export function byId(id) {

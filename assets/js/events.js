@@ -32,6 +32,7 @@ export class EventStream {
     this.onResync = onResync;
     this.onStatus = onStatus;
     this.running = false;
+    this.run = 0;
     this.status = null;
     this.queueId = null;
     this.lastEventId = 0;
@@ -46,8 +47,11 @@ export class EventStream {
   start() {
     if (this.running) return;
     this.running = true;
+    // A loop of an earlier start() may still be waiting on a request: the run number tells it to end.
+    this.run += 1;
     this.queueId = null;
     this.needsResync = true;
+    this.status = null;
     this.setStatus('connecting');
     this.keepaliveTimer = setInterval(() => {
       api.keepalive().catch(() => {
@@ -55,7 +59,7 @@ export class EventStream {
       });
     }, KEEPALIVE_MS);
     window.addEventListener('online', this.onOnline);
-    this.loop();
+    this.loop(this.run);
   }
 
   stop() {
@@ -103,18 +107,24 @@ export class EventStream {
     this.onStatus(status);
   }
 
-  async loop() {
+  async loop(run) {
+    const alive = () => this.running && this.run === run;
     let failures = 0;
-    while (this.running) {
+    const connected = () => {
+      failures = 0;
+      this.setStatus('live');
+    };
+    while (alive()) {
       try {
         if (this.queueId === null) {
           const queue = await api.openQueue();
+          if (!alive()) break;
           this.queueId = queue.queue_id;
           this.lastEventId = queue.last_event_id;
           // The queue exists before the state is read, so nothing can fall between the two.
           this.needsResync = true;
         }
-        while (this.needsResync && this.running) {
+        while (this.needsResync && alive()) {
           this.needsResync = false;
           try {
             await this.onResync();
@@ -122,13 +132,17 @@ export class EventStream {
             this.needsResync = true;
             throw err;
           }
+          connected();
         }
-        if (!this.running) break;
-        failures = 0;
-        this.setStatus('live');
-        await this.pollOnce();
+        if (!alive()) break;
+        if (failures > 0) {
+          // A poll can be held for poll_timeout: ask something quick first to tell the person we are back.
+          await api.keepalive();
+          connected();
+        }
+        await this.pollOnce(connected, alive);
       } catch (err) {
-        if (!this.running) break;
+        if (!alive()) break;
         if (err && err.name === 'AbortError') continue;
         if (isBadQueue(err)) {
           // Unknown, expired or overflowed queue: open a new one and reload the state.
@@ -142,7 +156,8 @@ export class EventStream {
     }
   }
 
-  async pollOnce() {
+  /** One long poll; `connected` is called once the server has answered it. */
+  async pollOnce(connected, alive) {
     const controller = new AbortController();
     this.pollController = controller;
     const watchdog = setTimeout(() => controller.abort(), POLL_WATCHDOG_MS);
@@ -154,7 +169,8 @@ export class EventStream {
       clearTimeout(watchdog);
       if (this.pollController === controller) this.pollController = null;
     }
-    if (!this.running) return;
+    if (!alive()) return;
+    connected();
     const events = reply && Array.isArray(reply.events) ? reply.events : [];
     if (events.length > 0) {
       this.onEvents(events);

@@ -1,4 +1,4 @@
-// Shared pieces of the browser tests: a natter server per suite, headless Debian Chromium, and page helpers.
+// Shared pieces of the browser tests: a natter server per suite, headless Debian Chromium, and page actions.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -342,7 +342,7 @@ export async function screenshot(page, name) {
   return file;
 }
 
-// ----- page helpers (they act as a person would: labels, buttons, keys) -----
+// ----- page actions (done as a person would: labels, buttons, keys) -----
 
 export async function waitForMainScreen(page, user) {
   await page.locator('#main-screen').waitFor({ state: 'visible' });

@@ -94,6 +94,9 @@ describe('reconnection and resync', { skip, timeout: 120_000 }, () => {
     const newQueue = page.waitForRequest((request) => request.method() === 'POST'
       && request.url().endsWith('/api/loggedonly/queues'));
     const refetch = page.waitForRequest((request) => request.url().endsWith('/api/loggedonly/getChats'));
+    // Awaited below; until then a failure elsewhere must not leave them rejecting unobserved.
+    newQueue.catch(() => {});
+    refetch.catch(() => {});
     // Wake the parked poll so the next one goes through the route.
     await sendMessage(frank.page, 'wake up');
     await messageText(page, 'wake up').waitFor();
@@ -118,6 +121,7 @@ describe('reconnection and resync', { skip, timeout: 120_000 }, () => {
     // Queues do not survive a crash: the next poll is refused and the client rebuilds its state.
     const newQueue = page.waitForRequest((request) => request.method() === 'POST'
       && request.url().endsWith('/api/loggedonly/queues'), { timeout: 20_000 });
+    newQueue.catch(() => {});
     await sendMessage(frank.page, 'posted right after the crash');
     await newQueue;
     await page.locator('#conn-status[data-status="live"]').waitFor({ state: 'attached', timeout: 20_000 });
