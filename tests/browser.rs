@@ -28,7 +28,10 @@ fn web_client_works_in_headless_chromium() {
     .flatten()
     .collect();
     if !missing.is_empty() {
-        assert!(!in_ci(), "browser tests need {missing:?}; .ci/run installs them");
+        assert!(
+            !in_ci(),
+            "browser tests need {missing:?}; .ci/run installs them"
+        );
         eprintln!("skipping the browser tests: {missing:?} not found");
         return;
     }
@@ -49,5 +52,9 @@ fn web_client_works_in_headless_chromium() {
         .env("NATTER_TEST_OUTPUT", &output)
         .status()
         .expect("node runs");
-    assert!(status.success(), "browser tests failed; screenshots in {}", output.display());
+    assert!(
+        status.success(),
+        "browser tests failed; screenshots in {}",
+        output.display()
+    );
 }

@@ -21,10 +21,13 @@ struct Asset {
     etag: String,
 }
 
-/// `GET /<file>`: the bundled client (`/` is `index.html`); unknown files fall through to 404.
+/// `GET /<file>` (and HEAD): the bundled client (`/` is `index.html`); unknown files fall through to 404.
 pub fn filter(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
     let static_dir = ctx.config.static_dir.clone();
+    // HEAD answers like GET; the server sends no body for it.
     warp::get()
+        .or(warp::head())
+        .unify()
         .and(warp::path::tail())
         .and(warp::header::optional::<String>("if-none-match"))
         .and_then(move |tail: Tail, if_none_match: Option<String>| {

@@ -182,6 +182,9 @@ async fn static_files_have_etags_and_answer_304() {
     assert_eq!(cached.status, 304);
     assert_eq!(c.get("/").await.header("etag").unwrap(), etag);
     c.get("/missing.js").await.assert_error(404, "not found");
+    let head = c.send(c.http.head(c.url("/index.html"))).await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    assert_eq!(head.header("etag").unwrap(), etag);
 }
 
 #[tokio::test]

@@ -1,0 +1,469 @@
+//! Typed, validated configuration.
+//!
+//! Sources are layered, later wins: built-in defaults → config file → environment → command-line flags.
+//! Every key has an environment variable `NATTER_<KEY>` (upper case, `__` for nesting); the original server's
+//! `PORT`, `DATABASE_URL`, `SECRET_KEY` and `SENDGRID_KEY` keep working, and secrets can also be read from the
+//! file named by a `*_FILE` variable. An unknown key or an invalid value is an error that names the key and what
+//! is allowed, and the server refuses to start on it.
+//!
+//! `raw` is the file's shape and its defaults, `file` reads the file, `layers` adds the environment and flags,
+//! `validate` checks the result into a [`Config`] (`key_errors` words its errors), and `summary` prints it back.
+
+mod file;
+mod key_errors;
+mod layers;
+mod raw;
+mod summary;
+mod url;
+mod validate;
+
+#[cfg(test)]
+mod test_support;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use file::{parse_toml_table, read_file_layer};
+use layers::Layers;
+use url::HttpUrl;
+
+pub use ipnet::IpNet;
+
+/// Config file read from the working directory when no `--config` path is given.
+pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
+
+/// Fewest PBKDF2 rounds accepted outside dev mode.
+pub const MIN_PRODUCTION_PASSWORD_ITERATIONS: u32 = 100_000;
+
+/// The effective, validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Development mode (`--dev`): log mailer by default, localhost CORS, fewer PBKDF2 rounds allowed.
+    pub dev: bool,
+    /// Log level (`log_level`, `NATTER_LOG`, `--log-level`).
+    pub log_level: LogLevel,
+    /// HTTP listen address; `PORT` replaces only its port.
+    pub listen: SocketAddr,
+    /// Base of links in emails, without a trailing slash; `https://` turns on Secure cookies.
+    pub public_url: String,
+    /// sled data directory.
+    pub data_dir: PathBuf,
+    /// Cookie signing key; when unset one is generated and kept in the data directory.
+    pub secret_key: Option<Secret>,
+    /// Chats ensured at every start.
+    pub chats: Vec<String>,
+    /// Registered user names that are admins.
+    pub admins: Vec<String>,
+    /// Guest login on or off.
+    pub allow_guests: bool,
+    /// Registration on or off.
+    pub allow_registration: bool,
+    /// History size in ChatReport and getLastMessages.
+    pub last_messages: usize,
+    /// How long a long poll is held before an empty reply.
+    pub poll_timeout: Duration,
+    /// A session with no activity for this long goes offline.
+    pub inactivity_timeout: Duration,
+    /// Absolute lifetime of a session cookie.
+    pub session_max_age: Duration,
+    /// Events kept per queue before it overflows.
+    pub event_queue_capacity: usize,
+    /// An explicit queue with no poll for this long is deleted.
+    pub event_queue_idle_timeout: Duration,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// Message text limit in characters.
+    pub max_message_chars: usize,
+    /// PBKDF2-HMAC-SHA256 rounds for new password hashes.
+    pub password_iterations: u32,
+    /// When writes reach the disk.
+    pub durability: DurabilityMode,
+    /// Extra origins allowed to call the API with credentials, normalized (`scheme://host[:port]`).
+    pub cors_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Serve the web client from this directory instead of the bundled assets.
+    pub static_dir: Option<PathBuf>,
+    /// PostgreSQL mirror connection string.
+    pub database_url: Option<Secret>,
+    /// Outgoing email.
+    pub mail: MailConfig,
+    /// Rate limits (SPEC section 12).
+    pub rate_limit: RateLimitConfig,
+    /// Optional Prometheus listener.
+    pub metrics: MetricsConfig,
+    /// The built-in bot.
+    pub bot: BotConfig,
+}
+
+/// Log verbosity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default: one line per request.
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// When a write reaches the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Fsync (group commit) before the 2xx.
+    #[default]
+    Sync,
+    /// sled's background flush.
+    Relaxed,
+}
+
+/// Which mailer sends activation and reset mail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailProvider {
+    /// SendGrid v3 API.
+    Sendgrid,
+    /// Log links and tokens (dev and tests).
+    Log,
+    /// No mail: registration and password reset answer 503.
+    None,
+}
+
+/// Outgoing email settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MailConfig {
+    /// The mailer in use, after defaulting.
+    pub provider: MailProvider,
+    /// Sender address.
+    pub from: String,
+    /// Base URL of the SendGrid v3 API, without a trailing slash.
+    pub sendgrid_api_url: String,
+    /// SendGrid API key.
+    pub sendgrid_key: Option<Secret>,
+}
+
+/// The built-in bot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotConfig {
+    /// Whether the bot answers commands.
+    pub enabled: bool,
+    /// Its user name (reserved).
+    pub name: String,
+}
+
+/// Rate limits; see SPEC section 12.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// All rate limits on or off.
+    pub enabled: bool,
+    /// Burst for the account routes (register, login, authorize, reset), per client IP.
+    pub account_burst: u32,
+    /// After the burst, one more account request per this interval, per client IP.
+    #[serde(with = "humantime_serde")]
+    pub account_interval: Duration,
+    /// requestResetPassword requests per hour per account.
+    pub reset_requests_per_hour: u32,
+    /// postMessage burst per session.
+    pub message_burst: u32,
+    /// postMessage sustained rate per session.
+    pub messages_per_second: u32,
+    /// Burst for other authenticated requests (polls excluded) per session.
+    pub request_burst: u32,
+    /// Sustained rate for other authenticated requests per session.
+    pub requests_per_second: u32,
+}
+
+/// Prometheus metrics listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Address of the separate `/metrics` listener; off when unset.
+    pub listen: Option<SocketAddr>,
+}
+
+/// A secret string whose `Debug` and `Display` print `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+/// Where configuration comes from besides the built-in defaults.
+#[derive(Clone, Default)]
+pub struct Sources {
+    /// `--config PATH`: this file must exist. `None` reads `./config.toml` if present.
+    pub config_path: Option<PathBuf>,
+    /// `--dev`.
+    pub dev: bool,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// The process environment (see [`process_env`]).
+    pub env: Vec<(String, String)>,
+}
+
+/// A configuration problem, as one line that names the key and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+/// Loads, layers and validates the configuration.
+pub fn load(src: &Sources) -> Result<Config, ConfigError> {
+    let mut layers = Layers::new(read_file_layer(src.config_path.as_deref())?);
+    layers.apply_env(&src.env)?;
+    if let Some(level) = &src.log_level {
+        layers.set(
+            "log_level",
+            toml::Value::String(level.clone()),
+            "--log-level",
+        );
+    }
+    layers.build(src.dev)
+}
+
+/// Defaults plus this TOML text, without environment or files; for tests.
+pub fn from_toml_str(text: &str, dev: bool) -> Result<Config, ConfigError> {
+    let table = parse_toml_table(text, Path::new("<text>"))?;
+    Layers::new(table).build(dev)
+}
+
+/// The process environment as UTF-8 pairs; variables that are not UTF-8 are skipped.
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+impl Config {
+    /// Whether cookies get the `Secure` attribute (public_url is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    /// `scheme://host[:port]` of public_url, as a browser sends it in `Origin`.
+    pub fn public_origin(&self) -> String {
+        match HttpUrl::parse(&self.public_url) {
+            Ok(url) => url.origin(),
+            // public_url was validated at load time; this only happens if a caller edited it since.
+            Err(_) => self.public_url.clone(),
+        }
+    }
+
+    /// Whether a cross-origin `Origin` may call the API with credentials: listed in cors_origins, or a
+    /// `http://localhost:*` / `http://127.0.0.1:*` origin in dev mode. The server's own origin is not included.
+    pub fn allows_cross_origin(&self, origin: &str) -> bool {
+        let Ok(url) = HttpUrl::parse(origin) else {
+            return false;
+        };
+        if !url.path.is_empty() {
+            return false;
+        }
+        if self.dev && !url.https && (url.host == "localhost" || url.host == "127.0.0.1") {
+            return true;
+        }
+        let origin = url.origin();
+        self.cors_origins.contains(&origin)
+    }
+
+    /// Whether a peer address is a trusted proxy; IPv4-mapped IPv6 peers match IPv4 ranges.
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+impl LogLevel {
+    /// All levels, quietest first.
+    pub const ALL: [LogLevel; 5] = [
+        Self::Error,
+        Self::Warn,
+        Self::Info,
+        Self::Debug,
+        Self::Trace,
+    ];
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+
+    /// The matching `log` filter.
+    pub fn to_level_filter(self) -> log::LevelFilter {
+        match self {
+            Self::Error => log::LevelFilter::Error,
+            Self::Warn => log::LevelFilter::Warn,
+            Self::Info => log::LevelFilter::Info,
+            Self::Debug => log::LevelFilter::Debug,
+            Self::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|level| level.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("`{s}` is not a log level; use error, warn, info, debug or trace")
+            })
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for LogLevel {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl DurabilityMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Relaxed => "relaxed",
+        }
+    }
+}
+
+impl MailProvider {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sendgrid => "sendgrid",
+            Self::Log => "log",
+            Self::None => "none",
+        }
+    }
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            name: "Bot".into(),
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            account_burst: 10,
+            account_interval: Duration::from_secs(6),
+            reset_requests_per_hour: 3,
+            message_burst: 20,
+            messages_per_second: 5,
+            request_burst: 120,
+            requests_per_second: 20,
+        }
+    }
+}
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; use only where it is needed.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+// Hand-written so that a debug print of the sources never shows secret environment values.
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env_names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Sources")
+            .field("config_path", &self.config_path)
+            .field("dev", &self.dev)
+            .field("log_level", &self.log_level)
+            .field("env", &env_names)
+            .finish()
+    }
+}
+
+impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        // Messages end up in one log line or one line of check-config output.
+        let message: String = message.into();
+        Self(message.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_accept_addresses_and_ranges() {
+        let c = from_toml_str(
+            "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]",
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 3);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(c.is_trusted_proxy(ip("127.0.0.1")));
+        assert!(c.is_trusted_proxy(ip("10.1.2.3")));
+        assert!(c.is_trusted_proxy(ip("::ffff:10.1.2.3")));
+        assert!(c.is_trusted_proxy(ip("::1")));
+        assert!(!c.is_trusted_proxy(ip("127.0.0.2")));
+        assert!(!c.is_trusted_proxy(ip("11.0.0.1")));
+    }
+}
