@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
         config_path: cli.config.clone(),
         dev: cli.dev,
         log_level: cli.log_level.clone(),
-        env: std::env::vars().collect(),
+        env: config::process_env(),
     };
     let config = match config::load(&sources) {
         Ok(config) => config,
@@ -26,10 +26,14 @@ async fn main() -> ExitCode {
         println!("{}", config.effective_summary());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = start_logging(&config) {
-        eprintln!("natter: cannot start logging: {e}");
-        return ExitCode::from(1);
-    }
+    // The handle keeps the logger alive until main returns.
+    let _logger = match start_logging(&config) {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("natter: cannot start logging: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let result = match command {
         Command::Serve | Command::CheckConfig => serve(config).await,
         Command::User(action) => natter::cli::run_user(&config, action)
@@ -55,7 +59,9 @@ async fn serve(config: Config) -> Result<(), (String, i32)> {
 }
 
 /// Logs to stderr; timestamps only when journald (which adds its own) is not reading.
-fn start_logging(config: &Config) -> Result<(), flexi_logger::FlexiLoggerError> {
+fn start_logging(
+    config: &Config,
+) -> Result<flexi_logger::LoggerHandle, flexi_logger::FlexiLoggerError> {
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let format = if under_journald {
         plain_format
@@ -65,8 +71,7 @@ fn start_logging(config: &Config) -> Result<(), flexi_logger::FlexiLoggerError> 
     flexi_logger::Logger::try_with_str(config.log_level.as_str())?
         .log_to_stderr()
         .format(format)
-        .start()?;
-    Ok(())
+        .start()
 }
 
 fn plain_format(

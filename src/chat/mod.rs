@@ -186,14 +186,9 @@ impl Service {
             self.hub.release(durable);
         }
     }
-
-    /// Numbers for `/healthz` and logs.
-    pub fn online_counts(&self) -> (usize, usize) {
-        let st = self.lock();
-        (st.online.len(), st.activity.len())
-    }
 }
 
+/// The status flags an account carries.
 pub fn user_status(user: &UserRecord) -> UserStatus {
     UserStatus {
         verified: user.verified,
