@@ -108,17 +108,33 @@ impl Service {
                 self.store.remove_member(member.chat_id, &member.user_key)?;
             }
         }
-        if let Some(snapshot) = self.store.take_queues()? {
-            match self
+        let restored = match self.store.take_queues()? {
+            Some(snapshot) => match self
                 .hub
                 .restore(&snapshot, |h| st.activity.contains_key(&h))
             {
-                Ok(n) => log::info!("restored {n} event queues"),
-                Err(e) => log::warn!("event queues from the last run were not restored: {e}"),
-            }
-        }
-        for handle in st.activity.keys() {
+                Ok(n) => {
+                    log::info!("restored {n} event queues");
+                    true
+                }
+                Err(e) => {
+                    log::warn!("event queues from the last run were not restored: {e}");
+                    false
+                }
+            },
+            None => false,
+        };
+        let online: Vec<u64> = st.activity.keys().copied().collect();
+        for handle in &online {
             self.hub.open_session(*handle);
+        }
+        if !restored && !online.is_empty() {
+            // After a crash the queues are gone: legacy pollers learn it and refetch (SPEC 7.6).
+            let resync = Event::Resync(crate::events::ResyncEvent {
+                reason: "the server restarted without its event queues".into(),
+            });
+            self.hub.stage(0, online, &resync);
+            self.hub.release(0);
         }
         Ok(())
     }

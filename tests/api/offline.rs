@@ -1,4 +1,5 @@
-//! The offline commands of the `natter` binary, and how they refuse while a server runs (SPEC 1.1).
+//! The `natter` binary as a process: offline commands and how they refuse while a server runs
+//! (SPEC 1.1), exit codes, SIGTERM, and what survives `kill -9`.
 
 use crate::helpers::TestServer;
 use serde_json::json;
@@ -171,40 +172,143 @@ fn a_taken_port_is_a_clear_error_with_exit_code_1() {
     );
 }
 
-#[test]
-fn sigterm_stops_the_server_cleanly_with_exit_code_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
+/// A `natter serve` child process; its stderr is collected in the background.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Served {
+    fn start(config: &std::path::Path) -> Served {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+            .arg("--config")
+            .arg(config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.split("listening on ")
+                    .nth(1)
+                    .map(|rest| rest.split(' ').next().unwrap_or_default().to_owned())
+            })
+            .expect("the server announced its address");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Served { child, addr, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn serve_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
     std::fs::write(
         &path,
         format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
-            dir.path().join("d").display()
+            dir.join("d").display()
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
-        .arg("--config")
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("listening on"));
-    assert!(ready, "the server announced its address");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    path
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly_with_exit_code_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start(&serve_config(dir.path()));
+    served.signal("-TERM");
     let started = std::time::Instant::now();
-    let exit = child.wait().unwrap();
+    let exit = served.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0));
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let log = served.log.lock().unwrap().clone();
+    assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
+}
+
+#[tokio::test]
+async fn acknowledged_writes_and_sessions_survive_kill_9_and_pollers_are_told_to_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path());
+    let mut served = Served::start(&config);
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let post = |url: String, body: serde_json::Value| http.post(url).json(&body).send();
+    assert_eq!(
+        post(served.url("/api/login"), json!({"user":"crash"}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    post(
+        served.url("/api/loggedonly/joinChat"),
+        json!({"chat":"Main"}),
+    )
+    .await
+    .unwrap();
+    let sent: serde_json::Value = post(
+        served.url("/api/loggedonly/postMessage"),
+        json!({"chat":"Main","text":"kept"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    served.signal("-KILL");
+    served.child.wait().unwrap();
+
+    let mut served = Served::start(&config);
+    let chats: serde_json::Value = http
+        .get(served.url("/api/loggedonly/getChats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        chats[0]["joined"], true,
+        "the session and membership survived: {chats}"
+    );
+    assert_eq!(
+        chats[0]["messages"][0], sent,
+        "the acknowledged message survived"
+    );
+    let first: serde_json::Value = http
+        .get(served.url("/api/loggedonly/poll"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["type"], "ResyncEvent", "{first}");
+    served.signal("-TERM");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
 }
