@@ -29,10 +29,7 @@ struct PostBody {
 /// POST /api/loggedonly/login: a fresh cookie for this session, which comes back online.
 pub async fn session_login(ctx: &Ctx, session: &SessionInfo) -> Result<Response, ApiError> {
     let issued = ctx.service.session_login(&ctx.signer, session).await?;
-    let cookie = ctx
-        .signer
-        .set_header(&issued.cookie_value, ctx.config.session_max_age.as_secs());
-    Ok(http::set_cookie(http::json(&issued.user)?, &cookie))
+    super::public::logged_in(ctx, issued)
 }
 
 /// POST /api/loggedonly/logout: ends the session and expires the cookie.

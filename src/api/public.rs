@@ -24,7 +24,7 @@ fn credentials(req: &ApiRequest) -> Result<Credentials, ApiError> {
 }
 
 /// A login's reply: UserWithStatus plus the session cookie.
-fn logged_in(ctx: &Ctx, issued: Issued) -> Result<Response, ApiError> {
+pub(super) fn logged_in(ctx: &Ctx, issued: Issued) -> Result<Response, ApiError> {
     let cookie = ctx
         .signer
         .set_header(&issued.cookie_value, ctx.config.session_max_age.as_secs());

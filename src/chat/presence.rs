@@ -155,13 +155,7 @@ impl Service {
     pub async fn logout(&self, session: &SessionInfo) -> Result<(), ApiError> {
         let epoch = {
             let mut st = self.lock();
-            self.store.delete_session(&session.token_hash)?;
-            self.hub.close_session(session.handle);
-            let events = if st.remove_session(session.handle) {
-                self.offline_cascade(&mut st, &session.user_key, &session.user)?
-            } else {
-                Vec::new()
-            };
+            let events = self.take_offline(&mut st, session.handle, true)?;
             self.publish(events)
         };
         self.durable(epoch).await
@@ -173,19 +167,15 @@ impl Service {
         st: &mut State,
         user_key: &str,
     ) -> Result<Outbox, ApiError> {
-        let handles: Vec<(u64, [u8; 32], String)> = st
+        let handles: Vec<u64> = st
             .sessions
             .values()
             .filter(|s| s.user_key == user_key)
-            .map(|s| (s.handle, s.token_hash, s.user.clone()))
+            .map(|s| s.handle)
             .collect();
         let mut events = Vec::new();
-        for (handle, hash, name) in handles {
-            self.store.delete_session(&hash)?;
-            self.hub.close_session(handle);
-            if st.remove_session(handle) {
-                events.extend(self.offline_cascade(st, user_key, &name)?);
-            }
+        for handle in handles {
+            events.extend(self.take_offline(st, handle, true)?);
         }
         Ok(events)
     }

@@ -53,10 +53,11 @@ async fn deliver_due(
     transport: &Transport,
     public_url: &str,
 ) -> Result<Option<i64>, crate::store::StoreError> {
-    let mut next_due: Option<i64> = None;
+    // The earliest attempt still ahead; i64::MAX while none is.
+    let mut next_due = i64::MAX;
     for (id, mut queued) in store.pending_mail()? {
         if queued.next_attempt > crate::chat::now() {
-            next_due = Some(next_due.map_or(queued.next_attempt, |d| d.min(queued.next_attempt)));
+            next_due = next_due.min(queued.next_attempt);
             continue;
         }
         let rendered = render(&queued.mail, public_url);
@@ -78,13 +79,12 @@ async fn deliver_due(
                     queued.attempts,
                     backoff_secs(queued.attempts)
                 );
-                next_due =
-                    Some(next_due.map_or(queued.next_attempt, |d| d.min(queued.next_attempt)));
+                next_due = next_due.min(queued.next_attempt);
                 store.reschedule_mail(id, &queued)?;
             }
         }
     }
-    Ok(next_due)
+    Ok((next_due != i64::MAX).then_some(next_due))
 }
 
 /// A mail to send as soon as possible.

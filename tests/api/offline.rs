@@ -284,14 +284,11 @@ async fn acknowledged_writes_and_sessions_survive_kill_9_and_pollers_are_told_to
     served.child.wait().unwrap();
 
     let mut served = Served::start(&config);
-    let chats: serde_json::Value = http
-        .get(served.url("/api/loggedonly/getChats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get_json = |url: String| async {
+        let response = http.get(url).send().await.unwrap();
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    let chats = get_json(served.url("/api/loggedonly/getChats")).await;
     assert_eq!(
         chats[0]["joined"], true,
         "the session and membership survived: {chats}"
@@ -300,14 +297,7 @@ async fn acknowledged_writes_and_sessions_survive_kill_9_and_pollers_are_told_to
         chats[0]["messages"][0], sent,
         "the acknowledged message survived"
     );
-    let first: serde_json::Value = http
-        .get(served.url("/api/loggedonly/poll"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = get_json(served.url("/api/loggedonly/poll")).await;
     assert_eq!(first["type"], "ResyncEvent", "{first}");
     served.signal("-TERM");
     assert_eq!(served.child.wait().unwrap().code(), Some(0));
