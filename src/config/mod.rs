@@ -77,6 +77,18 @@ pub struct Config {
     pub event_queue_idle_timeout: Duration,
     /// Larger request bodies get 413.
     pub max_body_bytes: usize,
+    /// A connection must send its request headers within this time.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this time (parked polls are not affected).
+    pub body_read_timeout: Duration,
+    /// Open connections at most; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Open connections per client IP at most (not applied to `trusted_proxies`).
+    pub max_connections_per_ip: usize,
+    /// Event queues per session; opening one more drops the least recently polled.
+    pub max_queues_per_session: usize,
+    /// Sessions per registered account; signing in once more ends the oldest.
+    pub max_sessions_per_user: usize,
     /// Message text limit in characters.
     pub max_message_chars: usize,
     /// PBKDF2-HMAC-SHA256 rounds for new password hashes.

@@ -35,6 +35,14 @@ pub(super) struct RawConfig {
     #[serde(with = "humantime_serde")]
     pub(super) event_queue_idle_timeout: Duration,
     pub(super) max_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub(super) header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) body_read_timeout: Duration,
+    pub(super) max_connections: usize,
+    pub(super) max_connections_per_ip: usize,
+    pub(super) max_queues_per_session: usize,
+    pub(super) max_sessions_per_user: usize,
     pub(super) max_message_chars: usize,
     pub(super) password_iterations: u32,
     pub(super) durability: DurabilityMode,
@@ -89,6 +97,12 @@ impl Default for RawConfig {
             event_queue_capacity: 1000,
             event_queue_idle_timeout: Duration::from_secs(600),
             max_body_bytes: 65536,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            max_queues_per_session: 16,
+            max_sessions_per_user: 50,
             max_message_chars: 4000,
             password_iterations: 600_000,
             durability: DurabilityMode::Sync,
@@ -171,6 +185,12 @@ mod tests {
         assert_eq!(c.event_queue_capacity, 1000);
         assert_eq!(c.event_queue_idle_timeout, Duration::from_secs(600));
         assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_connections_per_ip, 256);
+        assert_eq!(c.max_queues_per_session, 16);
+        assert_eq!(c.max_sessions_per_user, 50);
         assert_eq!(c.max_message_chars, 4000);
         assert_eq!(c.password_iterations, 600_000);
         assert_eq!(c.durability, DurabilityMode::Sync);

@@ -32,6 +32,21 @@ impl Config {
                 duration(self.event_queue_idle_timeout),
             ),
             ("max_body_bytes", self.max_body_bytes.to_string()),
+            ("header_read_timeout", duration(self.header_read_timeout)),
+            ("body_read_timeout", duration(self.body_read_timeout)),
+            ("max_connections", self.max_connections.to_string()),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip.to_string(),
+            ),
+            (
+                "max_queues_per_session",
+                self.max_queues_per_session.to_string(),
+            ),
+            (
+                "max_sessions_per_user",
+                self.max_sessions_per_user.to_string(),
+            ),
             ("max_message_chars", self.max_message_chars.to_string()),
             ("password_iterations", self.password_iterations.to_string()),
             ("durability", quoted(self.durability.as_str())),

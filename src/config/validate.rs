@@ -94,6 +94,38 @@ pub(super) fn validate(raw: RawConfig, dev: bool, port: Option<u16>) -> Result<C
         ));
     }
 
+    let header_read_timeout = duration_in_range(
+        "header_read_timeout",
+        raw.header_read_timeout,
+        secs(1),
+        secs(600),
+    )?;
+    let body_read_timeout = duration_in_range(
+        "body_read_timeout",
+        raw.body_read_timeout,
+        secs(1),
+        secs(3600),
+    )?;
+    let max_connections = in_range("max_connections", raw.max_connections, 1, 1_000_000)?;
+    let max_connections_per_ip = in_range(
+        "max_connections_per_ip",
+        raw.max_connections_per_ip,
+        1,
+        max_connections,
+    )?;
+    let max_queues_per_session = in_range(
+        "max_queues_per_session",
+        raw.max_queues_per_session,
+        1,
+        1000,
+    )?;
+    let max_sessions_per_user = in_range(
+        "max_sessions_per_user",
+        raw.max_sessions_per_user,
+        1,
+        10_000,
+    )?;
+
     let password_iterations = in_range(
         "password_iterations",
         raw.password_iterations,
@@ -165,6 +197,12 @@ pub(super) fn validate(raw: RawConfig, dev: bool, port: Option<u16>) -> Result<C
         event_queue_capacity,
         event_queue_idle_timeout,
         max_body_bytes,
+        header_read_timeout,
+        body_read_timeout,
+        max_connections,
+        max_connections_per_ip,
+        max_queues_per_session,
+        max_sessions_per_user,
         max_message_chars,
         password_iterations,
         durability: raw.durability,
