@@ -231,7 +231,8 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
                 .find(|c| name_key(&c.name) == key)
                 .ok_or_else(|| CliError::failed(format!("no such chat: {name}")))?;
             store.remove_chat(chat.id)?;
-            println!("removed chat {}", chat.name);
+            let messages = store.purge_messages(chat.id)?;
+            println!("removed chat {} and its {messages} messages", chat.name);
         }
     }
     finish(&store)

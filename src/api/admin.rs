@@ -14,7 +14,7 @@ pub async fn create_chat(
 ) -> Result<Response, ApiError> {
     ctx.service.require_admin(session)?;
     let body: Chat = http::parse_json(&req.body)?;
-    ctx.service.create_chat(&body.chat).await?;
+    ctx.service.create_chat(session, &body.chat).await?;
     Ok(http::empty())
 }
 
@@ -26,6 +26,6 @@ pub async fn remove_chat(
 ) -> Result<Response, ApiError> {
     ctx.service.require_admin(session)?;
     let body: Chat = http::parse_json(&req.body)?;
-    ctx.service.remove_chat(&body.chat).await?;
+    ctx.service.remove_chat(session, &body.chat).await?;
     Ok(http::empty())
 }

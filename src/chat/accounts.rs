@@ -2,7 +2,7 @@
 
 use super::presence::Issued;
 use super::state::State;
-use super::{Service, now, user_status};
+use super::{Service, now};
 use crate::auth::cookie::CookieSigner;
 use crate::auth::password;
 use crate::auth::tokens::{self, TokenCheck};
@@ -158,38 +158,24 @@ impl Service {
         if !user.verified {
             return Err(ApiError::EmailNotVerified);
         }
-        self.rehash_if_weaker(&user, raw_password).await?;
-        self.registered_login(signer, &user.name, &key, user_status(&user))
+        let upgraded = self.stronger_hash(&user, raw_password).await?;
+        self.registered_login(signer, &key, &user.password_hash, upgraded)
             .await
     }
 
-    /// After `password_iterations` went up, a successful login stores a hash with the new count.
-    async fn rehash_if_weaker(
+    /// After `password_iterations` went up, a hash of the same password with the new count.
+    async fn stronger_hash(
         &self,
         user: &UserRecord,
         raw_password: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<String>, ApiError> {
         let target = self.config.password_iterations;
         let weaker = password::iterations_of(&user.password_hash).is_none_or(|i| i < target);
         // A password from before today's rules cannot be rehashed through `Password`; keep it.
         let (true, Ok(password)) = (weaker, Password::parse(raw_password)) else {
-            return Ok(());
+            return Ok(None);
         };
-        let new_hash = password::hash(password, target).await?;
-        let _st = self.lock();
-        let key = name_key(&user.name);
-        // Only if nothing changed the password meanwhile (a reset must win).
-        if let Some(mut fresh) = self.store.user(&key)?
-            && fresh.password_hash == user.password_hash
-        {
-            fresh.password_hash = new_hash;
-            self.store.update_user(&fresh, None)?;
-            log::info!(
-                "rehashed the password of {} with {target} rounds",
-                fresh.name
-            );
-        }
-        Ok(())
+        Ok(Some(password::hash(password, target).await?))
     }
 
     /// `POST /api/requestResetPassword`: mails a reset token; unknown users get the same answer.
@@ -236,7 +222,7 @@ impl Service {
         let password = Password::parse(raw_password)?;
         let key = name_key(raw_user);
         let new_hash = password::hash(password, self.config.password_iterations).await?;
-        let epoch = {
+        let (epoch, result) = {
             let mut st = self.lock();
             let Some(mut user) = self.store.user(&key)? else {
                 return Err(ApiError::BadResetToken);
@@ -256,11 +242,16 @@ impl Service {
                     return Err(ApiError::BadResetToken);
                 }
             }
-            user.password_hash = new_hash;
-            self.store.update_user(&user, None)?;
-            let events = self.end_all_sessions(&mut st, &key)?;
-            self.publish(events)
+            // Sessions end first: if that fails, the password and the token stay as they were.
+            let mut events = Vec::new();
+            let ended = self.end_all_sessions(&mut st, &key, &mut events);
+            let result = ended.and_then(|()| {
+                user.password_hash = new_hash;
+                Ok(self.store.update_user(&user, None)?)
+            });
+            (self.publish(events), result)
         };
+        result?;
         self.durable(epoch).await
     }
 }

@@ -5,6 +5,8 @@ mod bot;
 mod presence;
 mod rooms;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use presence::{Issued, SessionInfo};
 
@@ -164,6 +166,16 @@ impl Service {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not take the whole server down with a poisoned lock.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the state for a change made by `session`, which may have ended since it was
+    /// authenticated: only a session still online may change anything.
+    fn lock_online(&self, session: &SessionInfo) -> Result<MutexGuard<'_, State>, ApiError> {
+        let st = self.lock();
+        if !st.activity.contains_key(&session.handle) {
+            return Err(ApiError::NotLoggedIn);
+        }
+        Ok(st)
     }
 
     /// The status flags of a user as the server knows them now.

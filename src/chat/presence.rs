@@ -6,7 +6,7 @@ use crate::auth::cookie::CookieSigner;
 use crate::error::ApiError;
 use crate::events::{ChatLeaveEvent, Event, PresenceEvent, SystemMessageEvent};
 use crate::model::{UserName, UserStatus, UserWithStatus};
-use crate::store::SessionRecord;
+use crate::store::{ChatRecord, SessionRecord};
 use std::time::{Duration, Instant};
 
 /// The session behind an authenticated request.
@@ -91,27 +91,70 @@ impl Service {
         })
     }
 
-    /// Opens a new session for a registered user whose password was checked.
+    /// Opens a new session for a registered user whose password was checked against
+    /// `checked_hash`. Refused if the password changed meanwhile (a reset wins); `upgraded`
+    /// replaces the hash with a stronger one of the same password.
     pub(super) async fn registered_login(
         &self,
         signer: &CookieSigner,
-        name: &str,
         key: &str,
-        status: UserStatus,
+        checked_hash: &str,
+        upgraded: Option<String>,
     ) -> Result<Issued, ApiError> {
         let token = signer.issue()?;
-        let epoch = {
+        let mut events = Vec::new();
+        let (epoch, result) = {
             let mut st = self.lock();
-            let record = self.new_session(token.hash, name, key, false)?;
-            self.store.put_session(&record)?;
-            let events = self.bring_online(&mut st, record, status);
-            self.publish(events)
+            let result = self.open_registered_session(
+                &mut st,
+                key,
+                checked_hash,
+                upgraded,
+                token.hash,
+                &mut events,
+            );
+            (self.publish(events), result)
         };
+        let user = result?;
         self.durable(epoch).await?;
         Ok(Issued {
-            user: UserWithStatus::new(name, status),
+            user,
             cookie_value: token.cookie_value,
         })
+    }
+
+    fn open_registered_session(
+        &self,
+        st: &mut State,
+        key: &str,
+        checked_hash: &str,
+        upgraded: Option<String>,
+        token_hash: [u8; 32],
+        events: &mut Outbox,
+    ) -> Result<UserWithStatus, ApiError> {
+        let mut user = self
+            .store
+            .user(key)?
+            .filter(|u| u.password_hash == checked_hash)
+            .ok_or(ApiError::WrongCredentials)?;
+        if !user.verified {
+            return Err(ApiError::EmailNotVerified);
+        }
+        if let Some(hash) = upgraded {
+            user.password_hash = hash;
+            self.store.update_user(&user, None)?;
+            log::info!(
+                "rehashed the password of {} with {} rounds",
+                user.name,
+                self.config.password_iterations
+            );
+        }
+        self.make_room_for_session(st, key, events)?;
+        let status = super::user_status(&user);
+        let record = self.new_session(token_hash, &user.name, key, false)?;
+        self.store.put_session(&record)?;
+        events.extend(self.bring_online(st, record, status));
+        Ok(UserWithStatus::new(&user.name, status))
     }
 
     /// `POST /api/loggedonly/login`: a fresh cookie for the same session, which keeps its queues
@@ -153,31 +196,60 @@ impl Service {
 
     /// `POST /api/loggedonly/logout`: ends the session; the last one cascades.
     pub async fn logout(&self, session: &SessionInfo) -> Result<(), ApiError> {
-        let epoch = {
+        let mut events = Vec::new();
+        let (epoch, result) = {
             let mut st = self.lock();
-            let events = self.take_offline(&mut st, session.handle, true)?;
-            self.publish(events)
+            let result = self.take_offline(&mut st, session.handle, true, &mut events);
+            (self.publish(events), result)
         };
+        result?;
         self.durable(epoch).await
     }
 
-    /// Ends every session of a user (password reset, account deletion).
+    /// Ends every session of a user (password reset, account deletion), adding to `events`
+    /// what it applied even when a later session fails.
     pub(super) fn end_all_sessions(
         &self,
         st: &mut State,
         user_key: &str,
-    ) -> Result<Outbox, ApiError> {
+        events: &mut Outbox,
+    ) -> Result<(), ApiError> {
         let handles: Vec<u64> = st
             .sessions
             .values()
             .filter(|s| s.user_key == user_key)
             .map(|s| s.handle)
             .collect();
-        let mut events = Vec::new();
         for handle in handles {
-            events.extend(self.take_offline(st, handle, true)?);
+            self.take_offline(st, handle, true, events)?;
         }
-        Ok(events)
+        Ok(())
+    }
+
+    /// Ends the oldest sessions of a registered user so that one more fits under
+    /// `max_sessions_per_user`.
+    pub(super) fn make_room_for_session(
+        &self,
+        st: &mut State,
+        user_key: &str,
+        events: &mut Outbox,
+    ) -> Result<(), ApiError> {
+        let mut sessions: Vec<(i64, u64)> = st
+            .sessions
+            .values()
+            .filter(|s| s.user_key == user_key)
+            .map(|s| (s.created, s.handle))
+            .collect();
+        let allowed = self.config.max_sessions_per_user.saturating_sub(1);
+        if sessions.len() <= allowed {
+            return Ok(());
+        }
+        sessions.sort_unstable();
+        let excess = sessions.len() - allowed;
+        for (_, handle) in sessions.into_iter().take(excess) {
+            self.take_offline(st, handle, true, events)?;
+        }
+        Ok(())
     }
 
     fn new_session(
@@ -218,13 +290,15 @@ impl Service {
         vec![(st.everyone(), event)]
     }
 
-    /// A user's last session went offline: tell everyone else, then leave every chat.
+    /// A user's last session went offline: tell everyone else, then leave `chats`, whose
+    /// memberships the store has already ended.
     fn offline_cascade(
         &self,
         st: &mut State,
         user_key: &str,
         name: &str,
-    ) -> Result<Outbox, ApiError> {
+        chats: Vec<ChatRecord>,
+    ) -> Outbox {
         let time = now();
         let mut events: Outbox = vec![(
             st.everyone_except(user_key),
@@ -234,21 +308,20 @@ impl Service {
                 time,
             }),
         )];
-        for chat in st.chats_of(user_key) {
-            self.store.remove_member(chat.id, user_key)?;
+        for chat in chats {
             if let Some(members) = st.members.get_mut(&chat.id) {
                 members.remove(user_key);
             }
             events.extend(leave_events(st, chat.id, &chat.name, name, time));
         }
-        Ok(events)
+        events
     }
 
     /// One sweeper pass: idle sessions go offline, expired ones end, idle queues are deleted.
     pub async fn sweep(&self) -> Result<(), ApiError> {
         let idle_limit = self.config.inactivity_timeout;
         let parked = self.hub.parked_sessions();
-        let epoch = {
+        let (epoch, result) = {
             let mut st = self.lock();
             let now_instant = Instant::now();
             let now_secs = now();
@@ -266,14 +339,16 @@ impl Service {
                 .filter(|s| s.expires <= now_secs)
                 .map(|s| s.handle)
                 .collect();
+            let ending = idle
+                .into_iter()
+                .map(|h| (h, false))
+                .chain(expired.into_iter().map(|h| (h, true)));
             let mut events = Vec::new();
-            for handle in idle {
-                events.extend(self.take_offline(&mut st, handle, false)?);
-            }
-            for handle in expired {
-                events.extend(self.take_offline(&mut st, handle, true)?);
-            }
-            self.publish(events)
+            let result = ending
+                .into_iter()
+                .try_for_each(|(h, end)| self.take_offline(&mut st, h, end, &mut events));
+            // What was applied is published even if a later session failed (never dropped).
+            (self.publish(events), result)
         };
         let expired_queues = self
             .hub
@@ -281,29 +356,53 @@ impl Service {
         if expired_queues > 0 {
             log::debug!("deleted {expired_queues} idle event queues");
         }
+        result?;
         self.durable(epoch).await
     }
 
     /// Takes one session offline; guests and `end`ed sessions are deleted, others stay valid.
-    fn take_offline(&self, st: &mut State, handle: u64, end: bool) -> Result<Outbox, ApiError> {
+    /// Memory and queues change only after the store has taken the whole change.
+    fn take_offline(
+        &self,
+        st: &mut State,
+        handle: u64,
+        end: bool,
+        events: &mut Outbox,
+    ) -> Result<(), ApiError> {
         let Some(record) = st.session_by_handle(handle).cloned() else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        self.hub.close_session(handle);
-        let was_last = if end || record.guest {
-            self.store.delete_session(&record.token_hash)?;
-            st.remove_session(handle)
+        let last = record.online
+            && st
+                .online
+                .get(&record.user_key)
+                .is_some_and(|u| u.sessions.len() == 1 && u.sessions.contains(&handle));
+        let leaving = if last {
+            st.chats_of(&record.user_key)
         } else {
-            let mut offline = record.clone();
-            offline.online = false;
-            self.store.put_session(&offline)?;
-            st.set_offline(handle)
+            Vec::new()
         };
-        if was_last {
-            self.offline_cascade(st, &record.user_key, &record.user)
+        let kept = (!end && !record.guest).then(|| SessionRecord {
+            online: false,
+            ..record.clone()
+        });
+        let chat_ids: Vec<u64> = leaving.iter().map(|c| c.id).collect();
+        self.store.take_offline(
+            &record.token_hash,
+            kept.as_ref(),
+            &record.user_key,
+            &chat_ids,
+        )?;
+        if kept.is_some() {
+            st.set_offline(handle);
         } else {
-            Ok(Vec::new())
+            st.remove_session(handle);
         }
+        self.hub.close_session(handle);
+        if last {
+            events.extend(self.offline_cascade(st, &record.user_key, &record.user, leaving));
+        }
+        Ok(())
     }
 
     /// Runs `sweep` every quarter of `inactivity_timeout` (at most every 5 s) until dropped.

@@ -16,7 +16,7 @@ impl Service {
         chat: &str,
     ) -> Result<ChatReport, ApiError> {
         let (epoch, report) = {
-            let mut st = self.lock();
+            let mut st = self.lock_online(session)?;
             let chat = find_chat(&st, chat)?;
             if st.is_member(chat.id, &session.user_key) {
                 return Err(ApiError::AlreadyInChat);
@@ -68,7 +68,7 @@ impl Service {
     /// `POST /api/loggedonly/leaveChat`: the remaining members are told.
     pub async fn leave_chat(&self, session: &SessionInfo, chat: &str) -> Result<(), ApiError> {
         let epoch = {
-            let mut st = self.lock();
+            let mut st = self.lock_online(session)?;
             let chat = find_chat(&st, chat)?;
             if !st.is_member(chat.id, &session.user_key) {
                 return Err(ApiError::NotInChat);
@@ -135,7 +135,7 @@ impl Service {
         check_message_text(text, self.config.max_message_chars)?;
         let status = self.status_of(&session.user_key, session.guest)?;
         let (epoch, message) = {
-            let st = self.lock();
+            let st = self.lock_online(session)?;
             let chat = member_chat(&st, session, chat)?;
             let stored = self.store.append_message(NewMessage {
                 chat_id: chat.id,
@@ -189,10 +189,10 @@ impl Service {
     }
 
     /// `POST /api/adminonly/createChat`
-    pub async fn create_chat(&self, raw_chat: &str) -> Result<(), ApiError> {
+    pub async fn create_chat(&self, session: &SessionInfo, raw_chat: &str) -> Result<(), ApiError> {
         let name = ChatName::parse(raw_chat)?;
         let epoch = {
-            let mut st = self.lock();
+            let mut st = self.lock_online(session)?;
             if st.chats.contains_key(&name.key()) {
                 return Err(ApiError::ChatExists);
             }
@@ -211,10 +211,11 @@ impl Service {
         self.durable(epoch).await
     }
 
-    /// `POST /api/adminonly/removeChat`: the chat, its members and its messages are gone.
-    pub async fn remove_chat(&self, raw_chat: &str) -> Result<(), ApiError> {
-        let epoch = {
-            let mut st = self.lock();
+    /// `POST /api/adminonly/removeChat`: the chat and its members are gone at once; its
+    /// messages, unreachable from then on, are deleted in the background.
+    pub async fn remove_chat(&self, session: &SessionInfo, raw_chat: &str) -> Result<(), ApiError> {
+        let (epoch, chat_id) = {
+            let mut st = self.lock_online(session)?;
             let chat = find_chat(&st, raw_chat)?;
             self.store.remove_chat(chat.id)?;
             st.chats.remove(&name_key(&chat.name));
@@ -224,8 +225,14 @@ impl Service {
                 time: now(),
             });
             let audience = st.everyone();
-            self.publish(vec![(audience, event)])
+            (self.publish(vec![(audience, event)]), chat.id)
         };
+        let store = self.store.clone();
+        // A purge cut short (crash, error) is finished when the store next opens.
+        tokio::task::spawn_blocking(move || match store.purge_messages(chat_id) {
+            Ok(n) => log::debug!("deleted {n} messages of removed chat {chat_id}"),
+            Err(e) => log::warn!("deleting the messages of removed chat {chat_id}: {e}"),
+        });
         self.durable(epoch).await
     }
 

@@ -1,5 +1,7 @@
 //! The `Store` trait: the only door to durable data. Handlers never see sled types.
 
+#[cfg(test)]
+pub mod faulty;
 pub mod sled;
 
 use serde::{Deserialize, Serialize};
@@ -168,8 +170,11 @@ pub trait Store: Send + Sync + 'static {
     fn chats(&self) -> StoreResult<Vec<ChatRecord>>;
     /// Creates a chat with a fresh id; `None` if the name (case-insensitively) exists.
     fn create_chat(&self, name: &str, created: i64) -> StoreResult<Option<ChatRecord>>;
-    /// Removes a chat with its memberships and messages; false if there was none.
+    /// Removes a chat with its memberships; false if there was none. Its messages become
+    /// unreachable at once and are deleted by `purge_messages`.
     fn remove_chat(&self, chat_id: u64) -> StoreResult<bool>;
+    /// Deletes the messages of a removed chat in batches; returns how many it deleted.
+    fn purge_messages(&self, chat_id: u64) -> StoreResult<usize>;
 
     fn add_member(&self, member: &MemberRecord) -> StoreResult<()>;
     fn remove_member(&self, chat_id: u64, user_key: &str) -> StoreResult<()>;
@@ -184,6 +189,15 @@ pub trait Store: Send + Sync + 'static {
     /// Re-keys a session under a new token hash in one atomic step.
     fn replace_session(&self, old_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()>;
     fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()>;
+    /// Takes a session offline in one transaction: stores `kept` in its place (or deletes it
+    /// when `None`) and ends `user_key`'s memberships of `leave`.
+    fn take_offline(
+        &self,
+        token_hash: &[u8; 32],
+        kept: Option<&SessionRecord>,
+        user_key: &str,
+        leave: &[u64],
+    ) -> StoreResult<()>;
     fn sessions(&self) -> StoreResult<Vec<SessionRecord>>;
 
     /// Keeps the event-queue snapshot written at graceful shutdown.

@@ -455,12 +455,11 @@ impl Store for SledStore {
             return Ok(false);
         }
         self.committed();
-        // The chat is gone and ids are never reused, so leftovers are unreachable; the next open
-        // finishes a purge that fails here.
-        if let Err(e) = remove_prefix(&self.messages, chat_id) {
-            log::error!("purging the messages of chat {chat_id}: {e}");
-        }
         Ok(true)
+    }
+
+    fn purge_messages(&self, chat_id: u64) -> StoreResult<usize> {
+        remove_prefix(&self.messages, chat_id)
     }
 
     fn add_member(&self, member: &MemberRecord) -> StoreResult<()> {
@@ -546,6 +545,32 @@ impl Store for SledStore {
 
     fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
         self.sessions.remove(token_hash).map_err(io)?;
+        self.committed();
+        Ok(())
+    }
+
+    fn take_offline(
+        &self,
+        token_hash: &[u8; 32],
+        kept: Option<&SessionRecord>,
+        user_key: &str,
+        leave: &[u64],
+    ) -> StoreResult<()> {
+        let kept = kept.map(|k| Ok::<_, StoreError>((k.token_hash, encode(k)?)));
+        let kept = kept.transpose()?;
+        let member_keys: Vec<Vec<u8>> = leave.iter().map(|c| member_key(*c, user_key)).collect();
+        (&self.sessions, &self.members)
+            .transaction(|(sessions, members)| -> TxResult<()> {
+                sessions.remove(&token_hash[..])?;
+                if let Some((hash, value)) = &kept {
+                    sessions.insert(&hash[..], value.as_slice())?;
+                }
+                for key in &member_keys {
+                    members.remove(key.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
         self.committed();
         Ok(())
     }
@@ -773,13 +798,29 @@ fn message_id_of(key: &[u8]) -> StoreResult<u64> {
         .ok_or_else(|| StoreError::Corrupt("message key without a message id".into()))
 }
 
+/// Rows deleted per batch when a removed chat's rows are purged.
+const PURGE_BATCH: usize = 1000;
+
+/// Deletes every row of a chat in batches, so no single write grows with the chat.
 fn remove_prefix(tree: &Tree, chat_id: u64) -> StoreResult<usize> {
     let mut removed = 0;
-    for key in tree.scan_prefix(chat_id.to_be_bytes()).keys() {
-        tree.remove(key.map_err(io)?).map_err(io)?;
-        removed += 1;
+    loop {
+        let keys = tree
+            .scan_prefix(chat_id.to_be_bytes())
+            .keys()
+            .take(PURGE_BATCH)
+            .collect::<Result<Vec<IVec>, _>>()
+            .map_err(io)?;
+        if keys.is_empty() {
+            return Ok(removed);
+        }
+        let mut batch = sled::Batch::default();
+        for key in &keys {
+            batch.remove(key);
+        }
+        tree.apply_batch(batch).map_err(io)?;
+        removed += keys.len();
     }
-    Ok(removed)
 }
 
 /// The distinct chat ids that lead the keys of `tree`, seeking from one chat to the next.
@@ -959,12 +1000,64 @@ mod tests {
         assert!(!store.remove_chat(general.id).unwrap());
         assert_eq!(store.chats().unwrap(), vec![other.clone()]);
         assert_eq!(store.members().unwrap(), vec![member(other.id, "Ann")]);
+        assert_eq!(store.purge_messages(general.id).unwrap(), 1);
         assert!(store.last_messages(general.id, 10).unwrap().is_empty());
         assert_eq!(store.last_messages(other.id, 10).unwrap().len(), 1);
 
         let again = store.create_chat("GENERAL", 9).unwrap().unwrap();
         assert!(again.id > other.id);
         assert!(store.last_messages(again.id, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn purging_a_removed_chat_deletes_its_messages_in_batches() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let big = store.create_chat("big", 1).unwrap().unwrap();
+        let other = store.create_chat("other", 1).unwrap().unwrap();
+        for i in 0..(PURGE_BATCH * 2 + 7) {
+            store
+                .append_message(message(big.id, &i.to_string()))
+                .unwrap();
+        }
+        store.append_message(message(other.id, "stays")).unwrap();
+        assert!(store.remove_chat(big.id).unwrap());
+        assert_eq!(store.purge_messages(big.id).unwrap(), PURGE_BATCH * 2 + 7);
+        assert_eq!(store.purge_messages(big.id).unwrap(), 0);
+        assert!(store.last_messages(big.id, 10).unwrap().is_empty());
+        assert_eq!(store.last_messages(other.id, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn taking_a_session_offline_ends_its_memberships_in_one_step() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let (a, b) = (
+            store.create_chat("a", 1).unwrap().unwrap(),
+            store.create_chat("b", 1).unwrap().unwrap(),
+        );
+        for chat in [a.id, b.id] {
+            store.add_member(&member(chat, "Ann")).unwrap();
+            store.add_member(&member(chat, "Bob")).unwrap();
+        }
+        let (kept, gone) = (session(1, 10), session(2, 20));
+        store.put_session(&kept).unwrap();
+        store.put_session(&gone).unwrap();
+        let offline = SessionRecord {
+            online: false,
+            ..kept.clone()
+        };
+        store
+            .take_offline(&kept.token_hash, Some(&offline), "ann", &[a.id, b.id])
+            .unwrap();
+        store
+            .take_offline(&gone.token_hash, None, "bob", &[])
+            .unwrap();
+        assert_eq!(store.sessions().unwrap(), vec![offline]);
+        assert_eq!(
+            store.members().unwrap(),
+            vec![member(a.id, "Bob"), member(b.id, "Bob")]
+        );
     }
 
     #[test]

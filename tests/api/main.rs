@@ -8,5 +8,6 @@ mod events;
 mod helpers;
 mod mail;
 mod offline;
+mod races;
 mod restart;
 mod sessions;
