@@ -271,3 +271,43 @@ async fn expired_sessions_are_deleted_from_storage() {
     w.service.sweep().await.unwrap();
     assert!(w.store.sessions().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_removed_chat_vanishes_at_once_and_its_messages_are_purged_in_the_background() {
+    let w = world("").await;
+    let admin = w.guest("admin").await;
+    w.service.create_chat(&admin, "Big").await.unwrap();
+    w.service.join_chat(&admin, "Big").await.unwrap();
+    let chat_id = w
+        .store
+        .chats()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "Big")
+        .unwrap()
+        .id;
+    for i in 0..2500 {
+        w.service
+            .post_message(&admin, "Big", &format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    w.service.remove_chat(&admin, "Big").await.unwrap();
+    assert!(
+        w.service
+            .chat_reports(&admin)
+            .unwrap()
+            .iter()
+            .all(|r| r.chat != "Big")
+    );
+    w.service.create_chat(&admin, "Big").await.unwrap();
+    w.service.join_chat(&admin, "Big").await.unwrap();
+    assert!(w.service.last_messages(&admin, "Big").unwrap().is_empty());
+    for _ in 0..100 {
+        if w.store.last_messages(chat_id, 1).unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the removed chat's messages are still stored");
+}
