@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ impl RateLimits {
 
     /// register, login, authorize, requestResetPassword, resetPassword: per client IP.
     pub fn account_route(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.check(|l| &l.account_routes, &ip)
+        self.check(|l| &l.account_routes, &limit_key(ip))
     }
 
     /// requestResetPassword per account name, known or not (the answer must not tell which).
@@ -102,6 +102,18 @@ impl RateLimits {
             l.messages.retain_recent();
             l.requests.retain_recent();
         }
+    }
+}
+
+/// The address a per-IP limit counts: IPv4 as it is, IPv6 by its /64 prefix, since one host
+/// usually holds a whole /64 and could otherwise rotate through it.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -152,6 +164,32 @@ mod tests {
         assert_eq!(client_ip(&trusted, Some(stranger), xff), Some(stranger));
         assert_eq!(client_ip(&trusted, Some(proxy), None), Some(proxy));
         assert_eq!(client_ip(&config(""), Some(proxy), xff), Some(proxy));
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64_prefix() {
+        let limits = RateLimits::new(
+            &config("[rate_limit]\naccount_burst = 2\naccount_interval = \"10s\"").rate_limit,
+        );
+        let hosts = [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2:ffff::9",
+            "2001:db8:1:2:abcd::",
+        ];
+        let results: Vec<bool> = hosts
+            .iter()
+            .map(|h| limits.account_route(h.parse().unwrap()).is_ok())
+            .collect();
+        assert_eq!(results, [true, true, false]);
+        assert!(
+            limits
+                .account_route("2001:db8:1:3::1".parse().unwrap())
+                .is_ok()
+        );
+        assert_eq!(
+            limit_key("::ffff:192.0.2.7".parse().unwrap()),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -138,15 +138,14 @@ impl OriginPolicy {
         self.allowed.iter().any(|o| o == origin) || (self.dev_localhost && is_localhost(origin))
     }
 
-    /// This server's own origin: `public_url`, or the origin the browser used to reach us.
+    /// This server's own origin: `public_url`, or the plain-HTTP origin the browser used to
+    /// reach us (natter serves no TLS itself; behind a TLS proxy, `public_url` names the origin).
     fn is_own(&self, origin: &str, headers: &HeaderMap) -> bool {
         if origin == self.own {
             return true;
         }
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let origin_host = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"));
+        let origin_host = origin.strip_prefix("http://");
         matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
     }
 
@@ -164,6 +163,26 @@ impl OriginPolicy {
         } else {
             Err(ApiError::CrossOrigin)
         }
+    }
+
+    /// Polls acknowledge events, so a GET to them changes state: refuse a page navigation and a
+    /// cross-site request that no allowed origin made (browsers say which through Fetch Metadata).
+    pub fn check_cross_site_poll(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let says = |name: &str, value: &str| {
+            headers
+                .get(name)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+        };
+        let allowed_origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .is_some_and(|o| self.is_allowed(o));
+        if says("sec-fetch-mode", "navigate")
+            || (says("sec-fetch-site", "cross-site") && !allowed_origin)
+        {
+            return Err(ApiError::CrossOrigin);
+        }
+        Ok(())
     }
 
     /// Reflects an allowed origin with credentials; other origins get no CORS headers.

@@ -90,6 +90,11 @@ impl Endpoint {
         }
     }
 
+    /// Polls acknowledge what they read: GETs that change state.
+    fn is_poll(self) -> bool {
+        matches!(self, Endpoint::Poll | Endpoint::Events)
+    }
+
     /// The `Allow` header for a wrong method.
     fn allow(self) -> &'static str {
         match self.method() {
@@ -235,6 +240,9 @@ where
             return Err(ApiError::MethodNotAllowed(endpoint.allow()));
         }
         ctx.origins.check_csrf(&method, &headers)?;
+        if endpoint.is_poll() {
+            ctx.origins.check_cross_site_poll(&headers)?;
+        }
         let body = http::read_body(&headers, body, ctx.config.max_body_bytes).await?;
         let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         let req = ApiRequest {
@@ -255,12 +263,26 @@ where
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     log::info!(
-        "{method} /api/{path} {} {}ms{}",
+        "{method} /api/{} {} {}ms{}",
+        loggable_path(&path),
         response.status().as_u16(),
         started.elapsed().as_millis(),
         user.map(|u| format!(" user={u}")).unwrap_or_default()
     );
     response
+}
+
+/// The request path as it may be logged: a link's secret parts become placeholders, and an
+/// unknown path keeps only its first segment (it may be a mistyped link).
+fn loggable_path(path: &str) -> String {
+    match route(path) {
+        Some((Endpoint::VerifyEmail, _)) => "verifyEmail/{user}/{token}".to_owned(),
+        Some(_) => path.to_owned(),
+        None => match path.split_once('/') {
+            Some((first, _)) => format!("{first}/…"),
+            None => path.to_owned(),
+        },
+    }
 }
 
 /// All routes: the API, `/healthz`, the web client, and a JSON 404 for anything else.
@@ -326,5 +348,16 @@ mod tests {
         let (endpoint, params) = route("verifyEmail/J%C3%BCrgen/tok").unwrap();
         assert_eq!(endpoint, Endpoint::VerifyEmail);
         assert_eq!(params, vec!["Jürgen".to_owned(), "tok".to_owned()]);
+    }
+
+    #[test]
+    fn logged_paths_hide_link_secrets() {
+        assert_eq!(loggable_path("loggedonly/poll"), "loggedonly/poll");
+        assert_eq!(
+            loggable_path("verifyEmail/carol/s3cret"),
+            "verifyEmail/{user}/{token}"
+        );
+        assert_eq!(loggable_path("verifyEmail/carol/s3cret/"), "verifyEmail/…");
+        assert_eq!(loggable_path("nope"), "nope");
     }
 }

@@ -10,4 +10,5 @@ mod mail;
 mod offline;
 mod races;
 mod restart;
+mod security;
 mod sessions;
