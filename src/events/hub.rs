@@ -740,7 +740,8 @@ impl EventQueue {
         }
         let outcome = if self.events.len() >= capacity {
             // The event that overflowed is dropped too: the refetch after the resync covers it.
-            self.events.clear();
+            // A new deque, not `clear`, so the full buffer's memory is returned as well.
+            self.events = VecDeque::new();
             match resync {
                 Some(resync) => self.append(resync),
                 None => self.lost = true,
@@ -1660,6 +1661,28 @@ mod tests {
         assert_eq!((hub.stats().parked, hub.stats().evicted), (1, 3));
         publish(&hub, &[1], 4);
         assert_eq!(message_ids(&poll.await.unwrap().unwrap()), [4]);
+    }
+
+    #[tokio::test]
+    async fn an_overflowed_queue_frees_its_buffer() {
+        let hub = hub_with(100, [1]);
+        let (queue, _) = hub.open_queue(1).unwrap();
+        for id in 1..=100 {
+            publish(&hub, &[1], id);
+        }
+        let held = pending(&hub, 1, &queue).await.remove(0);
+        // Our copy, the default queue's and the explicit queue's.
+        assert_eq!(Arc::strong_count(&held.event), 3);
+        publish(&hub, &[1], 101);
+        assert_eq!(hub.stats().overflowed, 2);
+        assert_eq!(Arc::strong_count(&held.event), 1);
+        // The default queue holds just its ResyncEvent, the lost queue nothing at all.
+        assert_eq!(hub.stats().buffered, 1);
+        let inner = hub.lock();
+        let queues = &inner.sessions[&1];
+        assert!(queues.explicit[&queue].lost);
+        assert_eq!(queues.explicit[&queue].events.capacity(), 0);
+        assert!(queues.default.events.capacity() < 100);
     }
 
     #[tokio::test]
