@@ -431,7 +431,10 @@ impl Hub {
                 ));
             }
             if keep(session.session) {
-                rebuilt.push((session.session, session.rebuild(now, &mut interned)?));
+                let s = session.session;
+                let restored =
+                    session.rebuild(now, &mut interned, self.limits.queues_per_session)?;
+                rebuilt.push((s, restored));
             }
         }
         let count = rebuilt
@@ -440,6 +443,7 @@ impl Hub {
             .sum();
         let mut inner = self.lock();
         for (s, queues) in rebuilt {
+            let queues = queues.install(&mut inner);
             if let Some(old) = inner.sessions.insert(s, queues) {
                 old.wake_all();
             }
@@ -687,13 +691,15 @@ impl SessionQueues {
         evicted
     }
 
+    /// Explicit queues are written first to go first, so a restore under a lower cap keeps the rest.
     fn to_snapshot(&self, session: SessionHandle) -> SessionSnapshot {
+        let mut explicit: Vec<(&String, &EventQueue)> = self.explicit.iter().collect();
+        explicit.sort_by_key(|(_, queue)| queue.eviction_rank());
         SessionSnapshot {
             session,
             default: self.default.to_snapshot(),
-            explicit: self
-                .explicit
-                .iter()
+            explicit: explicit
+                .into_iter()
                 .map(|(id, queue)| (id.clone(), queue.to_snapshot()))
                 .collect(),
         }
@@ -856,19 +862,58 @@ fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
     Ok(snapshot)
 }
 
+/// A session's queues read back from a snapshot, explicit ones in snapshot order.
+struct RestoredSession {
+    default: EventQueue,
+    explicit: Vec<(String, EventQueue)>,
+}
+
 impl SessionSnapshot {
-    fn rebuild(self, now: Instant, interned: &mut Interned) -> Result<SessionQueues, String> {
+    /// Keeps at most `max_explicit` explicit queues: the last ones, which were polled most recently.
+    fn rebuild(
+        self,
+        now: Instant,
+        interned: &mut Interned,
+        max_explicit: usize,
+    ) -> Result<RestoredSession, String> {
         let mut default = self.default.rebuild(now, interned)?;
         // Default queues resync instead of staying lost.
         default.lost = false;
-        let mut explicit = HashMap::with_capacity(self.explicit.len());
-        for (id, queue) in self.explicit {
-            let queue = queue.rebuild(now, interned)?;
-            if explicit.insert(id, queue).is_some() {
-                return Err("a queue id appears twice in the queue snapshot".to_owned());
-            }
+        let mut ids = HashSet::with_capacity(self.explicit.len());
+        if self.explicit.iter().any(|(id, _)| !ids.insert(id.as_str())) {
+            return Err("a queue id appears twice in the queue snapshot".to_owned());
         }
-        Ok(SessionQueues { default, explicit })
+        let mut explicit = Vec::with_capacity(self.explicit.len());
+        for (id, queue) in self.explicit {
+            explicit.push((id, queue.rebuild(now, interned)?));
+        }
+        // Lost queues go first, as they would when a queue is opened; the order is otherwise kept.
+        explicit.sort_by_key(|(_, queue)| !queue.lost);
+        let dropped = explicit.len().saturating_sub(max_explicit);
+        if dropped > 0 {
+            log::debug!(
+                "session {} had {} event queues in the snapshot; dropped the {dropped} least recently polled",
+                self.session,
+                explicit.len()
+            );
+            explicit.drain(..dropped);
+        }
+        Ok(RestoredSession { default, explicit })
+    }
+}
+
+impl RestoredSession {
+    /// Stamps the queues in hub order, keeping which was polled last.
+    fn install(self, inner: &mut Inner) -> SessionQueues {
+        let mut queues = SessionQueues {
+            default: self.default,
+            explicit: HashMap::with_capacity(self.explicit.len()),
+        };
+        for (id, mut queue) in self.explicit {
+            queue.last_polled = inner.stamp();
+            queues.explicit.insert(id, queue);
+        }
+        queues
     }
 }
 
@@ -1700,6 +1745,46 @@ mod tests {
         assert_eq!(hub.expire_idle_queues(Duration::ZERO), 1);
         assert_eq!(Arc::strong_count(&held.event), 2, "expired");
         assert_eq!(hub.stats().buffered, 2);
+    }
+
+    #[tokio::test]
+    async fn restore_under_a_lower_cap_keeps_the_most_recently_polled_queues() {
+        let hub = capped_hub(100, 4, [1]);
+        let mut queues = Vec::new();
+        for _ in 0..4 {
+            queues.push(hub.open_queue(1).unwrap().0);
+        }
+        let [a, b, c, d] = [&queues[0], &queues[1], &queues[2], &queues[3]];
+        publish(&hub, &[1], 1);
+        // Polled order: b, d, c, a.
+        pending(&hub, 1, c).await;
+        pending(&hub, 1, a).await;
+        let bytes = hub.snapshot();
+
+        let restored = Hub::new(HubLimits {
+            capacity: 100,
+            queues_per_session: 2,
+        });
+        assert_eq!(restored.restore(&bytes, |_| true), Ok(3));
+        assert_eq!(
+            alive(&restored, 1, &[a, b, c, d]).await,
+            [true, false, true, false]
+        );
+        assert_eq!(message_ids(&pending(&restored, 1, a).await), [1]);
+        // The order survives the restart: c was polled before a.
+        let (e, _) = restored.open_queue(1).unwrap();
+        assert_eq!(alive(&restored, 1, &[a, c, &e]).await, [true, false, true]);
+
+        // Under the same cap every queue comes back.
+        let same = Hub::new(HubLimits {
+            capacity: 100,
+            queues_per_session: 4,
+        });
+        assert_eq!(same.restore(&bytes, |_| true), Ok(5));
+        assert_eq!(
+            alive(&same, 1, &[a, b, c, d]).await,
+            [true, true, true, true]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
