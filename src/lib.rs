@@ -17,7 +17,7 @@ pub mod store;
 
 use chat::Service;
 use config::{Config, MailProvider};
-use events::hub::Hub;
+use events::hub::{Hub, HubLimits, HubStats};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -73,7 +73,10 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .map_err(|e| StartError(e.to_string()))?;
     let secret = secret_key(&config).map_err(StartError)?;
     let transport = mail_transport(&config)?;
-    let hub = Arc::new(Hub::new(config.event_queue_capacity));
+    let hub = Arc::new(Hub::new(HubLimits {
+        capacity: config.event_queue_capacity,
+        queues_per_session: config.max_queues_per_session,
+    }));
     let dyn_store: Arc<dyn Store> = store.clone();
     let mail_wake = Arc::new(tokio::sync::Notify::new());
     let service = Service::start(config.clone(), dyn_store.clone(), hub, mail_wake.clone())
@@ -132,6 +135,11 @@ impl App {
     /// The address the server listens on (the real port when bound to port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The event hub's counters: sessions, queues, buffered events.
+    pub fn hub_stats(&self) -> HubStats {
+        self.service.hub.stats()
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.

@@ -48,17 +48,42 @@ pub struct HubStats {
     pub sessions: usize,
     /// Default and explicit queues together.
     pub queues: usize,
+    /// Explicit queues alone (each session's default queue not counted).
+    pub explicit_queues: usize,
+    /// Events held in all queues right now, counted once per queue.
+    pub buffered: usize,
     /// Queues with a poll parked right now.
     pub parked: usize,
     /// Events put into queues, counted once per receiving queue.
     pub delivered: u64,
     /// Queue overflows since start.
     pub overflowed: u64,
+    /// Explicit queues dropped since start to stay within `queues_per_session`.
+    pub evicted: u64,
+}
+
+/// Bounds on what the hub holds (SPEC 7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubLimits {
+    /// Unacknowledged events a queue holds before it overflows (`event_queue_capacity`).
+    pub capacity: usize,
+    /// Explicit queues a session may have; the default queue is not counted (`max_queues_per_session`).
+    pub queues_per_session: usize,
+}
+
+impl Default for HubLimits {
+    /// The configuration defaults.
+    fn default() -> HubLimits {
+        HubLimits {
+            capacity: 1000,
+            queues_per_session: 16,
+        }
+    }
 }
 
 /// Per-session event queues, the events waiting for durability, and parked polls.
 pub struct Hub {
-    capacity: usize,
+    limits: HubLimits,
     inner: Mutex<Inner>,
 }
 
@@ -68,6 +93,8 @@ struct Inner {
     released: u64,
     shut_down: bool,
     next_ticket: u64,
+    /// Source of `EventQueue::last_polled`; a counter, so equal clock readings cannot tie.
+    next_stamp: u64,
     counters: Counters,
     resync: Arc<EncodedEvent>,
 }
@@ -76,6 +103,7 @@ struct Inner {
 struct Counters {
     delivered: u64,
     overflowed: u64,
+    evicted: u64,
 }
 
 /// An event whose write is committed but maybe not yet on disk.
@@ -104,7 +132,10 @@ struct EventQueue {
     events: VecDeque<Delivered>,
     lost: bool,
     warned: bool,
+    /// Last poll, for idle expiry.
     last_used: Instant,
+    /// When it was last polled (or opened) in hub order, for the per-session cap.
+    last_polled: u64,
     /// Ticket of the poll parked on this queue, if any.
     parked: Option<u64>,
     notify: Arc<Notify>,
@@ -152,20 +183,24 @@ impl PollOutcome for Result<Vec<Delivered>, BadQueue> {
 }
 
 impl Hub {
-    /// Creates a hub whose queues hold at most `capacity` unacknowledged events.
-    pub fn new(capacity: usize) -> Hub {
+    /// Creates a hub whose queues and sessions stay within `limits`.
+    pub fn new(limits: HubLimits) -> Hub {
         let resync = Event::Resync(ResyncEvent {
             reason: OVERFLOW_REASON.into(),
         });
         Hub {
-            // A queue must hold at least its ResyncEvent.
-            capacity: capacity.max(1),
+            limits: HubLimits {
+                // A queue must hold at least its ResyncEvent, and a session may open at least one queue.
+                capacity: limits.capacity.max(1),
+                queues_per_session: limits.queues_per_session.max(1),
+            },
             inner: Mutex::new(Inner {
                 sessions: HashMap::new(),
                 staged: VecDeque::new(),
                 released: 0,
                 shut_down: false,
                 next_ticket: 0,
+                next_stamp: 0,
                 counters: Counters::default(),
                 resync: Arc::new(resync.encode()),
             }),
@@ -194,11 +229,26 @@ impl Hub {
     }
 
     /// Opens an explicit queue: `(queue id, last_event_id)`, or `None` for an unknown session.
+    ///
+    /// A session at `queues_per_session` first loses its least recently polled explicit queue:
+    /// its events are freed, a poll parked on it returns `BadQueue`, and so do later polls.
     pub fn open_queue(&self, s: SessionHandle) -> Option<(String, u64)> {
         let id = new_queue_id()?;
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let stamp = inner.stamp();
         let queues = inner.sessions.get_mut(&s)?;
-        let queue = EventQueue::new(1, Instant::now());
+        let evicted = queues.evict_down_to(self.limits.queues_per_session - 1);
+        if evicted > 0 {
+            inner.counters.evicted += evicted as u64;
+            log::debug!(
+                "session {s} opened more than {} event queues; dropped its least recently polled one",
+                self.limits.queues_per_session
+            );
+        }
+        let mut queue = EventQueue::new(1, Instant::now());
+        // Never polled yet: it ranks by when it was opened.
+        queue.last_polled = stamp;
         let last_event_id = queue.next_id - 1;
         queues.explicit.insert(id.clone(), queue);
         Some((id, last_event_id))
@@ -227,7 +277,7 @@ impl Hub {
         let mut inner = self.lock();
         // Already durable with nothing ahead of it: no later release may come to carry it.
         if inner.staged.is_empty() && epoch <= inner.released {
-            inner.deliver(&staged, self.capacity);
+            inner.deliver(&staged, self.limits.capacity);
         } else {
             inner.staged.push_back(staged);
         }
@@ -247,7 +297,7 @@ impl Hub {
             .is_some_and(|staged| staged.epoch <= durable_epoch)
         {
             if let Some(staged) = inner.staged.pop_front() {
-                inner.deliver(&staged, self.capacity);
+                inner.deliver(&staged, self.limits.capacity);
             }
         }
     }
@@ -381,7 +431,10 @@ impl Hub {
                 ));
             }
             if keep(session.session) {
-                rebuilt.push((session.session, session.rebuild(now, &mut interned)?));
+                let s = session.session;
+                let restored =
+                    session.rebuild(now, &mut interned, self.limits.queues_per_session)?;
+                rebuilt.push((s, restored));
             }
         }
         let count = rebuilt
@@ -390,6 +443,7 @@ impl Hub {
             .sum();
         let mut inner = self.lock();
         for (s, queues) in rebuilt {
+            let queues = queues.install(&mut inner);
             if let Some(old) = inner.sessions.insert(s, queues) {
                 old.wake_all();
             }
@@ -404,9 +458,12 @@ impl Hub {
         HubStats {
             sessions: inner.sessions.len(),
             queues: queues().count(),
+            explicit_queues: inner.sessions.values().map(|q| q.explicit.len()).sum(),
+            buffered: queues().map(|queue| queue.events.len()).sum(),
             parked: queues().filter(|queue| queue.parked.is_some()).count(),
             delivered: inner.counters.delivered,
             overflowed: inner.counters.overflowed,
+            evicted: inner.counters.evicted,
         }
     }
 
@@ -473,10 +530,12 @@ impl Hub {
         }
         inner.next_ticket += 1;
         let ticket = inner.next_ticket;
+        let stamp = inner.stamp();
         let Some(queue) = inner.queue_mut(s, key) else {
             return Err(R::unknown());
         };
         queue.last_used = Instant::now();
+        queue.last_polled = stamp;
         match look(queue) {
             Look::Reply(reply) => Err(reply),
             Look::Discard(reply) => {
@@ -495,6 +554,12 @@ impl Hub {
 }
 
 impl Inner {
+    /// The next point in hub order for `EventQueue::last_polled`.
+    fn stamp(&mut self) -> u64 {
+        self.next_stamp += 1;
+        self.next_stamp
+    }
+
     fn queue_mut(&mut self, s: SessionHandle, key: &QueueKey<'_>) -> Option<&mut EventQueue> {
         let queues = self.sessions.get_mut(&s)?;
         match key {
@@ -528,9 +593,14 @@ impl Inner {
         if self.shut_down {
             return Some(R::quiet());
         }
-        // Gone means the session closed while parked.
         let Some(queue) = self.queue_mut(s, key) else {
-            return Some(R::quiet());
+            // The session closed while parked: empty. Only the queue went (dropped for the
+            // per-session cap, or deleted as lost by a newer poll): it is as unknown as a lost one.
+            return Some(if self.sessions.contains_key(&s) {
+                R::unknown()
+            } else {
+                R::quiet()
+            });
         };
         if queue.parked != Some(ticket) {
             return Some(R::quiet());
@@ -600,13 +670,36 @@ impl SessionQueues {
         self.iter().for_each(EventQueue::wake);
     }
 
+    /// Drops explicit queues, first to go first, until at most `keep` remain; returns how many.
+    fn evict_down_to(&mut self, keep: usize) -> usize {
+        let mut evicted = 0;
+        while self.explicit.len() > keep {
+            let Some(id) = self
+                .explicit
+                .iter()
+                .min_by_key(|(_, queue)| queue.eviction_rank())
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            if let Some(queue) = self.explicit.remove(&id) {
+                // Its parked poll, if any, wakes to find the queue gone; the events go with `queue`.
+                queue.wake();
+            }
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Explicit queues are written first to go first, so a restore under a lower cap keeps the rest.
     fn to_snapshot(&self, session: SessionHandle) -> SessionSnapshot {
+        let mut explicit: Vec<(&String, &EventQueue)> = self.explicit.iter().collect();
+        explicit.sort_by_key(|(_, queue)| queue.eviction_rank());
         SessionSnapshot {
             session,
             default: self.default.to_snapshot(),
-            explicit: self
-                .explicit
-                .iter()
+            explicit: explicit
+                .into_iter()
                 .map(|(id, queue)| (id.clone(), queue.to_snapshot()))
                 .collect(),
         }
@@ -621,9 +714,17 @@ impl EventQueue {
             lost: false,
             warned: false,
             last_used: now,
+            last_polled: 0,
             parked: None,
             notify: Arc::new(Notify::new()),
         }
+    }
+
+    /// Order in which the per-session cap drops explicit queues, lowest first: lost ones (their next
+    /// poll fails anyway), then those without a parked poll (a parked poll is polling now), each
+    /// group least recently polled first.
+    fn eviction_rank(&self) -> (bool, bool, u64) {
+        (!self.lost, self.parked.is_some(), self.last_polled)
     }
 
     /// Drops events the client confirmed it has.
@@ -645,7 +746,8 @@ impl EventQueue {
         }
         let outcome = if self.events.len() >= capacity {
             // The event that overflowed is dropped too: the refetch after the resync covers it.
-            self.events.clear();
+            // A new deque, not `clear`, so the full buffer's memory is returned as well.
+            self.events = VecDeque::new();
             match resync {
                 Some(resync) => self.append(resync),
                 None => self.lost = true,
@@ -697,12 +799,14 @@ struct ParkedPoll<'a> {
 impl Drop for ParkedPoll<'_> {
     fn drop(&mut self) {
         let mut inner = self.hub.lock();
+        let stamp = inner.stamp();
         if let Some(queue) = inner.queue_mut(self.session, self.key)
             && queue.parked == Some(self.ticket)
         {
             queue.parked = None;
             // The idle clock starts when the poll ends, not when it began.
             queue.last_used = Instant::now();
+            queue.last_polled = stamp;
         }
     }
 }
@@ -758,19 +862,58 @@ fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
     Ok(snapshot)
 }
 
+/// A session's queues read back from a snapshot, explicit ones in snapshot order.
+struct RestoredSession {
+    default: EventQueue,
+    explicit: Vec<(String, EventQueue)>,
+}
+
 impl SessionSnapshot {
-    fn rebuild(self, now: Instant, interned: &mut Interned) -> Result<SessionQueues, String> {
+    /// Keeps at most `max_explicit` explicit queues: the last ones, which were polled most recently.
+    fn rebuild(
+        self,
+        now: Instant,
+        interned: &mut Interned,
+        max_explicit: usize,
+    ) -> Result<RestoredSession, String> {
         let mut default = self.default.rebuild(now, interned)?;
         // Default queues resync instead of staying lost.
         default.lost = false;
-        let mut explicit = HashMap::with_capacity(self.explicit.len());
-        for (id, queue) in self.explicit {
-            let queue = queue.rebuild(now, interned)?;
-            if explicit.insert(id, queue).is_some() {
-                return Err("a queue id appears twice in the queue snapshot".to_owned());
-            }
+        let mut ids = HashSet::with_capacity(self.explicit.len());
+        if self.explicit.iter().any(|(id, _)| !ids.insert(id.as_str())) {
+            return Err("a queue id appears twice in the queue snapshot".to_owned());
         }
-        Ok(SessionQueues { default, explicit })
+        let mut explicit = Vec::with_capacity(self.explicit.len());
+        for (id, queue) in self.explicit {
+            explicit.push((id, queue.rebuild(now, interned)?));
+        }
+        // Lost queues go first, as they would when a queue is opened; the order is otherwise kept.
+        explicit.sort_by_key(|(_, queue)| !queue.lost);
+        let dropped = explicit.len().saturating_sub(max_explicit);
+        if dropped > 0 {
+            log::debug!(
+                "session {} had {} event queues in the snapshot; dropped the {dropped} least recently polled",
+                self.session,
+                explicit.len()
+            );
+            explicit.drain(..dropped);
+        }
+        Ok(RestoredSession { default, explicit })
+    }
+}
+
+impl RestoredSession {
+    /// Stamps the queues in hub order, keeping which was polled last.
+    fn install(self, inner: &mut Inner) -> SessionQueues {
+        let mut queues = SessionQueues {
+            default: self.default,
+            explicit: HashMap::with_capacity(self.explicit.len()),
+        };
+        for (id, mut queue) in self.explicit {
+            queue.last_polled = inner.stamp();
+            queues.explicit.insert(id, queue);
+        }
+        queues
     }
 }
 
@@ -854,8 +997,16 @@ mod tests {
         batch.iter().map(|d| d.id).collect()
     }
 
+    /// Limits with `capacity` and the default queues per session.
+    fn limits(capacity: usize) -> HubLimits {
+        HubLimits {
+            capacity,
+            ..HubLimits::default()
+        }
+    }
+
     fn hub_with(capacity: usize, sessions: impl IntoIterator<Item = SessionHandle>) -> Arc<Hub> {
-        let hub = Arc::new(Hub::new(capacity));
+        let hub = Arc::new(Hub::new(limits(capacity)));
         for s in sessions {
             hub.open_session(s);
         }
@@ -1313,7 +1464,7 @@ mod tests {
         hub.poll_default(1, None, Duration::ZERO).await;
         let bytes = hub.snapshot();
 
-        let restored = Hub::new(100);
+        let restored = Hub::new(limits(100));
         assert_eq!(restored.restore(&bytes, |s| s != 3), Ok(3));
         assert!(restored.has_session(1) && restored.has_session(2));
         assert!(!restored.has_session(3));
@@ -1350,7 +1501,7 @@ mod tests {
         let (queue, _) = hub.open_queue(1).unwrap();
         publish(&hub, &[1], 1);
         publish(&hub, &[1], 2);
-        let restored = Hub::new(1);
+        let restored = Hub::new(limits(1));
         assert_eq!(restored.restore(&hub.snapshot(), |_| true), Ok(2));
         assert_eq!(
             restored.poll_queue(1, &queue, 0, SHORT).await.unwrap_err(),
@@ -1364,7 +1515,7 @@ mod tests {
         hub.open_queue(1).unwrap();
         publish(&hub, &[1], 1);
         let bytes = hub.snapshot();
-        let fresh = Hub::new(100);
+        let fresh = Hub::new(limits(100));
         assert!(fresh.restore(&[], |_| true).is_err());
         assert!(fresh.restore(&[SNAPSHOT_VERSION + 1], |_| true).is_err());
         assert!(fresh.restore(&bytes[..bytes.len() - 1], |_| true).is_err());
@@ -1399,7 +1550,7 @@ mod tests {
         let mut bytes = vec![SNAPSHOT_VERSION];
         bytes
             .extend(bincode::serde::encode_to_vec(&snapshot, bincode::config::standard()).unwrap());
-        assert!(Hub::new(100).restore(&bytes, |_| true).is_err());
+        assert!(Hub::new(limits(100)).restore(&bytes, |_| true).is_err());
     }
 
     #[test]
@@ -1413,10 +1564,226 @@ mod tests {
             HubStats {
                 sessions: 2,
                 queues: 3,
+                explicit_queues: 1,
+                buffered: 3,
                 parked: 0,
                 delivered: 3,
                 overflowed: 0,
+                evicted: 0,
             }
+        );
+    }
+
+    /// A hub whose sessions may open `cap` explicit queues.
+    fn capped_hub(
+        capacity: usize,
+        cap: usize,
+        sessions: impl IntoIterator<Item = SessionHandle>,
+    ) -> Arc<Hub> {
+        let hub = Arc::new(Hub::new(HubLimits {
+            capacity,
+            queues_per_session: cap,
+        }));
+        for s in sessions {
+            hub.open_session(s);
+        }
+        hub
+    }
+
+    /// Which of `queues` still answer a poll.
+    async fn alive(hub: &Hub, s: SessionHandle, queues: &[&str]) -> Vec<bool> {
+        let mut alive = Vec::new();
+        for queue in queues {
+            alive.push(hub.poll_queue(s, queue, 0, Duration::ZERO).await.is_ok());
+        }
+        alive
+    }
+
+    #[tokio::test]
+    async fn opening_one_queue_too_many_drops_the_least_recently_polled() {
+        let hub = capped_hub(100, 3, [1, 2]);
+        let (a, _) = hub.open_queue(1).unwrap();
+        let (b, _) = hub.open_queue(1).unwrap();
+        let (c, _) = hub.open_queue(1).unwrap();
+        // Another session's queues neither count nor get dropped.
+        let (other, _) = hub.open_queue(2).unwrap();
+        publish(&hub, &[1], 1);
+        // Polled order: b (never, so when opened), a, c.
+        assert_eq!(message_ids(&pending(&hub, 1, &a).await), [1]);
+        assert_eq!(message_ids(&pending(&hub, 1, &c).await), [1]);
+        let (d, _) = hub.open_queue(1).unwrap();
+        assert_eq!(hub.stats().explicit_queues, 4);
+        assert_eq!(hub.stats().evicted, 1);
+        assert_eq!(hub.poll_queue(1, &b, 0, SHORT).await.unwrap_err(), BadQueue);
+        assert_eq!(message_ids(&pending(&hub, 1, &a).await), [1]);
+        assert!(pending(&hub, 1, &d).await.is_empty());
+        // Now c is the one polled longest ago.
+        let (e, _) = hub.open_queue(1).unwrap();
+        assert_eq!(
+            alive(&hub, 1, &[&a, &b, &c, &d, &e]).await,
+            [true, false, false, true, true]
+        );
+        assert_eq!(alive(&hub, 2, &[&other]).await, [true]);
+        publish(&hub, &[1], 2);
+        assert_eq!(message_ids(&pending(&hub, 1, &a).await), [1, 2]);
+        assert_eq!(message_ids(&pending(&hub, 1, &e).await), [2]);
+        assert_eq!(hub.stats().explicit_queues, 4);
+    }
+
+    #[tokio::test]
+    async fn the_default_queue_is_never_dropped_for_the_cap() {
+        let hub = capped_hub(100, 1, [1]);
+        publish(&hub, &[1], 1);
+        for _ in 0..5 {
+            hub.open_queue(1).unwrap();
+        }
+        assert_eq!(hub.stats().queues, 2);
+        assert_eq!(hub.stats().evicted, 4);
+        let PollReply::Event(event) = hub.poll_default(1, None, SHORT).await else {
+            panic!("the default queue kept its event");
+        };
+        assert_eq!((event.id, message_id(&event)), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_poll_parked_on_a_dropped_queue_returns_bad_queue() {
+        let hub = capped_hub(100, 1, [1]);
+        let (queue, _) = hub.open_queue(1).unwrap();
+        let started = Instant::now();
+        let poll = tokio::spawn({
+            let (hub, queue) = (Arc::clone(&hub), queue.clone());
+            async move { hub.poll_queue(1, &queue, 0, LONG).await }
+        });
+        wait_until_parked(&hub, 1).await;
+        let (newer, _) = hub.open_queue(1).unwrap();
+        assert_eq!(poll.await.unwrap().unwrap_err(), BadQueue);
+        assert!(started.elapsed() < LONG / 5);
+        assert_eq!(hub.stats().parked, 0);
+        assert_eq!(
+            hub.poll_queue(1, &queue, 0, SHORT).await.unwrap_err(),
+            BadQueue
+        );
+        publish(&hub, &[1], 1);
+        assert_eq!(message_ids(&pending(&hub, 1, &newer).await), [1]);
+    }
+
+    /// Whether a session still has an explicit queue, without polling (which counts as use).
+    fn has_queue(hub: &Hub, s: SessionHandle, queue: &str) -> bool {
+        hub.lock().sessions[&s].explicit.contains_key(queue)
+    }
+
+    #[tokio::test]
+    async fn lost_queues_go_first_and_queues_with_a_parked_poll_last() {
+        let hub = capped_hub(2, 3, [1]);
+        let (parked, _) = hub.open_queue(1).unwrap();
+        let (idle, _) = hub.open_queue(1).unwrap();
+        let (lost, _) = hub.open_queue(1).unwrap();
+        publish(&hub, &[1], 1);
+        publish(&hub, &[1], 2);
+        // `parked` and `idle` acknowledge both; `lost` is polled last but keeps them, then overflows.
+        for queue in [&parked, &idle] {
+            hub.poll_queue(1, queue, 2, Duration::ZERO).await.unwrap();
+        }
+        assert_eq!(pending(&hub, 1, &lost).await.len(), 2);
+        publish(&hub, &[1], 3);
+        assert!(hub.lock().sessions[&1].explicit[&lost].lost);
+        let poll = tokio::spawn({
+            let (hub, parked) = (Arc::clone(&hub), parked.clone());
+            async move { hub.poll_queue(1, &parked, 3, LONG).await }
+        });
+        wait_until_parked_count(&hub, 1).await;
+        // Polled longest ago: idle, lost, parked. The lost one goes all the same.
+        let (newer, _) = hub.open_queue(1).unwrap();
+        assert!(!has_queue(&hub, 1, &lost));
+        assert!(has_queue(&hub, 1, &idle));
+        // Next the idle one, then `newer`: the parked poll began before `newer` was opened, but
+        // a queue with a parked poll is being polled right now.
+        hub.open_queue(1).unwrap();
+        assert!(!has_queue(&hub, 1, &idle));
+        hub.open_queue(1).unwrap();
+        assert!(!has_queue(&hub, 1, &newer));
+        assert!(has_queue(&hub, 1, &parked));
+        assert_eq!((hub.stats().parked, hub.stats().evicted), (1, 3));
+        publish(&hub, &[1], 4);
+        assert_eq!(message_ids(&poll.await.unwrap().unwrap()), [4]);
+    }
+
+    #[tokio::test]
+    async fn an_overflowed_queue_frees_its_buffer() {
+        let hub = hub_with(100, [1]);
+        let (queue, _) = hub.open_queue(1).unwrap();
+        for id in 1..=100 {
+            publish(&hub, &[1], id);
+        }
+        let held = pending(&hub, 1, &queue).await.remove(0);
+        // Our copy, the default queue's and the explicit queue's.
+        assert_eq!(Arc::strong_count(&held.event), 3);
+        publish(&hub, &[1], 101);
+        assert_eq!(hub.stats().overflowed, 2);
+        assert_eq!(Arc::strong_count(&held.event), 1);
+        // The default queue holds just its ResyncEvent, the lost queue nothing at all.
+        assert_eq!(hub.stats().buffered, 1);
+        let inner = hub.lock();
+        let queues = &inner.sessions[&1];
+        assert!(queues.explicit[&queue].lost);
+        assert_eq!(queues.explicit[&queue].events.capacity(), 0);
+        assert!(queues.default.events.capacity() < 100);
+    }
+
+    #[tokio::test]
+    async fn dropped_and_expired_queues_release_their_events() {
+        let hub = capped_hub(100, 1, [1]);
+        let (first, _) = hub.open_queue(1).unwrap();
+        publish(&hub, &[1], 1);
+        let held = pending(&hub, 1, &first).await.remove(0);
+        assert_eq!(Arc::strong_count(&held.event), 3);
+        let (second, _) = hub.open_queue(1).unwrap();
+        assert_eq!(Arc::strong_count(&held.event), 2, "dropped for the cap");
+        publish(&hub, &[1], 2);
+        let held = pending(&hub, 1, &second).await.remove(0);
+        assert_eq!(Arc::strong_count(&held.event), 3);
+        assert_eq!(hub.expire_idle_queues(Duration::ZERO), 1);
+        assert_eq!(Arc::strong_count(&held.event), 2, "expired");
+        assert_eq!(hub.stats().buffered, 2);
+    }
+
+    #[tokio::test]
+    async fn restore_under_a_lower_cap_keeps_the_most_recently_polled_queues() {
+        let hub = capped_hub(100, 4, [1]);
+        let mut queues = Vec::new();
+        for _ in 0..4 {
+            queues.push(hub.open_queue(1).unwrap().0);
+        }
+        let [a, b, c, d] = [&queues[0], &queues[1], &queues[2], &queues[3]];
+        publish(&hub, &[1], 1);
+        // Polled order: b, d, c, a.
+        pending(&hub, 1, c).await;
+        pending(&hub, 1, a).await;
+        let bytes = hub.snapshot();
+
+        let restored = Hub::new(HubLimits {
+            capacity: 100,
+            queues_per_session: 2,
+        });
+        assert_eq!(restored.restore(&bytes, |_| true), Ok(3));
+        assert_eq!(
+            alive(&restored, 1, &[a, b, c, d]).await,
+            [true, false, true, false]
+        );
+        assert_eq!(message_ids(&pending(&restored, 1, a).await), [1]);
+        // The order survives the restart: c was polled before a.
+        let (e, _) = restored.open_queue(1).unwrap();
+        assert_eq!(alive(&restored, 1, &[a, c, &e]).await, [true, false, true]);
+
+        // Under the same cap every queue comes back.
+        let same = Hub::new(HubLimits {
+            capacity: 100,
+            queues_per_session: 4,
+        });
+        assert_eq!(same.restore(&bytes, |_| true), Ok(5));
+        assert_eq!(
+            alive(&same, 1, &[a, b, c, d]).await,
+            [true, true, true, true]
         );
     }
 
@@ -1453,7 +1820,7 @@ mod tests {
     #[test]
     fn polls_can_run_on_a_multi_threaded_server() {
         fn assert_send<T: Send>(_: T) {}
-        let hub = Hub::new(1);
+        let hub = Hub::new(limits(1));
         assert_send(hub.poll_queue(1, "q", 0, SHORT));
         assert_send(hub.poll_default(1, None, SHORT));
     }

@@ -1,6 +1,6 @@
 //! Event audiences, payloads, order, queues, acknowledgement and overflow (SPEC 7).
 
-use crate::helpers::TestServer;
+use crate::helpers::{Client, Resp, Served, TestServer};
 use serde_json::json;
 
 #[tokio::test]
@@ -375,4 +375,157 @@ async fn overflow_gives_a_resync_on_poll_and_a_bad_queue_on_events() {
         "after",
         "the queue carries on: {seen:?}"
     );
+}
+
+/// `GET /events` on a queue, without acknowledging anything.
+async fn queue_events(c: &Client, queue: &str) -> Resp {
+    c.get(&format!(
+        "/api/loggedonly/events?queue_id={queue}&last_event_id=0"
+    ))
+    .await
+}
+
+/// The texts of the messages waiting in a queue.
+async fn queued_texts(c: &Client, queue: &str) -> Vec<String> {
+    let r = queue_events(c, queue).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "MessageEvent")
+        .map(|e| e["event"]["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn open_queue(c: &Client) -> String {
+    let r = c.post("/api/loggedonly/queues", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["queue_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn opening_one_queue_too_many_drops_the_least_recently_polled() {
+    // Relaxed durability delivers each message before postMessage answers, so reads need not wait.
+    let server =
+        TestServer::with_config("max_queues_per_session = 3\ndurability = \"relaxed\"").await;
+    let c = server.guest_in("yves", "Main").await;
+    let q1 = open_queue(&c).await;
+    let q2 = open_queue(&c).await;
+    let q3 = open_queue(&c).await;
+    c.say("Main", "one").await;
+    // q1 is polled, so q2, never polled since it was opened, is the one to go.
+    assert_eq!(queued_texts(&c, &q1).await, ["one"]);
+    let q4 = open_queue(&c).await;
+    queue_events(&c, &q2)
+        .await
+        .assert_error(400, "bad event queue id");
+    c.say("Main", "two").await;
+    assert_eq!(queued_texts(&c, &q1).await, ["one", "two"]);
+    assert_eq!(queued_texts(&c, &q3).await, ["one", "two"]);
+    assert_eq!(queued_texts(&c, &q4).await, ["two"]);
+    // Another session's queues are not counted against this one.
+    let other = server.guest_in("zoe", "Main").await;
+    let theirs = open_queue(&other).await;
+    open_queue(&c).await;
+    c.say("Main", "three").await;
+    assert_eq!(queued_texts(&other, &theirs).await, ["three"]);
+}
+
+/// Queues opened by one session, then messages every queue receives.
+const FLOOD_QUEUES: usize = 20_000;
+const FLOOD_MESSAGES: usize = 1_000;
+
+/// Opens `FLOOD_QUEUES` queues over a few connections, then posts `FLOOD_MESSAGES` messages.
+async fn flood(http: &reqwest::Client, url: impl Fn(&str) -> String) {
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url) = (http.clone(), url("/api/loggedonly/queues"));
+            tokio::spawn(async move {
+                for _ in 0..FLOOD_QUEUES / 4 {
+                    let r = http.post(&url).json(&json!({})).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let post = url("/api/loggedonly/postMessage");
+    for i in 0..FLOOD_MESSAGES {
+        let r = http
+            .post(&post)
+            .json(&json!({"chat": "Main", "text": format!("m{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn twenty_thousand_queues_of_one_session_stay_within_the_cap() {
+    // Relaxed durability delivers each message before postMessage answers.
+    let server =
+        TestServer::with_config("durability = \"relaxed\"\nevent_queue_capacity = 2000").await;
+    let c = server.guest_in("flo", "Main").await;
+    c.drain().await;
+    let started = std::time::Instant::now();
+    flood(&c.http, |path| c.url(path)).await;
+    let stats = server.app.as_ref().unwrap().hub_stats();
+    eprintln!("{stats:?} after {:?}", started.elapsed());
+    assert_eq!(stats.explicit_queues, 16);
+    assert_eq!(stats.evicted, (FLOOD_QUEUES - 16) as u64);
+    assert!(
+        stats.buffered <= (16 + 1) * FLOOD_MESSAGES,
+        "{} events buffered",
+        stats.buffered
+    );
+    assert_eq!(stats.overflowed, 0);
+}
+
+#[tokio::test]
+async fn twenty_thousand_queues_of_one_session_keep_the_server_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndurability = \"relaxed\"\nevent_queue_capacity = 2000\n[rate_limit]\nenabled = false\n",
+            dir.path().join("d").display()
+        ),
+    )
+    .unwrap();
+    let mut served = Served::start(&config);
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    for (path, body) in [
+        ("/api/login", json!({"user": "rss"})),
+        ("/api/loggedonly/joinChat", json!({"chat": "Main"})),
+    ] {
+        let r = http
+            .post(served.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let before = served.rss_kib();
+    let started = std::time::Instant::now();
+    flood(&http, |path| served.url(path)).await;
+    let after = served.rss_kib();
+    eprintln!(
+        "server RSS {before} KiB -> {after} KiB after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    served.signal("-TERM");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
 }

@@ -1,7 +1,7 @@
 //! The `natter` binary as a process: offline commands and how they refuse while a server runs
 //! (SPEC 1.1), exit codes, SIGTERM, and what survives `kill -9`.
 
-use crate::helpers::TestServer;
+use crate::helpers::{Served, TestServer};
 use serde_json::json;
 use std::process::{Command, Output, Stdio};
 
@@ -170,55 +170,6 @@ fn a_taken_port_is_a_clear_error_with_exit_code_1() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A `natter serve` child process; its stderr is collected in the background.
-struct Served {
-    child: std::process::Child,
-    addr: String,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Served {
-    fn start(config: &std::path::Path) -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
-            .arg("--config")
-            .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-        let addr = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.split("listening on ")
-                    .nth(1)
-                    .map(|rest| rest.split(' ').next().unwrap_or_default().to_owned())
-            })
-            .expect("the server announced its address");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Served { child, addr, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
 }
 
 fn serve_config(dir: &std::path::Path) -> std::path::PathBuf {
