@@ -6,7 +6,7 @@ use crate::auth::cookie::CookieSigner;
 use crate::auth::password;
 use crate::config::from_toml_str;
 use crate::error::ApiError;
-use crate::events::hub::{Hub, PollReply};
+use crate::events::hub::{Hub, HubLimits, PollReply};
 use crate::model::Password;
 use crate::store::faulty::FaultyStore;
 use crate::store::sled::{SledStore, SyncMode};
@@ -31,7 +31,10 @@ async fn world(extra: &str) -> World {
     let config = Arc::new(from_toml_str(&text, true).unwrap());
     let sled = SledStore::open(&config.data_dir, SyncMode::Relaxed).unwrap();
     let store = Arc::new(FaultyStore::new(sled));
-    let hub = Arc::new(Hub::new(config.event_queue_capacity));
+    let hub = Arc::new(Hub::new(HubLimits {
+        capacity: config.event_queue_capacity,
+        queues_per_session: config.max_queues_per_session,
+    }));
     let wake = Arc::new(tokio::sync::Notify::new());
     let service = Service::start(config, store.clone(), hub, wake)
         .await
