@@ -10,9 +10,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod listener;
 pub mod mail;
 pub mod model;
 pub mod ratelimit;
+pub mod server;
 pub mod store;
 
 use chat::Service;
@@ -103,14 +105,20 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     background.push(tokio::spawn(forget_idle_limits(limits.clone())));
     let routes = api::routes(api::Ctx::new(service.clone(), signer, limits));
     let (stop_server, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async {
-                let _ = stopped.await;
-            })
-            .run(),
+    let connection_limits = listener::ConnectionLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.trusted_proxies.clone(),
     );
+    let server = tokio::spawn(server::serve(
+        listener,
+        routes,
+        connection_limits,
+        config.header_read_timeout,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     log::info!(
         "natter listening on {addr} ({} mode, durability {:?})",
         if config.dev { "dev" } else { "production" },

@@ -11,6 +11,7 @@ use crate::chat::{Service, SessionInfo};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::ratelimit::{RateLimits, client_ip};
+use crate::server::PeerAddr;
 use bytes::Bytes;
 use http::OriginPolicy;
 use std::net::{IpAddr, SocketAddr};
@@ -271,7 +272,7 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
         .and(warp::path::tail())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0)))
         .and(warp::body::stream())
         .then(move |method, tail, query, headers, peer, body| {
             handle(api_ctx.clone(), method, tail, query, headers, peer, body)
