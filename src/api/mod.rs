@@ -236,7 +236,13 @@ where
             return Err(ApiError::MethodNotAllowed(endpoint.allow()));
         }
         ctx.origins.check_csrf(&method, &headers)?;
-        let body = http::read_body(&headers, body, ctx.config.max_body_bytes).await?;
+        // Only the body read is timed: a parked poll waits after this, and is not cut.
+        let body = tokio::time::timeout(
+            ctx.config.body_read_timeout,
+            http::read_body(&headers, body, ctx.config.max_body_bytes),
+        )
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
         let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         let req = ApiRequest {
             client_ip: client_ip(&ctx.config, peer.map(|p| p.ip()), forwarded),
