@@ -143,8 +143,8 @@ impl App {
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
-    pub async fn run_until_stopped(self) -> Result<(), StartError> {
-        wait_for_signal().await;
+    pub async fn run_until_stopped(self, mut signals: StopSignals) -> Result<(), StartError> {
+        signals.recv().await;
         log::info!("shutting down");
         self.shutdown().await
     }
@@ -197,25 +197,56 @@ async fn forget_idle_limits(limits: Arc<ratelimit::RateLimits>) {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, caught from the moment this is created. Create it before `build`: once
+/// natter says it is listening (or tells systemd it is ready) a stop signal must shut it down
+/// gracefully, not kill it.
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Installs the handlers; needs a running tokio runtime.
+    pub fn install() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Waits for the first stop signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.term.is_none() && self.interrupt.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            tokio::select! {
+                () = next(&mut self.term) => {}
+                () = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
