@@ -30,6 +30,8 @@ pub enum ApiError {
     AlreadyLoggedIn,
     NameRegistered,
     BodyTooLarge,
+    /// The request body did not arrive within `body_read_timeout`.
+    RequestTimeout,
     /// Carries the `Retry-After` seconds.
     TooManyRequests(u64),
     Internal,
@@ -52,6 +54,7 @@ impl ApiError {
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AlreadyRegistered | AlreadyLoggedIn | NameRegistered => StatusCode::CONFLICT,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Unavailable | EmailNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +86,7 @@ impl ApiError {
             AlreadyLoggedIn => "user is already logged in",
             NameRegistered => "this name is registered, sign in with its password",
             BodyTooLarge => "request body too large",
+            RequestTimeout => "request timed out",
             TooManyRequests(_) => "too many requests",
             Internal => "internal error",
             Unavailable => "service unavailable",
@@ -133,5 +137,11 @@ mod tests {
             ApiError::Invalid(Invalid::Username).message(),
             "invalid username"
         );
+    }
+
+    #[test]
+    fn a_stalled_body_is_408_request_timed_out() {
+        assert_eq!(ApiError::RequestTimeout.status().as_u16(), 408);
+        assert_eq!(ApiError::RequestTimeout.message(), "request timed out");
     }
 }

@@ -10,9 +10,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod listener;
 pub mod mail;
 pub mod model;
 pub mod ratelimit;
+pub mod server;
 pub mod store;
 
 use chat::Service;
@@ -106,14 +108,20 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     background.push(tokio::spawn(forget_idle_limits(limits.clone())));
     let routes = api::routes(api::Ctx::new(service.clone(), signer, limits));
     let (stop_server, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async {
-                let _ = stopped.await;
-            })
-            .run(),
+    let connection_limits = listener::ConnectionLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.trusted_proxies.clone(),
     );
+    let server = tokio::spawn(server::serve(
+        listener,
+        routes,
+        connection_limits,
+        config.header_read_timeout,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     log::info!(
         "natter listening on {addr} ({} mode, durability {:?})",
         if config.dev { "dev" } else { "production" },
@@ -143,8 +151,8 @@ impl App {
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
-    pub async fn run_until_stopped(self) -> Result<(), StartError> {
-        wait_for_signal().await;
+    pub async fn run_until_stopped(self, mut signals: StopSignals) -> Result<(), StartError> {
+        signals.recv().await;
         log::info!("shutting down");
         self.shutdown().await
     }
@@ -197,25 +205,56 @@ async fn forget_idle_limits(limits: Arc<ratelimit::RateLimits>) {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, caught from the moment this is created. Create it before `build`: once
+/// natter says it is listening (or tells systemd it is ready) a stop signal must shut it down
+/// gracefully, not kill it.
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Installs the handlers; needs a running tokio runtime.
+    pub fn install() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Waits for the first stop signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.term.is_none() && self.interrupt.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            tokio::select! {
+                () = next(&mut self.term) => {}
+                () = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -54,8 +54,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), (String, i32)> {
+    // Before build: a signal that arrives right after "listening" must stop natter gracefully.
+    let signals = natter::StopSignals::install();
     let app = natter::build(config).await.map_err(|e| (e.0, 1))?;
-    app.run_until_stopped().await.map_err(|e| (e.0, 1))
+    app.run_until_stopped(signals).await.map_err(|e| (e.0, 1))
 }
 
 /// Logs to stderr; timestamps only when journald (which adds its own) is not reading.

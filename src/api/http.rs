@@ -79,6 +79,12 @@ pub fn error(err: &ApiError) -> Response {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
         }
+        // The rest of the body is never read, so the connection cannot carry another request.
+        ApiError::RequestTimeout => {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         _ => {}
     }
     response

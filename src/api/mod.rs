@@ -11,6 +11,7 @@ use crate::chat::{Service, SessionInfo};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::ratelimit::{RateLimits, client_ip};
+use crate::server::PeerAddr;
 use bytes::Bytes;
 use http::OriginPolicy;
 use std::net::{IpAddr, SocketAddr};
@@ -243,7 +244,13 @@ where
         if endpoint.is_poll() {
             ctx.origins.check_cross_site_poll(&headers)?;
         }
-        let body = http::read_body(&headers, body, ctx.config.max_body_bytes).await?;
+        // Only the body read is timed: a parked poll waits after this, and is not cut.
+        let body = tokio::time::timeout(
+            ctx.config.body_read_timeout,
+            http::read_body(&headers, body, ctx.config.max_body_bytes),
+        )
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
         let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         let req = ApiRequest {
             client_ip: client_ip(&ctx.config, peer.map(|p| p.ip()), forwarded),
@@ -293,7 +300,7 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
         .and(warp::path::tail())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0)))
         .and(warp::body::stream())
         .then(move |method, tail, query, headers, peer, body| {
             handle(api_ctx.clone(), method, tail, query, headers, peer, body)

@@ -1,0 +1,104 @@
+//! Serves the warp routes over HTTP/1.1 with our own accept loop, because `warp::serve` offers
+//! neither a header read timeout (hyper needs a timer for it) nor connection caps.
+//!
+//! - hyper's `header_read_timeout` closes a connection whose request headers are not complete
+//!   in time, and, as hyper re-arms it after every response, a kept-alive connection that stays
+//!   idle that long. It never runs while a request is being handled, so parked polls are safe.
+//! - `listener::ConnectionLimits` caps open connections in all and per peer address.
+//! - Graceful shutdown: stop accepting, let in-flight requests finish, close idle connections.
+//!
+//! HTTP/2 is not offered: hyper-util's HTTP/1-or-2 detection reads the first bytes without any
+//! timeout, and browsers only speak HTTP/2 over TLS, which a reverse proxy terminates.
+
+use crate::listener::ConnectionLimits;
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_service::Service;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+/// The TCP peer of the connection a request came in on, for `warp::ext::optional`
+/// (`warp::addr::remote()` only works under `warp::serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Request line and headers together may take this much; larger ones are refused by hyper.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Accepts and serves connections until `shutdown` resolves, then waits for open connections
+/// to finish their requests. Request headers must be complete `header_read_timeout` after the
+/// connection opens or after the previous response, or the connection is closed.
+pub async fn serve(
+    listener: TcpListener,
+    routes: BoxedFilter<(Response,)>,
+    limits: ConnectionLimits,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        // Bounds what one connection's unfinished headers can hold (hyper's default is ~400 KiB).
+        .max_buf_size(MAX_HEADER_BYTES);
+    let service = warp::service(routes);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = limits.free_slot() => slot,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    accept_failed(err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Some(admission) = limits.admit(slot, peer.ip()) else {
+            // Over the per-address cap: closed at once, never queued.
+            drop(stream);
+            continue;
+        };
+        let service = service.clone();
+        // Every request learns the peer address, then goes through the warp filter.
+        let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            service.clone().call(request)
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), per_request));
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                // Header timeouts and clients that hang up land here; not worth a warning each.
+                log::debug!("connection from {peer} ended: {err}");
+            }
+            drop(admission);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Accept errors: a connection that died before we took it is nothing; running out of file
+/// descriptors is logged, and accepting pauses briefly so the loop does not spin.
+async fn accept_failed(err: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        err.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    log::error!("accepting a connection failed: {err}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
