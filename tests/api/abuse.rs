@@ -1,6 +1,6 @@
 //! Abuse protection: rate limits, trusted proxies, enumeration timing, rehashing, token expiry.
 
-use crate::helpers::{TestServer, activation_link};
+use crate::helpers::TestServer;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -191,7 +191,7 @@ async fn expired_tokens_are_refused() {
     )
     .await
     .assert_ok_empty();
-    let link = activation_link("late").await;
+    let link = server.activation_link("late").await;
     let path = link
         .split_once("/api/")
         .map(|(_, p)| format!("/api/{p}"))

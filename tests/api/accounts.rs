@@ -1,8 +1,6 @@
 //! Registration, email verification, sign-in and password reset (SPEC 6, 10, 14).
 
-use crate::helpers::{
-    RESET_LOCK, TestServer, activation_link, reset_token_after, reset_token_count, wait_for_log,
-};
+use crate::helpers::TestServer;
 use serde_json::json;
 
 fn body(user: &str, email: &str, password: &str) -> serde_json::Value {
@@ -81,7 +79,7 @@ async fn register_ignores_status_flags_in_the_body() {
     )
     .await
     .assert_error(403, "email is not verified");
-    let link = activation_link("eve").await;
+    let link = server.activation_link("eve").await;
     let path = link
         .split_once("/api/")
         .map(|(_, p)| format!("/api/{p}"))
@@ -109,7 +107,7 @@ async fn verification_link_is_single_use_and_escapes_the_name() {
     )
     .await
     .assert_ok_empty();
-    let link = activation_link("Jürgen").await;
+    let link = server.activation_link("Jürgen").await;
     assert!(
         link.starts_with("http://localhost:8080/api/verifyEmail/J%C3%BCrgen/"),
         "{link}"
@@ -194,7 +192,6 @@ async fn unverified_account_is_refused_only_after_a_correct_password() {
 
 #[tokio::test]
 async fn password_reset_is_single_use_ends_sessions_and_logs_nobody_in() {
-    let _serial = RESET_LOCK.lock().await;
     let server = TestServer::start().await;
     let device = server.client();
     device.registered("iris").await;
@@ -210,11 +207,10 @@ async fn password_reset_is_single_use_ends_sessions_and_logs_nobody_in() {
     c.post("/api/requestResetPassword", json!({"user":"nobody"}))
         .await
         .assert_ok_empty();
-    let before = reset_token_count();
     c.post("/api/requestResetPassword", json!({"user":"iris"}))
         .await
         .assert_ok_empty();
-    let token = reset_token_after(before).await;
+    let token = server.next_reset_token("iris").await;
     assert_eq!(token.len(), 20);
     let reset = |password: &str, token: &str| json!({"user":"iris","passwordResetToken":token,"password":password});
     c.post("/api/resetPassword", json!({"user":"iris"}))
@@ -268,19 +264,17 @@ async fn password_reset_is_single_use_ends_sessions_and_logs_nobody_in() {
 
 #[tokio::test]
 async fn reset_tokens_are_replaced_and_die_after_five_wrong_tries() {
-    let _serial = RESET_LOCK.lock().await;
     let server = TestServer::start().await;
     let c = server.client();
     c.registered("jay").await;
-    let before = reset_token_count();
     c.post("/api/requestResetPassword", json!({"user":"jay"}))
         .await
         .assert_ok_empty();
-    let first = reset_token_after(before).await;
+    let first = server.next_reset_token("jay").await;
     c.post("/api/requestResetPassword", json!({"user":"jay"}))
         .await
         .assert_ok_empty();
-    let second = reset_token_after(before + 1).await;
+    let second = server.next_reset_token("jay").await;
     assert_ne!(first, second);
     let reset =
         |token: &str| json!({"user":"jay","passwordResetToken":token,"password":"newpassword1"});
@@ -313,13 +307,15 @@ async fn registering_a_used_email_answers_like_success_and_notifies_the_owner() 
     )
     .await
     .assert_ok_empty();
-    wait_for_log(|lines| {
-        lines
-            .iter()
-            .find(|l| l.contains("address-in-use notice for the account kim"))
-            .cloned()
-    })
-    .await;
+    server
+        .mail
+        .wait_for_mail(|mail| {
+            (mail.to().eq_ignore_ascii_case("shared@example.org")
+                && mail.subject() == "Someone tried to register with your address"
+                && mail.text().contains("already belongs to the account kim"))
+            .then_some(())
+        })
+        .await;
     c.post(
         "/api/authorize",
         json!({"user":"lou","password":"password123"}),

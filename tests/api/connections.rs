@@ -2,7 +2,8 @@
 //! in all and per address, parked polls that must not be cut, and a flood of stalled
 //! connections against the real binary.
 
-use crate::helpers::{TestServer, log_lines};
+use crate::helpers::TestServer;
+use crate::log_capture;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -243,6 +244,7 @@ async fn a_stalled_body_gets_408_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn the_connection_over_the_per_address_cap_is_closed_at_once() {
+    log_capture::start();
     let server = TestServer::with_config("max_connections_per_ip = 5").await;
     let mut open = Vec::new();
     for _ in 0..5 {
@@ -260,7 +262,10 @@ async fn the_connection_over_the_per_address_cap_is_closed_at_once() {
     drop(open.pop());
     let _again = served_soon(server.addr).await;
     let warned = |l: &String| l.contains("max_connections_per_ip (5) reached by 127.0.0.1");
-    assert!(log_lines().iter().any(warned), "the refusal is logged");
+    assert!(
+        log_capture::lines().iter().any(warned),
+        "the refusal is logged"
+    );
 }
 
 #[tokio::test]
@@ -279,6 +284,7 @@ async fn trusted_proxies_are_not_capped_per_address() {
 
 #[tokio::test]
 async fn over_max_connections_a_new_connection_waits_until_one_closes() {
+    log_capture::start();
     let server = TestServer::with_config("max_connections = 5\nmax_connections_per_ip = 5").await;
     let mut open = Vec::new();
     for _ in 0..5 {
@@ -299,7 +305,10 @@ async fn over_max_connections_a_new_connection_waits_until_one_closes() {
         "served once a place came free"
     );
     let warned = |l: &String| l.contains("max_connections (5) reached");
-    assert!(log_lines().iter().any(warned), "the wait is logged");
+    assert!(
+        log_capture::lines().iter().any(warned),
+        "the wait is logged"
+    );
 }
 
 #[tokio::test]

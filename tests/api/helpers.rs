@@ -1,92 +1,13 @@
 //! Test support: a real natter on 127.0.0.1:0 with its own sled directory, and cookie-keeping clients.
 
+use crate::mail_recorder::MailRecorder;
 use natter::App;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use tempfile::TempDir;
-
-/// Captures log lines so tests can read what the `log` mailer wrote.
-struct CapturingLogger;
-
-static LINES: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
-
-fn lines() -> &'static Mutex<Vec<String>> {
-    LINES.get_or_init(|| Mutex::new(Vec::new()))
-}
-
-impl log::Log for CapturingLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) && record.target().starts_with("natter") {
-            lines().lock().unwrap().push(record.args().to_string());
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn install_logger() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let _ = log::set_boxed_logger(Box::new(CapturingLogger));
-        log::set_max_level(log::LevelFilter::Info);
-    });
-}
-
-/// Every captured log line so far.
-pub fn log_lines() -> Vec<String> {
-    lines().lock().unwrap().clone()
-}
-
-/// Waits (up to 10 s) for a log line that `pick` accepts: mail leaves through a background sender.
-pub async fn wait_for_log<T>(pick: impl Fn(&[String]) -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(found) = pick(&log_lines()) {
-            return found;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the expected log line never came");
-}
-
-/// The activation link the log mailer wrote for `user` (URL-escaped name).
-pub async fn activation_link(user: &str) -> String {
-    let marker = format!("/api/verifyEmail/{}/", urlencoding::encode(user));
-    wait_for_log(|lines| {
-        lines
-            .iter()
-            .rev()
-            .filter_map(|l| l.strip_prefix("activation link: "))
-            .find(|l| l.contains(&marker))
-            .map(str::to_owned)
-    })
-    .await
-}
-
-/// Reset-token tests run one at a time: the log line does not name the user.
-pub static RESET_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn reset_tokens(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("reset password token: "))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// How many reset tokens the log mailer has written so far.
-pub fn reset_token_count() -> usize {
-    reset_tokens(&log_lines()).len()
-}
-
-/// The first reset token written after `count` earlier ones.
-pub async fn reset_token_after(count: usize) -> String {
-    wait_for_log(|lines| reset_tokens(lines).get(count).cloned()).await
-}
 
 /// A running server with its own data directory.
 pub struct TestServer {
@@ -95,10 +16,12 @@ pub struct TestServer {
     pub dir: TempDir,
     pub extra: String,
     pub dev: bool,
+    /// Where this server's mail goes (across restarts too).
+    pub mail: MailRecorder,
 }
 
-/// Settings every test server gets: fast hashing, short polls.
-fn base_config(dir: &TempDir, extra: &str) -> String {
+/// Settings every test server gets: fast hashing, short polls, mail to its own recorder.
+fn base_config(dir: &TempDir, extra: &str, mail: &MailRecorder) -> String {
     let data_dir = format!("data_dir = \"{}\"", dir.path().join("data").display());
     let defaults = [
         "listen = \"127.0.0.1:0\"",
@@ -116,8 +39,22 @@ fn base_config(dir: &TempDir, extra: &str) -> String {
             text.push('\n');
         }
     }
-    text.push_str(extra);
-    text.push('\n');
+    let api_url = format!("sendgrid_api_url = \"{}\"", mail.url());
+    let own_mail = extra.lines().any(|l| l.trim() == "[mail]");
+    for line in extra.lines() {
+        text.push_str(line);
+        text.push('\n');
+        // A test's own [mail] table stays as it is, sent to the recorder unless it names a URL.
+        if line.trim() == "[mail]" && !extra.contains("sendgrid_api_url") {
+            text.push_str(&api_url);
+            text.push('\n');
+        }
+    }
+    if !own_mail {
+        text.push_str("[mail]\nprovider = \"sendgrid\"\nsendgrid_key = \"test\"\n");
+        text.push_str(&api_url);
+        text.push('\n');
+    }
     // Most tests send many account requests from one IP; the rate-limit tests turn limits on.
     if !extra.contains("[rate_limit]") {
         text.push_str("[rate_limit]\nenabled = false\n");
@@ -130,7 +67,7 @@ impl TestServer {
         TestServer::with_config("").await
     }
 
-    /// Starts with extra top-level config lines (tables must come last).
+    /// Starts with extra top-level config lines (tables must come last; a `[mail]` table is kept).
     pub async fn with_config(extra: &str) -> TestServer {
         TestServer::build(extra, true).await
     }
@@ -141,20 +78,21 @@ impl TestServer {
     }
 
     async fn build(extra: &str, dev: bool) -> TestServer {
-        install_logger();
         let dir = tempfile::tempdir().unwrap();
-        let app = Self::launch(&dir, extra, dev).await;
+        let mail = MailRecorder::start().await;
+        let app = Self::launch(&dir, extra, dev, &mail).await;
         TestServer {
             addr: app.addr(),
             app: Some(app),
             dir,
             extra: extra.to_owned(),
             dev,
+            mail,
         }
     }
 
-    async fn launch(dir: &TempDir, extra: &str, dev: bool) -> App {
-        let mut text = base_config(dir, extra);
+    async fn launch(dir: &TempDir, extra: &str, dev: bool, mail: &MailRecorder) -> App {
+        let mut text = base_config(dir, extra, mail);
         if !dev {
             text = text.replace("password_iterations = 1000", "password_iterations = 100000");
         }
@@ -170,13 +108,24 @@ impl TestServer {
                 .build()
                 .unwrap(),
             base: std::sync::Arc::new(Mutex::new(format!("http://{}", self.addr))),
+            mail: self.mail.clone(),
         }
+    }
+
+    /// The link of the latest activation mail this server sent to `user`.
+    pub async fn activation_link(&self, user: &str) -> String {
+        self.mail.activation_link(user).await
+    }
+
+    /// The token of the next password reset mail this server sent to `user`.
+    pub async fn next_reset_token(&self, user: &str) -> String {
+        self.mail.next_reset_token(user).await
     }
 
     /// Graceful shutdown, then a new server on the same data directory.
     pub async fn restart(&mut self, clients: &[&Client]) {
         self.stop().await;
-        let app = Self::launch(&self.dir, &self.extra, self.dev).await;
+        let app = Self::launch(&self.dir, &self.extra, self.dev, &self.mail).await;
         self.addr = app.addr();
         self.app = Some(app);
         for client in clients {
@@ -267,6 +216,8 @@ impl Resp {
 pub struct Client {
     pub http: reqwest::Client,
     base: std::sync::Arc<Mutex<String>>,
+    /// The recorder of the server this client talks to.
+    mail: MailRecorder,
 }
 
 impl Client {
@@ -362,7 +313,7 @@ impl Client {
         self.drain().await.into_iter().map(|(t, _)| t).collect()
     }
 
-    /// Registers, verifies through the logged link, and signs in.
+    /// Registers, verifies through the mailed link, and signs in.
     pub async fn registered(&self, name: &str) -> Value {
         let r = self
             .post(
@@ -371,7 +322,7 @@ impl Client {
             )
             .await;
         r.assert_ok_empty();
-        let link = activation_link(name).await;
+        let link = self.mail.activation_link(name).await;
         let path = link
             .split_once("/api/")
             .map(|(_, p)| format!("/api/{p}"))

@@ -1,86 +1,13 @@
-//! Mail through SendGrid: a fake SendGrid on a real local socket records what natter sends.
+//! Mail through SendGrid: every test server sends to its own recorder (a fake SendGrid on a real
+//! local socket, see `mail_recorder`), which keeps what natter sends; the `log` mailer writes to the log.
 
 use crate::helpers::TestServer;
+use crate::log_capture;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
-use warp::Filter;
 
-/// One request the fake received.
-#[derive(Debug, Clone)]
-struct Received {
-    authorization: String,
-    body: Value,
-}
-
-/// A fake SendGrid: answers with the queued statuses (then 202) and records every request.
-struct FakeSendGrid {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    statuses: Arc<Mutex<Vec<u16>>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl FakeSendGrid {
-    async fn start(failures: Vec<u16>) -> FakeSendGrid {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let statuses = Arc::new(Mutex::new(failures));
-        let (rec, st) = (received.clone(), statuses.clone());
-        let route = warp::post()
-            .and(warp::path!("v3" / "mail" / "send"))
-            .and(warp::header::<String>("authorization"))
-            .and(warp::body::json())
-            .map(move |authorization: String, body: Value| {
-                rec.lock().unwrap().push(Received {
-                    authorization,
-                    body,
-                });
-                let mut queue = st.lock().unwrap();
-                let status = if queue.is_empty() {
-                    202
-                } else {
-                    queue.remove(0)
-                };
-                warp::reply::with_status("", warp::http::StatusCode::from_u16(status).unwrap())
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(
-            warp::serve(route)
-                .incoming(listener)
-                .graceful(async {
-                    let _ = stopped.await;
-                })
-                .run(),
-        );
-        FakeSendGrid {
-            url,
-            received,
-            statuses,
-            _stop: stop,
-        }
-    }
-
-    fn config(&self) -> String {
-        format!(
-            "public_url = \"https://chat.example.org\"\n[mail]\nprovider = \"sendgrid\"\nfrom = \"chat@example.org\"\n\
-             sendgrid_api_url = \"{}\"\nsendgrid_key = \"SG.test-key\"",
-            self.url
-        )
-    }
-
-    /// Waits (up to 10 s) until `count` requests arrived that succeeded or not.
-    async fn wait_for(&self, count: usize) -> Vec<Received> {
-        for _ in 0..200 {
-            let got = self.received.lock().unwrap().clone();
-            if got.len() >= count {
-                return got;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the fake SendGrid got {:?}", self.received.lock().unwrap());
-    }
-}
+/// SendGrid as an operator configures it; the test server adds its recorder's URL.
+const SENDGRID: &str = "public_url = \"https://chat.example.org\"\n[mail]\nprovider = \"sendgrid\"\n\
+                        from = \"chat@example.org\"\nsendgrid_key = \"SG.test-key\"";
 
 fn register(user: &str) -> Value {
     json!({"user": user, "email": format!("{}@example.org", user.to_lowercase()), "password": "password123"})
@@ -88,13 +15,12 @@ fn register(user: &str) -> Value {
 
 #[tokio::test]
 async fn activation_mail_goes_to_sendgrid_with_key_body_and_escaped_link() {
-    let fake = FakeSendGrid::start(vec![]).await;
-    let server = TestServer::with_config(&fake.config()).await;
+    let server = TestServer::with_config(SENDGRID).await;
     let c = server.client();
     c.post("/api/register", register("Zoë"))
         .await
         .assert_ok_empty();
-    let got = fake.wait_for(1).await;
+    let got = server.mail.wait_for_requests(1).await;
     assert_eq!(got[0].authorization, "Bearer SG.test-key");
     let body = &got[0].body;
     assert_eq!(
@@ -127,8 +53,8 @@ async fn activation_mail_goes_to_sendgrid_with_key_body_and_escaped_link() {
 
 #[tokio::test]
 async fn a_failing_sendgrid_is_retried_until_it_accepts() {
-    let fake = FakeSendGrid::start(vec![500, 503]).await;
-    let server = TestServer::with_config(&fake.config()).await;
+    let server = TestServer::with_config(SENDGRID).await;
+    server.mail.fail_next([500, 503]);
     let c = server.client();
     let started = std::time::Instant::now();
     c.post("/api/register", register("retry"))
@@ -138,20 +64,20 @@ async fn a_failing_sendgrid_is_retried_until_it_accepts() {
         started.elapsed() < std::time::Duration::from_secs(2),
         "the request does not wait on SendGrid"
     );
-    let got = fake.wait_for(3).await;
+    let got = server.mail.wait_for_requests(3).await;
     assert_eq!(got.len(), 3);
     assert!(
         got.iter().all(|r| r.body == got[0].body),
         "the same mail each time"
     );
-    assert!(fake.statuses.lock().unwrap().is_empty());
+    assert_eq!(server.mail.failures_left(), 0);
 }
 
 #[tokio::test]
 async fn mail_queued_before_a_restart_is_sent_after_it() {
     // Every attempt fails until the restart.
-    let fake = FakeSendGrid::start(vec![500; 1000]).await;
-    let mut server = TestServer::with_config(&fake.config()).await;
+    let mut server = TestServer::with_config(SENDGRID).await;
+    server.mail.fail_next([500; 1000]);
     let c = server.client();
     c.post("/api/requestResetPassword", json!({"user":"nobody"}))
         .await
@@ -159,12 +85,12 @@ async fn mail_queued_before_a_restart_is_sent_after_it() {
     c.post("/api/register", register("later"))
         .await
         .assert_ok_empty();
-    fake.wait_for(1).await;
+    server.mail.wait_for_requests(1).await;
     server.stop().await;
-    fake.statuses.lock().unwrap().clear();
-    let before = fake.received.lock().unwrap().len();
+    server.mail.stop_failing();
+    let before = server.mail.received().len();
     server.restart(&[&c]).await;
-    let got = fake.wait_for(before + 1).await;
+    let got = server.mail.wait_for_requests(before + 1).await;
     assert_eq!(
         got.last().unwrap().body["personalizations"][0]["to"][0]["email"],
         "later@example.org"
@@ -175,8 +101,7 @@ async fn mail_queued_before_a_restart_is_sent_after_it() {
 
 #[tokio::test]
 async fn reset_and_address_in_use_mails_have_their_own_text() {
-    let fake = FakeSendGrid::start(vec![]).await;
-    let server = TestServer::with_config(&fake.config()).await;
+    let server = TestServer::with_config(SENDGRID).await;
     let c = server.client();
     c.post("/api/register", register("owner"))
         .await
@@ -190,7 +115,7 @@ async fn reset_and_address_in_use_mails_have_their_own_text() {
     c.post("/api/requestResetPassword", json!({"user":"owner"}))
         .await
         .assert_ok_empty();
-    let got = fake.wait_for(3).await;
+    let got = server.mail.wait_for_requests(3).await;
     let subjects: Vec<&str> = got
         .iter()
         .map(|r| r.body["subject"].as_str().unwrap())
@@ -214,5 +139,50 @@ async fn reset_and_address_in_use_mails_have_their_own_text() {
         text.lines()
             .any(|l| l.len() == 20 && l.chars().all(|c| c.is_ascii_alphanumeric())),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_log_mailer_writes_links_and_tokens_to_the_log() {
+    log_capture::start();
+    let server = TestServer::with_config("[mail]\nprovider = \"log\"").await;
+    let c = server.client();
+    c.post("/api/register", register("logan"))
+        .await
+        .assert_ok_empty();
+    let link = log_capture::wait_for_line(0, |l| {
+        l.strip_prefix("activation link: http://localhost:8080/api/verifyEmail/logan/")
+            .map(|token| format!("/api/verifyEmail/logan/{token}"))
+    })
+    .await;
+    assert_eq!(c.get(&link).await.status, 200);
+    c.post(
+        "/api/register",
+        json!({"user":"other","email":"LOGAN@example.org","password":"password123"}),
+    )
+    .await
+    .assert_ok_empty();
+    log_capture::wait_for_line(0, |l| {
+        (l == "address-in-use notice for the account logan").then_some(())
+    })
+    .await;
+    let before = log_capture::mark();
+    c.post("/api/requestResetPassword", json!({"user":"logan"}))
+        .await
+        .assert_ok_empty();
+    // The line does not name the account; this is the only test that resets through the log.
+    let token = log_capture::wait_for_line(before, |l| {
+        l.strip_prefix("reset password token: ").map(str::to_owned)
+    })
+    .await;
+    c.post(
+        "/api/resetPassword",
+        json!({"user":"logan","passwordResetToken":token,"password":"newpassword1"}),
+    )
+    .await
+    .assert_ok_empty();
+    assert!(
+        server.mail.received().is_empty(),
+        "nothing went to SendGrid"
     );
 }

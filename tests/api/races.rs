@@ -2,13 +2,12 @@
 //! enough attempts that a missing check under the state lock shows up. The exact interleavings
 //! are also driven directly in `src/chat/tests.rs`.
 
-use crate::helpers::{RESET_LOCK, TestServer, reset_token_after, reset_token_count};
+use crate::helpers::TestServer;
 use serde_json::json;
 
 /// A sign-in with the old password that races a reset must not outlive the reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sign_in_racing_a_password_reset_never_survives_it() {
-    let _serial = RESET_LOCK.lock().await;
     // Enough rounds that the sign-in's hash check overlaps the reset's commit.
     let server =
         TestServer::with_config("password_iterations = 40000\ndurability = \"relaxed\"").await;
@@ -18,12 +17,11 @@ async fn sign_in_racing_a_password_reset_never_survives_it() {
     let (mut raced, mut survived) = (0, 0);
     for attempt in 0..12 {
         let new = format!("newpassword{attempt}");
-        let before = reset_token_count();
         owner
             .post("/api/requestResetPassword", json!({"user":"rhea"}))
             .await
             .assert_ok_empty();
-        let token = reset_token_after(before).await;
+        let token = server.next_reset_token("rhea").await;
         let intruder = server.client();
         let reset = owner.post(
             "/api/resetPassword",
