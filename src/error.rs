@@ -1,8 +1,6 @@
 //! `ApiError`: every failure a client can see, mapped to its status and message in one place.
 
 use crate::model::Invalid;
-use crate::store::StoreError;
-use warp::http::StatusCode;
 
 /// A client-visible failure. `message()` is the exact `{"error"}` text from SPEC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,27 +38,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        use ApiError::*;
-        match self {
-            Invalid(crate::model::Invalid::PasswordEmpty) => StatusCode::UNPROCESSABLE_ENTITY,
-            CannotParse | Invalid(_) | SomeFieldsEmpty | BadResetToken | NoSuchChat
-            | AlreadyInChat | NotInChat | ChatExists | BadEventQueue => StatusCode::BAD_REQUEST,
-            NotLoggedIn | WrongCredentials => StatusCode::UNAUTHORIZED,
-            EmailNotVerified | AdminOnly | RegistrationDisabled | GuestsDisabled | CrossOrigin => {
-                StatusCode::FORBIDDEN
-            }
-            NotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            AlreadyRegistered | AlreadyLoggedIn | NameRegistered => StatusCode::CONFLICT,
-            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Unavailable | EmailNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
+    /// The exact `{"error"}` text; the HTTP status is chosen in `api::status`.
     pub fn message(&self) -> &'static str {
         use ApiError::*;
         match self {
@@ -111,37 +89,5 @@ fn invalid_message(invalid: Invalid) -> &'static str {
 impl From<Invalid> for ApiError {
     fn from(invalid: Invalid) -> Self {
         ApiError::Invalid(invalid)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        // Storage details stay in the log; the client learns only that we are unavailable.
-        log::error!("{err}");
-        ApiError::Unavailable
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_empty_is_422_and_other_validation_is_400() {
-        assert_eq!(
-            ApiError::Invalid(Invalid::PasswordEmpty).status().as_u16(),
-            422
-        );
-        assert_eq!(ApiError::Invalid(Invalid::Username).status().as_u16(), 400);
-        assert_eq!(
-            ApiError::Invalid(Invalid::Username).message(),
-            "invalid username"
-        );
-    }
-
-    #[test]
-    fn a_stalled_body_is_408_request_timed_out() {
-        assert_eq!(ApiError::RequestTimeout.status().as_u16(), 408);
-        assert_eq!(ApiError::RequestTimeout.message(), "request timed out");
     }
 }

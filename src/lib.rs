@@ -45,6 +45,7 @@ impl std::error::Error for StartError {}
 pub struct App {
     addr: SocketAddr,
     service: Arc<Service>,
+    hub: Arc<Hub>,
     store: Arc<SledStore>,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
@@ -81,9 +82,14 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     }));
     let dyn_store: Arc<dyn Store> = store.clone();
     let mail_wake = Arc::new(tokio::sync::Notify::new());
-    let service = Service::start(config.clone(), dyn_store.clone(), hub, mail_wake.clone())
-        .await
-        .map_err(StartError)?;
+    let service = Service::start(
+        config.clone(),
+        dyn_store.clone(),
+        hub.clone(),
+        mail_wake.clone(),
+    )
+    .await
+    .map_err(StartError)?;
     let mut background = vec![
         tokio::spawn(service.clone().run_sweeper()),
         tokio::spawn(service.clone().publish_durable_events()),
@@ -132,6 +138,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     Ok(App {
         addr,
         service,
+        hub,
         store,
         stop_server: Some(stop_server),
         server,
@@ -147,7 +154,7 @@ impl App {
 
     /// The event hub's counters: sessions, queues, buffered events.
     pub fn hub_stats(&self) -> HubStats {
-        self.service.hub.stats()
+        self.hub.stats()
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
@@ -160,7 +167,7 @@ impl App {
     /// Answers parked polls, stops the listener, saves event queues and flushes storage.
     pub async fn shutdown(mut self) -> Result<(), StartError> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        self.service.hub.shutdown();
+        self.hub.shutdown();
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
@@ -178,13 +185,12 @@ impl App {
         for task in self.background.drain(..) {
             let _ = task.await;
         }
-        let service = self.service;
-        let store = self.store;
+        let (service, hub, store) = (self.service, self.hub, self.store);
         tokio::task::spawn_blocking(move || {
             // Everything committed is flushed, so every staged event can reach its queue first.
             store.flush()?;
-            service.hub.release(store.write_epoch());
-            store.save_queues(&service.hub.snapshot())?;
+            hub.release(store.write_epoch());
+            store.save_queues(&hub.snapshot())?;
             drop(service);
             store.close()
         })

@@ -67,7 +67,7 @@ pub fn html(status: StatusCode, page: String) -> Response {
 pub fn error(err: &ApiError) -> Response {
     let body = serde_json::json!({ "error": err.message() }).to_string();
     let mut response = with_type(Response::new(body.into()), "application/json");
-    *response.status_mut() = err.status();
+    *response.status_mut() = super::status::status(err);
     match err {
         ApiError::MethodNotAllowed(allow) => {
             response

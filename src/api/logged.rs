@@ -51,14 +51,7 @@ pub async fn poll(
     session: &SessionInfo,
 ) -> Result<Response, ApiError> {
     let ack = last_event_id(req)?;
-    let reply = ctx
-        .service
-        .hub
-        .poll_default(session.handle, ack, ctx.config.poll_timeout)
-        .await;
-    // A poll that was parked counts as activity for all of its wait.
-    ctx.service.touch(session.handle);
-    match reply {
+    match ctx.service.poll_default(session, ack).await {
         PollReply::Event(delivered) => http::json(&PollEnvelope {
             event: &delivered.event.payload,
             kind: &delivered.event.kind,
@@ -70,11 +63,7 @@ pub async fn poll(
 
 /// POST /api/loggedonly/queues: opens an explicit event queue (one per browser tab).
 pub fn open_queue(ctx: &Ctx, session: &SessionInfo) -> Result<Response, ApiError> {
-    let (queue_id, last_event_id) = ctx
-        .service
-        .hub
-        .open_queue(session.handle)
-        .ok_or(ApiError::NotLoggedIn)?;
+    let (queue_id, last_event_id) = ctx.service.open_queue(session)?;
     http::json(&QueueOpened {
         queue_id,
         last_event_id,
@@ -89,13 +78,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let queue_id = http::query_param(&req.query, "queue_id").ok_or(ApiError::BadEventQueue)?;
     let ack = last_event_id(req)?.unwrap_or(0);
-    let batch = ctx
-        .service
-        .hub
-        .poll_queue(session.handle, &queue_id, ack, ctx.config.poll_timeout)
-        .await
-        .map_err(|_| ApiError::BadEventQueue)?;
-    ctx.service.touch(session.handle);
+    let batch = ctx.service.poll_queue(session, &queue_id, ack).await?;
     let events: Vec<QueuedEvent> = batch
         .iter()
         .map(|d| QueuedEvent {

@@ -5,6 +5,7 @@ mod assets;
 mod http;
 mod logged;
 mod public;
+mod status;
 
 use crate::auth::cookie::CookieSigner;
 use crate::chat::{Service, SessionInfo};

@@ -132,7 +132,7 @@ struct Health {
 
 /// GET /healthz: storage and mirror state for monitors.
 pub fn healthz(ctx: &Ctx) -> Response {
-    let storage_ok = ctx.service.store.check_health().is_ok();
+    let storage_ok = ctx.service.storage_healthy();
     let body = Health {
         status: if storage_ok { "ok" } else { "unavailable" },
         storage: if storage_ok { "ok" } else { "error" },

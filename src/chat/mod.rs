@@ -2,6 +2,7 @@
 
 mod accounts;
 mod bot;
+mod delivery;
 mod presence;
 mod rooms;
 pub mod state;
@@ -15,7 +16,7 @@ use crate::error::ApiError;
 use crate::events::Event;
 use crate::events::hub::Hub;
 use crate::model::UserStatus;
-use crate::store::{self, Store, StoreResult, UserRecord};
+use crate::store::{self, Store, StoreError, StoreResult, UserRecord};
 use state::State;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -27,8 +28,8 @@ pub type Outbox = Vec<(Vec<u64>, Event)>;
 /// The chat server's rules, between the HTTP layer and the store and hub.
 pub struct Service {
     pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    pub hub: Arc<Hub>,
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
     /// False with `mail.provider = "none"`: registration and reset are refused.
     mail_enabled: bool,
     /// Wakes the mail sender when a change queued mail.
@@ -222,5 +223,14 @@ pub fn user_status(user: &UserRecord) -> UserStatus {
         verified: user.verified,
         admin: user.admin,
         bot: user.bot,
+    }
+}
+
+/// Storage failures reach clients only as 503 `service unavailable`.
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        // Storage details stay in the log; the client learns only that we are unavailable.
+        log::error!("{err}");
+        ApiError::Unavailable
     }
 }

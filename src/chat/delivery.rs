@@ -1,0 +1,51 @@
+//! Reading events: a session's default queue (legacy `/poll`) and its explicit queues
+//! (`/events`). A poll that was parked counts as activity for all of its wait.
+
+use super::{Service, SessionInfo};
+use crate::error::ApiError;
+use crate::events::hub::{Delivered, HubStats, PollReply};
+
+impl Service {
+    /// `GET /api/loggedonly/poll`: one event, acknowledging up to `ack` when given.
+    pub async fn poll_default(&self, session: &SessionInfo, ack: Option<u64>) -> PollReply {
+        let reply = self
+            .hub
+            .poll_default(session.handle, ack, self.config.poll_timeout)
+            .await;
+        self.touch(session.handle);
+        reply
+    }
+
+    /// `POST /api/loggedonly/queues`: a new explicit queue's id and the id it counts from.
+    pub fn open_queue(&self, session: &SessionInfo) -> Result<(String, u64), ApiError> {
+        self.hub
+            .open_queue(session.handle)
+            .ok_or(ApiError::NotLoggedIn)
+    }
+
+    /// `GET /api/loggedonly/events`: acknowledges up to `ack`, then what is pending (or waits).
+    pub async fn poll_queue(
+        &self,
+        session: &SessionInfo,
+        queue_id: &str,
+        ack: u64,
+    ) -> Result<Vec<Delivered>, ApiError> {
+        let batch = self
+            .hub
+            .poll_queue(session.handle, queue_id, ack, self.config.poll_timeout)
+            .await
+            .map_err(|_| ApiError::BadEventQueue)?;
+        self.touch(session.handle);
+        Ok(batch)
+    }
+
+    /// Whether storage answers a read and a write (for `/healthz`).
+    pub fn storage_healthy(&self) -> bool {
+        self.store.check_health().is_ok()
+    }
+
+    /// Queue and delivery counters.
+    pub fn hub_stats(&self) -> HubStats {
+        self.hub.stats()
+    }
+}
