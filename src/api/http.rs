@@ -10,6 +10,10 @@ use warp::Buf;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 
+/// Set on a login's response: the user it signed in, for the request log.
+#[derive(Clone)]
+pub struct SignedIn(pub String);
+
 /// Reads a request body, refusing more than `limit` bytes without buffering them.
 pub async fn read_body<S, B>(headers: &HeaderMap, body: S, limit: usize) -> Result<Bytes, ApiError>
 where

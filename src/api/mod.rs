@@ -1,10 +1,11 @@
-//! The HTTP API: every route in one table, dispatched by one filter (SPEC 2 and 6).
+//! The HTTP API: the route table (`routes`) read by one filter; conventions in docs/api.md.
 
 mod admin;
 mod assets;
 mod http;
 mod logged;
 mod public;
+mod routes;
 mod status;
 
 use crate::auth::cookie::CookieSigner;
@@ -15,6 +16,7 @@ use crate::ratelimit::{RateLimits, client_ip};
 use crate::server::PeerAddr;
 use bytes::Bytes;
 use http::OriginPolicy;
+use routes::{Access, Endpoint, Limit, Route};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,151 +59,15 @@ pub struct ApiRequest {
     pub client_ip: Option<IpAddr>,
 }
 
-/// Every API endpoint; `route` maps paths to them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Register,
-    VerifyEmail,
-    Authorize,
-    RequestResetPassword,
-    ResetPassword,
-    GuestLogin,
-    SessionLogin,
-    Logout,
-    Keepalive,
-    Poll,
-    OpenQueue,
-    Events,
-    JoinChat,
-    LeaveChat,
-    GetChats,
-    GetUsers,
-    GetLastMessages,
-    PostMessage,
-    CreateChat,
-    RemoveChat,
-}
-
-impl Endpoint {
-    fn method(self) -> Method {
-        use Endpoint::*;
-        match self {
-            VerifyEmail | Poll | Events | GetChats => Method::GET,
-            Keepalive => Method::PUT,
-            _ => Method::POST,
-        }
-    }
-
-    /// Polls acknowledge what they read: GETs that change state.
-    fn is_poll(self) -> bool {
-        matches!(self, Endpoint::Poll | Endpoint::Events)
-    }
-
-    /// The `Allow` header for a wrong method.
-    fn allow(self) -> &'static str {
-        match self.method() {
-            Method::GET => "GET, OPTIONS",
-            Method::PUT => "PUT, OPTIONS",
-            _ => "POST, OPTIONS",
-        }
-    }
-}
-
-/// The route table: path below `/api/` → endpoint and path parameters.
-fn route(path: &str) -> Option<(Endpoint, Vec<String>)> {
-    use Endpoint::*;
-    let segments: Vec<&str> = path.split('/').collect();
-    let endpoint = match segments.as_slice() {
-        ["register"] => Register,
-        ["authorize"] => Authorize,
-        ["requestResetPassword"] => RequestResetPassword,
-        ["resetPassword"] => ResetPassword,
-        ["login"] => GuestLogin,
-        ["loggedonly", "login"] => SessionLogin,
-        ["loggedonly", "logout"] => Logout,
-        ["loggedonly", "keepalive"] => Keepalive,
-        ["loggedonly", "poll"] => Poll,
-        ["loggedonly", "queues"] => OpenQueue,
-        ["loggedonly", "events"] => Events,
-        ["loggedonly", "joinChat"] => JoinChat,
-        ["loggedonly", "leaveChat"] => LeaveChat,
-        ["loggedonly", "getChats"] => GetChats,
-        ["loggedonly", "getUsers"] => GetUsers,
-        ["loggedonly", "getLastMessages"] => GetLastMessages,
-        ["loggedonly", "postMessage"] => PostMessage,
-        ["adminonly", "createChat"] => CreateChat,
-        ["adminonly", "removeChat"] => RemoveChat,
-        ["verifyEmail", user, token] if !user.is_empty() && !token.is_empty() => {
-            let decode = |s: &str| urlencoding::decode(s).map(|d| d.into_owned()).ok();
-            return Some((VerifyEmail, vec![decode(user)?, decode(token)?]));
-        }
-        _ => return None,
-    };
-    Some((endpoint, Vec::new()))
-}
-
-/// Calls the endpoint's handler.
-async fn dispatch(
-    ctx: &Ctx,
-    endpoint: Endpoint,
-    req: &ApiRequest,
-    user: &mut Option<String>,
-) -> Result<Response, ApiError> {
-    use Endpoint::*;
-    if matches!(
-        endpoint,
-        Register | Authorize | RequestResetPassword | ResetPassword | GuestLogin
-    ) && let Some(ip) = req.client_ip
-    {
-        ctx.limits.account_route(ip)?;
-    }
-    match endpoint {
-        Register => public::register(ctx, req).await,
-        VerifyEmail => public::verify_email(ctx, req).await,
-        Authorize => public::authorize(ctx, req, user).await,
-        RequestResetPassword => public::request_reset_password(ctx, req).await,
-        ResetPassword => public::reset_password(ctx, req).await,
-        GuestLogin => public::guest_login(ctx, req, user).await,
-        SessionLogin => {
-            let session = authenticate(ctx, req, false, user)?;
-            ctx.limits.request(session.handle)?;
-            logged::session_login(ctx, &session).await
-        }
-        _ => {
-            let session = authenticate(ctx, req, true, user)?;
-            match endpoint {
-                // Parked polls cost nothing, so they are not limited.
-                Poll | Events => {}
-                PostMessage => ctx.limits.message(session.handle)?,
-                _ => ctx.limits.request(session.handle)?,
-            }
-            match endpoint {
-                Logout => logged::logout(ctx, &session).await,
-                Keepalive => Ok(http::empty()),
-                Poll => logged::poll(ctx, req, &session).await,
-                OpenQueue => logged::open_queue(ctx, &session),
-                Events => logged::events(ctx, req, &session).await,
-                JoinChat => logged::join_chat(ctx, req, &session).await,
-                LeaveChat => logged::leave_chat(ctx, req, &session).await,
-                GetChats => logged::get_chats(ctx, &session),
-                GetUsers => logged::get_users(ctx, req, &session),
-                GetLastMessages => logged::get_last_messages(ctx, req, &session),
-                PostMessage => logged::post_message(ctx, req, &session).await,
-                CreateChat => admin::create_chat(ctx, req, &session).await,
-                RemoveChat => admin::remove_chat(ctx, req, &session).await,
-                _ => Err(ApiError::NotFound),
-            }
-        }
-    }
-}
-
-/// The session behind the request's cookie (401 `user not logged in` without a valid one).
+/// Authenticates once, as the route's access level asks: `None` for public routes.
 fn authenticate(
     ctx: &Ctx,
     req: &ApiRequest,
-    need_online: bool,
-    user: &mut Option<String>,
-) -> Result<SessionInfo, ApiError> {
+    access: Access,
+) -> Result<Option<SessionInfo>, ApiError> {
+    if access == Access::Public {
+        return Ok(None);
+    }
     let hash = req
         .headers
         .get_all(header::COOKIE)
@@ -210,9 +76,86 @@ fn authenticate(
         .filter_map(|v| ctx.signer.from_header(v))
         .find_map(|value| ctx.signer.verify(value))
         .ok_or(ApiError::NotLoggedIn)?;
-    let session = ctx.service.authenticate(&hash, need_online)?;
-    *user = Some(session.user.clone());
-    Ok(session)
+    let session = ctx.service.authenticate(&hash, access != Access::Session)?;
+    Ok(Some(session))
+}
+
+/// The route's admin check and rate limit, for the caller `session`.
+fn admit(
+    ctx: &Ctx,
+    route: &Route,
+    req: &ApiRequest,
+    session: Option<&SessionInfo>,
+) -> Result<(), ApiError> {
+    if route.access == Access::Admin {
+        ctx.service
+            .require_admin(session.ok_or(ApiError::NotLoggedIn)?)?;
+    }
+    match (route.limit, session) {
+        (Limit::PerAddress, _) => match req.client_ip {
+            Some(ip) => ctx.limits.account_route(ip),
+            None => Ok(()),
+        },
+        (Limit::Requests, Some(s)) => ctx.limits.request(s.handle),
+        (Limit::Messages, Some(s)) => ctx.limits.message(s.handle),
+        _ => Ok(()),
+    }
+}
+
+/// Calls the endpoint's handler; `session` is there for every route that is not public.
+async fn dispatch(
+    ctx: &Ctx,
+    endpoint: Endpoint,
+    req: &ApiRequest,
+    session: Option<&SessionInfo>,
+) -> Result<Response, ApiError> {
+    use Endpoint::*;
+    let session = || session.ok_or(ApiError::NotLoggedIn);
+    match endpoint {
+        Register => public::register(ctx, req).await,
+        VerifyEmail => public::verify_email(ctx, req).await,
+        Authorize => public::authorize(ctx, req).await,
+        RequestResetPassword => public::request_reset_password(ctx, req).await,
+        ResetPassword => public::reset_password(ctx, req).await,
+        GuestLogin => public::guest_login(ctx, req).await,
+        SessionLogin => logged::session_login(ctx, session()?).await,
+        Logout => logged::logout(ctx, session()?).await,
+        Keepalive => Ok(http::empty()),
+        Poll => logged::poll(ctx, req, session()?).await,
+        OpenQueue => logged::open_queue(ctx, session()?),
+        Events => logged::events(ctx, req, session()?).await,
+        JoinChat => logged::join_chat(ctx, req, session()?).await,
+        LeaveChat => logged::leave_chat(ctx, req, session()?).await,
+        GetChats => logged::get_chats(ctx, session()?),
+        GetUsers => logged::get_users(ctx, req, session()?),
+        GetLastMessages => logged::get_last_messages(ctx, req, session()?),
+        PostMessage => logged::post_message(ctx, req, session()?).await,
+        CreateChat => admin::create_chat(ctx, req, session()?).await,
+        RemoveChat => admin::remove_chat(ctx, req, session()?).await,
+    }
+}
+
+/// Runs a request that reached its route: the answer, and the user to log (the session's,
+/// or the one a login just signed in).
+async fn run(
+    ctx: &Ctx,
+    route: &Route,
+    req: &ApiRequest,
+) -> (Result<Response, ApiError>, Option<String>) {
+    let session = match authenticate(ctx, req, route.access) {
+        Ok(session) => session,
+        Err(err) => return (Err(err), None),
+    };
+    let result = match admit(ctx, route, req, session.as_ref()) {
+        Ok(()) => dispatch(ctx, route.endpoint, req, session.as_ref()).await,
+        Err(err) => Err(err),
+    };
+    let signed_in = result
+        .as_ref()
+        .ok()
+        .and_then(|r| r.extensions().get::<http::SignedIn>())
+        .map(|u| u.0.clone());
+    (result, session.map(|s| s.user).or(signed_in))
 }
 
 /// Handles one `/api/...` request from start to finish, and logs it.
@@ -231,18 +174,17 @@ where
 {
     let started = Instant::now();
     let path = tail.as_str().to_owned();
-    let mut user = None;
     let preflight = method == Method::OPTIONS;
-    let result = async {
-        let (endpoint, params) = route(&path).ok_or(ApiError::NotFound)?;
+    let accepted = async {
+        let (route, params) = routes::find(&path).ok_or(ApiError::NotFound)?;
         if preflight {
-            return Ok(http::empty());
+            return Ok(None);
         }
-        if method != endpoint.method() {
-            return Err(ApiError::MethodNotAllowed(endpoint.allow()));
+        if method != route.method {
+            return Err(ApiError::MethodNotAllowed(route.allow()));
         }
         ctx.origins.check_csrf(&method, &headers)?;
-        if endpoint.is_poll() {
+        if route.is_poll() {
             ctx.origins.check_cross_site_poll(&headers)?;
         }
         // Only the body read is timed: a parked poll waits after this, and is not cut.
@@ -261,9 +203,14 @@ where
             body,
             params,
         };
-        dispatch(&ctx, endpoint, &req, &mut user).await
+        Ok(Some((route, req)))
     }
     .await;
+    let (result, user) = match accepted {
+        Ok(Some((route, req))) => run(&ctx, route, &req).await,
+        Ok(None) => (Ok(http::empty()), None),
+        Err(err) => (Err(err), None),
+    };
     let mut response = result.unwrap_or_else(|err| http::error(&err));
     ctx.origins
         .add_cors_headers(&headers, response.headers_mut(), preflight);
@@ -272,25 +219,12 @@ where
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     log::info!(
         "{method} /api/{} {} {}ms{}",
-        loggable_path(&path),
+        routes::loggable_path(&path),
         response.status().as_u16(),
         started.elapsed().as_millis(),
         user.map(|u| format!(" user={u}")).unwrap_or_default()
     );
     response
-}
-
-/// The request path as it may be logged: a link's secret parts become placeholders, and an
-/// unknown path keeps only its first segment (it may be a mistyped link).
-fn loggable_path(path: &str) -> String {
-    match route(path) {
-        Some((Endpoint::VerifyEmail, _)) => "verifyEmail/{user}/{token}".to_owned(),
-        Some(_) => path.to_owned(),
-        None => match path.split_once('/') {
-            Some((first, _)) => format!("{first}/…"),
-            None => path.to_owned(),
-        },
-    }
 }
 
 /// All routes: the API, `/healthz`, the web client, and a JSON 404 for anything else.
@@ -334,38 +268,4 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
             response
         })
         .boxed()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_resolve_with_their_methods() {
-        assert_eq!(route("login").map(|r| r.0), Some(Endpoint::GuestLogin));
-        assert_eq!(
-            route("loggedonly/poll").map(|r| r.0.method()),
-            Some(Method::GET)
-        );
-        assert_eq!(
-            route("loggedonly/keepalive").map(|r| r.0.method()),
-            Some(Method::PUT)
-        );
-        assert_eq!(route("nope"), None);
-        assert_eq!(route("login/"), None);
-        let (endpoint, params) = route("verifyEmail/J%C3%BCrgen/tok").unwrap();
-        assert_eq!(endpoint, Endpoint::VerifyEmail);
-        assert_eq!(params, vec!["Jürgen".to_owned(), "tok".to_owned()]);
-    }
-
-    #[test]
-    fn logged_paths_hide_link_secrets() {
-        assert_eq!(loggable_path("loggedonly/poll"), "loggedonly/poll");
-        assert_eq!(
-            loggable_path("verifyEmail/carol/s3cret"),
-            "verifyEmail/{user}/{token}"
-        );
-        assert_eq!(loggable_path("verifyEmail/carol/s3cret/"), "verifyEmail/…");
-        assert_eq!(loggable_path("nope"), "nope");
-    }
 }

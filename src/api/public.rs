@@ -23,12 +23,16 @@ fn credentials(req: &ApiRequest) -> Result<Credentials, ApiError> {
     http::parse_json(&req.body)
 }
 
-/// A login's reply: UserWithStatus plus the session cookie.
+/// A login's reply: UserWithStatus plus the session cookie; the request log names the user.
 pub(super) fn logged_in(ctx: &Ctx, issued: Issued) -> Result<Response, ApiError> {
     let cookie = ctx
         .signer
         .set_header(&issued.cookie_value, ctx.config.session_max_age.as_secs());
-    Ok(http::set_cookie(http::json(&issued.user)?, &cookie))
+    let mut response = http::set_cookie(http::json(&issued.user)?, &cookie);
+    response
+        .extensions_mut()
+        .insert(http::SignedIn(issued.user.user));
+    Ok(response)
 }
 
 /// POST /api/register: a new unverified account; the activation link goes by mail.
@@ -76,17 +80,12 @@ fn page(title: &str, text: &str) -> String {
 }
 
 /// POST /api/authorize: sign in with a password.
-pub async fn authorize(
-    ctx: &Ctx,
-    req: &ApiRequest,
-    user: &mut Option<String>,
-) -> Result<Response, ApiError> {
+pub async fn authorize(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
     let body = credentials(req)?;
     let issued = ctx
         .service
         .authorize(&ctx.signer, &body.user, &body.password)
         .await?;
-    *user = Some(issued.user.user.clone());
     logged_in(ctx, issued)
 }
 
@@ -111,14 +110,9 @@ pub async fn reset_password(ctx: &Ctx, req: &ApiRequest) -> Result<Response, Api
 }
 
 /// POST /api/login: a guest session.
-pub async fn guest_login(
-    ctx: &Ctx,
-    req: &ApiRequest,
-    user: &mut Option<String>,
-) -> Result<Response, ApiError> {
+pub async fn guest_login(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
     let body = credentials(req)?;
     let issued = ctx.service.guest_login(&ctx.signer, &body.user).await?;
-    *user = Some(issued.user.user.clone());
     logged_in(ctx, issued)
 }
 
