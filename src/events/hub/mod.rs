@@ -1,0 +1,564 @@
+//! Delivery hub: holds events until their write is durable, then fills per-session queues,
+//! hands events out with acknowledgement and wakes parked polls (docs/design.md, Event delivery).
+//! `queue` holds one session's queues, `snapshot` writes and reads them across a graceful restart.
+
+mod queue;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use queue::{EventQueue, ParkedPoll, Push, SessionQueues, new_queue_id};
+
+use super::{EncodedEvent, Event, ResyncEvent};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Identifies a session to the hub; the domain service hands these out.
+pub type SessionHandle = u64;
+
+/// Most events one `/events` reply carries.
+const BATCH_LIMIT: usize = 100;
+/// Leading byte of every snapshot, bumped when its layout changes.
+const SNAPSHOT_VERSION: u8 = 1;
+/// Reason carried by the `ResyncEvent` a default queue gets after overflowing.
+const OVERFLOW_REASON: &str = "event queue overflowed";
+
+/// An event as a queue hands it out, with its id in that queue.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub id: u64,
+    pub event: Arc<EncodedEvent>,
+}
+
+/// Answer to a legacy `/poll`: one event, or nothing before the timeout.
+#[derive(Debug, Clone)]
+pub enum PollReply {
+    Event(Delivered),
+    Empty,
+}
+
+/// The queue id is unknown, expired, another session's, or its queue lost events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadQueue;
+
+/// Counters for metrics and health checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Registered sessions.
+    pub sessions: usize,
+    /// Default and explicit queues together.
+    pub queues: usize,
+    /// Explicit queues alone (each session's default queue not counted).
+    pub explicit_queues: usize,
+    /// Events held in all queues right now, counted once per queue.
+    pub buffered: usize,
+    /// Queues with a poll parked right now.
+    pub parked: usize,
+    /// Events put into queues, counted once per receiving queue.
+    pub delivered: u64,
+    /// Queue overflows since start.
+    pub overflowed: u64,
+    /// Explicit queues dropped since start to stay within `queues_per_session`.
+    pub evicted: u64,
+}
+
+/// Bounds on what the hub holds (SPEC 7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubLimits {
+    /// Unacknowledged events a queue holds before it overflows (`event_queue_capacity`).
+    pub capacity: usize,
+    /// Explicit queues a session may have; the default queue is not counted (`max_queues_per_session`).
+    pub queues_per_session: usize,
+}
+
+impl Default for HubLimits {
+    /// The configuration defaults.
+    fn default() -> HubLimits {
+        HubLimits {
+            capacity: 1000,
+            queues_per_session: 16,
+        }
+    }
+}
+
+/// Per-session event queues, the events waiting for durability, and parked polls.
+pub struct Hub {
+    limits: HubLimits,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    sessions: HashMap<SessionHandle, SessionQueues>,
+    staged: VecDeque<Staged>,
+    released: u64,
+    shut_down: bool,
+    next_ticket: u64,
+    /// Source of `EventQueue::last_polled`; a counter, so equal clock readings cannot tie.
+    next_stamp: u64,
+    counters: Counters,
+    resync: Arc<EncodedEvent>,
+}
+
+#[derive(Default)]
+struct Counters {
+    delivered: u64,
+    overflowed: u64,
+    evicted: u64,
+}
+
+/// An event whose write is committed but maybe not yet on disk.
+struct Staged {
+    epoch: u64,
+    targets: Vec<SessionHandle>,
+    event: Arc<EncodedEvent>,
+}
+
+/// A poll about to park: the still-held lock, its queue's wake-up and its ticket.
+type Parking<'g> = (MutexGuard<'g, Inner>, Arc<Notify>, u64);
+
+/// Which queue of a session a poll reads.
+enum QueueKey<'a> {
+    Default,
+    Explicit(&'a str),
+}
+
+/// What a poll decides after looking at its queue.
+enum Look<R> {
+    Reply(R),
+    /// Reply, and delete the queue (a lost explicit queue).
+    Discard(R),
+    Wait,
+}
+
+/// The replies a poll gives when it has no event to hand out.
+trait PollOutcome {
+    /// Timeout, shutdown, a newer poll, or the session closed while parked.
+    fn quiet() -> Self;
+    /// The queue did not exist when the poll started.
+    fn unknown() -> Self;
+}
+
+impl PollOutcome for PollReply {
+    fn quiet() -> Self {
+        PollReply::Empty
+    }
+    fn unknown() -> Self {
+        PollReply::Empty
+    }
+}
+
+impl PollOutcome for Result<Vec<Delivered>, BadQueue> {
+    fn quiet() -> Self {
+        Ok(Vec::new())
+    }
+    fn unknown() -> Self {
+        Err(BadQueue)
+    }
+}
+
+impl Hub {
+    /// Creates a hub whose queues and sessions stay within `limits`.
+    pub fn new(limits: HubLimits) -> Hub {
+        let resync = Event::Resync(ResyncEvent {
+            reason: OVERFLOW_REASON.into(),
+        });
+        Hub {
+            limits: HubLimits {
+                // A queue must hold at least its ResyncEvent, and a session may open at least one queue.
+                capacity: limits.capacity.max(1),
+                queues_per_session: limits.queues_per_session.max(1),
+            },
+            inner: Mutex::new(Inner {
+                sessions: HashMap::new(),
+                staged: VecDeque::new(),
+                released: 0,
+                shut_down: false,
+                next_ticket: 0,
+                next_stamp: 0,
+                counters: Counters::default(),
+                resync: Arc::new(resync.encode()),
+            }),
+        }
+    }
+
+    /// Registers an online session with an empty default queue; does nothing if it exists.
+    pub fn open_session(&self, s: SessionHandle) {
+        let now = Instant::now();
+        self.lock()
+            .sessions
+            .entry(s)
+            .or_insert_with(|| SessionQueues::new(now));
+    }
+
+    /// Drops all queues of a session; its parked polls return empty at once.
+    pub fn close_session(&self, s: SessionHandle) {
+        if let Some(queues) = self.lock().sessions.remove(&s) {
+            queues.wake_all();
+        }
+    }
+
+    /// Whether the session is registered.
+    pub fn has_session(&self, s: SessionHandle) -> bool {
+        self.lock().sessions.contains_key(&s)
+    }
+
+    /// Opens an explicit queue: `(queue id, last_event_id)`, or `None` for an unknown session.
+    ///
+    /// A session at `queues_per_session` first loses its least recently polled explicit queue:
+    /// its events are freed, a poll parked on it returns `BadQueue`, and so do later polls.
+    pub fn open_queue(&self, s: SessionHandle) -> Option<(String, u64)> {
+        let id = new_queue_id()?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let stamp = inner.stamp();
+        let queues = inner.sessions.get_mut(&s)?;
+        let evicted = queues.evict_down_to(self.limits.queues_per_session - 1);
+        if evicted > 0 {
+            inner.counters.evicted += evicted as u64;
+            log::debug!(
+                "session {s} opened more than {} event queues; dropped its least recently polled one",
+                self.limits.queues_per_session
+            );
+        }
+        let mut queue = EventQueue::new(1, Instant::now());
+        // Never polled yet: it ranks by when it was opened.
+        queue.last_polled = stamp;
+        let last_event_id = queue.next_id - 1;
+        queues.explicit.insert(id.clone(), queue);
+        Some((id, last_event_id))
+    }
+
+    /// Holds `event` for `targets` until `release` reports `epoch` durable.
+    pub fn stage(
+        &self,
+        epoch: u64,
+        targets: impl IntoIterator<Item = SessionHandle>,
+        event: &Event,
+    ) {
+        let mut targets: Vec<SessionHandle> = targets.into_iter().collect();
+        // A session listed twice must still get the event once.
+        targets.sort_unstable();
+        targets.dedup();
+        if targets.is_empty() {
+            return;
+        }
+        // Encode outside the lock, once for every queue.
+        let staged = Staged {
+            epoch,
+            targets,
+            event: Arc::new(event.encode()),
+        };
+        let mut inner = self.lock();
+        // Already durable with nothing ahead of it: no later release may come to carry it.
+        if inner.staged.is_empty() && epoch <= inner.released {
+            inner.deliver(&staged, self.limits.capacity);
+        } else {
+            inner.staged.push_back(staged);
+        }
+    }
+
+    /// Delivers, in staging order, every staged event with epoch <= `durable_epoch`.
+    pub fn release(&self, durable_epoch: u64) {
+        let mut inner = self.lock();
+        if durable_epoch < inner.released {
+            return;
+        }
+        inner.released = durable_epoch;
+        // Stop at the first later epoch so staging order holds even if epochs were ever out of order.
+        while inner
+            .staged
+            .front()
+            .is_some_and(|staged| staged.epoch <= durable_epoch)
+        {
+            if let Some(staged) = inner.staged.pop_front() {
+                inner.deliver(&staged, self.limits.capacity);
+            }
+        }
+    }
+
+    /// Legacy `/poll`: one event from the default queue, parking until one arrives or `timeout`.
+    ///
+    /// With `Some(n)` events up to `n` are acknowledged and the first remaining one is sent
+    /// again until acknowledged; with `None` the event is removed as it is handed out.
+    pub async fn poll_default(
+        &self,
+        s: SessionHandle,
+        ack: Option<u64>,
+        timeout: Duration,
+    ) -> PollReply {
+        let look = |queue: &mut EventQueue| {
+            let first = match ack {
+                Some(n) => {
+                    queue.acknowledge(n);
+                    queue.events.front().cloned()
+                }
+                None => queue.events.pop_front(),
+            };
+            first.map_or(Look::Wait, |event| Look::Reply(PollReply::Event(event)))
+        };
+        self.poll_with(s, QueueKey::Default, timeout, look).await
+    }
+
+    /// `/events`: acknowledges up to `ack`, then returns up to 100 events, parking while there are none.
+    pub async fn poll_queue(
+        &self,
+        s: SessionHandle,
+        queue_id: &str,
+        ack: u64,
+        timeout: Duration,
+    ) -> Result<Vec<Delivered>, BadQueue> {
+        let look = |queue: &mut EventQueue| {
+            if queue.lost {
+                return Look::Discard(Err(BadQueue));
+            }
+            queue.acknowledge(ack);
+            if queue.events.is_empty() {
+                return Look::Wait;
+            }
+            // Events stay queued until acknowledged, so a lost response is sent again.
+            let batch = queue.events.iter().take(BATCH_LIMIT).cloned().collect();
+            Look::Reply(Ok(batch))
+        };
+        self.poll_with(s, QueueKey::Explicit(queue_id), timeout, look)
+            .await
+    }
+
+    /// Sessions with a poll parked right now; they count as active.
+    pub fn parked_sessions(&self) -> HashSet<SessionHandle> {
+        self.lock()
+            .sessions
+            .iter()
+            .filter(|(_, queues)| queues.iter().any(|queue| queue.parked.is_some()))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// Deletes explicit queues not polled for `idle` and without a parked poll; returns how many.
+    pub fn expire_idle_queues(&self, idle: Duration) -> usize {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let mut removed = 0;
+        for queues in inner.sessions.values_mut() {
+            let before = queues.explicit.len();
+            queues.explicit.retain(|_, queue| {
+                queue.parked.is_some() || now.duration_since(queue.last_used) < idle
+            });
+            removed += before - queues.explicit.len();
+        }
+        removed
+    }
+
+    /// Ends every parked poll with an empty reply; later polls return empty at once.
+    pub fn shutdown(&self) {
+        let mut inner = self.lock();
+        inner.shut_down = true;
+        for queues in inner.sessions.values() {
+            queues.wake_all();
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> HubStats {
+        let inner = self.lock();
+        let queues = || inner.sessions.values().flat_map(SessionQueues::iter);
+        HubStats {
+            sessions: inner.sessions.len(),
+            queues: queues().count(),
+            explicit_queues: inner.sessions.values().map(|q| q.explicit.len()).sum(),
+            buffered: queues().map(|queue| queue.events.len()).sum(),
+            parked: queues().filter(|queue| queue.parked.is_some()).count(),
+            delivered: inner.counters.delivered,
+            overflowed: inner.counters.overflowed,
+            evicted: inner.counters.evicted,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The state stays consistent between statements, so a panic elsewhere must not stop delivery.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shared body of both polls: look, else park until woken, superseded or timed out.
+    async fn poll_with<R: PollOutcome>(
+        &self,
+        s: SessionHandle,
+        key: QueueKey<'_>,
+        timeout: Duration,
+        mut look: impl FnMut(&mut EventQueue) -> Look<R>,
+    ) -> R {
+        let (inner, notify, ticket) = match Self::begin_poll(self.lock(), s, &key, &mut look) {
+            Ok(parking) => parking,
+            Err(reply) => return reply,
+        };
+        // Clears the parked mark however the poll ends, cancellation included.
+        let _parked = ParkedPoll {
+            hub: self,
+            session: s,
+            key: &key,
+            ticket,
+        };
+        // Enabled under the lock, so an event pushed right after unlocking still wakes it.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        drop(inner);
+        let sleep = tokio::time::sleep(timeout);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                // An event that arrived together with the deadline is still handed out.
+                biased;
+                () = &mut notified => {}
+                () = &mut sleep => return R::quiet(),
+            }
+            // A fresh guard per turn: one declared outside the loop would make the future !Send.
+            let mut inner = self.lock();
+            if let Some(reply) = inner.resume_poll(s, &key, ticket, &mut look) {
+                // Unlock before `_parked` takes the lock again on drop.
+                drop(inner);
+                return reply;
+            }
+            notified.set(notify.notified());
+            notified.as_mut().enable();
+            drop(inner);
+        }
+    }
+
+    /// First look at the queue; on `Wait` marks the poll parked and keeps the lock held.
+    fn begin_poll<'g, R: PollOutcome>(
+        mut inner: MutexGuard<'g, Inner>,
+        s: SessionHandle,
+        key: &QueueKey<'_>,
+        look: &mut impl FnMut(&mut EventQueue) -> Look<R>,
+    ) -> Result<Parking<'g>, R> {
+        if inner.shut_down {
+            return Err(R::quiet());
+        }
+        inner.next_ticket += 1;
+        let ticket = inner.next_ticket;
+        let stamp = inner.stamp();
+        let Some(queue) = inner.queue_mut(s, key) else {
+            return Err(R::unknown());
+        };
+        queue.last_used = Instant::now();
+        queue.last_polled = stamp;
+        match look(queue) {
+            Look::Reply(reply) => Err(reply),
+            Look::Discard(reply) => {
+                inner.remove_queue(s, key);
+                Err(reply)
+            }
+            Look::Wait => {
+                // The newest poll wins: the one parked before it wakes, sees the new ticket, returns empty.
+                queue.wake();
+                queue.parked = Some(ticket);
+                let notify = Arc::clone(&queue.notify);
+                Ok((inner, notify, ticket))
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The next point in hub order for `EventQueue::last_polled`.
+    fn stamp(&mut self) -> u64 {
+        self.next_stamp += 1;
+        self.next_stamp
+    }
+
+    fn queue_mut(&mut self, s: SessionHandle, key: &QueueKey<'_>) -> Option<&mut EventQueue> {
+        let queues = self.sessions.get_mut(&s)?;
+        match key {
+            QueueKey::Default => Some(&mut queues.default),
+            QueueKey::Explicit(id) => queues.explicit.get_mut(*id),
+        }
+    }
+
+    /// Deletes an explicit queue; the default queue lives as long as its session.
+    fn remove_queue(&mut self, s: SessionHandle, key: &QueueKey<'_>) {
+        let QueueKey::Explicit(id) = key else {
+            return;
+        };
+        if let Some(queue) = self
+            .sessions
+            .get_mut(&s)
+            .and_then(|queues| queues.explicit.remove(*id))
+        {
+            queue.wake();
+        }
+    }
+
+    /// Looks again after a wake-up; `None` means keep waiting.
+    fn resume_poll<R: PollOutcome>(
+        &mut self,
+        s: SessionHandle,
+        key: &QueueKey<'_>,
+        ticket: u64,
+        look: &mut impl FnMut(&mut EventQueue) -> Look<R>,
+    ) -> Option<R> {
+        if self.shut_down {
+            return Some(R::quiet());
+        }
+        let Some(queue) = self.queue_mut(s, key) else {
+            // The session closed while parked: empty. Only the queue went (dropped for the
+            // per-session cap, or deleted as lost by a newer poll): it is as unknown as a lost one.
+            return Some(if self.sessions.contains_key(&s) {
+                R::unknown()
+            } else {
+                R::quiet()
+            });
+        };
+        if queue.parked != Some(ticket) {
+            return Some(R::quiet());
+        }
+        match look(queue) {
+            Look::Reply(reply) => Some(reply),
+            Look::Discard(reply) => {
+                self.remove_queue(s, key);
+                Some(reply)
+            }
+            Look::Wait => None,
+        }
+    }
+
+    /// Puts a released event into every queue of every target session that still exists.
+    fn deliver(&mut self, staged: &Staged, capacity: usize) {
+        for s in &staged.targets {
+            let Some(queues) = self.sessions.get_mut(s) else {
+                continue;
+            };
+            let default = queues
+                .default
+                .push(&staged.event, capacity, Some(&self.resync));
+            self.counters
+                .record(default, &mut queues.default, *s, "default");
+            for queue in queues.explicit.values_mut() {
+                let outcome = queue.push(&staged.event, capacity, None);
+                // Never log the queue id: it is what makes the queue unguessable.
+                self.counters.record(outcome, queue, *s, "explicit");
+            }
+        }
+    }
+}
+
+impl Counters {
+    /// Counts a push, and warns the first time a queue overflows.
+    fn record(&mut self, outcome: Push, queue: &mut EventQueue, s: SessionHandle, kind: &str) {
+        match outcome {
+            Push::Added => self.delivered += 1,
+            Push::Overflowed => {
+                self.overflowed += 1;
+                if !queue.warned {
+                    queue.warned = true;
+                    log::warn!(
+                        "{kind} event queue of session {s} overflowed; its events were dropped and the client must resync"
+                    );
+                }
+            }
+            Push::Ignored => {}
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! One session's queues (the default one and the explicit ones) and one queue's events, ids,
+//! acknowledgement and wake-up.
+
+use super::{Delivered, Hub, QueueKey, SessionHandle};
+use crate::events::EncodedEvent;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub(super) struct SessionQueues {
+    pub(super) default: EventQueue,
+    pub(super) explicit: HashMap<String, EventQueue>,
+}
+
+pub(super) struct EventQueue {
+    pub(super) next_id: u64,
+    pub(super) events: VecDeque<Delivered>,
+    pub(super) lost: bool,
+    pub(super) warned: bool,
+    /// Last poll, for idle expiry.
+    pub(super) last_used: Instant,
+    /// When it was last polled (or opened) in hub order, for the per-session cap.
+    pub(super) last_polled: u64,
+    /// Ticket of the poll parked on this queue, if any.
+    pub(super) parked: Option<u64>,
+    pub(super) notify: Arc<Notify>,
+}
+
+/// What happened to an event offered to a queue.
+pub(super) enum Push {
+    Added,
+    Overflowed,
+    Ignored,
+}
+
+impl SessionQueues {
+    pub(super) fn new(now: Instant) -> SessionQueues {
+        SessionQueues {
+            default: EventQueue::new(1, now),
+            explicit: HashMap::new(),
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &EventQueue> {
+        std::iter::once(&self.default).chain(self.explicit.values())
+    }
+
+    pub(super) fn wake_all(&self) {
+        self.iter().for_each(EventQueue::wake);
+    }
+
+    /// Drops explicit queues, first to go first, until at most `keep` remain; returns how many.
+    pub(super) fn evict_down_to(&mut self, keep: usize) -> usize {
+        let mut evicted = 0;
+        while self.explicit.len() > keep {
+            let Some(id) = self
+                .explicit
+                .iter()
+                .min_by_key(|(_, queue)| queue.eviction_rank())
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            if let Some(queue) = self.explicit.remove(&id) {
+                // Its parked poll, if any, wakes to find the queue gone; the events go with `queue`.
+                queue.wake();
+            }
+            evicted += 1;
+        }
+        evicted
+    }
+}
+
+impl EventQueue {
+    pub(super) fn new(next_id: u64, now: Instant) -> EventQueue {
+        EventQueue {
+            next_id,
+            events: VecDeque::new(),
+            lost: false,
+            warned: false,
+            last_used: now,
+            last_polled: 0,
+            parked: None,
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Order in which the per-session cap drops explicit queues, lowest first: lost ones (their next
+    /// poll fails anyway), then those without a parked poll (a parked poll is polling now), each
+    /// group least recently polled first.
+    pub(super) fn eviction_rank(&self) -> (bool, bool, u64) {
+        (!self.lost, self.parked.is_some(), self.last_polled)
+    }
+
+    /// Drops events the client confirmed it has.
+    pub(super) fn acknowledge(&mut self, ack: u64) {
+        while self.events.front().is_some_and(|event| event.id <= ack) {
+            self.events.pop_front();
+        }
+    }
+
+    /// Appends an event; a full queue is emptied and either resyncs (`resync`) or is marked lost.
+    pub(super) fn push(
+        &mut self,
+        event: &Arc<EncodedEvent>,
+        capacity: usize,
+        resync: Option<&Arc<EncodedEvent>>,
+    ) -> Push {
+        if self.lost {
+            return Push::Ignored;
+        }
+        let outcome = if self.events.len() >= capacity {
+            // The event that overflowed is dropped too: the refetch after the resync covers it.
+            // A new deque, not `clear`, so the full buffer's memory is returned as well.
+            self.events = VecDeque::new();
+            match resync {
+                Some(resync) => self.append(resync),
+                None => self.lost = true,
+            }
+            Push::Overflowed
+        } else {
+            self.append(event);
+            Push::Added
+        };
+        self.wake();
+        outcome
+    }
+
+    pub(super) fn append(&mut self, event: &Arc<EncodedEvent>) {
+        self.events.push_back(Delivered {
+            id: self.next_id,
+            event: Arc::clone(event),
+        });
+        self.next_id += 1;
+    }
+
+    pub(super) fn wake(&self) {
+        if self.parked.is_some() {
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+/// Marks a parked poll; dropping it unparks, so a cancelled request does not stay "active".
+pub(super) struct ParkedPoll<'a> {
+    pub(super) hub: &'a Hub,
+    pub(super) session: SessionHandle,
+    pub(super) key: &'a QueueKey<'a>,
+    pub(super) ticket: u64,
+}
+
+impl Drop for ParkedPoll<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        let stamp = inner.stamp();
+        if let Some(queue) = inner.queue_mut(self.session, self.key)
+            && queue.parked == Some(self.ticket)
+        {
+            queue.parked = None;
+            // The idle clock starts when the poll ends, not when it began.
+            queue.last_used = Instant::now();
+            queue.last_polled = stamp;
+        }
+    }
+}
+
+/// Random, unguessable queue id: 128 bits from the OS, base64url.
+pub(super) fn new_queue_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => Some(URL_SAFE_NO_PAD.encode(bytes)),
+        Err(e) => {
+            log::error!("cannot read random bytes for a queue id: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Queue snapshots for a graceful restart: written at shutdown, read back at the next start
+//! (docs/design.md, Event delivery).
+
+use super::queue::{EventQueue, SessionQueues};
+use super::{Delivered, Hub, Inner, SNAPSHOT_VERSION, SessionHandle};
+use crate::events::EncodedEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+impl Hub {
+    /// Serializes every session's queues for a graceful restart (staged events are not included).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snapshot = {
+            let inner = self.lock();
+            Snapshot {
+                sessions: inner
+                    .sessions
+                    .iter()
+                    .map(|(s, queues)| queues.to_snapshot(*s))
+                    .collect(),
+            }
+        };
+        match bincode::serde::encode_to_vec(&snapshot, bincode::config::standard()) {
+            Ok(body) => {
+                let mut bytes = Vec::with_capacity(body.len() + 1);
+                bytes.push(SNAPSHOT_VERSION);
+                bytes.extend_from_slice(&body);
+                bytes
+            }
+            Err(e) => {
+                // Plain structs do not fail to encode; an empty snapshot fails restore loudly.
+                log::error!("cannot encode event queue snapshot: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Re-creates the queues of sessions that `keep` accepts; returns how many queues.
+    ///
+    /// A restored session replaces one with the same handle. Nothing changes on error.
+    pub fn restore(
+        &self,
+        bytes: &[u8],
+        keep: impl Fn(SessionHandle) -> bool,
+    ) -> Result<usize, String> {
+        let snapshot = decode_snapshot(bytes)?;
+        let now = Instant::now();
+        let mut interned = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut rebuilt = Vec::new();
+        for session in snapshot.sessions {
+            if !seen.insert(session.session) {
+                return Err(format!(
+                    "session {} appears twice in the queue snapshot",
+                    session.session
+                ));
+            }
+            if keep(session.session) {
+                let s = session.session;
+                let restored =
+                    session.rebuild(now, &mut interned, self.limits.queues_per_session)?;
+                rebuilt.push((s, restored));
+            }
+        }
+        let count = rebuilt
+            .iter()
+            .map(|(_, queues)| 1 + queues.explicit.len())
+            .sum();
+        let mut inner = self.lock();
+        for (s, queues) in rebuilt {
+            let queues = queues.install(&mut inner);
+            if let Some(old) = inner.sessions.insert(s, queues) {
+                old.wake_all();
+            }
+        }
+        Ok(count)
+    }
+}
+
+impl SessionQueues {
+    /// Explicit queues are written first to go first, so a restore under a lower cap keeps the rest.
+    fn to_snapshot(&self, session: SessionHandle) -> SessionSnapshot {
+        let mut explicit: Vec<(&String, &EventQueue)> = self.explicit.iter().collect();
+        explicit.sort_by_key(|(_, queue)| queue.eviction_rank());
+        SessionSnapshot {
+            session,
+            default: self.default.to_snapshot(),
+            explicit: explicit
+                .into_iter()
+                .map(|(id, queue)| (id.clone(), queue.to_snapshot()))
+                .collect(),
+        }
+    }
+}
+
+impl EventQueue {
+    fn to_snapshot(&self) -> QueueSnapshot {
+        QueueSnapshot {
+            next_id: self.next_id,
+            lost: self.lost,
+            events: self
+                .events
+                .iter()
+                .map(|d| (d.id, d.event.kind.clone(), d.event.payload.get().to_owned()))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct Snapshot {
+    pub(super) sessions: Vec<SessionSnapshot>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct SessionSnapshot {
+    pub(super) session: SessionHandle,
+    pub(super) default: QueueSnapshot,
+    pub(super) explicit: Vec<(String, QueueSnapshot)>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct QueueSnapshot {
+    pub(super) next_id: u64,
+    pub(super) lost: bool,
+    /// `(id, type, payload JSON)`
+    pub(super) events: Vec<(u64, String, String)>,
+}
+
+/// Restored events shared across queues, keyed by type and payload.
+pub(super) type Interned = HashMap<(String, String), Arc<EncodedEvent>>;
+
+pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
+    let (version, body) = bytes
+        .split_first()
+        .ok_or_else(|| "empty event queue snapshot".to_owned())?;
+    if *version != SNAPSHOT_VERSION {
+        return Err(format!("unknown event queue snapshot version {version}"));
+    }
+    let (snapshot, read) =
+        bincode::serde::decode_from_slice::<Snapshot, _>(body, bincode::config::standard())
+            .map_err(|e| format!("bad event queue snapshot: {e}"))?;
+    if read != body.len() {
+        return Err("bad event queue snapshot: trailing bytes".to_owned());
+    }
+    Ok(snapshot)
+}
+
+/// A session's queues read back from a snapshot, explicit ones in snapshot order.
+pub(super) struct RestoredSession {
+    pub(super) default: EventQueue,
+    pub(super) explicit: Vec<(String, EventQueue)>,
+}
+
+impl SessionSnapshot {
+    /// Keeps at most `max_explicit` explicit queues: the last ones, which were polled most recently.
+    pub(super) fn rebuild(
+        self,
+        now: Instant,
+        interned: &mut Interned,
+        max_explicit: usize,
+    ) -> Result<RestoredSession, String> {
+        let mut default = self.default.rebuild(now, interned)?;
+        // Default queues resync instead of staying lost.
+        default.lost = false;
+        let mut ids = HashSet::with_capacity(self.explicit.len());
+        if self.explicit.iter().any(|(id, _)| !ids.insert(id.as_str())) {
+            return Err("a queue id appears twice in the queue snapshot".to_owned());
+        }
+        let mut explicit = Vec::with_capacity(self.explicit.len());
+        for (id, queue) in self.explicit {
+            explicit.push((id, queue.rebuild(now, interned)?));
+        }
+        // Lost queues go first, as they would when a queue is opened; the order is otherwise kept.
+        explicit.sort_by_key(|(_, queue)| !queue.lost);
+        let dropped = explicit.len().saturating_sub(max_explicit);
+        if dropped > 0 {
+            log::debug!(
+                "session {} had {} event queues in the snapshot; dropped the {dropped} least recently polled",
+                self.session,
+                explicit.len()
+            );
+            explicit.drain(..dropped);
+        }
+        Ok(RestoredSession { default, explicit })
+    }
+}
+
+impl RestoredSession {
+    /// Stamps the queues in hub order, keeping which was polled last.
+    pub(super) fn install(self, inner: &mut Inner) -> SessionQueues {
+        let mut queues = SessionQueues {
+            default: self.default,
+            explicit: HashMap::with_capacity(self.explicit.len()),
+        };
+        for (id, mut queue) in self.explicit {
+            queue.last_polled = inner.stamp();
+            queues.explicit.insert(id, queue);
+        }
+        queues
+    }
+}
+
+impl QueueSnapshot {
+    pub(super) fn rebuild(
+        self,
+        now: Instant,
+        interned: &mut Interned,
+    ) -> Result<EventQueue, String> {
+        if self.next_id == 0 {
+            return Err("bad event queue snapshot: next id 0".to_owned());
+        }
+        let mut queue = EventQueue::new(self.next_id, now);
+        queue.lost = self.lost;
+        queue.warned = self.lost;
+        let mut previous = 0;
+        for (id, kind, payload) in self.events {
+            // Ids must stay strictly increasing and below the next id, or acknowledgement breaks.
+            if id <= previous || id >= self.next_id {
+                return Err(format!(
+                    "bad event queue snapshot: event id {id} out of order"
+                ));
+            }
+            previous = id;
+            let event = intern(interned, kind, payload)?;
+            queue.events.push_back(Delivered { id, event });
+        }
+        Ok(queue)
+    }
+}
+
+pub(super) fn intern(
+    interned: &mut Interned,
+    kind: String,
+    payload: String,
+) -> Result<Arc<EncodedEvent>, String> {
+    match interned.entry((kind, payload)) {
+        Entry::Occupied(entry) => Ok(Arc::clone(entry.get())),
+        Entry::Vacant(entry) => {
+            let (kind, payload) = entry.key();
+            let payload = RawValue::from_string(payload.clone())
+                .map_err(|e| format!("bad event payload in queue snapshot: {e}"))?;
+            let event = Arc::new(EncodedEvent {
+                kind: kind.clone(),
+                payload,
+            });
+            Ok(Arc::clone(entry.insert(event)))
+        }
+    }
+}

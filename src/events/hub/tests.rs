@@ -1,0 +1,864 @@
+//! The hub's tests: staging and release, queues, polls, the per-session cap, snapshots.
+
+use super::snapshot::{QueueSnapshot, SessionSnapshot, Snapshot};
+use super::*;
+use crate::model::Message;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+const SHORT: Duration = Duration::from_millis(100);
+const LONG: Duration = Duration::from_secs(5);
+
+fn message(id: u64) -> Event {
+    Event::Message(Message {
+        user: "ann".into(),
+        verified: false,
+        admin: false,
+        bot: false,
+        chat: "general".into(),
+        id,
+        text: format!("text {id}"),
+        time: 0,
+    })
+}
+
+/// The chat message id carried by a delivered `MessageEvent`.
+fn message_id(delivered: &Delivered) -> u64 {
+    assert_eq!(delivered.event.kind, "MessageEvent");
+    let message: Message = serde_json::from_str(delivered.event.payload.get()).unwrap();
+    message.id
+}
+
+fn message_ids(batch: &[Delivered]) -> Vec<u64> {
+    batch.iter().map(message_id).collect()
+}
+
+fn queue_ids(batch: &[Delivered]) -> Vec<u64> {
+    batch.iter().map(|d| d.id).collect()
+}
+
+/// Limits with `capacity` and the default queues per session.
+fn limits(capacity: usize) -> HubLimits {
+    HubLimits {
+        capacity,
+        ..HubLimits::default()
+    }
+}
+
+fn hub_with(capacity: usize, sessions: impl IntoIterator<Item = SessionHandle>) -> Arc<Hub> {
+    let hub = Arc::new(Hub::new(limits(capacity)));
+    for s in sessions {
+        hub.open_session(s);
+    }
+    hub
+}
+
+/// Stages and releases one message at once.
+fn publish(hub: &Hub, targets: &[SessionHandle], id: u64) {
+    hub.stage(0, targets.iter().copied(), &message(id));
+    hub.release(0);
+}
+
+/// Everything in a queue right now, without waiting.
+async fn pending(hub: &Hub, s: SessionHandle, queue: &str) -> Vec<Delivered> {
+    hub.poll_queue(s, queue, 0, Duration::ZERO).await.unwrap()
+}
+
+async fn wait_until_parked(hub: &Hub, s: SessionHandle) {
+    while !hub.parked_sessions().contains(&s) {
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn wait_until_parked_count(hub: &Hub, parked: usize) {
+    while hub.stats().parked != parked {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn staged_events_stay_invisible_until_released() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    hub.stage(5, [1], &message(1));
+    hub.release(4);
+    assert!(pending(&hub, 1, &queue).await.is_empty());
+    assert!(matches!(
+        hub.poll_default(1, Some(0), Duration::ZERO).await,
+        PollReply::Empty
+    ));
+    hub.release(5);
+    assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1]);
+}
+
+#[tokio::test]
+async fn release_keeps_staging_order_across_many_sessions() {
+    let sessions: Vec<SessionHandle> = (1..=20).collect();
+    let hub = hub_with(1000, sessions.iter().copied());
+    let mut queues = Vec::new();
+    for &s in &sessions {
+        queues.push((s, hub.open_queue(s).unwrap().0));
+    }
+    // Several events per epoch, and each session gets a different subset.
+    let mut expected: HashMap<SessionHandle, Vec<u64>> = HashMap::new();
+    for id in 1..=60u64 {
+        let targets: Vec<SessionHandle> = sessions.iter().copied().filter(|s| id % s < 3).collect();
+        for &s in &targets {
+            expected.entry(s).or_default().push(id);
+        }
+        hub.stage(id / 4 + 1, targets, &message(id));
+    }
+    // Repeated and lower values change nothing.
+    for epoch in [3, 3, 1, 9, 2, 9, 16, 100] {
+        hub.release(epoch);
+    }
+    for (s, queue) in &queues {
+        let got = message_ids(&pending(&hub, *s, queue).await);
+        assert_eq!(&got, expected.get(s).unwrap_or(&Vec::new()), "session {s}");
+        let ids = queue_ids(&pending(&hub, *s, queue).await);
+        assert_eq!(ids, (1..=got.len() as u64).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn release_stops_at_the_first_event_not_yet_durable() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    hub.stage(1, [1], &message(1));
+    hub.stage(3, [1], &message(2));
+    hub.stage(2, [1], &message(3));
+    hub.release(2);
+    assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1]);
+    hub.release(3);
+    assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn event_staged_after_its_epoch_is_durable_is_delivered_at_once() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    hub.release(7);
+    hub.stage(6, [1], &message(1));
+    assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1]);
+}
+
+#[tokio::test]
+async fn unknown_and_duplicate_targets_are_handled() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    publish(&hub, &[1, 99, 1], 1);
+    assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1]);
+    assert_eq!(hub.stats().delivered, 2);
+}
+
+#[tokio::test]
+async fn default_poll_without_ack_removes_the_event() {
+    let hub = hub_with(100, [1]);
+    publish(&hub, &[1], 1);
+    publish(&hub, &[1], 2);
+    let PollReply::Event(first) = hub.poll_default(1, None, SHORT).await else {
+        panic!("expected an event");
+    };
+    assert_eq!((first.id, message_id(&first)), (1, 1));
+    let PollReply::Event(second) = hub.poll_default(1, None, SHORT).await else {
+        panic!("expected an event");
+    };
+    assert_eq!((second.id, message_id(&second)), (2, 2));
+    assert!(matches!(
+        hub.poll_default(1, None, Duration::ZERO).await,
+        PollReply::Empty
+    ));
+}
+
+#[tokio::test]
+async fn default_poll_with_ack_resends_until_acknowledged() {
+    let hub = hub_with(100, [1]);
+    publish(&hub, &[1], 1);
+    publish(&hub, &[1], 2);
+    for _ in 0..2 {
+        let PollReply::Event(event) = hub.poll_default(1, Some(0), SHORT).await else {
+            panic!("expected an event");
+        };
+        assert_eq!((event.id, message_id(&event)), (1, 1));
+    }
+    let PollReply::Event(event) = hub.poll_default(1, Some(1), SHORT).await else {
+        panic!("expected an event");
+    };
+    assert_eq!((event.id, message_id(&event)), (2, 2));
+    assert!(matches!(
+        hub.poll_default(1, Some(2), Duration::ZERO).await,
+        PollReply::Empty
+    ));
+}
+
+#[tokio::test]
+async fn explicit_queue_returns_batches_of_at_most_100_until_acknowledged() {
+    let hub = hub_with(1000, [1]);
+    let (queue, last) = hub.open_queue(1).unwrap();
+    assert_eq!(last, 0);
+    for id in 1..=150 {
+        publish(&hub, &[1], id);
+    }
+    let batch = hub.poll_queue(1, &queue, 0, SHORT).await.unwrap();
+    assert_eq!(queue_ids(&batch), (1..=100).collect::<Vec<_>>());
+    // Not acknowledged yet: the same batch again.
+    let again = hub.poll_queue(1, &queue, 0, SHORT).await.unwrap();
+    assert_eq!(queue_ids(&again), queue_ids(&batch));
+    let rest = hub.poll_queue(1, &queue, 100, SHORT).await.unwrap();
+    assert_eq!(message_ids(&rest), (101..=150).collect::<Vec<_>>());
+    assert!(
+        hub.poll_queue(1, &queue, 150, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn every_queue_of_a_session_gets_every_event() {
+    let hub = hub_with(100, [1]);
+    let (a, _) = hub.open_queue(1).unwrap();
+    let (b, _) = hub.open_queue(1).unwrap();
+    assert_ne!(a, b);
+    publish(&hub, &[1], 1);
+    publish(&hub, &[1], 2);
+    assert_eq!(message_ids(&pending(&hub, 1, &a).await), [1, 2]);
+    assert_eq!(message_ids(&pending(&hub, 1, &b).await), [1, 2]);
+    assert!(matches!(
+        hub.poll_default(1, Some(1), Duration::ZERO).await,
+        PollReply::Event(Delivered { id: 2, .. })
+    ));
+    // One encoding shared by all queues.
+    let first_a = &pending(&hub, 1, &a).await[0];
+    let first_b = &pending(&hub, 1, &b).await[0];
+    assert!(Arc::ptr_eq(&first_a.event, &first_b.event));
+}
+
+#[tokio::test]
+async fn parked_poll_wakes_when_an_event_is_released() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    let started = Instant::now();
+    let poll = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.poll_queue(1, &queue, 0, LONG).await }
+    });
+    wait_until_parked(&hub, 1).await;
+    assert_eq!(hub.parked_sessions(), HashSet::from([1]));
+    hub.stage(1, [1], &message(7));
+    hub.release(1);
+    let batch = poll.await.unwrap().unwrap();
+    assert_eq!(message_ids(&batch), [7]);
+    assert!(started.elapsed() < LONG / 5);
+    assert!(hub.parked_sessions().is_empty());
+}
+
+#[tokio::test]
+async fn parked_default_poll_wakes_when_an_event_is_released() {
+    let hub = hub_with(100, [1]);
+    let poll = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.poll_default(1, None, LONG).await }
+    });
+    wait_until_parked(&hub, 1).await;
+    publish(&hub, &[1], 3);
+    let PollReply::Event(event) = poll.await.unwrap() else {
+        panic!("expected an event");
+    };
+    assert_eq!(message_id(&event), 3);
+}
+
+#[tokio::test]
+async fn poll_times_out_empty() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    let started = Instant::now();
+    assert!(
+        hub.poll_queue(1, &queue, 0, SHORT)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        hub.poll_default(1, None, SHORT).await,
+        PollReply::Empty
+    ));
+    assert!(started.elapsed() >= 2 * SHORT);
+    assert!(hub.parked_sessions().is_empty());
+}
+
+#[tokio::test]
+async fn newest_parked_poll_wins() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    let spawn_poll = |hub: &Arc<Hub>| {
+        let (hub, queue) = (Arc::clone(hub), queue.clone());
+        tokio::spawn(async move { hub.poll_queue(1, &queue, 0, LONG).await })
+    };
+    let started = Instant::now();
+    let older = spawn_poll(&hub);
+    wait_until_parked(&hub, 1).await;
+    let newer = spawn_poll(&hub);
+    assert!(older.await.unwrap().unwrap().is_empty());
+    assert!(started.elapsed() < LONG / 5);
+    assert_eq!(hub.stats().parked, 1);
+    publish(&hub, &[1], 1);
+    assert_eq!(message_ids(&newer.await.unwrap().unwrap()), [1]);
+}
+
+#[tokio::test]
+async fn overflowed_explicit_queue_is_bad_and_deleted() {
+    let hub = hub_with(3, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    for id in 1..=3 {
+        publish(&hub, &[1], id);
+    }
+    assert_eq!(pending(&hub, 1, &queue).await.len(), 3);
+    publish(&hub, &[1], 4);
+    // Default and explicit queue both overflowed.
+    assert_eq!(hub.stats().overflowed, 2);
+    assert_eq!(
+        hub.poll_queue(1, &queue, 0, SHORT).await.unwrap_err(),
+        BadQueue
+    );
+    assert_eq!(
+        hub.poll_queue(1, &queue, 0, SHORT).await.unwrap_err(),
+        BadQueue
+    );
+    assert_eq!(hub.stats().queues, 1);
+}
+
+#[tokio::test]
+async fn acknowledged_events_do_not_count_towards_capacity() {
+    let hub = hub_with(3, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    for id in 1..=3 {
+        publish(&hub, &[1], id);
+    }
+    assert!(
+        hub.poll_queue(1, &queue, 3, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    publish(&hub, &[1], 4);
+    assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [4]);
+    assert_eq!(queue_ids(&pending(&hub, 1, &queue).await), [4]);
+}
+
+#[tokio::test]
+async fn overflowed_default_queue_resyncs_then_carries_on() {
+    let hub = hub_with(3, [1]);
+    for id in 1..=4 {
+        publish(&hub, &[1], id);
+    }
+    assert_eq!(hub.stats().overflowed, 1);
+    let PollReply::Event(resync) = hub.poll_default(1, Some(0), SHORT).await else {
+        panic!("expected a ResyncEvent");
+    };
+    assert_eq!(resync.id, 4);
+    assert_eq!(resync.event.kind, "ResyncEvent");
+    assert_eq!(
+        resync.event.payload.get(),
+        r#"{"reason":"event queue overflowed"}"#
+    );
+    publish(&hub, &[1], 5);
+    let PollReply::Event(next) = hub.poll_default(1, Some(4), SHORT).await else {
+        panic!("expected an event");
+    };
+    assert_eq!((next.id, message_id(&next)), (5, 5));
+}
+
+#[tokio::test]
+async fn another_sessions_queue_id_is_bad() {
+    let hub = hub_with(100, [1, 2]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    assert_eq!(
+        hub.poll_queue(2, &queue, 0, SHORT).await.unwrap_err(),
+        BadQueue
+    );
+    assert_eq!(
+        hub.poll_queue(1, "no-such-queue", 0, SHORT)
+            .await
+            .unwrap_err(),
+        BadQueue
+    );
+    assert!(hub.open_queue(3).is_none());
+    assert!(matches!(
+        hub.poll_default(3, None, LONG).await,
+        PollReply::Empty
+    ));
+}
+
+#[tokio::test]
+async fn queue_ids_are_random_base64url() {
+    let hub = hub_with(100, [1]);
+    let (a, _) = hub.open_queue(1).unwrap();
+    let (b, _) = hub.open_queue(1).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn closing_a_session_wakes_its_parked_polls() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    let started = Instant::now();
+    let explicit = tokio::spawn({
+        let (hub, queue) = (Arc::clone(&hub), queue.clone());
+        async move { hub.poll_queue(1, &queue, 0, LONG).await }
+    });
+    let default = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.poll_default(1, None, LONG).await }
+    });
+    wait_until_parked_count(&hub, 2).await;
+    hub.close_session(1);
+    assert!(explicit.await.unwrap().unwrap().is_empty());
+    assert!(matches!(default.await.unwrap(), PollReply::Empty));
+    assert!(started.elapsed() < LONG / 5);
+    assert!(!hub.has_session(1));
+    assert_eq!(
+        hub.poll_queue(1, &queue, 0, SHORT).await.unwrap_err(),
+        BadQueue
+    );
+    assert_eq!(hub.stats().queues, 0);
+}
+
+#[tokio::test]
+async fn shutdown_wakes_parked_polls_and_later_polls_return_at_once() {
+    let hub = hub_with(100, [1, 2]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    let started = Instant::now();
+    let explicit = tokio::spawn({
+        let (hub, queue) = (Arc::clone(&hub), queue.clone());
+        async move { hub.poll_queue(1, &queue, 0, LONG).await }
+    });
+    let default = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.poll_default(2, None, LONG).await }
+    });
+    wait_until_parked_count(&hub, 2).await;
+    hub.shutdown();
+    assert!(explicit.await.unwrap().unwrap().is_empty());
+    assert!(matches!(default.await.unwrap(), PollReply::Empty));
+    assert!(hub.poll_queue(1, &queue, 0, LONG).await.unwrap().is_empty());
+    assert!(matches!(
+        hub.poll_default(2, None, LONG).await,
+        PollReply::Empty
+    ));
+    assert!(started.elapsed() < LONG / 5);
+}
+
+#[tokio::test]
+async fn idle_expiry_spares_default_queues_and_parked_polls() {
+    let hub = hub_with(100, [1]);
+    let (idle, _) = hub.open_queue(1).unwrap();
+    let (busy, _) = hub.open_queue(1).unwrap();
+    assert_eq!(hub.expire_idle_queues(Duration::from_secs(60)), 0);
+    let poll = tokio::spawn({
+        let (hub, busy) = (Arc::clone(&hub), busy.clone());
+        async move { hub.poll_queue(1, &busy, 0, LONG).await }
+    });
+    wait_until_parked(&hub, 1).await;
+    assert_eq!(hub.expire_idle_queues(Duration::ZERO), 1);
+    assert_eq!(hub.stats().queues, 2);
+    assert_eq!(
+        hub.poll_queue(1, &idle, 0, SHORT).await.unwrap_err(),
+        BadQueue
+    );
+    publish(&hub, &[1], 1);
+    assert_eq!(message_ids(&poll.await.unwrap().unwrap()), [1]);
+    assert_eq!(message_ids(&pending(&hub, 1, &busy).await), [1]);
+}
+
+#[tokio::test]
+async fn cancelled_poll_is_no_longer_parked() {
+    let hub = hub_with(100, [1]);
+    let poll = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.poll_default(1, None, LONG).await }
+    });
+    wait_until_parked(&hub, 1).await;
+    poll.abort();
+    assert!(poll.await.unwrap_err().is_cancelled());
+    assert!(hub.parked_sessions().is_empty());
+    // The wake-up target is gone, so delivery still just queues.
+    publish(&hub, &[1], 1);
+    assert!(matches!(
+        hub.poll_default(1, None, SHORT).await,
+        PollReply::Event(Delivered { id: 1, .. })
+    ));
+}
+
+#[tokio::test]
+async fn snapshot_restores_ids_and_undelivered_events_for_kept_sessions() {
+    let hub = hub_with(100, [1, 2, 3]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    for id in 1..=3 {
+        publish(&hub, &[1, 2, 3], id);
+    }
+    // Acknowledge one on each of session 1's queues.
+    hub.poll_queue(1, &queue, 1, Duration::ZERO).await.unwrap();
+    hub.poll_default(1, None, Duration::ZERO).await;
+    let bytes = hub.snapshot();
+
+    let restored = Hub::new(limits(100));
+    assert_eq!(restored.restore(&bytes, |s| s != 3), Ok(3));
+    assert!(restored.has_session(1) && restored.has_session(2));
+    assert!(!restored.has_session(3));
+    assert_eq!(
+        queue_ids(&pending(&restored, 1, &queue).await),
+        [2, 3],
+        "explicit queue keeps its ids"
+    );
+    assert_eq!(message_ids(&pending(&restored, 1, &queue).await), [2, 3]);
+    assert!(matches!(
+        restored.poll_default(1, Some(0), SHORT).await,
+        PollReply::Event(Delivered { id: 2, .. })
+    ));
+    // New events continue the ids, and restored copies of one event share memory.
+    publish(&restored, &[1, 2], 4);
+    let batch = pending(&restored, 1, &queue).await;
+    assert_eq!(queue_ids(&batch), [2, 3, 4]);
+    assert_eq!(message_ids(&batch), [2, 3, 4]);
+    let PollReply::Event(first) = restored.poll_default(2, Some(0), SHORT).await else {
+        panic!("expected an event");
+    };
+    assert_eq!((first.id, message_id(&first)), (1, 1));
+    assert!(Arc::ptr_eq(&batch[0].event, &{
+        let PollReply::Event(second) = restored.poll_default(2, Some(1), SHORT).await else {
+            panic!("expected an event");
+        };
+        second.event
+    }));
+}
+
+#[tokio::test]
+async fn snapshot_keeps_lost_explicit_queues_lost() {
+    let hub = hub_with(1, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    publish(&hub, &[1], 1);
+    publish(&hub, &[1], 2);
+    let restored = Hub::new(limits(1));
+    assert_eq!(restored.restore(&hub.snapshot(), |_| true), Ok(2));
+    assert_eq!(
+        restored.poll_queue(1, &queue, 0, SHORT).await.unwrap_err(),
+        BadQueue
+    );
+}
+
+#[test]
+fn bad_snapshots_are_errors() {
+    let hub = hub_with(100, [1]);
+    hub.open_queue(1).unwrap();
+    publish(&hub, &[1], 1);
+    let bytes = hub.snapshot();
+    let fresh = Hub::new(limits(100));
+    assert!(fresh.restore(&[], |_| true).is_err());
+    assert!(fresh.restore(&[SNAPSHOT_VERSION + 1], |_| true).is_err());
+    assert!(fresh.restore(&bytes[..bytes.len() - 1], |_| true).is_err());
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(fresh.restore(&trailing, |_| true).is_err());
+    assert!(
+        fresh
+            .restore(&[SNAPSHOT_VERSION, 0xff, 0xff, 0xff], |_| true)
+            .is_err()
+    );
+    assert_eq!(fresh.stats().sessions, 0);
+    assert_eq!(fresh.restore(&bytes, |_| true), Ok(2));
+}
+
+#[test]
+fn snapshot_with_out_of_order_ids_is_an_error() {
+    let snapshot = Snapshot {
+        sessions: vec![SessionSnapshot {
+            session: 1,
+            default: QueueSnapshot {
+                next_id: 3,
+                lost: false,
+                events: vec![
+                    (2, "MessageEvent".into(), "{}".into()),
+                    (1, "MessageEvent".into(), "{}".into()),
+                ],
+            },
+            explicit: Vec::new(),
+        }],
+    };
+    let mut bytes = vec![SNAPSHOT_VERSION];
+    bytes.extend(bincode::serde::encode_to_vec(&snapshot, bincode::config::standard()).unwrap());
+    assert!(Hub::new(limits(100)).restore(&bytes, |_| true).is_err());
+}
+
+#[test]
+fn stats_count_sessions_queues_and_deliveries() {
+    let hub = hub_with(100, [1, 2]);
+    hub.open_session(1);
+    hub.open_queue(1).unwrap();
+    publish(&hub, &[1, 2], 1);
+    assert_eq!(
+        hub.stats(),
+        HubStats {
+            sessions: 2,
+            queues: 3,
+            explicit_queues: 1,
+            buffered: 3,
+            parked: 0,
+            delivered: 3,
+            overflowed: 0,
+            evicted: 0,
+        }
+    );
+}
+
+/// A hub whose sessions may open `cap` explicit queues.
+fn capped_hub(
+    capacity: usize,
+    cap: usize,
+    sessions: impl IntoIterator<Item = SessionHandle>,
+) -> Arc<Hub> {
+    let hub = Arc::new(Hub::new(HubLimits {
+        capacity,
+        queues_per_session: cap,
+    }));
+    for s in sessions {
+        hub.open_session(s);
+    }
+    hub
+}
+
+/// Which of `queues` still answer a poll.
+async fn alive(hub: &Hub, s: SessionHandle, queues: &[&str]) -> Vec<bool> {
+    let mut alive = Vec::new();
+    for queue in queues {
+        alive.push(hub.poll_queue(s, queue, 0, Duration::ZERO).await.is_ok());
+    }
+    alive
+}
+
+#[tokio::test]
+async fn opening_one_queue_too_many_drops_the_least_recently_polled() {
+    let hub = capped_hub(100, 3, [1, 2]);
+    let (a, _) = hub.open_queue(1).unwrap();
+    let (b, _) = hub.open_queue(1).unwrap();
+    let (c, _) = hub.open_queue(1).unwrap();
+    // Another session's queues neither count nor get dropped.
+    let (other, _) = hub.open_queue(2).unwrap();
+    publish(&hub, &[1], 1);
+    // Polled order: b (never, so when opened), a, c.
+    assert_eq!(message_ids(&pending(&hub, 1, &a).await), [1]);
+    assert_eq!(message_ids(&pending(&hub, 1, &c).await), [1]);
+    let (d, _) = hub.open_queue(1).unwrap();
+    assert_eq!(hub.stats().explicit_queues, 4);
+    assert_eq!(hub.stats().evicted, 1);
+    assert_eq!(hub.poll_queue(1, &b, 0, SHORT).await.unwrap_err(), BadQueue);
+    assert_eq!(message_ids(&pending(&hub, 1, &a).await), [1]);
+    assert!(pending(&hub, 1, &d).await.is_empty());
+    // Now c is the one polled longest ago.
+    let (e, _) = hub.open_queue(1).unwrap();
+    assert_eq!(
+        alive(&hub, 1, &[&a, &b, &c, &d, &e]).await,
+        [true, false, false, true, true]
+    );
+    assert_eq!(alive(&hub, 2, &[&other]).await, [true]);
+    publish(&hub, &[1], 2);
+    assert_eq!(message_ids(&pending(&hub, 1, &a).await), [1, 2]);
+    assert_eq!(message_ids(&pending(&hub, 1, &e).await), [2]);
+    assert_eq!(hub.stats().explicit_queues, 4);
+}
+
+#[tokio::test]
+async fn the_default_queue_is_never_dropped_for_the_cap() {
+    let hub = capped_hub(100, 1, [1]);
+    publish(&hub, &[1], 1);
+    for _ in 0..5 {
+        hub.open_queue(1).unwrap();
+    }
+    assert_eq!(hub.stats().queues, 2);
+    assert_eq!(hub.stats().evicted, 4);
+    let PollReply::Event(event) = hub.poll_default(1, None, SHORT).await else {
+        panic!("the default queue kept its event");
+    };
+    assert_eq!((event.id, message_id(&event)), (1, 1));
+}
+
+#[tokio::test]
+async fn a_poll_parked_on_a_dropped_queue_returns_bad_queue() {
+    let hub = capped_hub(100, 1, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    let started = Instant::now();
+    let poll = tokio::spawn({
+        let (hub, queue) = (Arc::clone(&hub), queue.clone());
+        async move { hub.poll_queue(1, &queue, 0, LONG).await }
+    });
+    wait_until_parked(&hub, 1).await;
+    let (newer, _) = hub.open_queue(1).unwrap();
+    assert_eq!(poll.await.unwrap().unwrap_err(), BadQueue);
+    assert!(started.elapsed() < LONG / 5);
+    assert_eq!(hub.stats().parked, 0);
+    assert_eq!(
+        hub.poll_queue(1, &queue, 0, SHORT).await.unwrap_err(),
+        BadQueue
+    );
+    publish(&hub, &[1], 1);
+    assert_eq!(message_ids(&pending(&hub, 1, &newer).await), [1]);
+}
+
+/// Whether a session still has an explicit queue, without polling (which counts as use).
+fn has_queue(hub: &Hub, s: SessionHandle, queue: &str) -> bool {
+    hub.lock().sessions[&s].explicit.contains_key(queue)
+}
+
+#[tokio::test]
+async fn lost_queues_go_first_and_queues_with_a_parked_poll_last() {
+    let hub = capped_hub(2, 3, [1]);
+    let (parked, _) = hub.open_queue(1).unwrap();
+    let (idle, _) = hub.open_queue(1).unwrap();
+    let (lost, _) = hub.open_queue(1).unwrap();
+    publish(&hub, &[1], 1);
+    publish(&hub, &[1], 2);
+    // `parked` and `idle` acknowledge both; `lost` is polled last but keeps them, then overflows.
+    for queue in [&parked, &idle] {
+        hub.poll_queue(1, queue, 2, Duration::ZERO).await.unwrap();
+    }
+    assert_eq!(pending(&hub, 1, &lost).await.len(), 2);
+    publish(&hub, &[1], 3);
+    assert!(hub.lock().sessions[&1].explicit[&lost].lost);
+    let poll = tokio::spawn({
+        let (hub, parked) = (Arc::clone(&hub), parked.clone());
+        async move { hub.poll_queue(1, &parked, 3, LONG).await }
+    });
+    wait_until_parked_count(&hub, 1).await;
+    // Polled longest ago: idle, lost, parked. The lost one goes all the same.
+    let (newer, _) = hub.open_queue(1).unwrap();
+    assert!(!has_queue(&hub, 1, &lost));
+    assert!(has_queue(&hub, 1, &idle));
+    // Next the idle one, then `newer`: the parked poll began before `newer` was opened, but
+    // a queue with a parked poll is being polled right now.
+    hub.open_queue(1).unwrap();
+    assert!(!has_queue(&hub, 1, &idle));
+    hub.open_queue(1).unwrap();
+    assert!(!has_queue(&hub, 1, &newer));
+    assert!(has_queue(&hub, 1, &parked));
+    assert_eq!((hub.stats().parked, hub.stats().evicted), (1, 3));
+    publish(&hub, &[1], 4);
+    assert_eq!(message_ids(&poll.await.unwrap().unwrap()), [4]);
+}
+
+#[tokio::test]
+async fn an_overflowed_queue_frees_its_buffer() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    for id in 1..=100 {
+        publish(&hub, &[1], id);
+    }
+    let held = pending(&hub, 1, &queue).await.remove(0);
+    // Our copy, the default queue's and the explicit queue's.
+    assert_eq!(Arc::strong_count(&held.event), 3);
+    publish(&hub, &[1], 101);
+    assert_eq!(hub.stats().overflowed, 2);
+    assert_eq!(Arc::strong_count(&held.event), 1);
+    // The default queue holds just its ResyncEvent, the lost queue nothing at all.
+    assert_eq!(hub.stats().buffered, 1);
+    let inner = hub.lock();
+    let queues = &inner.sessions[&1];
+    assert!(queues.explicit[&queue].lost);
+    assert_eq!(queues.explicit[&queue].events.capacity(), 0);
+    assert!(queues.default.events.capacity() < 100);
+}
+
+#[tokio::test]
+async fn dropped_and_expired_queues_release_their_events() {
+    let hub = capped_hub(100, 1, [1]);
+    let (first, _) = hub.open_queue(1).unwrap();
+    publish(&hub, &[1], 1);
+    let held = pending(&hub, 1, &first).await.remove(0);
+    assert_eq!(Arc::strong_count(&held.event), 3);
+    let (second, _) = hub.open_queue(1).unwrap();
+    assert_eq!(Arc::strong_count(&held.event), 2, "dropped for the cap");
+    publish(&hub, &[1], 2);
+    let held = pending(&hub, 1, &second).await.remove(0);
+    assert_eq!(Arc::strong_count(&held.event), 3);
+    assert_eq!(hub.expire_idle_queues(Duration::ZERO), 1);
+    assert_eq!(Arc::strong_count(&held.event), 2, "expired");
+    assert_eq!(hub.stats().buffered, 2);
+}
+
+#[tokio::test]
+async fn restore_under_a_lower_cap_keeps_the_most_recently_polled_queues() {
+    let hub = capped_hub(100, 4, [1]);
+    let mut queues = Vec::new();
+    for _ in 0..4 {
+        queues.push(hub.open_queue(1).unwrap().0);
+    }
+    let [a, b, c, d] = [&queues[0], &queues[1], &queues[2], &queues[3]];
+    publish(&hub, &[1], 1);
+    // Polled order: b, d, c, a.
+    pending(&hub, 1, c).await;
+    pending(&hub, 1, a).await;
+    let bytes = hub.snapshot();
+
+    let restored = Hub::new(HubLimits {
+        capacity: 100,
+        queues_per_session: 2,
+    });
+    assert_eq!(restored.restore(&bytes, |_| true), Ok(3));
+    assert_eq!(
+        alive(&restored, 1, &[a, b, c, d]).await,
+        [true, false, true, false]
+    );
+    assert_eq!(message_ids(&pending(&restored, 1, a).await), [1]);
+    // The order survives the restart: c was polled before a.
+    let (e, _) = restored.open_queue(1).unwrap();
+    assert_eq!(alive(&restored, 1, &[a, c, &e]).await, [true, false, true]);
+
+    // Under the same cap every queue comes back.
+    let same = Hub::new(HubLimits {
+        capacity: 100,
+        queues_per_session: 4,
+    });
+    assert_eq!(same.restore(&bytes, |_| true), Ok(5));
+    assert_eq!(
+        alive(&same, 1, &[a, b, c, d]).await,
+        [true, true, true, true]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_racing_a_producer_gets_every_event_in_order() {
+    const COUNT: u64 = 2000;
+    let hub = hub_with(COUNT as usize, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    let started = Instant::now();
+    let consumer = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move {
+            let (mut ack, mut seen) = (0, Vec::new());
+            while ack < COUNT {
+                let batch = hub.poll_queue(1, &queue, ack, LONG).await.unwrap();
+                assert!(!batch.is_empty(), "a wake-up was lost");
+                ack = batch.last().map_or(ack, |d| d.id);
+                seen.extend(message_ids(&batch));
+            }
+            seen
+        }
+    });
+    for id in 1..=COUNT {
+        hub.stage(id, [1], &message(id));
+        hub.release(id);
+        if id % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(consumer.await.unwrap(), (1..=COUNT).collect::<Vec<_>>());
+    assert!(started.elapsed() < LONG);
+}
+
+#[test]
+fn polls_can_run_on_a_multi_threaded_server() {
+    fn assert_send<T: Send>(_: T) {}
+    let hub = Hub::new(limits(1));
+    assert_send(hub.poll_queue(1, "q", 0, SHORT));
+    assert_send(hub.poll_default(1, None, SHORT));
+}
