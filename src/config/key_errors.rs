@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::ConfigError;
-use super::raw::SECRET_KEYS;
+use super::keys::is_secret;
 
 /// A problem with one key, before the source of the value is added to the message.
 pub(super) struct Invalid {
@@ -77,7 +77,7 @@ pub(super) fn shape_error(e: serde_path_to_error::Error<toml::de::Error>) -> Inv
             unknown: true,
         };
     }
-    if SECRET_KEYS.contains(&path.as_str()) {
+    if is_secret(&path) {
         // The rejected value could be the secret itself.
         let message = format!("config key `{path}` must be a string");
         return invalid(&path, message);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::key_errors::{Invalid, shape_error};
-use super::raw::{RawConfig, SECRET_KEYS};
+use super::keys::{RawConfig, is_secret, secret_keys};
 use super::validate::validate;
 use super::{Config, ConfigError};
 
@@ -74,18 +74,14 @@ impl Layers {
                 continue;
             }
             let dotted = rest.to_ascii_lowercase().replace("__", ".");
-            let is_secret = SECRET_KEYS.contains(&dotted.as_str())
-                || dotted
-                    .strip_suffix("_file")
-                    .is_some_and(|base| SECRET_KEYS.contains(&base));
-            if is_secret {
+            if is_secret(&dotted) || dotted.strip_suffix("_file").is_some_and(is_secret) {
                 continue; // handled below, with their *_FILE forms
             }
             let path: Vec<&str> = dotted.split('.').collect();
             let value = env_value(&schema, &path, text);
             self.set(&dotted, value, var);
         }
-        for key in SECRET_KEYS {
+        for key in secret_keys() {
             let var = format!("NATTER_{}", key.to_ascii_uppercase().replace('.', "__"));
             if let Some((value, origin)) = secret_from_env(&vars, &var)? {
                 self.set(key, toml::Value::String(value), &origin);

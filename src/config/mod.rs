@@ -6,13 +6,16 @@
 //! file named by a `*_FILE` variable. An unknown key or an invalid value is an error that names the key and what
 //! is allowed, and the server refuses to start on it.
 //!
-//! `raw` is the file's shape and its defaults, `file` reads the file, `layers` adds the environment and flags,
-//! `validate` checks the result into a [`Config`] (`key_errors` words its errors), and `summary` prints it back.
+//! `keys` declares every key once (through `macros`): its file shape, default, check, doc line and secrecy.
+//! `file` reads the file, `layers` adds the environment and flags, `validate` runs each key's check from `checks`
+//! and then the rules that tie keys together (`key_errors` words the errors), and `summary` prints it back.
 
+mod checks;
 mod file;
 mod key_errors;
+mod keys;
 mod layers;
-mod raw;
+mod macros;
 mod summary;
 mod url;
 mod validate;
@@ -21,10 +24,9 @@ mod validate;
 mod test_support;
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -33,85 +35,13 @@ use layers::Layers;
 use url::HttpUrl;
 
 pub use ipnet::IpNet;
+pub use keys::{BotConfig, Config, MailConfig, MetricsConfig, RateLimitConfig};
 
 /// Config file read from the working directory when no `--config` path is given.
 pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
 
 /// Fewest PBKDF2 rounds accepted outside dev mode.
 pub const MIN_PRODUCTION_PASSWORD_ITERATIONS: u32 = 100_000;
-
-/// The effective, validated configuration.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    /// Development mode (`--dev`): log mailer by default, localhost CORS, fewer PBKDF2 rounds allowed.
-    pub dev: bool,
-    /// Log level (`log_level`, `NATTER_LOG`, `--log-level`).
-    pub log_level: LogLevel,
-    /// HTTP listen address; `PORT` replaces only its port.
-    pub listen: SocketAddr,
-    /// Base of links in emails, without a trailing slash; `https://` turns on Secure cookies.
-    pub public_url: String,
-    /// sled data directory.
-    pub data_dir: PathBuf,
-    /// Cookie signing key; when unset one is generated and kept in the data directory.
-    pub secret_key: Option<Secret>,
-    /// Chats ensured at every start.
-    pub chats: Vec<String>,
-    /// Registered user names that are admins.
-    pub admins: Vec<String>,
-    /// Guest login on or off.
-    pub allow_guests: bool,
-    /// Registration on or off.
-    pub allow_registration: bool,
-    /// History size in ChatReport and getLastMessages.
-    pub last_messages: usize,
-    /// How long a long poll is held before an empty reply.
-    pub poll_timeout: Duration,
-    /// A session with no activity for this long goes offline.
-    pub inactivity_timeout: Duration,
-    /// Absolute lifetime of a session cookie.
-    pub session_max_age: Duration,
-    /// Events kept per queue before it overflows.
-    pub event_queue_capacity: usize,
-    /// An explicit queue with no poll for this long is deleted.
-    pub event_queue_idle_timeout: Duration,
-    /// Larger request bodies get 413.
-    pub max_body_bytes: usize,
-    /// A connection must send its request headers within this time.
-    pub header_read_timeout: Duration,
-    /// A request body must arrive within this time (parked polls are not affected).
-    pub body_read_timeout: Duration,
-    /// Open connections at most; more wait in the kernel's backlog.
-    pub max_connections: usize,
-    /// Open connections per client IP at most (not applied to `trusted_proxies`).
-    pub max_connections_per_ip: usize,
-    /// Event queues per session; opening one more drops the least recently polled.
-    pub max_queues_per_session: usize,
-    /// Sessions per registered account; signing in once more ends the oldest.
-    pub max_sessions_per_user: usize,
-    /// Message text limit in characters.
-    pub max_message_chars: usize,
-    /// PBKDF2-HMAC-SHA256 rounds for new password hashes.
-    pub password_iterations: u32,
-    /// When writes reach the disk.
-    pub durability: DurabilityMode,
-    /// Extra origins allowed to call the API with credentials, normalized (`scheme://host[:port]`).
-    pub cors_origins: Vec<String>,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Serve the web client from this directory instead of the bundled assets.
-    pub static_dir: Option<PathBuf>,
-    /// PostgreSQL mirror connection string.
-    pub database_url: Option<Secret>,
-    /// Outgoing email.
-    pub mail: MailConfig,
-    /// Rate limits (SPEC section 12).
-    pub rate_limit: RateLimitConfig,
-    /// Optional Prometheus listener.
-    pub metrics: MetricsConfig,
-    /// The built-in bot.
-    pub bot: BotConfig,
-}
 
 /// Log verbosity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,59 +79,6 @@ pub enum MailProvider {
     Log,
     /// No mail: registration and password reset answer 503.
     None,
-}
-
-/// Outgoing email settings.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MailConfig {
-    /// The mailer in use, after defaulting.
-    pub provider: MailProvider,
-    /// Sender address.
-    pub from: String,
-    /// Base URL of the SendGrid v3 API, without a trailing slash.
-    pub sendgrid_api_url: String,
-    /// SendGrid API key.
-    pub sendgrid_key: Option<Secret>,
-}
-
-/// The built-in bot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BotConfig {
-    /// Whether the bot answers commands.
-    pub enabled: bool,
-    /// Its user name (reserved).
-    pub name: String,
-}
-
-/// Rate limits; see SPEC section 12.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitConfig {
-    /// All rate limits on or off.
-    pub enabled: bool,
-    /// Burst for the account routes (register, login, authorize, reset), per client IP.
-    pub account_burst: u32,
-    /// After the burst, one more account request per this interval, per client IP.
-    #[serde(with = "humantime_serde")]
-    pub account_interval: Duration,
-    /// requestResetPassword requests per hour per account.
-    pub reset_requests_per_hour: u32,
-    /// postMessage burst per session.
-    pub message_burst: u32,
-    /// postMessage sustained rate per session.
-    pub messages_per_second: u32,
-    /// Burst for other authenticated requests (polls excluded) per session.
-    pub request_burst: u32,
-    /// Sustained rate for other authenticated requests per session.
-    pub requests_per_second: u32,
-}
-
-/// Prometheus metrics listener.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MetricsConfig {
-    /// Address of the separate `/metrics` listener; off when unset.
-    pub listen: Option<SocketAddr>,
 }
 
 /// A secret string whose `Debug` and `Display` print `<redacted>`.
@@ -372,30 +249,6 @@ impl MailProvider {
             Self::Sendgrid => "sendgrid",
             Self::Log => "log",
             Self::None => "none",
-        }
-    }
-}
-
-impl Default for BotConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            name: "Bot".into(),
-        }
-    }
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            account_burst: 10,
-            account_interval: Duration::from_secs(6),
-            reset_requests_per_hour: 3,
-            message_burst: 20,
-            messages_per_second: 5,
-            request_burst: 120,
-            requests_per_second: 20,
         }
     }
 }

@@ -1,99 +1,17 @@
 //! The effective configuration printed back as a loadable config file, with secrets redacted.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Config, IpNet, Secret};
+use super::{Config, DurabilityMode, IpNet, LogLevel, MailProvider, Secret};
 
 impl Config {
     /// Every effective key as `key = value` lines in config-file order, with secrets redacted.
     pub fn effective_summary(&self) -> String {
-        let proxies: Vec<String> = self.trusted_proxies.iter().map(IpNet::to_string).collect();
-        let static_dir = self.static_dir.as_ref().map(|p| p.display().to_string());
-        let top = vec![
-            ("log_level", quoted(self.log_level.as_str())),
-            ("listen", quoted(&self.listen.to_string())),
-            ("public_url", quoted(&self.public_url)),
-            ("data_dir", quoted(&self.data_dir.display().to_string())),
-            ("secret_key", secret(self.secret_key.as_ref())),
-            ("chats", string_list(&self.chats)),
-            ("admins", string_list(&self.admins)),
-            ("allow_guests", self.allow_guests.to_string()),
-            ("allow_registration", self.allow_registration.to_string()),
-            ("last_messages", self.last_messages.to_string()),
-            ("poll_timeout", duration(self.poll_timeout)),
-            ("inactivity_timeout", duration(self.inactivity_timeout)),
-            ("session_max_age", duration(self.session_max_age)),
-            (
-                "event_queue_capacity",
-                self.event_queue_capacity.to_string(),
-            ),
-            (
-                "event_queue_idle_timeout",
-                duration(self.event_queue_idle_timeout),
-            ),
-            ("max_body_bytes", self.max_body_bytes.to_string()),
-            ("header_read_timeout", duration(self.header_read_timeout)),
-            ("body_read_timeout", duration(self.body_read_timeout)),
-            ("max_connections", self.max_connections.to_string()),
-            (
-                "max_connections_per_ip",
-                self.max_connections_per_ip.to_string(),
-            ),
-            (
-                "max_queues_per_session",
-                self.max_queues_per_session.to_string(),
-            ),
-            (
-                "max_sessions_per_user",
-                self.max_sessions_per_user.to_string(),
-            ),
-            ("max_message_chars", self.max_message_chars.to_string()),
-            ("password_iterations", self.password_iterations.to_string()),
-            ("durability", quoted(self.durability.as_str())),
-            ("cors_origins", string_list(&self.cors_origins)),
-            ("trusted_proxies", string_list(&proxies)),
-            ("static_dir", optional(static_dir)),
-            ("database_url", secret(self.database_url.as_ref())),
-        ];
-        let mail = vec![
-            ("provider", quoted(self.mail.provider.as_str())),
-            ("from", quoted(&self.mail.from)),
-            ("sendgrid_api_url", quoted(&self.mail.sendgrid_api_url)),
-            ("sendgrid_key", secret(self.mail.sendgrid_key.as_ref())),
-        ];
-        let rl = &self.rate_limit;
-        let rate_limit = vec![
-            ("enabled", rl.enabled.to_string()),
-            ("account_burst", rl.account_burst.to_string()),
-            ("account_interval", duration(rl.account_interval)),
-            (
-                "reset_requests_per_hour",
-                rl.reset_requests_per_hour.to_string(),
-            ),
-            ("message_burst", rl.message_burst.to_string()),
-            ("messages_per_second", rl.messages_per_second.to_string()),
-            ("request_burst", rl.request_burst.to_string()),
-            ("requests_per_second", rl.requests_per_second.to_string()),
-        ];
-        let metrics = vec![(
-            "listen",
-            optional(self.metrics.listen.map(|a| a.to_string())),
-        )];
-        let bot = vec![
-            ("enabled", self.bot.enabled.to_string()),
-            ("name", quoted(&self.bot.name)),
-        ];
-
         let mode = if self.dev { "dev" } else { "production" };
         let mut out = format!("# natter effective configuration ({mode} mode)\n");
-        let sections = [
-            ("", top),
-            ("mail", mail),
-            ("rate_limit", rate_limit),
-            ("metrics", metrics),
-            ("bot", bot),
-        ];
-        for (table, entries) in sections {
+        for (table, entries) in self.summary_tables() {
             if !table.is_empty() {
                 out.push_str(&format!("\n[{table}]\n"));
             }
@@ -102,6 +20,116 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// A typed value as the summary prints it: TOML text, as the file would write it.
+pub(super) trait Shown {
+    /// The value as TOML text.
+    fn shown(&self) -> String;
+
+    /// Whether the key has a value; only optional keys can lack one.
+    fn is_set(&self) -> bool {
+        true
+    }
+}
+
+/// The summary's text for a key's value; a secret key shows only whether it is set.
+pub(super) fn shown<T: Shown>(secret: bool, value: &T) -> String {
+    match (secret, value.is_set()) {
+        (true, true) => quoted("<redacted>"),
+        (_, false) => quoted("<unset>"),
+        (false, true) => value.shown(),
+    }
+}
+
+impl<T: Shown> Shown for Option<T> {
+    fn shown(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| quoted("<unset>"), Shown::shown)
+    }
+
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+}
+
+impl Shown for Secret {
+    // Secrets are marked in the key table; this keeps a key that was not marked from printing its value.
+    fn shown(&self) -> String {
+        quoted("<redacted>")
+    }
+}
+
+impl Shown for bool {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for usize {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for u32 {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for String {
+    fn shown(&self) -> String {
+        quoted(self)
+    }
+}
+
+impl Shown for PathBuf {
+    fn shown(&self) -> String {
+        quoted(&self.display().to_string())
+    }
+}
+
+impl Shown for SocketAddr {
+    fn shown(&self) -> String {
+        quoted(&self.to_string())
+    }
+}
+
+impl Shown for Duration {
+    fn shown(&self) -> String {
+        quoted(&short_duration(*self))
+    }
+}
+
+impl Shown for LogLevel {
+    fn shown(&self) -> String {
+        quoted(self.as_str())
+    }
+}
+
+impl Shown for DurabilityMode {
+    fn shown(&self) -> String {
+        quoted(self.as_str())
+    }
+}
+
+impl Shown for MailProvider {
+    fn shown(&self) -> String {
+        quoted(self.as_str())
+    }
+}
+
+impl Shown for Vec<String> {
+    fn shown(&self) -> String {
+        string_list(self.iter().cloned())
+    }
+}
+
+impl Shown for Vec<IpNet> {
+    fn shown(&self) -> String {
+        string_list(self.iter().map(IpNet::to_string))
     }
 }
 
@@ -128,28 +156,8 @@ fn quoted(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
 
-fn string_list(items: &[String]) -> String {
-    let values = items
-        .iter()
-        .map(|s| toml::Value::String(s.clone()))
-        .collect();
-    toml::Value::Array(values).to_string()
-}
-
-fn duration(value: Duration) -> String {
-    quoted(&short_duration(value))
-}
-
-fn secret(value: Option<&Secret>) -> String {
-    quoted(if value.is_some() {
-        "<redacted>"
-    } else {
-        "<unset>"
-    })
-}
-
-fn optional(value: Option<String>) -> String {
-    quoted(value.as_deref().unwrap_or("<unset>"))
+fn string_list(items: impl Iterator<Item = String>) -> String {
+    toml::Value::Array(items.map(toml::Value::String).collect()).to_string()
 }
 
 #[cfg(test)]
