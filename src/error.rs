@@ -2,7 +2,7 @@
 
 use crate::model::Invalid;
 
-/// A client-visible failure. `message()` is the exact `{"error"}` text from SPEC.
+/// A client-visible failure. `message()` is the exact `{"error"}` text listed in docs/api.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     CannotParse,

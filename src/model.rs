@@ -1,4 +1,4 @@
-//! Wire types exactly as SPEC section 3, and newtypes that parse untrusted input.
+//! Wire types exactly as docs/api.md, Shapes, and newtypes that parse untrusted input.
 
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +73,7 @@ pub struct QueueOpened {
     pub last_event_id: u64,
 }
 
-/// Why a name, password or text was refused; each maps to one SPEC section 4 message.
+/// Why a name, password or text was refused; each maps to one message of docs/api.md, Validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalid {
     UsernameEmpty,
@@ -86,7 +86,7 @@ pub enum Invalid {
     MessageTooLong,
 }
 
-/// A user name as typed, guaranteed valid (SPEC 4).
+/// A user name as typed, guaranteed valid (docs/api.md, Validation).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserName(String);
 
@@ -117,7 +117,7 @@ pub fn name_key(name: &str) -> String {
     name.to_lowercase()
 }
 
-/// A chat name, guaranteed valid (SPEC 4).
+/// A chat name, guaranteed valid (docs/api.md, Validation).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ChatName(String);
 
@@ -139,7 +139,7 @@ impl ChatName {
     }
 }
 
-/// A password within the SPEC 4 length rule; never printed.
+/// A password within the length rule of docs/api.md, Validation; never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 

@@ -1,4 +1,4 @@
-//! Rate limits (SPEC 12) with governor: per client IP on the open account routes, per account on
+//! Rate limits (docs/api.md, Rate limits) with governor: per client IP on the open account routes, per account on
 //! reset requests, per session on everything else except polls.
 
 use crate::config::{Config, RateLimitConfig};

@@ -109,7 +109,7 @@ pub fn set_cookie(mut response: Response, cookie: &str) -> Response {
     response
 }
 
-/// Security headers every response carries (SPEC 2).
+/// Security headers every response carries (docs/api.md, Origins).
 pub fn add_security_headers(headers: &mut HeaderMap) {
     headers.insert(
         "x-content-type-options",

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-/// Request bodies: a missing field reads as an empty string (SPEC 4).
+/// Request bodies: a missing field reads as an empty string (docs/api.md, Conventions).
 #[derive(Deserialize)]
 #[serde(default)]
 #[derive(Default)]

@@ -1,4 +1,4 @@
-//! The session cookie: `<id>.<hmac>` where id is 128 random bits and hmac signs it (SPEC 5).
+//! The session cookie: `<id>.<hmac>` where id is 128 random bits and hmac signs it (docs/design.md, Sessions and presence).
 
 use crate::error::ApiError;
 use base64::Engine;

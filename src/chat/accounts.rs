@@ -1,4 +1,4 @@
-//! Registered accounts: register, verify the email, sign in, reset the password (SPEC 6, 10).
+//! Registered accounts: register, verify the email, sign in, reset the password (docs/api.md, Routes; docs/design.md, Mail).
 
 use super::presence::Issued;
 use super::state::State;

@@ -1,4 +1,4 @@
-//! The built-in bot: answers `/help` and `/users` (SPEC 11). It makes no outbound calls.
+//! The built-in bot: answers `/help` and `/users` (docs/api.md, Bot). It makes no outbound calls.
 
 use super::Service;
 use super::rooms::online_members;

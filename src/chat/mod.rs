@@ -132,7 +132,7 @@ impl Service {
             self.hub.open_session(*handle);
         }
         if !restored && !online.is_empty() {
-            // After a crash the queues are gone: legacy pollers learn it and refetch (SPEC 7.6).
+            // After a crash the queues are gone: legacy pollers learn it and refetch (docs/design.md, Event delivery).
             let resync = Event::Resync(crate::events::ResyncEvent {
                 reason: "the server restarted without its event queues".into(),
             });

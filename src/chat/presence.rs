@@ -1,4 +1,4 @@
-//! Sessions and presence: log in, rotate, log out, and the inactivity sweeper (SPEC 5).
+//! Sessions and presence: log in, rotate, log out, and the inactivity sweeper (docs/design.md, Sessions and presence).
 
 use super::state::State;
 use super::{Outbox, Service, now};

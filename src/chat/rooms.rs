@@ -1,4 +1,4 @@
-//! Chats and messages: join, leave, history, post, and the admin's create and remove (SPEC 6).
+//! Chats and messages: join, leave, history, post, and the admin's create and remove (docs/api.md, Routes).
 
 use super::presence::{SessionInfo, leave_events};
 use super::state::State;

@@ -102,7 +102,7 @@ config_keys! {
         sendgrid_key: Option<String> => Option<Secret> = None, non_empty_secret, secret;
     }
 
-    /// Rate limits (SPEC section 12).
+    /// Rate limits (docs/api.md, Rate limits).
     [rate_limit] pub struct RateLimitConfig from RawRateLimit: Default {
         /// All rate limits on or off.
         enabled: bool = true, plain;

@@ -1,4 +1,4 @@
-//! Event payloads exactly as SPEC 7.1, and the delivery hub.
+//! Event payloads exactly as docs/api.md, Events, and the delivery hub.
 
 pub mod hub;
 

@@ -1,4 +1,4 @@
-//! Registration, email verification, sign-in and password reset (SPEC 6, 10, 14).
+//! Registration, email verification, sign-in and password reset (docs/api.md, Routes; docs/design.md, Mail).
 
 use crate::helpers::TestServer;
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! Chats and messages: join, leave, history, posting, admin create/remove, the bot (SPEC 6, 11).
+//! Chats and messages: join, leave, history, posting, admin create/remove, the bot (docs/api.md, Routes and Bot).
 
 use crate::helpers::TestServer;
 use serde_json::json;
@@ -21,7 +21,7 @@ async fn join_returns_the_exact_chat_report_with_history_and_members() {
         message,
         json!({"user":"alice","verified":false,"admin":false,"bot":false,"chat":"Main","id":id,"text":"hello","time":time})
     );
-    // Field order on the wire is exactly SPEC 3.
+    // Field order on the wire is exactly docs/api.md, Shapes.
     let raw = alice
         .post(
             "/api/loggedonly/postMessage",

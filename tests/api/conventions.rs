@@ -1,4 +1,4 @@
-//! HTTP conventions: errors, 404/405/413, CORS, CSRF, headers, healthz, static files (SPEC 2).
+//! HTTP conventions: errors, 404/405/413, CORS, CSRF, headers, healthz, static files (docs/api.md, Conventions).
 
 use crate::helpers::TestServer;
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! Event audiences, payloads, order, queues, acknowledgement and overflow (SPEC 7).
+//! Event audiences, payloads, order, queues, acknowledgement and overflow (docs/api.md, Events; docs/design.md, Event delivery).
 
 use crate::helpers::{Client, Resp, Served, TestServer};
 use serde_json::json;

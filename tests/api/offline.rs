@@ -1,5 +1,5 @@
 //! The `natter` binary as a process: offline commands and how they refuse while a server runs
-//! (SPEC 1.1), exit codes, SIGTERM, and what survives `kill -9`.
+//! (README, Command line), exit codes, SIGTERM, and what survives `kill -9`.
 
 use crate::helpers::{Served, TestServer};
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! Restarts: sessions, memberships and (after a graceful shutdown) undelivered events survive (SPEC 7.6).
+//! Restarts: sessions, memberships and (after a graceful shutdown) undelivered events survive (docs/design.md, Event delivery).
 
 use crate::helpers::TestServer;
 use serde_json::json;

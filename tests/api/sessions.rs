@@ -1,4 +1,4 @@
-//! Guest login, sessions, cookies and presence (SPEC 4, 5).
+//! Guest login, sessions, cookies and presence (docs/api.md, Validation; docs/design.md, Sessions and presence).
 
 use crate::helpers::TestServer;
 use serde_json::json;

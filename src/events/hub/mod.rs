@@ -65,7 +65,7 @@ pub struct HubStats {
     pub evicted: u64,
 }
 
-/// Bounds on what the hub holds (SPEC 7.4).
+/// Bounds on what the hub holds (docs/design.md, Event delivery).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubLimits {
     /// Unacknowledged events a queue holds before it overflows (`event_queue_capacity`).
