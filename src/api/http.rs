@@ -44,8 +44,14 @@ where
     Ok(collected.freeze())
 }
 
-/// Parses a JSON body; anything that is not the expected shape is 400 `cannot parse data`.
+/// Parses a JSON object body; anything else (an array, a string, a number, `null`, the wrong
+/// shape) is 400 `cannot parse data`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde reads a struct from a JSON array too (`["Main"]` as `{"chat":"Main"}`): refuse it.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::CannotParse);
+    }
     serde_json::from_slice(body).map_err(|_| ApiError::CannotParse)
 }
 
@@ -255,6 +261,32 @@ mod tests {
         assert!(!is_localhost("http://localhost.evil.com"));
         assert!(!is_localhost("https://localhost:1"));
         assert!(!is_localhost("http://localhost:1/x"));
+    }
+
+    #[test]
+    fn only_json_objects_are_parsed() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Chat {
+            #[allow(dead_code)]
+            chat: String,
+        }
+        assert!(parse_json::<Chat>(b" {\"chat\":\"Main\"}").is_ok());
+        for body in [
+            &b"[\"Main\"]"[..],
+            b"\"Main\"",
+            b"7",
+            b"null",
+            b"true",
+            b"",
+            b" [] ",
+        ] {
+            assert_eq!(
+                parse_json::<Chat>(body).unwrap_err(),
+                ApiError::CannotParse,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -198,3 +198,47 @@ async fn static_dir_overrides_the_bundled_files() {
     assert_eq!(page.body, "<p>custom</p>");
     c.get("/../Cargo.toml").await.assert_error(404, "not found");
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused_on_every_route() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    for body in [r#"["Main"]"#, r#"[]"#, r#""Main""#, "42", "null", "true"] {
+        let r = c
+            .send(
+                c.http
+                    .post(c.url("/api/login"))
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+        r.assert_error(400, "cannot parse data");
+    }
+    // Nobody named `Main` logged in through an array.
+    c.guest("Main").await;
+    let member = server.guest_in("arrays", "Main").await;
+    for path in [
+        "/api/loggedonly/leaveChat",
+        "/api/loggedonly/getUsers",
+        "/api/loggedonly/postMessage",
+    ] {
+        member
+            .send(
+                member
+                    .http
+                    .post(member.url(path))
+                    .header("content-type", "application/json")
+                    .body(r#"["Main","text"]"#),
+            )
+            .await
+            .assert_error(400, "cannot parse data");
+    }
+    // Still a member: the array did not leave the chat.
+    let users = member
+        .post(
+            "/api/loggedonly/getUsers",
+            serde_json::json!({"chat":"Main"}),
+        )
+        .await;
+    assert_eq!(users.status, 200, "{}", users.body);
+}
