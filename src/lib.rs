@@ -128,11 +128,23 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             let _ = stopped.await;
         },
     ));
+    // One line an operator can grep for: where, how, and with what (no secrets).
     log::info!(
-        "natter listening on {addr} ({} mode, durability {:?})",
+        "natter {} listening on {addr} ({} mode, durability {}, data_dir {}, mail {}, public_url {})",
+        env!("CARGO_PKG_VERSION"),
         if config.dev { "dev" } else { "production" },
-        config.durability
+        config.durability.as_str(),
+        config.data_dir.display(),
+        config.mail.provider.as_str(),
+        config.public_url
     );
+    if !config.dev && points_here(&config.public_url) {
+        log::warn!(
+            "public_url is {}: set it to the address users open (mailed links, Secure cookies \
+             and the same-origin check behind a TLS proxy depend on it)",
+            config.public_url
+        );
+    }
     // Tells systemd (Type=notify) we are ready; a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     Ok(App {
@@ -200,6 +212,21 @@ impl App {
         log::info!("stopped");
         Ok(())
     }
+}
+
+/// Whether a URL names this machine (the default `http://localhost:8080` and the like).
+fn points_here(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Rate-limit state of idle clients is dropped every minute.
@@ -318,4 +345,29 @@ fn generate_secret(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     log::info!("generated a new secret key in {}", path.display());
     Ok(key.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::points_here;
+
+    #[test]
+    fn local_public_urls_are_recognized() {
+        for url in [
+            "http://localhost:8080",
+            "http://LOCALHOST",
+            "http://127.0.0.1:8080/chat",
+            "http://[::1]:8080",
+        ] {
+            assert!(points_here(url), "{url}");
+        }
+        for url in [
+            "https://chat.example.org",
+            "https://chat.example.org:8443/x",
+            "http://192.0.2.7:8080",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(!points_here(url), "{url}");
+        }
+    }
 }

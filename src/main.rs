@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use natter::cli::{Cli, Command};
-use natter::config::{self, Config};
+use natter::config::{self, Config, LogLevel};
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // The handle keeps the logger alive until main returns.
-    let _logger = match start_logging(&config) {
+    let logger = match start_logging(&config) {
         Ok(handle) => handle,
         Err(e) => {
             eprintln!("natter: cannot start logging: {e}");
@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
         }
     };
     let result = match command {
-        Command::Serve | Command::CheckConfig => serve(config).await,
+        Command::Serve | Command::CheckConfig => serve(config, sources, logger.clone()).await,
         Command::User(action) => natter::cli::run_user(&config, action)
             .await
             .map_err(|e| (e.message, e.code)),
@@ -53,11 +53,113 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), (String, i32)> {
-    // Before build: a signal that arrives right after "listening" must stop natter gracefully.
+async fn serve(
+    config: Config,
+    sources: config::Sources,
+    logger: flexi_logger::LoggerHandle,
+) -> Result<(), (String, i32)> {
+    // Before build: a signal that arrives right after "listening" must stop natter gracefully,
+    // and a SIGHUP must not kill it (its default action).
     let signals = natter::StopSignals::install();
+    let reloader = reload_log_level_on_sighup(sources, config.clone(), logger);
     let app = natter::build(config).await.map_err(|e| (e.0, 1))?;
-    app.run_until_stopped(signals).await.map_err(|e| (e.0, 1))
+    let result = app.run_until_stopped(signals).await.map_err(|e| (e.0, 1));
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    result
+}
+
+/// On every SIGHUP: loads the config again from the same sources (file, environment, flags) and
+/// applies its `log_level`; other changes wait for a restart. A broken file is logged and ignored.
+#[cfg(unix)]
+fn reload_log_level_on_sighup(
+    sources: config::Sources,
+    running: Config,
+    logger: flexi_logger::LoggerHandle,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            log::warn!("cannot catch SIGHUP, so it cannot reload the log level: {e}");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        let mut level = running.log_level;
+        while hangups.recv().await.is_some() {
+            let reload = sources.clone();
+            let reloaded = tokio::task::spawn_blocking(move || config::load(&reload))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|loaded| loaded.map_err(|e| e.to_string()));
+            let loaded = match reloaded {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    log::warn!("SIGHUP: config not reloaded, log level stays {level}: {e}");
+                    continue;
+                }
+            };
+            let new_level = loaded.log_level;
+            level = apply_log_level(&logger, level, new_level, &sources);
+            let others_changed = Config {
+                log_level: running.log_level,
+                ..loaded
+            } != running;
+            if others_changed {
+                log::warn!(
+                    "SIGHUP: config changes other than log_level take effect at the next restart"
+                );
+            }
+        }
+    }))
+}
+
+#[cfg(not(unix))]
+fn reload_log_level_on_sighup(
+    _sources: config::Sources,
+    _running: Config,
+    _logger: flexi_logger::LoggerHandle,
+) -> Option<tokio::task::JoinHandle<()>> {
+    None
+}
+
+/// Switches the logger to `new` and says so in one info line, written under whichever of the
+/// two levels shows it. Returns the level now in force.
+fn apply_log_level(
+    logger: &flexi_logger::LoggerHandle,
+    old: LogLevel,
+    new: LogLevel,
+    sources: &config::Sources,
+) -> LogLevel {
+    if new == old {
+        let pinned = sources.log_level.is_some()
+            || sources
+                .env
+                .iter()
+                .any(|(k, v)| (k == "NATTER_LOG" || k == "NATTER_LOG_LEVEL") && !v.is_empty());
+        let note = if pinned {
+            " (--log-level and NATTER_LOG win over the config file)"
+        } else {
+            ""
+        };
+        log::info!("SIGHUP: log level stays {new}{note}");
+        return old;
+    }
+    let line = format!("log level is now {new} (was {old})");
+    let shows_info = new.to_level_filter() >= log::LevelFilter::Info;
+    if !shows_info {
+        log::info!("{line}");
+    }
+    if let Err(e) = logger.parse_new_spec(new.as_str()) {
+        log::warn!("SIGHUP: cannot switch the log level to {new}: {e}");
+        return old;
+    }
+    if shows_info {
+        log::info!("{line}");
+    }
+    new
 }
 
 /// Logs to stderr; timestamps only when journald (which adds its own) is not reading.

@@ -11,6 +11,7 @@ mod log_capture;
 mod mail;
 mod mail_recorder;
 mod offline;
+mod operations;
 mod races;
 mod restart;
 mod security;

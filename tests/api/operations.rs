@@ -1,0 +1,185 @@
+//! The binary as an operator meets it: `--version`, readiness and stopping through sd_notify
+//! (`Type=notify`), and SIGHUP re-reading the log level.
+
+use crate::helpers::Served;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn write_config(dir: &std::path::Path, log_level: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "log_level = \"{log_level}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.join("d").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Waits up to 10 s for a log line containing `text` at index `from` or later.
+fn wait_for_line(served: &Served, from: usize, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(line) = served.log.lock().unwrap()[from..]
+            .iter()
+            .find(|l| l.contains(text))
+        {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {text:?}: {:?}",
+            served.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends bytes that are not HTTP; the connection ends with a parse error, which natter logs at
+/// debug only.
+fn send_garbage(addr: &str) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+}
+
+#[test]
+fn version_flag_prints_the_package_version() {
+    let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("natter {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn sd_notify_says_ready_once_connections_are_accepted_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_natter"))
+            .arg("--config")
+            .arg(write_config(dir.path(), "info"))
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 4096];
+
+    // The first message natter sends is READY=1 ...
+    let n = socket.recv(&mut buf).expect("natter reports readiness");
+    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        message.lines().any(|l| l == "READY=1"),
+        "first notification: {message:?}"
+    );
+    // ... and at that moment it already answers HTTP. Its address is in the log line written
+    // before READY, so reading it takes no time.
+    let mut log = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let start_line = log
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on"))
+        .expect("the start line comes before READY=1");
+    let addr = start_line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let mut stream = TcpStream::connect(&addr).expect("connect right after READY=1");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: natter\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    std::thread::spawn(move || log.map_while(Result::ok).for_each(drop));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let n = socket.recv(&mut buf).expect("natter reports stopping");
+    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        message.lines().any(|l| l == "STOPPING=1"),
+        "notification after SIGTERM: {message:?}"
+    );
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
+
+/// A child that a failing test must not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sighup_rereads_the_log_level_and_ignores_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "info");
+    let mut served = Served::start(&config);
+
+    // At info, a connection that ends in a parse error leaves no line.
+    send_garbage(&served.addr);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = served.log.lock().unwrap().clone();
+    assert!(
+        !log.iter().any(|l| l.contains("connection from")),
+        "{log:?}"
+    );
+
+    let mark = served.log.lock().unwrap().len();
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("log_level = \"info\"", "log_level = \"debug\""),
+    )
+    .unwrap();
+    served.signal("-HUP");
+    wait_for_line(&served, mark, "log level is now debug");
+    send_garbage(&served.addr);
+    wait_for_line(&served, mark, "connection from");
+
+    // A broken file is reported and changes nothing; natter keeps running.
+    let mark = served.log.lock().unwrap().len();
+    std::fs::write(&config, "log_level = \"loud\"\n").unwrap();
+    served.signal("-HUP");
+    let line = wait_for_line(&served, mark, "config not reloaded");
+    assert!(
+        line.contains("log level stays debug") && line.contains("log_level"),
+        "{line}"
+    );
+    assert!(served.child.try_wait().unwrap().is_none(), "natter exited");
+
+    served.signal("-TERM");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
+}
