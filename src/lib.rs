@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod goflags;
 pub mod listener;
 pub mod mail;
 pub mod model;

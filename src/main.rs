@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(natter::goflags::normalize_go_flags(std::env::args_os()));
     let sources = config::Sources {
         config_path: cli.config.clone(),
         dev: cli.dev,
