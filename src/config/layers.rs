@@ -34,6 +34,11 @@ impl Layers {
         }
     }
 
+    /// Records that the file's value for a dotted key came from somewhere errors should name (an original key).
+    pub(super) fn note_origin(&mut self, dotted: &str, origin: String) {
+        self.origins.insert(dotted.to_string(), origin);
+    }
+
     /// Sets a dotted key, recording the variable or flag (`origin`) that set it.
     pub(super) fn set(&mut self, dotted: &str, value: toml::Value, origin: &str) {
         let path: Vec<&str> = dotted.split('.').collect();
