@@ -406,6 +406,21 @@ mod tests {
             Some("SG.original")
         );
         assert_eq!(c.mail.provider, MailProvider::Sendgrid);
+
+        // The original's default key is refused in production with how to make one, and accepted with --dev.
+        let short = [("SECRET_KEY", "1234567890")];
+        let e = load_with("", &short, false).unwrap_err().to_string();
+        assert!(
+            e.contains("secret_key must be at least 32 bytes long (it has 10")
+                && e.contains("openssl rand -base64 32")
+                && e.ends_with("(set by SECRET_KEY)"),
+            "{e}"
+        );
+        let c = load_with("", &short, true).unwrap();
+        assert_eq!(
+            c.secret_key.as_ref().map(Secret::expose),
+            Some("1234567890")
+        );
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub use keys::{BotConfig, Config, MailConfig, MetricsConfig, RateLimitConfig};
 /// Config file read from the working directory when no `--config` path is given.
 pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
 
+/// Shortest `secret_key` accepted outside dev mode; with `--dev` a shorter one is stretched to this length.
+pub const MIN_SECRET_KEY_BYTES: usize = 32;
+
 /// Fewest PBKDF2 rounds accepted outside dev mode.
 pub const MIN_PRODUCTION_PASSWORD_ITERATIONS: u32 = 100_000;
 
