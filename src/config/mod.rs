@@ -7,8 +7,9 @@
 //! is allowed, and the server refuses to start on it.
 //!
 //! `keys` declares every key once (through `macros`): its file shape, default, check, doc line and secrecy.
-//! `file` reads the file, `original` rewrites chatty-server's keys in it into natter's, `layers` adds the environment and flags, `validate` runs each key's check from `checks`
-//! and then the rules that tie keys together (`key_errors` words the errors), and `summary` prints it back.
+//! `file` reads the file, `original` rewrites chatty-server's keys in it into natter's, `layers` adds the
+//! environment and flags, `validate` runs each key's check from `checks` and then the rules that tie keys together
+//! (`key_errors` words the errors), and `summary` prints it back.
 
 mod checks;
 mod file;
