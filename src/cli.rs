@@ -10,22 +10,45 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// natter: a self-hosted group chat server in one binary.
+///
+/// The options work before or after the command; given twice, the later one wins. chatty-server's flags work
+/// too, in any of Go's forms (`-dev`, `--dev=false`, `-config PATH`, `-configFilepath=PATH`, `-loglevel LEVEL`,
+/// `-logLevel LEVEL`).
 #[derive(Debug, Parser)]
-#[command(name = "natter", version, about)]
+#[command(name = "natter", version, about, args_override_self = true)]
 pub struct Cli {
-    /// Development mode: log mailer, localhost CORS, low PBKDF2 rounds allowed.
-    #[arg(long)]
+    /// Development mode: log mailer, localhost CORS, low PBKDF2 rounds allowed (--dev=false turns it off).
+    #[arg(
+        long,
+        global = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        hide_default_value = true,
+        hide_possible_values = true,
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub dev: bool,
     /// Config file (must exist); without it ./config.toml is read if present.
     #[arg(
         short = 'c',
         long = "config",
         visible_alias = "configFilepath",
+        global = true,
         value_name = "PATH"
     )]
     pub config: Option<PathBuf>,
     /// error, warn, info, debug or trace (also NATTER_LOG).
-    #[arg(long = "log-level", visible_alias = "logLevel", value_name = "LEVEL")]
+    #[arg(
+        long = "log-level",
+        visible_alias = "logLevel",
+        alias = "loglevel",
+        global = true,
+        value_name = "LEVEL"
+    )]
     pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -236,4 +259,92 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
         }
     }
     finish(&store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cli, Command};
+    use crate::goflags::normalize_go_flags;
+    use clap::Parser;
+    use std::path::PathBuf;
+
+    /// Parses as `main` does: the Go-style flags rewritten first.
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut all = vec!["natter"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(normalize_go_flags(all))
+    }
+
+    #[test]
+    fn dev_takes_every_go_form() {
+        for (args, dev) in [
+            (vec![], false),
+            (vec!["--dev"], true),
+            (vec!["-dev"], true),
+            (vec!["-dev=true"], true),
+            (vec!["--dev=true"], true),
+            (vec!["-dev=false"], false),
+            (vec!["--dev=false"], false),
+            (vec!["-dev=1"], true),
+            (vec!["-dev=F"], false),
+            (vec!["--dev", "check-config"], true),
+            (vec!["check-config", "-dev"], true),
+            (vec!["-dev", "-dev=false"], false),
+        ] {
+            let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.dev, dev, "{args:?}");
+        }
+        // `--dev serve`: the command stays a command, not the flag's value.
+        let cli = parse(&["--dev", "serve"]).unwrap();
+        assert!(cli.dev && matches!(cli.command, Some(Command::Serve)));
+        assert!(parse(&["--dev=maybe"]).is_err());
+    }
+
+    #[test]
+    fn config_and_log_level_take_every_spelling_before_or_after_the_command() {
+        for flag in [
+            "-c",
+            "--config",
+            "-config",
+            "--configFilepath",
+            "-configFilepath",
+        ] {
+            for args in [
+                vec![flag, "x.toml", "check-config"],
+                vec!["check-config", flag, "x.toml"],
+            ] {
+                let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                assert_eq!(cli.config, Some(PathBuf::from("x.toml")), "{args:?}");
+                assert!(matches!(cli.command, Some(Command::CheckConfig)));
+            }
+        }
+        for args in [
+            vec!["-config=x.toml"],
+            vec!["--config=x.toml"],
+            vec!["-configFilepath=x.toml"],
+        ] {
+            let cli = parse(&args).unwrap();
+            assert_eq!(cli.config, Some(PathBuf::from("x.toml")), "{args:?}");
+        }
+        for flag in [
+            "--log-level",
+            "--logLevel",
+            "--loglevel",
+            "-loglevel",
+            "-logLevel",
+        ] {
+            for args in [vec![flag, "debug"], vec!["chat", "list", flag, "debug"]] {
+                let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                assert_eq!(cli.log_level.as_deref(), Some("debug"), "{args:?}");
+            }
+            let joined = format!("{flag}=trace");
+            assert_eq!(
+                parse(&[&joined]).unwrap().log_level.as_deref(),
+                Some("trace")
+            );
+        }
+        let cli = parse(&["user", "verify", "alice", "-dev", "-config", "y.toml"]).unwrap();
+        assert!(cli.dev);
+        assert_eq!(cli.config, Some(PathBuf::from("y.toml")));
+    }
 }

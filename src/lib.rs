@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod goflags;
 pub mod listener;
 pub mod mail;
 pub mod model;
@@ -315,7 +316,18 @@ fn mail_transport(config: &Config) -> Result<Option<mail::Transport>, StartError
 /// The cookie signing key: from the config, or generated once and kept in `data_dir/secret_key`.
 fn secret_key(config: &Config) -> Result<Vec<u8>, String> {
     if let Some(secret) = &config.secret_key {
-        return Ok(secret.expose().as_bytes().to_vec());
+        let key = secret.expose().as_bytes();
+        if key.len() < config::MIN_SECRET_KEY_BYTES {
+            // Only dev mode gets here: validation refuses a short key in production.
+            log::warn!(
+                "secret_key is only {} bytes long: stretched to {} with SHA-256 for development; production \
+                 refuses it (generate one with `openssl rand -base64 32`)",
+                key.len(),
+                config::MIN_SECRET_KEY_BYTES
+            );
+            return Ok(stretch_dev_secret(key));
+        }
+        return Ok(key.to_vec());
     }
     let path = config.data_dir.join("secret_key");
     match std::fs::read(&path) {
@@ -327,6 +339,16 @@ fn secret_key(config: &Config) -> Result<Vec<u8>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => generate_secret(&path),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// A short dev-mode key made 32 bytes long, the same on every start so that cookies survive a restart. It is no
+/// stronger than the short key, which is why only dev mode accepts one.
+fn stretch_dev_secret(key: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"natter dev secret_key\0");
+    hash.update(key);
+    hash.finalize().to_vec()
 }
 
 fn generate_secret(path: &Path) -> Result<Vec<u8>, String> {
@@ -350,6 +372,8 @@ fn generate_secret(path: &Path) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::points_here;
+    use super::{secret_key, stretch_dev_secret};
+    use crate::config::from_toml_str;
 
     #[test]
     fn local_public_urls_are_recognized() {
@@ -369,5 +393,33 @@ mod tests {
         ] {
             assert!(!points_here(url), "{url}");
         }
+    }
+
+    #[test]
+    fn a_short_secret_key_is_stretched_in_dev_mode_only() {
+        let short = "secret_key = \"1234567890\"";
+        let e = from_toml_str(short, false).unwrap_err().to_string();
+        assert!(
+            e.contains("at least 32 bytes long (it has 10")
+                && e.contains("openssl rand -base64 32")
+                && e.contains("/dev/urandom"),
+            "{e}"
+        );
+        assert!(!e.contains("1234567890"), "{e}");
+        let config = from_toml_str(short, true).unwrap();
+        let key = secret_key(&config).unwrap();
+        assert_eq!(key.len(), 32);
+        assert_eq!(key, stretch_dev_secret(b"1234567890"));
+        assert_ne!(key, stretch_dev_secret(b"1234567891"));
+        // A long enough key is used as it is, in both modes.
+        let long = "secret_key = \"0123456789abcdef0123456789abcdef\"";
+        for dev in [false, true] {
+            let config = from_toml_str(long, dev).unwrap();
+            assert_eq!(
+                secret_key(&config).unwrap(),
+                b"0123456789abcdef0123456789abcdef"
+            );
+        }
+        assert!(from_toml_str("secret_key = \" \"", true).is_err());
     }
 }

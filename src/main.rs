@@ -7,15 +7,15 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(natter::goflags::normalize_go_flags(std::env::args_os()));
     let sources = config::Sources {
         config_path: cli.config.clone(),
         dev: cli.dev,
         log_level: cli.log_level.clone(),
         env: config::process_env(),
     };
-    let config = match config::load(&sources) {
-        Ok(config) => config,
+    let config::Loaded { config, notes } = match config::load_with_notes(&sources) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("natter: {e}");
             return ExitCode::from(2);
@@ -23,6 +23,10 @@ async fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::CheckConfig = command {
+        // The summary on stdout stays a loadable natter config file; the notes go beside it.
+        for note in &notes {
+            eprintln!("natter: {note}");
+        }
         println!("{}", config.effective_summary());
         return ExitCode::SUCCESS;
     }
@@ -34,6 +38,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Read while loading, before the logger existed.
+    for note in &notes {
+        log::warn!("{note}");
+    }
     let result = match command {
         Command::Serve | Command::CheckConfig => serve(config, sources, logger.clone()).await,
         Command::User(action) => natter::cli::run_user(&config, action)

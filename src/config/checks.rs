@@ -99,22 +99,6 @@ pub(super) fn non_empty_secret(
     Ok(value.map(Secret))
 }
 
-/// An optional secret of at least `min_len` bytes; the error gives its length, never the value.
-pub(super) fn secret_of_at_least(
-    min_len: usize,
-) -> impl Fn(&str, Option<String>) -> Result<Option<Secret>, Invalid> {
-    move |key, value| match value {
-        Some(v) if v.len() < min_len => Err(invalid(
-            key,
-            format!(
-                "{key} must be at least {min_len} bytes long (it has {})",
-                v.len()
-            ),
-        )),
-        other => Ok(other.map(Secret)),
-    }
-}
-
 /// A plain `local@domain` address; the mailer's provider does the full check.
 pub(super) fn mail_address(key: &str, text: String) -> Result<String, Invalid> {
     let valid = text.split_once('@').is_some_and(|(local, domain)| {

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use super::checks::{
     days, duration, each, hours, http_url, ip_range, mail_address, millis, mins, non_empty_dir,
-    non_empty_secret, optional, optional_dir, origin, plain, range, secret_of_at_least, secs,
-    socket_addr, unset_means,
+    non_empty_secret, optional, optional_dir, origin, plain, range, secs, socket_addr, unset_means,
 };
 use super::macros::config_keys;
 use super::{DurabilityMode, IpNet, LogLevel, MailProvider, Secret};
@@ -30,7 +29,7 @@ config_keys! {
         data_dir: PathBuf = "./natter-data".into(), non_empty_dir;
         /// Cookie signing key, at least 32 bytes (SECRET_KEY or SECRET_KEY_FILE); if unset, one is generated
         /// into data_dir.
-        secret_key: Option<String> => Option<Secret> = None, secret_of_at_least(32), secret;
+        secret_key: Option<String> => Option<Secret> = None, non_empty_secret, secret; // length: a rule in validate
         /// Chats created at every start if missing.
         chats: Vec<String> = vec!["Main".into()], plain; // names: a rule in validate
         /// Registered user names that are admins.

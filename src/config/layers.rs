@@ -34,6 +34,11 @@ impl Layers {
         }
     }
 
+    /// Records that the file's value for a dotted key came from somewhere errors should name (an original key).
+    pub(super) fn note_origin(&mut self, dotted: &str, origin: String) {
+        self.origins.insert(dotted.to_string(), origin);
+    }
+
     /// Sets a dotted key, recording the variable or flag (`origin`) that set it.
     pub(super) fn set(&mut self, dotted: &str, value: toml::Value, origin: &str) {
         let path: Vec<&str> = dotted.split('.').collect();
@@ -401,6 +406,21 @@ mod tests {
             Some("SG.original")
         );
         assert_eq!(c.mail.provider, MailProvider::Sendgrid);
+
+        // The original's default key is refused in production with how to make one, and accepted with --dev.
+        let short = [("SECRET_KEY", "1234567890")];
+        let e = load_with("", &short, false).unwrap_err().to_string();
+        assert!(
+            e.contains("secret_key must be at least 32 bytes long (it has 10")
+                && e.contains("openssl rand -base64 32")
+                && e.ends_with("(set by SECRET_KEY)"),
+            "{e}"
+        );
+        let c = load_with("", &short, true).unwrap();
+        assert_eq!(
+            c.secret_key.as_ref().map(Secret::expose),
+            Some("1234567890")
+        );
     }
 
     #[test]

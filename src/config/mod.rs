@@ -7,8 +7,9 @@
 //! is allowed, and the server refuses to start on it.
 //!
 //! `keys` declares every key once (through `macros`): its file shape, default, check, doc line and secrecy.
-//! `file` reads the file, `layers` adds the environment and flags, `validate` runs each key's check from `checks`
-//! and then the rules that tie keys together (`key_errors` words the errors), and `summary` prints it back.
+//! `file` reads the file, `original` rewrites chatty-server's keys in it into natter's, `layers` adds the
+//! environment and flags, `validate` runs each key's check from `checks` and then the rules that tie keys together
+//! (`key_errors` words the errors), and `summary` prints it back.
 
 mod checks;
 mod file;
@@ -16,6 +17,7 @@ mod key_errors;
 mod keys;
 mod layers;
 mod macros;
+mod original;
 mod summary;
 mod url;
 mod validate;
@@ -39,6 +41,9 @@ pub use keys::{BotConfig, Config, MailConfig, MetricsConfig, RateLimitConfig};
 
 /// Config file read from the working directory when no `--config` path is given.
 pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
+
+/// Shortest `secret_key` accepted outside dev mode; with `--dev` a shorter one is stretched to this length.
+pub const MIN_SECRET_KEY_BYTES: usize = 32;
 
 /// Fewest PBKDF2 rounds accepted outside dev mode.
 pub const MIN_PRODUCTION_PASSWORD_ITERATIONS: u32 = 100_000;
@@ -102,9 +107,24 @@ pub struct Sources {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError(String);
 
+/// A loaded configuration and the notes to log once logging is up.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Warnings about the file, one line each: chatty-server's keys that were read, and the natter key to write
+    /// instead.
+    pub notes: Vec<String>,
+}
+
 /// Loads, layers and validates the configuration.
 pub fn load(src: &Sources) -> Result<Config, ConfigError> {
-    let mut layers = Layers::new(read_file_layer(src.config_path.as_deref())?);
+    load_with_notes(src).map(|loaded| loaded.config)
+}
+
+/// [`load`], keeping the notes about the file for the log (logging is not set up while the config loads).
+pub fn load_with_notes(src: &Sources) -> Result<Loaded, ConfigError> {
+    let (mut layers, notes) = file_layers(read_file_layer(src.config_path.as_deref())?)?;
     layers.apply_env(&src.env)?;
     if let Some(level) = &src.log_level {
         layers.set(
@@ -113,13 +133,24 @@ pub fn load(src: &Sources) -> Result<Config, ConfigError> {
             "--log-level",
         );
     }
-    layers.build(src.dev)
+    let config = layers.build(src.dev)?;
+    Ok(Loaded { config, notes })
 }
 
 /// Defaults plus this TOML text, without environment or files; for tests.
 pub fn from_toml_str(text: &str, dev: bool) -> Result<Config, ConfigError> {
     let table = parse_toml_table(text, Path::new("<text>"))?;
-    Layers::new(table).build(dev)
+    file_layers(table)?.0.build(dev)
+}
+
+/// The file's table with chatty-server's keys rewritten into natter's, and the notes about them.
+fn file_layers(mut table: toml::Table) -> Result<(Layers, Vec<String>), ConfigError> {
+    let translated = original::translate(&mut table)?;
+    let mut layers = Layers::new(table);
+    for (key, origin) in translated.origins {
+        layers.note_origin(&key, origin);
+    }
+    Ok((layers, translated.notes))
 }
 
 /// The process environment as UTF-8 pairs; variables that are not UTF-8 are skipped.

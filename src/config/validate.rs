@@ -6,7 +6,10 @@ use std::collections::HashSet;
 use super::checks::in_range;
 use super::key_errors::{Invalid, invalid};
 use super::keys::RawConfig;
-use super::{Config, MIN_PRODUCTION_PASSWORD_ITERATIONS, MailConfig, MailProvider};
+use super::{
+    Config, MIN_PRODUCTION_PASSWORD_ITERATIONS, MIN_SECRET_KEY_BYTES, MailConfig, MailProvider,
+    Secret,
+};
 use crate::model::{ChatName, UserName};
 
 /// How errors describe the user name rule of `UserName::parse`.
@@ -31,6 +34,7 @@ pub(super) fn validate(raw: RawConfig, dev: bool, port: Option<u16>) -> Result<C
         config.max_connections,
     )?;
     enough_iterations_outside_dev(config.password_iterations, dev)?;
+    long_secret_key_outside_dev(config.secret_key.as_ref(), dev)?;
     choose_mail_provider(&mut config.mail, provider_unset, dev)?;
     metrics_port_differs(&config)?;
     Ok(config)
@@ -60,6 +64,23 @@ fn enough_iterations_outside_dev(iterations: u32, dev: bool) -> Result<(), Inval
             format!(
                 "password_iterations must be at least {MIN_PRODUCTION_PASSWORD_ITERATIONS} (got \
                  {iterations}); values from 1000 are only allowed in dev mode (--dev)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A short cookie key (chatty-server's default was `1234567890`) is refused, saying how to make a good one; dev
+/// mode accepts it and `build` stretches it with a warning. The error gives the length, never the value.
+fn long_secret_key_outside_dev(secret: Option<&Secret>, dev: bool) -> Result<(), Invalid> {
+    let len = secret.map_or(MIN_SECRET_KEY_BYTES, |s| s.expose().len());
+    if len < MIN_SECRET_KEY_BYTES && !dev {
+        return Err(invalid(
+            "secret_key",
+            format!(
+                "secret_key must be at least {MIN_SECRET_KEY_BYTES} bytes long (it has {len}; only --dev accepts \
+                 a shorter one); generate one with `openssl rand -base64 32` or `head -c 32 /dev/urandom | \
+                 base64`, or unset it to have natter keep a generated one in data_dir"
             ),
         ));
     }

@@ -349,24 +349,32 @@ pub struct Served {
 
 impl Served {
     pub fn start(config: &std::path::Path) -> Served {
+        Served::start_with_args(&["--config".as_ref(), config.as_os_str()])
+    }
+
+    /// Starts `natter` with these arguments; `log` also holds the lines up to the "listening on" one.
+    pub fn start_with_args(args: &[&std::ffi::OsStr]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
-            .arg("--config")
-            .arg(config)
+            .args(args)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        let mut early = Vec::new();
         let addr = lines
             .by_ref()
             .map_while(Result::ok)
             .find_map(|l| {
-                l.split("listening on ")
+                let addr = l
+                    .split("listening on ")
                     .nth(1)
-                    .map(|rest| rest.split(' ').next().unwrap_or_default().to_owned())
+                    .map(|rest| rest.split(' ').next().unwrap_or_default().to_owned());
+                early.push(l);
+                addr
             })
-            .expect("the server announced its address");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            .unwrap_or_else(|| panic!("the server announced its address: {early:?}"));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(early));
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {

@@ -3,6 +3,7 @@
 mod abuse;
 mod accounts;
 mod chats;
+mod chatty;
 mod connections;
 mod conventions;
 mod events;
