@@ -16,6 +16,9 @@ import { EventStream, retryDelay } from './js/events.js';
 import { ChatState } from './js/state.js';
 
 const OPEN_CHAT_KEY = 'natter.openChat';
+const NOTIFY_KEY = 'natter.notifications';
+// Messages per getMessages page when scrolling back.
+const HISTORY_PAGE = 50;
 
 const state = new ChatState();
 // Bumped on every sign-in and sign-out, so answers that arrive for an earlier session are dropped.
@@ -35,6 +38,10 @@ const view = new MainView(state, {
   create: createChat,
   remove: removeChat,
   logout,
+  loadOlder,
+  deleteMessage,
+  kick,
+  toggleNotifications,
 });
 const stream = new EventStream({
   onEvents: handleEvents,
@@ -73,6 +80,7 @@ function enterMain(me) {
   show(byId('loading-screen'), false);
   auth.close();
   view.open(me);
+  view.setNotifications(notificationState());
   stream.start();
 }
 
@@ -193,6 +201,12 @@ function handleEvent(type, event) {
         chat.unread += 1;
         view.renderChatList();
       }
+      if (document.hidden && !state.isMe(event.user)) notify(chat, event);
+      return;
+    }
+    case 'MessageDeletedEvent': {
+      if (!chat || !chat.removeMessage(event.id)) return;
+      view.messageRemoved(chat, event.id);
       return;
     }
     case 'ChatJoinEvent': {
@@ -327,6 +341,81 @@ async function removeChat(name) {
   state.chats.delete(name);
   if (view.openName === name) closeOpenChat(`“${name}” was removed.`);
   else view.renderChatList();
+}
+
+async function loadOlder(name) {
+  const chat = state.get(name);
+  if (!chat || !chat.joined || chat.historyDone || chat.loadingOlder) return;
+  const current = generation;
+  chat.loadingOlder = true;
+  view.olderLoaded(chat);
+  try {
+    const page = await api.getMessages(name, chat.oldestMessageId(), HISTORY_PAGE);
+    if (current !== generation || state.get(name) !== chat || !chat.joined) return;
+    const messages = Array.isArray(page) ? page : [];
+    if (messages.length < HISTORY_PAGE) chat.historyDone = true;
+    for (const message of messages) chat.addMessage(message);
+  } finally {
+    chat.loadingOlder = false;
+    view.olderLoaded(chat);
+  }
+}
+
+async function deleteMessage(name, id) {
+  await api.deleteMessage(name, id);
+  // The event reaches every tab, this one too; removing now makes it vanish at once.
+  const chat = state.get(name);
+  if (chat && chat.removeMessage(id)) view.messageRemoved(chat, id);
+}
+
+async function kick(user) {
+  await api.kick(user);
+}
+
+// ----- notifications (asked for only after a click on the bell) -----
+
+function notificationsWanted() {
+  try {
+    return localStorage.getItem(NOTIFY_KEY) === 'on';
+  } catch {
+    return false;
+  }
+}
+
+function notificationState() {
+  if (!('Notification' in window)) return 'unsupported';
+  if (Notification.permission === 'denied') return 'blocked';
+  return Notification.permission === 'granted' && notificationsWanted() ? 'on' : 'off';
+}
+
+async function toggleNotifications() {
+  if (!('Notification' in window)) return;
+  let wanted = !(notificationState() === 'on');
+  if (wanted && Notification.permission === 'default') {
+    const answer = await Notification.requestPermission();
+    wanted = answer === 'granted';
+  }
+  try {
+    localStorage.setItem(NOTIFY_KEY, wanted ? 'on' : 'off');
+  } catch {
+    // Without storage the choice lasts as long as the page.
+  }
+  view.setNotifications(notificationState());
+}
+
+function notify(chat, message) {
+  if (notificationState() !== 'on') return;
+  try {
+    const text = message.text.length > 200 ? `${message.text.slice(0, 200)}…` : message.text;
+    const notification = new Notification(`${message.user} in ${chat.name}`, { body: text, tag: `natter:${chat.name}` });
+    notification.onclick = () => {
+      window.focus();
+      openChat(chat.name);
+      notification.close();
+    };
+  } catch {
+    // Some browsers only show notifications through a service worker; the unread count in the title remains.
+  }
 }
 
 function refreshChat(name) {

@@ -35,6 +35,14 @@ pub enum ApiError {
     Internal,
     Unavailable,
     EmailNotConfigured,
+    NoSuchMessage,
+    /// A `getMessages` limit outside 1 to 200.
+    InvalidLimit,
+    /// Deleting a message that is neither the caller's nor deletable by an admin caller.
+    NotAllowed,
+    NoSuchGuest,
+    /// A guest name an admin kicked, for `guest_block`.
+    NameBlocked,
 }
 
 impl ApiError {
@@ -69,6 +77,11 @@ impl ApiError {
             Internal => "internal error",
             Unavailable => "service unavailable",
             EmailNotConfigured => "email is not configured",
+            NoSuchMessage => "no such message",
+            InvalidLimit => "invalid limit",
+            NotAllowed => "not allowed",
+            NoSuchGuest => "no such guest",
+            NameBlocked => "this name is blocked",
         }
     }
 }

@@ -107,7 +107,15 @@ export const api = {
   joinChat: (chat) => authed('POST', '/api/loggedonly/joinChat', { chat }),
   leaveChat: (chat) => authed('POST', '/api/loggedonly/leaveChat', { chat }),
   postMessage: (chat, text) => authed('POST', '/api/loggedonly/postMessage', { chat, text }),
+  /** Up to `limit` messages older than `before` (or the newest when it is null), oldest first. */
+  getMessages: (chat, before, limit) => {
+    const body = { chat, limit };
+    if (before !== null && before !== undefined) body.before = before;
+    return authed('POST', '/api/loggedonly/getMessages', body);
+  },
+  deleteMessage: (chat, id) => authed('POST', '/api/loggedonly/deleteMessage', { chat, id }),
 
   createChat: (chat) => authed('POST', '/api/adminonly/createChat', { chat }),
   removeChat: (chat) => authed('POST', '/api/adminonly/removeChat', { chat }),
+  kick: (user) => authed('POST', '/api/adminonly/kick', { user }),
 };

@@ -1,10 +1,12 @@
 // The main screen: chat list, the open chat's timeline and members, the composer and the admin controls.
 
-import { byId, el, isWide, setError, show } from './dom.js';
+import { byId, el, isWide, linkified, setError, show } from './dom.js';
 
 const NAME_COLORS = 8;
 const GROUP_SECONDS = 5 * 60;
 const NEAR_BOTTOM_PX = 48;
+// Older messages load when the timeline is scrolled this close to its top.
+const NEAR_TOP_PX = 120;
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const dayTimeFormat = new Intl.DateTimeFormat(undefined, {
@@ -55,7 +57,8 @@ function continues(previous, item) {
 export class MainView {
   /**
    * @param {import('./state.js').ChatState} state
-   * @param {object} handlers async callbacks: open, join, leave, send, create, remove, logout
+   * @param {object} handlers async callbacks: open, join, leave, send, create, remove, logout, loadOlder,
+   *   deleteMessage, kick, toggleNotifications
    */
   constructor(state, handlers) {
     this.state = state;
@@ -208,16 +211,56 @@ export class MainView {
     const wasNearBottom = this.isNearBottom();
     this.messages.setAttribute('aria-busy', 'true');
     const nodes = chat.items.map((item, index) => this.itemNode(item, chat.items[index - 1]));
-    this.messages.replaceChildren(...nodes);
+    this.messages.replaceChildren(this.historyNode(chat), ...nodes);
     this.messages.removeAttribute('aria-busy');
     if (scrollToEnd || wasNearBottom) this.scrollToEnd();
+    this.checkTop();
+  }
+
+  /** The first line of a timeline: older messages loading, or the beginning of the chat. */
+  historyNode(chat) {
+    let text = '';
+    if (chat.loadingOlder) text = 'Loading older messages…';
+    else if (chat.historyDone) text = 'Beginning of the chat';
+    return el('li', { class: 'item history-status', text, attrs: { id: 'history-status' } });
+  }
+
+  /** Older messages of `chat` were added (or their loading started or ended): keeps what is on screen in place. */
+  olderLoaded(chat) {
+    if (chat.name !== this.openName) return;
+    const m = this.messages;
+    const fromBottom = m.scrollHeight - m.scrollTop;
+    const nodes = chat.items.map((item, index) => this.itemNode(item, chat.items[index - 1]));
+    m.replaceChildren(this.historyNode(chat), ...nodes);
+    m.scrollTop = m.scrollHeight - fromBottom;
+  }
+
+  /** Asks for older messages when the top of the open chat's timeline is in view. */
+  checkTop() {
+    const chat = this.openName && this.state.get(this.openName);
+    if (!chat || !chat.joined || chat.historyDone || chat.loadingOlder) return;
+    if (this.messages.hidden || this.messages.scrollTop > NEAR_TOP_PX) return;
+    this.handlers.loadOlder(chat.name).catch((err) => {
+      if (this.openName === chat.name) setError(byId('chat-error'), err.message);
+    });
+  }
+
+  /** A message of `chat` was deleted: it vanishes without moving the rest. */
+  messageRemoved(chat, id) {
+    if (chat.name !== this.openName) return;
+    const node = [...this.messages.children].find((li) => li.dataset.id === String(id));
+    if (!node) return;
+    const nearBottom = this.isNearBottom();
+    this.renderTimeline(chat, false);
+    if (nearBottom) this.scrollToEnd();
   }
 
   /** A timeline item was inserted at `index` of `chat`. */
   itemAdded(chat, index) {
     if (chat.name !== this.openName) return;
     const item = chat.items[index];
-    if (index !== chat.items.length - 1 || this.messages.children.length !== chat.items.length - 1) {
+    // The first child is the history line, then one node per item.
+    if (index !== chat.items.length - 1 || this.messages.children.length !== chat.items.length) {
       this.renderTimeline(chat, false);
       return;
     }
@@ -245,10 +288,55 @@ export class MainView {
         ...statusBadges(message),
         timeElement(message.time),
       ]),
-      el('p', { class: 'message-text', text: message.text }),
+      el('p', { class: 'message-text' }, linkified(message.text)),
+      this.canDelete(message) ? this.deleteControl(message) : null,
     ]);
     node.dataset.id = String(message.id);
     return node;
+  }
+
+  /** Your own messages, and every message for a verified admin (the server decides in the end). */
+  canDelete(message) {
+    const me = this.state.me;
+    if (!me) return false;
+    return (me.admin && me.verified) || (!message.bot && this.state.isMe(message.user));
+  }
+
+  deleteControl(message) {
+    const chatName = message.chat;
+    const wrap = el('span', { class: 'message-actions' });
+    const ask = el('button', {
+      class: 'link-button delete-button',
+      text: 'Delete',
+      attrs: { type: 'button', 'aria-label': `Delete message from ${message.user}` },
+    });
+    const confirm = () => {
+      const yes = el('button', { class: 'danger small', text: 'Delete', attrs: { type: 'button' } });
+      const no = el('button', { class: 'secondary small', text: 'Cancel', attrs: { type: 'button' } });
+      const box = el('span', { class: 'delete-confirm', attrs: { role: 'group', 'aria-label': 'Confirm delete' } }, [
+        el('span', { text: 'Delete this message?' }), yes, no,
+      ]);
+      no.addEventListener('click', () => {
+        wrap.replaceChildren(ask);
+        ask.focus();
+      });
+      yes.addEventListener('click', async () => {
+        yes.disabled = true;
+        no.disabled = true;
+        setError(byId('chat-error'), '');
+        try {
+          await this.handlers.deleteMessage(chatName, message.id);
+        } catch (err) {
+          if (this.openName === chatName) setError(byId('chat-error'), err.message);
+          wrap.replaceChildren(ask);
+        }
+      });
+      wrap.replaceChildren(box);
+      no.focus();
+    };
+    ask.addEventListener('click', confirm);
+    wrap.append(ask);
+    return wrap;
   }
 
   isNearBottom() {
@@ -263,16 +351,64 @@ export class MainView {
   renderMembers(chat) {
     if (chat.name !== this.openName) return;
     const members = chat.joined ? chat.members() : [];
+    const me = this.state.me;
+    const canKick = !!(me && me.admin && me.verified);
     const items = members.map((member) => el('li', { class: 'member' }, [
       el('span', { class: `member-dot ${nameColor(member.user)}`, attrs: { 'aria-hidden': 'true' } }),
       el('span', { class: 'member-name', text: member.user }),
       this.state.isMe(member.user) ? el('span', { class: 'muted you', text: '(you)' }) : null,
       ...statusBadges(member),
+      // Signing in needs a verified account: an online member who is neither verified nor the bot is a guest.
+      canKick && !member.verified && !member.bot && !this.state.isMe(member.user) ? this.kickControl(member.user) : null,
     ]));
     byId('member-list').replaceChildren(...items);
     show(byId('members-empty'), !chat.joined);
     byId('members-title').textContent = chat.joined ? `Members (${members.length})` : 'Members';
     byId('members-count').textContent = chat.joined ? String(members.length) : '';
+  }
+
+  kickControl(user) {
+    const wrap = el('span', { class: 'member-actions' });
+    const ask = el('button', {
+      class: 'link-button kick-button', text: 'Kick', attrs: { type: 'button', 'aria-label': `Kick ${user}` },
+    });
+    ask.addEventListener('click', () => {
+      const yes = el('button', { class: 'danger small', text: 'Kick', attrs: { type: 'button' } });
+      const no = el('button', { class: 'secondary small', text: 'Cancel', attrs: { type: 'button' } });
+      no.addEventListener('click', () => {
+        wrap.replaceChildren(ask);
+        ask.focus();
+      });
+      yes.addEventListener('click', async () => {
+        yes.disabled = true;
+        no.disabled = true;
+        setError(byId('chat-error'), '');
+        try {
+          await this.handlers.kick(user);
+        } catch (err) {
+          setError(byId('chat-error'), err.message);
+          wrap.replaceChildren(ask);
+        }
+      });
+      wrap.replaceChildren(el('span', {
+        class: 'kick-confirm', attrs: { role: 'group', 'aria-label': `Confirm kick of ${user}` },
+      }, [el('span', { text: `Kick ${user} and block the name?` }), yes, no]));
+      no.focus();
+    });
+    wrap.append(ask);
+    return wrap;
+  }
+
+  /** The bell: on when notifications are wanted and allowed. */
+  setNotifications(state) {
+    const button = byId('notify-button');
+    show(button, state !== 'unsupported');
+    button.setAttribute('aria-pressed', String(state === 'on'));
+    button.title = {
+      on: 'Notifications are on: click to turn them off',
+      off: 'Get a notification for new messages while this tab is in the background',
+      blocked: 'Notifications are blocked in the browser settings',
+    }[state] || '';
   }
 
   resetRemoveConfirm() {
@@ -284,6 +420,8 @@ export class MainView {
 
   bind() {
     byId('logout-button').addEventListener('click', () => this.handlers.logout());
+    byId('notify-button').addEventListener('click', () => this.handlers.toggleNotifications());
+    this.messages.addEventListener('scroll', () => this.checkTop(), { passive: true });
 
     byId('back-to-chats').addEventListener('click', () => {
       this.root.classList.add('show-list');

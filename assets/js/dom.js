@@ -60,3 +60,36 @@ export async function whileBusy(form, work) {
 export function isWide() {
   return window.matchMedia('(min-width: 721px)').matches;
 }
+
+// A web address in a message: http or https only, up to whitespace or a character that cannot be in one.
+const LINK_PATTERN = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+// Punctuation that ends a sentence rather than the address.
+const TRAILING = /[.,;:!?)\]}]+$/;
+
+/**
+ * The text of a message as nodes: http(s) addresses become links that open in a new tab without telling the
+ * target where they came from; everything else (javascript:, data:, ...) stays text.
+ */
+export function linkified(text) {
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(LINK_PATTERN)) {
+    const address = match[0].replace(TRAILING, '');
+    let url;
+    try {
+      url = new URL(address);
+    } catch {
+      continue;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') continue;
+    if (match.index > last) nodes.push(text.slice(last, match.index));
+    nodes.push(el('a', {
+      class: 'message-link',
+      text: address,
+      attrs: { href: url.href, target: '_blank', rel: 'noopener noreferrer' },
+    }));
+    last = match.index + address.length;
+  }
+  if (last < text.length) nodes.push(text.slice(last));
+  return nodes;
+}

@@ -23,6 +23,11 @@ export class Chat {
     /** @type {Map<string, {user:string, verified:boolean, admin:boolean, bot:boolean}>} */
     this.users = new Map();
     this.unread = 0;
+    /** True once getMessages found nothing older: the timeline starts at the beginning of the chat. */
+    this.historyDone = false;
+    this.loadingOlder = false;
+    /** Ids deleted while this tab watched: a late copy of one is not shown again. */
+    this.deleted = new Set();
   }
 
   /** Members sorted by name. */
@@ -37,6 +42,22 @@ export class Chat {
     this.lastMessageId = 0;
     this.users.clear();
     this.unread = 0;
+    this.historyDone = false;
+  }
+
+  /** The id of the oldest message in the timeline, or null. */
+  oldestMessageId() {
+    const first = this.items.find((item) => item.kind === 'message');
+    return first ? first.message.id : null;
+  }
+
+  /** Drops a deleted message; true if it was in the timeline. */
+  removeMessage(id) {
+    this.deleted.add(id);
+    if (!this.messageIds.has(id)) return false;
+    this.messageIds.delete(id);
+    this.items = this.items.filter((item) => item.kind !== 'message' || item.message.id !== id);
+    return true;
   }
 
   /** Inserts a timeline item in order; returns its index. */
@@ -49,7 +70,7 @@ export class Chat {
 
   /** Adds a message unless it is already there; returns its index, or -1 for a duplicate. */
   addMessage(message) {
-    if (this.messageIds.has(message.id)) return -1;
+    if (this.messageIds.has(message.id) || this.deleted.has(message.id)) return -1;
     this.messageIds.add(message.id);
     this.lastMessageId = Math.max(this.lastMessageId, message.id);
     return this.insert({ kind: 'message', key: [message.id, 0], message });

@@ -4,6 +4,7 @@ use super::{ApiRequest, Ctx, http};
 use crate::chat::SessionInfo;
 use crate::error::ApiError;
 use crate::model::Chat;
+use serde::Deserialize;
 use warp::reply::Response;
 
 /// POST /api/adminonly/createChat
@@ -25,5 +26,23 @@ pub async fn remove_chat(
 ) -> Result<Response, ApiError> {
     let body: Chat = http::parse_json(&req.body)?;
     ctx.service.remove_chat(session, &body.chat).await?;
+    Ok(http::empty())
+}
+
+/// `{"user"}`; a missing field reads as an empty name.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KickBody {
+    user: String,
+}
+
+/// POST /api/adminonly/kick
+pub async fn kick(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
+    let body: KickBody = http::parse_json(&req.body)?;
+    ctx.service.kick(session, &body.user).await?;
     Ok(http::empty())
 }

@@ -132,6 +132,59 @@ pub fn get_last_messages(
     http::json(&ctx.service.last_messages(session, &body.chat)?)
 }
 
+/// `{"chat","before"?,"limit"?}`: a limit of the wrong type is `cannot parse data`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PageBody {
+    chat: String,
+    before: Option<u64>,
+    limit: Option<i64>,
+}
+
+/// `{"chat","id"}`: a missing id matches no message.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MessageRef {
+    chat: String,
+    id: u64,
+}
+
+/// Messages per `getMessages` page when the request names no limit.
+const DEFAULT_PAGE: usize = 50;
+
+/// POST /api/loggedonly/getMessages
+pub fn get_messages(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
+    let body: PageBody = http::parse_json(&req.body)?;
+    let limit = match body.limit {
+        None => DEFAULT_PAGE,
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=crate::chat::MAX_PAGE).contains(n))
+            .ok_or(ApiError::InvalidLimit)?,
+    };
+    http::json(
+        &ctx.service
+            .messages(session, &body.chat, body.before, limit)?,
+    )
+}
+
+/// POST /api/loggedonly/deleteMessage
+pub async fn delete_message(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
+    let body: MessageRef = http::parse_json(&req.body)?;
+    ctx.service
+        .delete_message(session, &body.chat, body.id)
+        .await?;
+    Ok(http::empty())
+}
+
 /// POST /api/loggedonly/postMessage
 pub async fn post_message(
     ctx: &Ctx,

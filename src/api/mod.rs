@@ -130,8 +130,11 @@ async fn dispatch(
         GetUsers => logged::get_users(ctx, req, session()?),
         GetLastMessages => logged::get_last_messages(ctx, req, session()?),
         PostMessage => logged::post_message(ctx, req, session()?).await,
+        GetMessages => logged::get_messages(ctx, req, session()?),
+        DeleteMessage => logged::delete_message(ctx, req, session()?).await,
         CreateChat => admin::create_chat(ctx, req, session()?).await,
         RemoveChat => admin::remove_chat(ctx, req, session()?).await,
+        Kick => admin::kick(ctx, req, session()?).await,
     }
 }
 

@@ -25,8 +25,11 @@ pub enum Endpoint {
     GetUsers,
     GetLastMessages,
     PostMessage,
+    GetMessages,
+    DeleteMessage,
     CreateChat,
     RemoveChat,
+    Kick,
 }
 
 /// Who may call an endpoint (docs/api.md, Routes).
@@ -87,7 +90,7 @@ use Endpoint::*;
 use Limit::{Messages, PerAddress, Requests};
 
 /// Every endpoint, once.
-pub static ROUTES: [Route; 20] = [
+pub static ROUTES: [Route; 23] = [
     row(Method::POST, "register", Public, PerAddress, Register),
     row(
         Method::GET,
@@ -186,6 +189,20 @@ pub static ROUTES: [Route; 20] = [
     ),
     row(
         Method::POST,
+        "loggedonly/getMessages",
+        Online,
+        Requests,
+        GetMessages,
+    ),
+    row(
+        Method::POST,
+        "loggedonly/deleteMessage",
+        Online,
+        Requests,
+        DeleteMessage,
+    ),
+    row(
+        Method::POST,
         "adminonly/createChat",
         Admin,
         Requests,
@@ -198,6 +215,7 @@ pub static ROUTES: [Route; 20] = [
         Requests,
         RemoveChat,
     ),
+    row(Method::POST, "adminonly/kick", Admin, Requests, Kick),
 ];
 
 impl Route {

@@ -9,11 +9,12 @@ pub fn status(err: &ApiError) -> StatusCode {
     match err {
         Invalid(crate::model::Invalid::PasswordEmpty) => StatusCode::UNPROCESSABLE_ENTITY,
         CannotParse | Invalid(_) | SomeFieldsEmpty | BadResetToken | NoSuchChat | AlreadyInChat
-        | NotInChat | ChatExists | BadEventQueue => StatusCode::BAD_REQUEST,
-        NotLoggedIn | WrongCredentials => StatusCode::UNAUTHORIZED,
-        EmailNotVerified | AdminOnly | RegistrationDisabled | GuestsDisabled | CrossOrigin => {
-            StatusCode::FORBIDDEN
+        | NotInChat | ChatExists | BadEventQueue | NoSuchMessage | InvalidLimit | NoSuchGuest => {
+            StatusCode::BAD_REQUEST
         }
+        NotLoggedIn | WrongCredentials => StatusCode::UNAUTHORIZED,
+        EmailNotVerified | AdminOnly | RegistrationDisabled | GuestsDisabled | CrossOrigin
+        | NotAllowed | NameBlocked => StatusCode::FORBIDDEN,
         NotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         AlreadyRegistered | AlreadyLoggedIn | NameRegistered => StatusCode::CONFLICT,

@@ -10,6 +10,7 @@ pub mod state;
 mod tests;
 
 pub use presence::{Issued, SessionInfo};
+pub use rooms::MAX_PAGE;
 
 use crate::config::Config;
 use crate::error::ApiError;

@@ -73,6 +73,9 @@ impl Service {
         let token = signer.issue()?;
         let epoch = {
             let mut st = self.lock();
+            if st.is_blocked(&key, Instant::now()) {
+                return Err(ApiError::NameBlocked);
+            }
             if self.store.user(&key)?.is_some() {
                 return Err(ApiError::NameRegistered);
             }
@@ -200,6 +203,33 @@ impl Service {
         let (epoch, result) = {
             let mut st = self.lock();
             let result = self.take_offline(&mut st, session.handle, true, &mut events);
+            (self.publish(events), result)
+        };
+        result?;
+        self.durable(epoch).await
+    }
+
+    /// `POST /api/adminonly/kick`: ends an online guest's session (the logout cascade) and
+    /// blocks the name, in any case, for `guest_block`.
+    pub async fn kick(&self, session: &SessionInfo, raw_name: &str) -> Result<(), ApiError> {
+        let key = crate::model::name_key(raw_name);
+        let mut events = Vec::new();
+        let (epoch, result) = {
+            let mut st = self.lock_online(session)?;
+            let guests: Vec<u64> = st
+                .sessions
+                .values()
+                .filter(|s| s.guest && s.user_key == key)
+                .map(|s| s.handle)
+                .collect();
+            if guests.is_empty() {
+                return Err(ApiError::NoSuchGuest);
+            }
+            st.blocked
+                .insert(key, Instant::now() + self.config.guest_block);
+            let result = guests
+                .into_iter()
+                .try_for_each(|h| self.take_offline(&mut st, h, true, &mut events));
             (self.publish(events), result)
         };
         result?;

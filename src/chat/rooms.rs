@@ -4,9 +4,12 @@ use super::presence::{SessionInfo, leave_events};
 use super::state::State;
 use super::{Outbox, Service, now};
 use crate::error::ApiError;
-use crate::events::{ChatEvent, ChatJoinEvent, Event, SystemMessageEvent};
+use crate::events::{ChatEvent, ChatJoinEvent, Event, MessageDeletedEvent, SystemMessageEvent};
 use crate::model::{ChatName, ChatReport, Message, UserWithStatus, check_message_text, name_key};
-use crate::store::{ChatRecord, MemberRecord, MessageRecord, NewMessage};
+use crate::store::{Author, ChatRecord, MemberRecord, MessageRecord, NewMessage};
+
+/// Most messages one `getMessages` page holds.
+pub const MAX_PAGE: usize = 200;
 
 impl Service {
     /// `POST /api/loggedonly/joinChat`
@@ -125,6 +128,61 @@ impl Service {
         self.history(&chat)
     }
 
+    /// `POST /api/loggedonly/getMessages`: up to `limit` messages older than `before` (or the
+    /// newest), oldest first. `limit` is checked by the caller (1 to `MAX_PAGE`).
+    pub fn messages(
+        &self,
+        session: &SessionInfo,
+        chat: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, ApiError> {
+        let chat = member_chat(&self.lock(), session, chat)?;
+        Ok(self
+            .store
+            .messages_before(chat.id, before, limit.min(MAX_PAGE))?
+            .iter()
+            .map(|m| to_wire(m, &chat.name))
+            .collect())
+    }
+
+    /// `POST /api/loggedonly/deleteMessage`: by its author or a verified admin; the text leaves
+    /// storage and the members' explicit queues get `MessageDeletedEvent`.
+    pub async fn delete_message(
+        &self,
+        session: &SessionInfo,
+        chat: &str,
+        id: u64,
+    ) -> Result<(), ApiError> {
+        let epoch = {
+            let st = self.lock_online(session)?;
+            let chat = member_chat(&st, session, chat)?;
+            let found = match id.checked_add(1) {
+                Some(next) => self.store.messages_before(chat.id, Some(next), 1)?,
+                None => Vec::new(),
+            };
+            let message = found
+                .into_iter()
+                .find(|m| m.id == id)
+                .ok_or(ApiError::NoSuchMessage)?;
+            if message.author.as_ref() != Some(&author_of(session)) {
+                self.require_admin(session).map_err(|e| match e {
+                    ApiError::AdminOnly => ApiError::NotAllowed,
+                    other => other,
+                })?;
+            }
+            if !self.store.delete_message(chat.id, id)? {
+                return Err(ApiError::NoSuchMessage);
+            }
+            let event = Event::MessageDeleted(MessageDeletedEvent {
+                chat: chat.name.clone(),
+                id,
+            });
+            self.publish(vec![(st.chat_audience(chat.id), event)])
+        };
+        self.durable(epoch).await
+    }
+
     /// `POST /api/loggedonly/postMessage`: stores the message and fans it out to the members.
     pub async fn post_message(
         &self,
@@ -145,6 +203,7 @@ impl Service {
                 bot: status.bot,
                 text: text.to_owned(),
                 time: now(),
+                author: Some(author_of(session)),
             })?;
             let message = to_wire(&stored, &chat.name);
             let mut events: Outbox =
@@ -173,6 +232,7 @@ impl Service {
             bot: true,
             text,
             time: now(),
+            author: None,
         })?;
         Ok(to_wire(&stored, &chat.name))
     }
@@ -287,6 +347,15 @@ fn member_chat(st: &State, session: &SessionInfo, raw: &str) -> Result<ChatRecor
     match st.chats.get(&name_key(raw)) {
         Some(chat) if st.is_member(chat.id, &session.user_key) => Ok(chat.clone()),
         _ => Err(ApiError::NotInChat),
+    }
+}
+
+/// The author a message posted by `session` records: its account, or the guest session itself.
+fn author_of(session: &SessionInfo) -> Author {
+    if session.guest {
+        Author::Guest(session.handle)
+    } else {
+        Author::Account(session.user_key.clone())
     }
 }
 

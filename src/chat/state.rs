@@ -28,6 +28,8 @@ pub struct State {
     pub chats: HashMap<String, ChatRecord>,
     /// Chat id → member key → member name as shown.
     pub members: HashMap<u64, BTreeMap<String, String>>,
+    /// Guest names an admin kicked (lowercased) → end of the block. Kept in memory only.
+    pub blocked: HashMap<String, Instant>,
 }
 
 impl State {
@@ -81,6 +83,12 @@ impl State {
         let mut chats: Vec<ChatRecord> = self.chats.values().cloned().collect();
         chats.sort_by(|a, b| a.name.cmp(&b.name));
         chats
+    }
+
+    /// Whether a guest name is blocked at `now`; forgets blocks that have ended.
+    pub fn is_blocked(&mut self, key: &str, now: Instant) -> bool {
+        self.blocked.retain(|_, until| *until > now);
+        self.blocked.contains_key(key)
     }
 
     pub fn session_by_handle(&self, handle: u64) -> Option<&SessionRecord> {

@@ -49,6 +49,9 @@ config_keys! {
         /// Absolute lifetime of a session cookie (1s to 365d).
         #[serde(with = "humantime_serde")]
         session_max_age: Duration = days(7), duration(secs(1), days(365));
+        /// How long a guest name an admin kicked stays blocked (1s to 30d).
+        #[serde(with = "humantime_serde")]
+        guest_block: Duration = hours(1), duration(secs(1), days(30));
         /// Unacknowledged events a queue holds before it overflows (10 to 100000).
         event_queue_capacity: usize = 1000, range(10, 100_000);
         /// An extra event queue with no poll for this long is deleted (1s to 7d).

@@ -58,6 +58,13 @@ pub struct ResyncEvent {
     pub reason: String,
 }
 
+/// `MessageDeletedEvent`: `{"chat","id"}`, on explicit queues only.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageDeletedEvent {
+    pub chat: String,
+    pub id: u64,
+}
+
 /// Every event a client can receive.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -71,6 +78,7 @@ pub enum Event {
     ChatCreated(ChatEvent),
     ChatRemoved(ChatEvent),
     Resync(ResyncEvent),
+    MessageDeleted(MessageDeletedEvent),
 }
 
 impl Event {
@@ -87,7 +95,14 @@ impl Event {
             Event::ChatCreated(_) => "ChatCreatedEvent",
             Event::ChatRemoved(_) => "ChatRemovedEvent",
             Event::Resync(_) => "ResyncEvent",
+            Event::MessageDeleted(_) => "MessageDeletedEvent",
         }
+    }
+
+    /// Events the original client does not know: they go to explicit queues (`/events`) only,
+    /// never to the default queue read by the legacy `/poll`.
+    pub fn explicit_only(&self) -> bool {
+        matches!(self, Event::MessageDeleted(_))
     }
 
     /// Serializes the payload once, however many queues receive it.
@@ -102,6 +117,7 @@ impl Event {
             Event::Message(e) => serde_json::to_string(e),
             Event::ChatCreated(e) | Event::ChatRemoved(e) => serde_json::to_string(e),
             Event::Resync(e) => serde_json::to_string(e),
+            Event::MessageDeleted(e) => serde_json::to_string(e),
         };
         // Serializing these plain structs cannot fail; an empty object keeps the type visible if it ever did.
         let json = json.unwrap_or_else(|_| "{}".to_owned());

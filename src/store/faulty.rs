@@ -106,6 +106,18 @@ impl Store for FaultyStore {
     fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>> {
         self.inner.last_messages(chat_id, limit)
     }
+    fn messages_before(
+        &self,
+        chat_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        self.inner.messages_before(chat_id, before, limit)
+    }
+    fn delete_message(&self, chat_id: u64, id: u64) -> StoreResult<bool> {
+        self.write()?;
+        self.inner.delete_message(chat_id, id)
+    }
     fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
         self.write()?;
         self.inner.put_session(session)

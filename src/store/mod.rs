@@ -81,6 +81,15 @@ pub struct MemberRecord {
     pub user: String,
 }
 
+/// Who posted a message, for the right to delete it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Author {
+    /// A registered account, by its lowercased name.
+    Account(String),
+    /// A guest, by the handle of the session that posted it (the right ends with the session).
+    Guest(u64),
+}
+
 /// A message as stored: `id` is unique across the server and strictly increasing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
@@ -92,6 +101,8 @@ pub struct MessageRecord {
     pub bot: bool,
     pub text: String,
     pub time: i64,
+    /// `None` for the bot's messages and for messages stored before authors were recorded.
+    pub author: Option<Author>,
 }
 
 /// A message before the store gives it an id.
@@ -104,6 +115,7 @@ pub struct NewMessage {
     pub bot: bool,
     pub text: String,
     pub time: i64,
+    pub author: Option<Author>,
 }
 
 /// A login session, keyed by the SHA-256 of its cookie id (a copied database leaks no cookie).
@@ -184,6 +196,16 @@ pub trait Store: Send + Sync + 'static {
     fn append_message(&self, message: NewMessage) -> StoreResult<MessageRecord>;
     /// The newest `limit` messages of a chat, oldest first.
     fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>>;
+    /// Up to `limit` messages of a chat with an id below `before` (all when `None`), the newest
+    /// of them, oldest first. Reads only that range of keys.
+    fn messages_before(
+        &self,
+        chat_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>>;
+    /// Deletes one message, text and all; false if there was none.
+    fn delete_message(&self, chat_id: u64, id: u64) -> StoreResult<bool>;
 
     fn put_session(&self, session: &SessionRecord) -> StoreResult<()>;
     /// Re-keys a session under a new token hash in one atomic step.

@@ -22,6 +22,8 @@ use tokio::sync::watch;
 
 /// Leading byte of every stored value.
 const FORMAT_VERSION: u8 = 1;
+/// Leading byte of a message that records its author; messages led by `FORMAT_VERSION` predate it.
+const MESSAGE_FORMAT_VERSION: u8 = 2;
 /// Layout of the trees and keys; a newer one on disk is refused.
 const SCHEMA_VERSION: u32 = 1;
 /// sled's default page cache is 1 GiB, too much for a small host.
@@ -492,9 +494,10 @@ impl Store for SledStore {
             bot: message.bot,
             text: message.text,
             time: message.time,
+            author: message.author,
         };
         let after = counter_after(record.id)?;
-        let (value, counter) = (encode(&record)?, encode(&after)?);
+        let (value, counter) = (encode_message(&record)?, encode(&after)?);
         let key = message_key(record.chat_id, record.id);
         (&self.messages, &self.meta)
             .transaction(|(messages, meta)| -> TxResult<()> {
@@ -510,16 +513,40 @@ impl Store for SledStore {
     }
 
     fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>> {
-        let mut newest_first = self
-            .messages
-            .scan_prefix(chat_id.to_be_bytes())
+        self.messages_before(chat_id, None, limit)
+    }
+
+    fn messages_before(
+        &self,
+        chat_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        let start = message_key(chat_id, 0);
+        let range = match before {
+            Some(id) => self.messages.range(start..message_key(chat_id, id)),
+            None => self.messages.scan_prefix(chat_id.to_be_bytes()),
+        };
+        let mut newest_first = range
             .values()
             .rev()
             .take(limit)
-            .map(|value| decode(&value.map_err(io)?))
+            .map(|value| decode_message(&value.map_err(io)?))
             .collect::<StoreResult<Vec<MessageRecord>>>()?;
         newest_first.reverse();
         Ok(newest_first)
+    }
+
+    fn delete_message(&self, chat_id: u64, id: u64) -> StoreResult<bool> {
+        let removed = self
+            .messages
+            .remove(message_key(chat_id, id))
+            .map_err(io)?
+            .is_some();
+        if removed {
+            self.committed();
+        }
+        Ok(removed)
     }
 
     fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
@@ -704,23 +731,71 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> StoreResult<Vec<u8>> {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, body)) => decode_body(body),
+        Some((version, _)) => Err(corrupt_value::<T>(format!(
+            "unknown format version {version}"
+        ))),
+        None => Err(corrupt_value::<T>("empty value".into())),
+    }
+}
+
+fn corrupt_value<T>(text: String) -> StoreError {
     let what = std::any::type_name::<T>()
         .rsplit("::")
         .next()
         .unwrap_or("value");
-    let corrupt = |text: String| StoreError::Corrupt(format!("{what}: {text}"));
+    StoreError::Corrupt(format!("{what}: {text}"))
+}
+
+/// A bincode value that must use every byte of `body`.
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> StoreResult<T> {
+    let (value, used) = bincode::serde::decode_from_slice(body, bincode::config::standard())
+        .map_err(|e| corrupt_value::<T>(e.to_string()))?;
+    if used != body.len() {
+        return Err(corrupt_value::<T>("trailing bytes".into()));
+    }
+    Ok(value)
+}
+
+/// A message as the first format stored it, before authors were recorded.
+#[derive(Deserialize)]
+struct MessageV1 {
+    id: u64,
+    chat_id: u64,
+    user: String,
+    verified: bool,
+    admin: bool,
+    bot: bool,
+    text: String,
+    time: i64,
+}
+
+fn encode_message(record: &MessageRecord) -> StoreResult<Vec<u8>> {
+    let mut out = encode(record)?;
+    out[0] = MESSAGE_FORMAT_VERSION;
+    Ok(out)
+}
+
+/// Reads both message formats; the first one has no author.
+fn decode_message(bytes: &[u8]) -> StoreResult<MessageRecord> {
     match bytes.split_first() {
+        Some((&MESSAGE_FORMAT_VERSION, body)) => decode_body(body),
         Some((&FORMAT_VERSION, body)) => {
-            let (value, used) =
-                bincode::serde::decode_from_slice(body, bincode::config::standard())
-                    .map_err(|e| corrupt(e.to_string()))?;
-            if used != body.len() {
-                return Err(corrupt("trailing bytes".into()));
-            }
-            Ok(value)
+            let old: MessageV1 = decode_body(body)?;
+            Ok(MessageRecord {
+                id: old.id,
+                chat_id: old.chat_id,
+                user: old.user,
+                verified: old.verified,
+                admin: old.admin,
+                bot: old.bot,
+                text: old.text,
+                time: old.time,
+                author: None,
+            })
         }
-        Some((version, _)) => Err(corrupt(format!("unknown format version {version}"))),
-        None => Err(corrupt("empty value".into())),
+        _ => decode::<MessageRecord>(bytes),
     }
 }
 
@@ -847,7 +922,7 @@ fn purge(tree: &Tree, what: &str, chat_id: u64) -> StoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::wait_durable;
+    use crate::store::{Author, wait_durable};
     use tempfile::TempDir;
 
     fn user(name: &str, email: &str) -> UserRecord {
@@ -873,6 +948,7 @@ mod tests {
             bot: false,
             text: text.into(),
             time: 7,
+            author: Some(Author::Account("ann".into())),
         }
     }
 
@@ -1108,6 +1184,106 @@ mod tests {
         let last = store.last_messages(b.id, 1).unwrap();
         assert_eq!(last[0].chat_id, b.id);
         assert_eq!(last[0].text, "b9");
+    }
+
+    #[test]
+    fn messages_before_pages_back_without_gaps() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let a = store.create_chat("a", 1).unwrap().unwrap();
+        let b = store.create_chat("b", 1).unwrap().unwrap();
+        let mut ids = Vec::new();
+        for i in 0..25 {
+            ids.push(
+                store
+                    .append_message(message(a.id, &i.to_string()))
+                    .unwrap()
+                    .id,
+            );
+            store.append_message(message(b.id, "other")).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.messages_before(a.id, before, 10).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+            assert!(page.iter().all(|m| m.chat_id == a.id));
+            before = Some(page[0].id);
+            seen.splice(0..0, page.into_iter().map(|m| m.id));
+        }
+        assert_eq!(seen, ids);
+        assert!(
+            store
+                .messages_before(a.id, Some(ids[0]), 5)
+                .unwrap()
+                .is_empty()
+        );
+        let newest = store.messages_before(a.id, None, 2).unwrap();
+        assert_eq!(newest.iter().map(|m| m.id).collect::<Vec<_>>(), ids[23..]);
+    }
+
+    #[test]
+    fn deleted_messages_are_gone_after_reopen() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let chat = store.create_chat("a", 1).unwrap().unwrap();
+        let kept = store.append_message(message(chat.id, "kept")).unwrap();
+        let gone = store.append_message(message(chat.id, "secret")).unwrap();
+        assert!(store.delete_message(chat.id, gone.id).unwrap());
+        assert!(!store.delete_message(chat.id, gone.id).unwrap());
+        assert!(!store.delete_message(chat.id + 1, kept.id).unwrap());
+        let store = reopen(&dir, store);
+        assert_eq!(store.last_messages(chat.id, 10).unwrap(), vec![kept]);
+        assert!(
+            store
+                .messages
+                .get(message_key(chat.id, gone.id))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn messages_of_the_first_format_read_without_an_author() {
+        #[derive(Serialize)]
+        struct OldMessage<'a> {
+            id: u64,
+            chat_id: u64,
+            user: &'a str,
+            verified: bool,
+            admin: bool,
+            bot: bool,
+            text: &'a str,
+            time: i64,
+        }
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let chat = store.create_chat("a", 1).unwrap().unwrap();
+        let new = store.append_message(message(chat.id, "new")).unwrap();
+        let old = OldMessage {
+            id: new.id + 1,
+            chat_id: chat.id,
+            user: "ann",
+            verified: true,
+            admin: false,
+            bot: false,
+            text: "from before",
+            time: 5,
+        };
+        let value = encode(&old).unwrap();
+        assert_eq!(value[0], FORMAT_VERSION);
+        store
+            .messages
+            .insert(message_key(chat.id, new.id + 1), value)
+            .unwrap();
+        let read = store.last_messages(chat.id, 10).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0], new);
+        assert_eq!(read[1].author, None);
+        assert_eq!(read[1].text, "from before");
     }
 
     #[test]
@@ -1355,8 +1531,10 @@ mod tests {
                 bot: false,
                 text: "orphan".into(),
                 time: 1,
+                author: None,
             };
-            store.messages.insert(key, encode(&stray).unwrap()).unwrap();
+            let value = encode_message(&stray).unwrap();
+            store.messages.insert(key, value).unwrap();
         }
         let store = reopen(&dir, store);
         assert_eq!(store.members().unwrap(), vec![member(chat.id, "Ann")]);

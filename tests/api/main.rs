@@ -8,6 +8,7 @@ mod connections;
 mod conventions;
 mod events;
 mod helpers;
+mod history;
 mod log_capture;
 mod mail;
 mod mail_recorder;

@@ -114,6 +114,8 @@ struct Staged {
     epoch: u64,
     targets: Vec<SessionHandle>,
     event: Arc<EncodedEvent>,
+    /// Skips default queues: the legacy `/poll` never carries the event (`Event::explicit_only`).
+    explicit_only: bool,
 }
 
 /// A poll about to park: the still-held lock, its queue's wake-up and its ticket.
@@ -250,6 +252,7 @@ impl Hub {
             epoch,
             targets,
             event: Arc::new(event.encode()),
+            explicit_only: event.explicit_only(),
         };
         let mut inner = self.lock();
         // Already durable with nothing ahead of it: no later release may come to carry it.
@@ -530,11 +533,13 @@ impl Inner {
             let Some(queues) = self.sessions.get_mut(s) else {
                 continue;
             };
-            let default = queues
-                .default
-                .push(&staged.event, capacity, Some(&self.resync));
-            self.counters
-                .record(default, &mut queues.default, *s, "default");
+            if !staged.explicit_only {
+                let default = queues
+                    .default
+                    .push(&staged.event, capacity, Some(&self.resync));
+                self.counters
+                    .record(default, &mut queues.default, *s, "default");
+            }
             for queue in queues.explicit.values_mut() {
                 let outcome = queue.push(&staged.event, capacity, None);
                 // Never log the queue id: it is what makes the queue unguessable.

@@ -862,3 +862,31 @@ fn polls_can_run_on_a_multi_threaded_server() {
     assert_send(hub.poll_queue(1, "q", 0, SHORT));
     assert_send(hub.poll_default(1, None, SHORT));
 }
+
+#[tokio::test]
+async fn explicit_only_events_skip_the_default_queue() {
+    let hub = hub_with(10, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    publish(&hub, &[1], 1);
+    let deleted = Event::MessageDeleted(crate::events::MessageDeletedEvent {
+        chat: "general".into(),
+        id: 1,
+    });
+    hub.stage(0, [1], &deleted);
+    hub.release(0);
+    publish(&hub, &[1], 2);
+    let kinds: Vec<String> = pending(&hub, 1, &queue)
+        .await
+        .iter()
+        .map(|d| d.event.kind.clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["MessageEvent", "MessageDeletedEvent", "MessageEvent"]
+    );
+    let mut legacy = Vec::new();
+    while let PollReply::Event(d) = hub.poll_default(1, None, Duration::ZERO).await {
+        legacy.push(message_id(&d));
+    }
+    assert_eq!(legacy, [1, 2], "the legacy poll never sees it");
+}
