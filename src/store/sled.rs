@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Leading byte of every stored value.
@@ -226,7 +226,10 @@ impl Drop for SledStore {
 impl Shared {
     /// Flushes everything written up to now and reports `target` as durable (or failed).
     fn flush_to(&self, target: u64) -> StoreResult<()> {
-        match self.db.flush() {
+        let started = Instant::now();
+        let flushed = self.db.flush();
+        crate::telemetry::fsync(started.elapsed(), flushed.is_ok());
+        match flushed {
             Ok(_) => {
                 self.flushes.fetch_add(1, Ordering::SeqCst);
                 self.publish(target, true);
@@ -506,6 +509,7 @@ impl Store for SledStore {
         *next = after;
         drop(next);
         self.committed();
+        crate::telemetry::message_stored();
         Ok(record)
     }
 

@@ -10,6 +10,7 @@ mod helpers;
 mod log_capture;
 mod mail;
 mod mail_recorder;
+mod metrics;
 mod offline;
 mod races;
 mod restart;
