@@ -133,6 +133,7 @@ async fn dispatch(
         PostMessage => logged::post_message(ctx, req, session()?).await,
         CreateChat => admin::create_chat(ctx, req, session()?).await,
         RemoveChat => admin::remove_chat(ctx, req, session()?).await,
+        Export => admin::export(ctx).await,
     }
 }
 

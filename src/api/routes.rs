@@ -27,6 +27,7 @@ pub enum Endpoint {
     PostMessage,
     CreateChat,
     RemoveChat,
+    Export,
 }
 
 /// Who may call an endpoint (docs/api.md, Routes).
@@ -87,7 +88,7 @@ use Endpoint::*;
 use Limit::{Messages, PerAddress, Requests};
 
 /// Every endpoint, once.
-pub static ROUTES: [Route; 20] = [
+pub static ROUTES: [Route; 21] = [
     row(Method::POST, "register", Public, PerAddress, Register),
     row(
         Method::GET,
@@ -198,6 +199,7 @@ pub static ROUTES: [Route; 20] = [
         Requests,
         RemoveChat,
     ),
+    row(Method::GET, "adminonly/export", Admin, Requests, Export),
 ];
 
 impl Route {
@@ -292,6 +294,7 @@ mod tests {
             "verifyEmail/{user}/{token}"
         );
         assert_eq!(metric_label("verifyEmail/carol/s3cret/x"), "unknown");
+        assert_eq!(metric_label("adminonly/export"), "adminonly/export");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod accounts;
+mod backup;
 mod chats;
 mod connections;
 mod conventions;
