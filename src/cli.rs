@@ -1,13 +1,14 @@
 //! Command line (clap) and the offline commands that open the data directory directly.
 
 use crate::auth::password;
+use crate::backup::Export;
 use crate::config::Config;
 use crate::model::{ChatName, Password, name_key};
 use crate::store::sled::{SledStore, SyncMode};
 use crate::store::{Store, StoreError};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// natter: a self-hosted group chat server in one binary.
 ///
@@ -66,6 +67,19 @@ pub enum Command {
     /// Manage chats while the server is stopped.
     #[command(subcommand)]
     Chat(ChatCommand),
+    /// Write a JSON Lines backup of accounts, chats and messages while the server is stopped
+    /// (while it runs, use GET /api/adminonly/export).
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Load a backup into an empty data directory.
+    Import {
+        /// A file written by `natter export` or the export route.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +273,63 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
         }
     }
     finish(&store)
+}
+
+/// Runs `natter export`: the dump goes to `output`, or to standard output.
+pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError> {
+    let store = open(config)?;
+    let export = Export::offline(store.clone(), crate::chat::now())?;
+    let counts = match output {
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            export
+                .write_to(&mut out)
+                .map_err(|e| CliError::failed(format!("writing the export failed: {e}")))?
+        }
+        Some(path) => write_export_file(export, path)?,
+    };
+    finish(&store)?;
+    // Standard output may be the dump itself: the summary goes to standard error.
+    eprintln!(
+        "exported {} users, {} chats, {} messages",
+        counts.users, counts.chats, counts.messages
+    );
+    Ok(())
+}
+
+/// Writes beside `path` and renames when complete, so `path` never holds half a dump.
+fn write_export_file(export: Export, path: &Path) -> Result<crate::backup::Counts, CliError> {
+    let failed =
+        |e: std::io::Error| CliError::failed(format!("cannot write {}: {e}", path.display()));
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let written = (|| {
+        let file = std::fs::File::create(&partial)?;
+        let mut out = std::io::BufWriter::new(file);
+        let counts = export.write_to(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&partial, path)?;
+        Ok(counts)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.map_err(failed)
+}
+
+/// Runs `natter import PATH`: checks the whole dump, then loads it into the empty `data_dir`.
+pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
+    let counts = crate::backup::import(path, &config.data_dir)
+        .map_err(|e| CliError::failed(format!("{} was not imported: {e}", path.display())))?;
+    println!(
+        "imported {} users, {} chats, {} messages into {}",
+        counts.users,
+        counts.chats,
+        counts.messages,
+        config.data_dir.display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

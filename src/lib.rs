@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod chat;
 pub mod cli;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod ratelimit;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 use chat::Service;
 use config::{Config, MailProvider};
@@ -45,6 +47,7 @@ impl std::error::Error for StartError {}
 /// A running server.
 pub struct App {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     service: Arc<Service>,
     hub: Arc<Hub>,
     store: Arc<SledStore>,
@@ -61,11 +64,11 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             "database_url is set, but this build of natter has no PostgreSQL mirror".into(),
         ));
     }
-    if config.metrics.listen.is_some() {
-        return Err(StartError(
-            "metrics.listen is set, but this build of natter has no metrics listener".into(),
-        ));
-    }
+    // Installed first, so the flusher's first fsyncs are measured too.
+    let metrics = match config.metrics.listen {
+        Some(_) => Some(telemetry::install().map_err(StartError)?),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let mode = match config.durability {
         config::DurabilityMode::Sync => SyncMode::Sync,
@@ -110,6 +113,10 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(telemetry::bind(addr).await.map_err(StartError)?),
+        None => None,
+    };
     let signer = auth::cookie::CookieSigner::new(secret, config.secure_cookies());
     let limits = Arc::new(ratelimit::RateLimits::new(&config.rate_limit));
     background.push(tokio::spawn(forget_idle_limits(limits.clone())));
@@ -146,10 +153,24 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             config.public_url
         );
     }
+    let mut metrics_addr = None;
+    if let (Some(listener), Some(handle)) = (metrics_listener, metrics) {
+        metrics_addr = listener.local_addr().ok();
+        if let Some(bound) = metrics_addr {
+            log::info!("serving metrics on http://{bound}/metrics");
+        }
+        background.extend(telemetry::spawn(
+            listener,
+            handle,
+            service.clone(),
+            config.header_read_timeout,
+        ));
+    }
     // Tells systemd (Type=notify) we are ready; a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     Ok(App {
         addr,
+        metrics_addr,
         service,
         hub,
         store,
@@ -163,6 +184,11 @@ impl App {
     /// The address the server listens on (the real port when bound to port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics listener's address, when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The event hub's counters: sessions, queues, buffered events.

@@ -50,6 +50,12 @@ async fn main() -> ExitCode {
         Command::Chat(action) => {
             natter::cli::run_chat(&config, action).map_err(|e| (e.message, e.code))
         }
+        Command::Export { output } => {
+            natter::cli::run_export(&config, output.as_deref()).map_err(|e| (e.message, e.code))
+        }
+        Command::Import { path } => {
+            natter::cli::run_import(&config, &path).map_err(|e| (e.message, e.code))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::ratelimit::{RateLimits, client_ip};
 use crate::server::PeerAddr;
+use crate::telemetry;
 use bytes::Bytes;
 use http::OriginPolicy;
 use routes::{Access, Endpoint, Limit, Route};
@@ -135,6 +136,7 @@ async fn dispatch(
         CreateChat => admin::create_chat(ctx, req, session()?).await,
         RemoveChat => admin::remove_chat(ctx, req, session()?).await,
         Kick => admin::kick(ctx, req, session()?).await,
+        Export => admin::export(ctx).await,
     }
 }
 
@@ -220,11 +222,15 @@ where
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let elapsed = started.elapsed();
+    if telemetry::enabled() {
+        telemetry::request(routes::metric_label(&path), response.status(), elapsed);
+    }
     log::info!(
         "{method} /api/{} {} {}ms{}",
         routes::loggable_path(&path),
         response.status().as_u16(),
-        started.elapsed().as_millis(),
+        elapsed.as_millis(),
         user.map(|u| format!(" user={u}")).unwrap_or_default()
     );
     response
@@ -255,6 +261,14 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
         .or(not_found)
         .unify()
         .with(warp::log::custom(|info| {
+            if telemetry::enabled() {
+                let route = match (info.path(), info.status().as_u16()) {
+                    ("/healthz", _) => "healthz",
+                    (_, 404) => "not_found",
+                    _ => "assets",
+                };
+                telemetry::request(route, info.status(), info.elapsed());
+            }
             log::info!(
                 "{} {} {} {}ms",
                 info.method(),

@@ -30,6 +30,7 @@ pub enum Endpoint {
     CreateChat,
     RemoveChat,
     Kick,
+    Export,
 }
 
 /// Who may call an endpoint (docs/api.md, Routes).
@@ -90,7 +91,7 @@ use Endpoint::*;
 use Limit::{Messages, PerAddress, Requests};
 
 /// Every endpoint, once.
-pub static ROUTES: [Route; 23] = [
+pub static ROUTES: [Route; 24] = [
     row(Method::POST, "register", Public, PerAddress, Register),
     row(
         Method::GET,
@@ -216,6 +217,7 @@ pub static ROUTES: [Route; 23] = [
         RemoveChat,
     ),
     row(Method::POST, "adminonly/kick", Admin, Requests, Kick),
+    row(Method::GET, "adminonly/export", Admin, Requests, Export),
 ];
 
 impl Route {
@@ -260,6 +262,12 @@ pub fn find(path: &str) -> Option<(&'static Route, Vec<String>)> {
         .find_map(|route| route.matches(path).map(|params| (route, params)))
 }
 
+/// The metrics label of a path below `/api/`: its row's pattern, never the path itself (which
+/// can carry a link's secrets), or `unknown`.
+pub fn metric_label(path: &str) -> &'static str {
+    find(path).map_or("unknown", |(route, _)| route.path)
+}
+
 /// The request path as it may be logged: a row's pattern stands for its parameters (a link's
 /// secret parts), and an unknown path keeps only its first segment (it may be a mistyped link).
 pub fn loggable_path(path: &str) -> String {
@@ -299,6 +307,12 @@ mod tests {
         );
         assert_eq!(loggable_path("verifyEmail/carol/s3cret/"), "verifyEmail/…");
         assert_eq!(loggable_path("nope"), "nope");
+        assert_eq!(
+            metric_label("verifyEmail/carol/s3cret"),
+            "verifyEmail/{user}/{token}"
+        );
+        assert_eq!(metric_label("verifyEmail/carol/s3cret/x"), "unknown");
+        assert_eq!(metric_label("adminonly/export"), "adminonly/export");
     }
 
     #[test]

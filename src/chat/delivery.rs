@@ -4,6 +4,7 @@
 use super::{Service, SessionInfo};
 use crate::error::ApiError;
 use crate::events::hub::{Delivered, HubStats, PollReply};
+use crate::telemetry::Sample;
 
 impl Service {
     /// `GET /api/loggedonly/poll`: one event, acknowledging up to `ack` when given.
@@ -47,5 +48,28 @@ impl Service {
     /// Queue and delivery counters.
     pub fn hub_stats(&self) -> HubStats {
         self.hub.stats()
+    }
+
+    /// What a metrics scrape reads: one short look under the state lock, one under the hub's,
+    /// and the mail outbox's length (README, Metrics).
+    pub fn metrics_sample(&self) -> Sample {
+        let (online_users, sessions, sessions_online) = {
+            let st = self.lock();
+            (st.online.len(), st.sessions.len(), st.activity.len())
+        };
+        let hub = self.hub.stats();
+        Sample {
+            online_users,
+            sessions,
+            sessions_online,
+            default_queues: hub.queues.saturating_sub(hub.explicit_queues),
+            explicit_queues: hub.explicit_queues,
+            parked_polls: hub.parked,
+            events_buffered: hub.buffered,
+            events_delivered: hub.delivered,
+            queue_overflows: hub.overflowed,
+            queues_evicted: hub.evicted,
+            mail_outbox: self.store.pending_mail_count().ok(),
+        }
     }
 }

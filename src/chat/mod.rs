@@ -1,6 +1,7 @@
 //! The domain: accounts, sessions and presence, chats and messages. No HTTP here.
 
 mod accounts;
+mod backup;
 mod bot;
 mod delivery;
 mod presence;
@@ -39,6 +40,9 @@ pub struct Service {
     state: Mutex<State>,
     /// Hash of a random password, checked for unknown users so timing does not reveal them.
     dummy_hash: String,
+    /// Exports hold it shared while they stream; deleting a removed chat's messages takes it
+    /// exclusively, so an export's cut keeps every message it promised.
+    purges: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Unix seconds now.
@@ -65,6 +69,7 @@ impl Service {
             mail_wake,
             state: Mutex::new(State::default()),
             dummy_hash,
+            purges: Arc::default(),
         });
         let loader = service.clone();
         tokio::task::spawn_blocking(move || loader.load())

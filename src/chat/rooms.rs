@@ -287,11 +287,15 @@ impl Service {
             let audience = st.everyone();
             (self.publish(vec![(audience, event)]), chat.id)
         };
-        let store = self.store.clone();
-        // A purge cut short (crash, error) is finished when the store next opens.
-        tokio::task::spawn_blocking(move || match store.purge_messages(chat_id) {
-            Ok(n) => log::debug!("deleted {n} messages of removed chat {chat_id}"),
-            Err(e) => log::warn!("deleting the messages of removed chat {chat_id}: {e}"),
+        let (store, purges) = (self.store.clone(), self.purges.clone());
+        // A purge cut short (crash, error) is finished when the store next opens. It waits for
+        // running exports, whose cut may include the chat.
+        tokio::task::spawn_blocking(move || {
+            let _no_export_running = purges.blocking_write();
+            match store.purge_messages(chat_id) {
+                Ok(n) => log::debug!("deleted {n} messages of removed chat {chat_id}"),
+                Err(e) => log::warn!("deleting the messages of removed chat {chat_id}: {e}"),
+            }
         });
         self.durable(epoch).await
     }

@@ -2,8 +2,8 @@
 //! errors. Reads always pass through.
 
 use super::{
-    ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, QueuedMail, SessionRecord,
-    Store, StoreError, StoreResult, Taken, UserRecord,
+    ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, QueuedMail, Restored,
+    SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -165,6 +165,23 @@ impl Store for FaultyStore {
     fn delete_mail(&self, id: u64) -> StoreResult<()> {
         self.write()?;
         self.inner.delete_mail(id)
+    }
+    fn next_ids(&self) -> NextIds {
+        self.inner.next_ids()
+    }
+    fn messages_below(
+        &self,
+        chat_id: u64,
+        below: u64,
+    ) -> Box<dyn Iterator<Item = StoreResult<MessageRecord>> + '_> {
+        self.inner.messages_below(chat_id, below)
+    }
+    fn import(&self, batch: &[Restored], next: NextIds) -> StoreResult<()> {
+        self.write()?;
+        self.inner.import(batch, next)
+    }
+    fn pending_mail_count(&self) -> StoreResult<usize> {
+        self.inner.pending_mail_count()
     }
     fn write_epoch(&self) -> u64 {
         self.inner.write_epoch()

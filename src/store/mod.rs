@@ -150,6 +150,21 @@ pub enum Taken {
     Email,
 }
 
+/// The ids the store hands out next (a backup's cut, and what an import continues from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextIds {
+    pub chat: u64,
+    pub message: u64,
+}
+
+/// A record restored from a backup (`natter import`), written under its own id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restored {
+    User(UserRecord),
+    Chat(ChatRecord),
+    Message(MessageRecord),
+}
+
 /// How far writes have reached the disk. Epochs count committed writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Durability {
@@ -235,6 +250,22 @@ pub trait Store: Send + Sync + 'static {
     fn reschedule_mail(&self, id: u64, mail: &QueuedMail) -> StoreResult<()>;
     /// Removes a delivered (or abandoned) mail.
     fn delete_mail(&self, id: u64) -> StoreResult<()>;
+
+    /// The ids the next chat and the next message will get. Under the service's state lock,
+    /// every message with a lower id is committed (backups cut there).
+    fn next_ids(&self) -> NextIds;
+    /// A chat's messages with ids below `below`, oldest first, read lazily (backups).
+    fn messages_below(
+        &self,
+        chat_id: u64,
+        below: u64,
+    ) -> Box<dyn Iterator<Item = StoreResult<MessageRecord>> + '_>;
+    /// Writes records restored from a backup under their own ids and raises the id counters to
+    /// at least `next` and above every id written. Meant for an empty store (`natter import`
+    /// writes into a fresh directory): nothing is checked against what is already there.
+    fn import(&self, batch: &[Restored], next: NextIds) -> StoreResult<()>;
+    /// Mails waiting in the outbox (a metrics gauge).
+    fn pending_mail_count(&self) -> StoreResult<usize>;
 
     /// The epoch of the newest committed write.
     fn write_epoch(&self) -> u64;

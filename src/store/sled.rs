@@ -1,8 +1,8 @@
 //! The sled implementation of `Store`: one tree per record kind, bincode values, group commit.
 
 use super::{
-    ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, QueuedMail, SessionRecord,
-    Store, StoreError, StoreResult, Taken, UserRecord,
+    ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, QueuedMail, Restored,
+    SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
 use serde::Deserialize;
 use serde::Serialize;
@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Leading byte of every stored value.
@@ -228,7 +228,10 @@ impl Drop for SledStore {
 impl Shared {
     /// Flushes everything written up to now and reports `target` as durable (or failed).
     fn flush_to(&self, target: u64) -> StoreResult<()> {
-        match self.db.flush() {
+        let started = Instant::now();
+        let flushed = self.db.flush();
+        crate::telemetry::fsync(started.elapsed(), flushed.is_ok());
+        match flushed {
             Ok(_) => {
                 self.flushes.fetch_add(1, Ordering::SeqCst);
                 self.publish(target, true);
@@ -509,6 +512,7 @@ impl Store for SledStore {
         *next = after;
         drop(next);
         self.committed();
+        crate::telemetry::message_stored();
         Ok(record)
     }
 
@@ -662,6 +666,73 @@ impl Store for SledStore {
         self.mail.remove(id.to_be_bytes()).map_err(io)?;
         self.committed();
         Ok(())
+    }
+
+    fn next_ids(&self) -> NextIds {
+        NextIds {
+            chat: *lock(&self.next_chat),
+            message: *lock(&self.next_message),
+        }
+    }
+
+    fn messages_below(
+        &self,
+        chat_id: u64,
+        below: u64,
+    ) -> Box<dyn Iterator<Item = StoreResult<MessageRecord>> + '_> {
+        let range = message_key(chat_id, 0)..message_key(chat_id, below);
+        Box::new(
+            self.messages
+                .range(range)
+                .values()
+                .map(|value| decode_message(&value.map_err(io)?)),
+        )
+    }
+
+    /// One sled batch per tree, then the counters: not atomic across trees, which is fine for
+    /// its one caller, an import into a fresh directory that is moved into place only when done.
+    fn import(&self, batch: &[Restored], next: NextIds) -> StoreResult<()> {
+        let mut next_chat = lock(&self.next_chat);
+        let mut next_message = lock(&self.next_message);
+        let mut chat_after = (*next_chat).max(next.chat);
+        let mut message_after = (*next_message).max(next.message);
+        let (mut users, mut emails) = (sled::Batch::default(), sled::Batch::default());
+        let (mut chats, mut messages) = (sled::Batch::default(), sled::Batch::default());
+        for record in batch {
+            match record {
+                Restored::User(user) => {
+                    let key = user.name.to_lowercase();
+                    users.insert(key.as_bytes(), encode(user)?);
+                    emails.insert(user.email.to_lowercase().as_bytes(), encode(&key)?);
+                }
+                Restored::Chat(chat) => {
+                    chats.insert(chat.name.to_lowercase().as_bytes(), encode(chat)?);
+                    chat_after = chat_after.max(counter_after(chat.id)?);
+                }
+                Restored::Message(message) => {
+                    let key = message_key(message.chat_id, message.id);
+                    messages.insert(&key[..], encode_message(message)?);
+                    message_after = message_after.max(counter_after(message.id)?);
+                }
+            }
+        }
+        self.users.apply_batch(users).map_err(io)?;
+        self.emails.apply_batch(emails).map_err(io)?;
+        self.chats.apply_batch(chats).map_err(io)?;
+        self.messages.apply_batch(messages).map_err(io)?;
+        let mut counters = sled::Batch::default();
+        counters.insert(META_NEXT_CHAT, encode(&chat_after)?);
+        counters.insert(META_NEXT_MESSAGE, encode(&message_after)?);
+        self.meta.apply_batch(counters).map_err(io)?;
+        *next_chat = chat_after;
+        *next_message = message_after;
+        drop((next_chat, next_message));
+        self.committed();
+        Ok(())
+    }
+
+    fn pending_mail_count(&self) -> StoreResult<usize> {
+        Ok(self.mail.len())
     }
 
     fn write_epoch(&self) -> u64 {
@@ -1509,6 +1580,93 @@ mod tests {
         assert_eq!(store.members().unwrap(), vec![member(chat.id, "Ann")]);
         assert_eq!(store.last_messages(chat.id, 5).unwrap(), vec![sent]);
         assert_eq!(store.sessions().unwrap(), vec![session(4, 40)]);
+    }
+
+    #[test]
+    fn import_keeps_ids_and_raises_the_counters() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let ann = user("Ann", "Ann@X");
+        let chat = ChatRecord {
+            id: 7,
+            name: "Old".into(),
+            created: 3,
+        };
+        let stored = MessageRecord {
+            id: 41,
+            chat_id: 7,
+            user: "Ann".into(),
+            verified: true,
+            admin: false,
+            bot: false,
+            text: "kept".into(),
+            time: 9,
+            author: Some(Author::Account("ann".into())),
+        };
+        let records = [
+            Restored::User(ann.clone()),
+            Restored::Chat(chat.clone()),
+            Restored::Message(stored.clone()),
+        ];
+        store
+            .import(
+                &records,
+                NextIds {
+                    chat: 5,
+                    message: 50,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            store.next_ids(),
+            NextIds {
+                chat: 8,
+                message: 50
+            }
+        );
+        let store = reopen(&dir, store);
+        assert_eq!(store.user("ann").unwrap(), Some(ann));
+        assert_eq!(
+            store.user_key_by_email("ann@x").unwrap(),
+            Some("ann".into())
+        );
+        assert_eq!(store.chats().unwrap(), vec![chat]);
+        assert_eq!(store.last_messages(7, 5).unwrap(), vec![stored]);
+        assert_eq!(
+            store.next_ids(),
+            NextIds {
+                chat: 8,
+                message: 50
+            }
+        );
+        assert_eq!(store.append_message(message(7, "new")).unwrap().id, 50);
+        assert_eq!(store.create_chat("New", 1).unwrap().unwrap().id, 8);
+    }
+
+    #[test]
+    fn messages_below_reads_one_chat_in_order_up_to_the_cut() {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let (a, b) = (
+            store.create_chat("a", 1).unwrap().unwrap(),
+            store.create_chat("b", 1).unwrap().unwrap(),
+        );
+        for i in 0..6 {
+            let chat = if i % 2 == 0 { a.id } else { b.id };
+            store.append_message(message(chat, &i.to_string())).unwrap();
+        }
+        let cut = store.next_ids().message;
+        store
+            .append_message(message(a.id, "after the cut"))
+            .unwrap();
+        let texts: Vec<String> = store
+            .messages_below(a.id, cut)
+            .map(|m| m.unwrap().text)
+            .collect();
+        assert_eq!(texts, ["0", "2", "4"]);
+        assert_eq!(store.messages_below(b.id, 3).count(), 1);
+        assert_eq!(store.messages_below(99, cut).count(), 0);
+        assert_eq!(store.pending_mail_count().unwrap(), 0);
     }
 
     #[test]

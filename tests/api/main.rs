@@ -2,6 +2,7 @@
 
 mod abuse;
 mod accounts;
+mod backup;
 mod chats;
 mod chatty;
 mod connections;
@@ -12,6 +13,7 @@ mod history;
 mod log_capture;
 mod mail;
 mod mail_recorder;
+mod metrics;
 mod offline;
 mod operations;
 mod races;

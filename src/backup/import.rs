@@ -1,0 +1,385 @@
+//! Reading a dump back (`natter import`): the whole file is checked before anything is written,
+//! then loaded into a fresh directory beside `data_dir` that is moved into place only when
+//! complete. A damaged or cut-off dump is refused, naming its line, and writes nothing.
+
+use super::{Counts, FORMAT_VERSION, Header, Line};
+use crate::store::sled::{SledStore, SyncMode};
+use crate::store::{Author, ChatRecord, MessageRecord, NextIds, Restored, Store, UserRecord};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Longest line accepted; a message is at most `max_message_chars` characters, far below this.
+const MAX_LINE_BYTES: u64 = 16 << 20;
+/// Records written per store batch.
+const BATCH: usize = 1000;
+
+/// Why an import was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportError {
+    /// The dump's line at fault (1-based), when a line is.
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl ImportError {
+    fn at(line: u64, message: impl Into<String>) -> ImportError {
+        ImportError {
+            line: Some(line),
+            message: message.into(),
+        }
+    }
+
+    fn general(message: impl Into<String>) -> ImportError {
+        ImportError {
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// Checks a whole dump without writing anything; returns its header and counts.
+pub fn validate(path: &Path) -> Result<(Header, Counts), ImportError> {
+    let mut reader = DumpReader::open(path)?;
+    while reader.next_record()?.is_some() {}
+    Ok((reader.header, reader.counts))
+}
+
+/// Loads the dump at `path` into `data_dir`, which must be missing or empty.
+pub fn import(path: &Path, data_dir: &Path) -> Result<Counts, ImportError> {
+    ensure_empty(data_dir)?;
+    let (header, counts) = validate(path)?;
+    let staging = staging_dir(data_dir);
+    std::fs::create_dir(&staging)
+        .map_err(|e| ImportError::general(format!("cannot create {}: {e}", staging.display())))?;
+    let loaded = load(path, &staging, header).and_then(|()| move_into_place(&staging, data_dir));
+    if loaded.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    loaded.map(|()| counts)
+}
+
+/// Writes every record of the (already validated) dump into a new store at `dir`.
+fn load(path: &Path, dir: &Path, header: Header) -> Result<(), ImportError> {
+    let storage = |e: crate::store::StoreError| ImportError::general(e.to_string());
+    let store = SledStore::open(dir, SyncMode::Relaxed).map_err(storage)?;
+    let next = NextIds {
+        chat: header.next_chat_id,
+        message: header.next_message_id,
+    };
+    let mut reader = DumpReader::open(path)?;
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(record) = reader.next_record()? {
+        batch.push(record);
+        if batch.len() == BATCH {
+            store.import(&batch, next).map_err(storage)?;
+            batch.clear();
+        }
+    }
+    store.import(&batch, next).map_err(storage)?;
+    store.flush().map_err(storage)?;
+    store.close().map_err(storage)
+}
+
+/// `data_dir` may be missing or an empty directory; anything in it means it is in use.
+fn ensure_empty(data_dir: &Path) -> Result<(), ImportError> {
+    match std::fs::read_dir(data_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ImportError::general(format!(
+            "cannot read {}: {e}",
+            data_dir.display()
+        ))),
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(ImportError::general(format!(
+                "{} is not empty: natter import only loads into a missing or empty data_dir",
+                data_dir.display()
+            ))),
+        },
+    }
+}
+
+/// A directory beside `data_dir`, on the same file system, so the final move is a rename.
+fn staging_dir(data_dir: &Path) -> PathBuf {
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "natter-data".into());
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parent.join(format!(".{name}.import-{}", std::process::id()))
+}
+
+/// Renames the finished store to `data_dir`. An empty `data_dir` that cannot be replaced (a
+/// mount point) receives the store's files one by one instead.
+fn move_into_place(staging: &Path, data_dir: &Path) -> Result<(), ImportError> {
+    let failed = |what: &Path, e: std::io::Error| {
+        ImportError::general(format!(
+            "cannot move the import into {}: {e}",
+            what.display()
+        ))
+    };
+    ensure_empty(data_dir)?;
+    let replaceable = !data_dir.exists() || std::fs::remove_dir(data_dir).is_ok();
+    if replaceable {
+        std::fs::rename(staging, data_dir).map_err(|e| failed(data_dir, e))?;
+    } else {
+        for entry in std::fs::read_dir(staging).map_err(|e| failed(staging, e))? {
+            let entry = entry.map_err(|e| failed(staging, e))?;
+            let target = data_dir.join(entry.file_name());
+            std::fs::rename(entry.path(), &target).map_err(|e| failed(&target, e))?;
+        }
+        std::fs::remove_dir(staging).map_err(|e| failed(staging, e))?;
+    }
+    // The rename itself is durable once the parent directory is synced (best effort).
+    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty())
+        && let Ok(dir) = File::open(parent)
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads a dump line by line and checks everything an import relies on: the header's version,
+/// each line's shape, unique names, emails and ids, messages in increasing id order in chats
+/// listed before them, ids below the header's counters, and the end marker with matching counts
+/// as the last line.
+struct DumpReader {
+    input: BufReader<File>,
+    /// The number of the line read last.
+    line: u64,
+    header: Header,
+    counts: Counts,
+    user_keys: HashSet<String>,
+    emails: HashSet<String>,
+    chat_ids: HashSet<u64>,
+    chat_keys: HashSet<String>,
+    last_message: u64,
+    ended: bool,
+}
+
+impl DumpReader {
+    fn open(path: &Path) -> Result<DumpReader, ImportError> {
+        let file = File::open(path)
+            .map_err(|e| ImportError::general(format!("cannot open {}: {e}", path.display())))?;
+        let mut reader = DumpReader {
+            input: BufReader::with_capacity(1 << 16, file),
+            line: 0,
+            header: Header {
+                natter_export: FORMAT_VERSION,
+                created: 0,
+                next_chat_id: 1,
+                next_message_id: 1,
+            },
+            counts: Counts::default(),
+            user_keys: HashSet::new(),
+            emails: HashSet::new(),
+            chat_ids: HashSet::new(),
+            chat_keys: HashSet::new(),
+            last_message: 0,
+            ended: false,
+        };
+        let first = reader
+            .read_line()?
+            .ok_or_else(|| ImportError::at(1, "the file is empty, not a natter export"))?;
+        reader.header = parse_header(&first)?;
+        Ok(reader)
+    }
+
+    /// The next line's bytes without its newline; `None` at the end of the file.
+    fn read_line(&mut self) -> Result<Option<Vec<u8>>, ImportError> {
+        self.line += 1;
+        let mut buf = Vec::new();
+        let read = (&mut self.input)
+            .take(MAX_LINE_BYTES + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| ImportError::at(self.line, format!("cannot read: {e}")))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        } else if buf.len() as u64 > MAX_LINE_BYTES {
+            return Err(ImportError::at(self.line, "line longer than 16 MiB"));
+        }
+        Ok(Some(buf))
+    }
+
+    /// The next record, checked; `None` once the end marker was read and nothing follows it.
+    fn next_record(&mut self) -> Result<Option<Restored>, ImportError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let Some(bytes) = self.read_line()? else {
+            return Err(ImportError::at(
+                self.line,
+                "the dump ends without its end marker: it is truncated",
+            ));
+        };
+        let line = self.line;
+        let parsed: Line = serde_json::from_slice(&bytes)
+            .map_err(|e| ImportError::at(line, format!("not a valid dump line: {e}")))?;
+        let record = match parsed {
+            Line::User {
+                name,
+                email,
+                password_hash,
+                verified,
+                admin,
+                bot,
+                created,
+            } => {
+                if name.is_empty() || password_hash.is_empty() {
+                    return Err(ImportError::at(
+                        line,
+                        "a user needs a name and a password hash",
+                    ));
+                }
+                if !self.user_keys.insert(name.to_lowercase()) {
+                    return Err(ImportError::at(line, format!("user {name} appears twice")));
+                }
+                if !self.emails.insert(email.to_lowercase()) {
+                    return Err(ImportError::at(
+                        line,
+                        format!("email {email} appears twice"),
+                    ));
+                }
+                self.counts.users += 1;
+                Restored::User(UserRecord {
+                    name,
+                    email,
+                    password_hash,
+                    verified,
+                    admin,
+                    bot,
+                    created,
+                    activation: None,
+                    reset: None,
+                })
+            }
+            Line::Chat { id, name, created } => {
+                if id == 0 || id >= self.header.next_chat_id {
+                    return Err(ImportError::at(
+                        line,
+                        format!("chat id {id} is not between 1 and next_chat_id"),
+                    ));
+                }
+                if name.is_empty() {
+                    return Err(ImportError::at(line, "a chat needs a name"));
+                }
+                if !self.chat_ids.insert(id) || !self.chat_keys.insert(name.to_lowercase()) {
+                    return Err(ImportError::at(
+                        line,
+                        format!("chat {id} ({name}) appears twice"),
+                    ));
+                }
+                self.counts.chats += 1;
+                Restored::Chat(ChatRecord { id, name, created })
+            }
+            Line::Message {
+                id,
+                chat_id,
+                user,
+                verified,
+                admin,
+                bot,
+                text,
+                time,
+                author,
+            } => {
+                if id <= self.last_message || id >= self.header.next_message_id {
+                    return Err(ImportError::at(
+                        line,
+                        format!(
+                            "message id {id} is out of order (after {}, below next_message_id {})",
+                            self.last_message, self.header.next_message_id
+                        ),
+                    ));
+                }
+                if !self.chat_ids.contains(&chat_id) {
+                    return Err(ImportError::at(
+                        line,
+                        format!(
+                            "message {id} belongs to chat {chat_id}, which is not listed before it"
+                        ),
+                    ));
+                }
+                self.last_message = id;
+                self.counts.messages += 1;
+                Restored::Message(MessageRecord {
+                    id,
+                    chat_id,
+                    user,
+                    verified,
+                    admin,
+                    bot,
+                    text,
+                    time,
+                    author: author.map(Author::Account),
+                })
+            }
+            Line::End {
+                users,
+                chats,
+                messages,
+            } => {
+                let said = Counts {
+                    users,
+                    chats,
+                    messages,
+                };
+                if said != self.counts {
+                    return Err(ImportError::at(
+                        line,
+                        format!(
+                            "the end marker counts {users} users, {chats} chats, {messages} messages, \
+                             but the dump holds {}, {}, {}",
+                            self.counts.users, self.counts.chats, self.counts.messages
+                        ),
+                    ));
+                }
+                if self.read_line()?.is_some() {
+                    return Err(ImportError::at(self.line, "text after the end marker"));
+                }
+                self.ended = true;
+                return Ok(None);
+            }
+        };
+        Ok(Some(record))
+    }
+}
+
+fn parse_header(bytes: &[u8]) -> Result<Header, ImportError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ImportError::at(1, format!("not a natter export header: {e}")))?;
+    match value.get("natter_export").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+        Some(v) => {
+            return Err(ImportError::at(
+                1,
+                format!("export format {v} is not supported (this natter reads {FORMAT_VERSION})"),
+            ));
+        }
+        None => return Err(ImportError::at(1, "not a natter export header")),
+    }
+    let header: Header = serde_json::from_value(value)
+        .map_err(|e| ImportError::at(1, format!("not a natter export header: {e}")))?;
+    if header.next_chat_id == 0 || header.next_message_id == 0 {
+        return Err(ImportError::at(1, "the next ids must be at least 1"));
+    }
+    Ok(header)
+}
