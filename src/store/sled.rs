@@ -1,5 +1,9 @@
 //! The sled implementation of `Store`: one tree per record kind, bincode values, group commit.
 
+mod mirrored;
+
+use super::mirror::outbox::{MirroredUser, Queued, now_ms};
+use super::mirror::{Entry, MirrorReport, MirrorShared};
 use super::{
     ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, QueuedMail, SessionRecord,
     Store, StoreError, StoreResult, Taken, UserRecord,
@@ -34,6 +38,8 @@ const META_NEXT_CHAT: &[u8] = b"next_chat_id";
 const META_NEXT_MESSAGE: &[u8] = b"next_message_id";
 const META_QUEUES: &[u8] = b"queues";
 const META_HEALTH: &[u8] = b"health";
+/// Which PostgreSQL database the outbox feeds ("host:port/dbname"); unset until seeded.
+const META_MIRROR_TARGET: &[u8] = b"mirror_target";
 
 type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
 
@@ -73,6 +79,10 @@ pub struct SledStore {
     meta: Tree,
     /// Outgoing mail waiting for delivery, keyed by a big-endian id.
     mail: Tree,
+    /// Mirror entries waiting for PostgreSQL, keyed by a big-endian sequence number.
+    outbox: Tree,
+    /// Set when the mirror is on: outbox entries are written with every mirrored change.
+    mirror: Option<Arc<MirrorShared>>,
     /// Next ids; held across the transaction that uses them so ids commit in order.
     next_chat: Mutex<u64>,
     next_message: Mutex<u64>,
@@ -80,8 +90,18 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (creating) the data directory; `Locked` if another process holds it.
+    /// Opens (creating) the data directory without the mirror; `Locked` if another process
+    /// holds it. A leftover outbox is dropped: the next mirrored start re-seeds the mirror.
     pub fn open(dir: &Path, mode: SyncMode) -> StoreResult<Arc<SledStore>> {
+        Self::open_with(dir, mode, false)
+    }
+
+    /// Opens the data directory with the mirror on: mirrored changes also fill the outbox.
+    pub fn open_mirrored(dir: &Path, mode: SyncMode) -> StoreResult<Arc<SledStore>> {
+        Self::open_with(dir, mode, true)
+    }
+
+    fn open_with(dir: &Path, mode: SyncMode, mirrored: bool) -> StoreResult<Arc<SledStore>> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
@@ -91,6 +111,7 @@ impl SledStore {
         let (users, emails, chats) = (tree("users")?, tree("emails")?, tree("chats")?);
         let (members, messages) = (tree("members")?, tree("messages")?);
         let (sessions, meta, mail) = (tree("sessions")?, tree("meta")?, tree("mail")?);
+        let outbox = tree("outbox")?;
 
         check_schema(&meta)?;
         let live: Vec<ChatRecord> = decode_all(&chats)?;
@@ -121,6 +142,7 @@ impl SledStore {
         let next_message =
             read_counter(&meta, META_NEXT_MESSAGE)?.max(max_message.saturating_add(1));
 
+        let mirror = mirrored::open_outbox(&outbox, &meta, mirrored)?;
         let shared = Arc::new(Shared {
             db,
             epoch: AtomicU64::new(0),
@@ -151,6 +173,8 @@ impl SledStore {
             sessions,
             meta,
             mail,
+            outbox,
+            mirror,
             next_chat: Mutex::new(next_chat),
             next_message: Mutex::new(next_message),
             flusher: Mutex::new(flusher),
@@ -213,6 +237,46 @@ impl SledStore {
         }
         Ok(None)
     }
+
+    /// Encodes an outbox entry when the mirror is on, and takes the outbox sequence until
+    /// `queued`: entries then follow the order in which their transactions commit.
+    fn pending(&self, entry: impl FnOnce() -> Entry) -> StoreResult<Option<Pending<'_>>> {
+        let Some(mirror) = &self.mirror else {
+            return Ok(None);
+        };
+        let value = encode(&Queued {
+            at_ms: now_ms(),
+            entry: entry(),
+        })?;
+        Ok(Some(Pending {
+            seq: lock(&mirror.seq),
+            value,
+        }))
+    }
+
+    /// After the transaction that wrote `pending` committed: next key, count, wake the worker.
+    fn queued(&self, pending: Option<Pending<'_>>) {
+        if let (Some(mut pending), Some(mirror)) = (pending, &self.mirror) {
+            *pending.seq += 1;
+            drop(pending);
+            mirror.len.fetch_add(1, Ordering::SeqCst);
+            mirror.wake.notify_one();
+        }
+    }
+}
+
+/// An encoded outbox entry with the sequence lock it will be stored under.
+struct Pending<'a> {
+    seq: MutexGuard<'a, u64>,
+    value: Vec<u8>,
+}
+
+/// Writes the entry (if any) inside a transaction.
+fn put_pending(outbox: &TransactionalTree, pending: &Option<Pending<'_>>) -> TxResult<()> {
+    if let Some(p) = pending {
+        outbox.insert(&p.seq.to_be_bytes()[..], p.value.as_slice())?;
+    }
+    Ok(())
 }
 
 impl Drop for SledStore {
@@ -309,8 +373,9 @@ impl Store for SledStore {
         let email_key = user.email.to_lowercase();
         let (value, owner) = (encode(user)?, encode(&key)?);
         let mail = self.mail_entry(mail)?;
-        let outcome = (&self.users, &self.emails, &self.mail)
-            .transaction(|(users, emails, outbox)| -> TxResult<Result<(), Taken>> {
+        let pending = self.pending(|| Entry::User(MirroredUser::from(user)))?;
+        let outcome = (&self.users, &self.emails, &self.mail, &self.outbox)
+            .transaction(|(users, emails, outbox, mirror)| -> TxResult<Result<(), Taken>> {
                 if users.get(&key)?.is_some() {
                     return Ok(Err(Taken::Name));
                 }
@@ -322,10 +387,12 @@ impl Store for SledStore {
                 if let Some((id, queued)) = &mail {
                     outbox.insert(&id[..], queued.as_slice())?;
                 }
+                put_pending(mirror, &pending)?;
                 Ok(Ok(()))
             })
             .map_err(tx_error)?;
         if outcome.is_ok() {
+            self.queued(pending);
             self.committed();
         }
         Ok(outcome)
@@ -337,8 +404,9 @@ impl Store for SledStore {
         let email_key = user.email.to_lowercase();
         let (value, owner) = (encode(user)?, encode(&key)?);
         let mail = self.mail_entry(mail)?;
-        let updated = (&self.users, &self.emails, &self.mail)
-            .transaction(|(users, emails, outbox)| -> TxResult<bool> {
+        let pending = self.pending(|| Entry::User(MirroredUser::from(user)))?;
+        let updated = (&self.users, &self.emails, &self.mail, &self.outbox)
+            .transaction(|(users, emails, outbox, mirror)| -> TxResult<bool> {
                 let Some(old) = users.get(&key)? else {
                     return Ok(false);
                 };
@@ -360,18 +428,23 @@ impl Store for SledStore {
                 if let Some((id, queued)) = &mail {
                     outbox.insert(&id[..], queued.as_slice())?;
                 }
+                put_pending(mirror, &pending)?;
                 Ok(true)
             })
             .map_err(tx_error)?;
         if updated {
+            self.queued(pending);
             self.committed();
         }
         Ok(())
     }
 
     fn delete_user(&self, key: &str) -> StoreResult<bool> {
-        let deleted = (&self.users, &self.emails)
-            .transaction(|(users, emails)| -> TxResult<bool> {
+        let pending = self.pending(|| Entry::DeleteUser {
+            key: key.to_owned(),
+        })?;
+        let deleted = (&self.users, &self.emails, &self.outbox)
+            .transaction(|(users, emails, mirror)| -> TxResult<bool> {
                 let Some(old) = users.remove(key.as_bytes())? else {
                     return Ok(false);
                 };
@@ -380,10 +453,12 @@ impl Store for SledStore {
                 if email_owner(emails, &email_key)?.as_deref() == Some(key) {
                     emails.remove(email_key.as_bytes())?;
                 }
+                put_pending(mirror, &pending)?;
                 Ok(true)
             })
             .map_err(tx_error)?;
         if deleted {
+            self.queued(pending);
             self.committed();
         }
         Ok(deleted)
@@ -407,19 +482,22 @@ impl Store for SledStore {
         };
         let after = counter_after(chat.id)?;
         let (value, counter) = (encode(&chat)?, encode(&after)?);
-        let done = (&self.chats, &self.meta)
-            .transaction(|(chats, meta)| -> TxResult<bool> {
+        let pending = self.pending(|| Entry::Chat(chat.clone()))?;
+        let done = (&self.chats, &self.meta, &self.outbox)
+            .transaction(|(chats, meta, mirror)| -> TxResult<bool> {
                 if chats.get(&key)?.is_some() {
                     return Ok(false);
                 }
                 chats.insert(key.as_bytes(), value.as_slice())?;
                 meta.insert(META_NEXT_CHAT, counter.as_slice())?;
+                put_pending(mirror, &pending)?;
                 Ok(true)
             })
             .map_err(tx_error)?;
         if !done {
             return Ok(None);
         }
+        self.queued(pending);
         *next = after;
         drop(next);
         self.committed();
@@ -436,8 +514,9 @@ impl Store for SledStore {
             .keys()
             .collect::<Result<Vec<IVec>, _>>()
             .map_err(io)?;
-        let removed = (&self.chats, &self.members)
-            .transaction(|(chats, members)| -> TxResult<bool> {
+        let pending = self.pending(|| Entry::RemoveChat { id: chat_id })?;
+        let removed = (&self.chats, &self.members, &self.outbox)
+            .transaction(|(chats, members, mirror)| -> TxResult<bool> {
                 let Some(value) = chats.get(&key)? else {
                     return Ok(false);
                 };
@@ -448,12 +527,14 @@ impl Store for SledStore {
                 for member in &member_keys {
                     members.remove(member)?;
                 }
+                put_pending(mirror, &pending)?;
                 Ok(true)
             })
             .map_err(tx_error)?;
         if !removed {
             return Ok(false);
         }
+        self.queued(pending);
         self.committed();
         Ok(true)
     }
@@ -496,13 +577,16 @@ impl Store for SledStore {
         let after = counter_after(record.id)?;
         let (value, counter) = (encode(&record)?, encode(&after)?);
         let key = message_key(record.chat_id, record.id);
-        (&self.messages, &self.meta)
-            .transaction(|(messages, meta)| -> TxResult<()> {
+        let pending = self.pending(|| Entry::Message(record.clone()))?;
+        (&self.messages, &self.meta, &self.outbox)
+            .transaction(|(messages, meta, mirror)| -> TxResult<()> {
                 messages.insert(&key[..], value.as_slice())?;
                 meta.insert(META_NEXT_MESSAGE, counter.as_slice())?;
+                put_pending(mirror, &pending)?;
                 Ok(())
             })
             .map_err(tx_error)?;
+        self.queued(pending);
         *next = after;
         drop(next);
         self.committed();
@@ -647,6 +731,10 @@ impl Store for SledStore {
 
     fn flush(&self) -> StoreResult<()> {
         self.shared.flush_to(self.write_epoch())
+    }
+
+    fn mirror_report(&self) -> MirrorReport {
+        self.mirror_status()
     }
 
     fn check_health(&self) -> StoreResult<()> {
