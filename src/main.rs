@@ -42,6 +42,13 @@ async fn main() -> ExitCode {
         Command::Chat(action) => {
             natter::cli::run_chat(&config, action).map_err(|e| (e.message, e.code))
         }
+        #[cfg(feature = "pg")]
+        Command::ImportChatty {
+            database_url,
+            dry_run,
+        } => natter::cli::run_import_chatty(&config, &database_url, dry_run)
+            .await
+            .map_err(|e| (e.message, e.code)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
