@@ -281,19 +281,25 @@ pub async fn run_import_chatty(
         .map_err(CliError::failed)?;
     let mut report = |line: String| println!("{line}");
     let now = crate::chat::now();
-    let rows = chatty::read_users(&client).await.map_err(CliError::failed)?;
+    let rows = chatty::read_users(&client)
+        .await
+        .map_err(CliError::failed)?;
     let total = rows.len() as u64;
     let users = chatty::plan_users(rows, &config.bot.name, now, &mut report);
-    let rows = chatty::read_chats(&client).await.map_err(CliError::failed)?;
+    let rows = chatty::read_chats(&client)
+        .await
+        .map_err(CliError::failed)?;
     let chats = chatty::plan_chats(rows, now, &mut report);
-    let mut summary = chatty::Summary::default();
-    summary.users = chatty::Tally {
-        imported: users.len() as u64,
-        skipped: total - users.len() as u64,
-    };
-    summary.chats = chatty::Tally {
-        imported: chats.chats.len() as u64,
-        skipped: chats.skipped.len() as u64,
+    let mut summary = chatty::Summary {
+        users: chatty::Tally {
+            imported: users.len() as u64,
+            skipped: total - users.len() as u64,
+        },
+        chats: chatty::Tally {
+            imported: chats.chats.len() as u64,
+            skipped: chats.skipped.len() as u64,
+        },
+        ..chatty::Summary::default()
     };
     if let Some(store) = &store {
         store.load_users(&users)?;

@@ -89,7 +89,11 @@ mod tests {
     #[tokio::test]
     async fn bcrypt_hashes_from_chatty_verify_and_count_as_weaker() {
         let dummy = dummy_hash(1000).await.unwrap();
-        for prefix in [bcrypt::Version::TwoA, bcrypt::Version::TwoB, bcrypt::Version::TwoY] {
+        for prefix in [
+            bcrypt::Version::TwoA,
+            bcrypt::Version::TwoB,
+            bcrypt::Version::TwoY,
+        ] {
             let stored = bcrypt::hash_with_result("sixchr", 4)
                 .unwrap()
                 .format_for_version(prefix);

@@ -375,21 +375,23 @@ impl Store for SledStore {
         let mail = self.mail_entry(mail)?;
         let pending = self.pending(|| Entry::User(MirroredUser::from(user)))?;
         let outcome = (&self.users, &self.emails, &self.mail, &self.outbox)
-            .transaction(|(users, emails, outbox, mirror)| -> TxResult<Result<(), Taken>> {
-                if users.get(&key)?.is_some() {
-                    return Ok(Err(Taken::Name));
-                }
-                if emails.get(&email_key)?.is_some() {
-                    return Ok(Err(Taken::Email));
-                }
-                users.insert(key.as_bytes(), value.as_slice())?;
-                emails.insert(email_key.as_bytes(), owner.as_slice())?;
-                if let Some((id, queued)) = &mail {
-                    outbox.insert(&id[..], queued.as_slice())?;
-                }
-                put_pending(mirror, &pending)?;
-                Ok(Ok(()))
-            })
+            .transaction(
+                |(users, emails, outbox, mirror)| -> TxResult<Result<(), Taken>> {
+                    if users.get(&key)?.is_some() {
+                        return Ok(Err(Taken::Name));
+                    }
+                    if emails.get(&email_key)?.is_some() {
+                        return Ok(Err(Taken::Email));
+                    }
+                    users.insert(key.as_bytes(), value.as_slice())?;
+                    emails.insert(email_key.as_bytes(), owner.as_slice())?;
+                    if let Some((id, queued)) = &mail {
+                        outbox.insert(&id[..], queued.as_slice())?;
+                    }
+                    put_pending(mirror, &pending)?;
+                    Ok(Ok(()))
+                },
+            )
             .map_err(tx_error)?;
         if outcome.is_ok() {
             self.queued(pending);

@@ -153,7 +153,6 @@ impl Cluster {
         tokio::spawn(connection);
         client
     }
-
 }
 
 impl Drop for Cluster {

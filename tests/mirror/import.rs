@@ -56,13 +56,70 @@ async fn fill(db: &tokio_postgres::Client) {
         .await
         .unwrap();
     // (id, user_id, user, chat, text, time, verified); gaps as a global SERIAL leaves them.
-    let messages: [(i32, i32, &str, &str, &str, &str, Option<bool>); 6] = [
-        (1, 1, "alice", "Main", "hello", "2024-01-02 03:04:05", Some(true)),
-        (2, -1, "visitor", "Main", "hi from a guest", "2024-01-02 03:05:00", Some(false)),
-        (4, 2, "Boss", "Second", "second chat", "2024-01-03 00:00:00", Some(true)),
-        (5, -1, "ghost", "Removed", "in a removed chat", "2024-01-03 00:00:01", None),
-        (7, -1, "visitor", "Main", "guest again", "2024-01-04 00:00:00", None),
-        (9, 1, "alice", "Main", "last", "2024-01-05 12:00:00", Some(true)),
+    type Row = (
+        i32,
+        i32,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<bool>,
+    );
+    let messages: [Row; 6] = [
+        (
+            1,
+            1,
+            "alice",
+            "Main",
+            "hello",
+            "2024-01-02 03:04:05",
+            Some(true),
+        ),
+        (
+            2,
+            -1,
+            "visitor",
+            "Main",
+            "hi from a guest",
+            "2024-01-02 03:05:00",
+            Some(false),
+        ),
+        (
+            4,
+            2,
+            "Boss",
+            "Second",
+            "second chat",
+            "2024-01-03 00:00:00",
+            Some(true),
+        ),
+        (
+            5,
+            -1,
+            "ghost",
+            "Removed",
+            "in a removed chat",
+            "2024-01-03 00:00:01",
+            None,
+        ),
+        (
+            7,
+            -1,
+            "visitor",
+            "Main",
+            "guest again",
+            "2024-01-04 00:00:00",
+            None,
+        ),
+        (
+            9,
+            1,
+            "alice",
+            "Main",
+            "last",
+            "2024-01-05 12:00:00",
+            Some(true),
+        ),
     ];
     for (id, user_id, user, chat, text, time, verified) in messages {
         db.execute(
@@ -108,41 +165,68 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
     let run = natter::command(&config, &["import-chatty", &url]);
     let report = text(&run);
     assert!(run.status.success(), "{report}");
-    let skipped: Vec<&str> = report.lines().filter(|l| l.starts_with("skipped")).collect();
+    let skipped: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("skipped"))
+        .collect();
     assert_eq!(skipped.len(), 3, "{report}");
     assert!(report.contains("skipped user 4 \"bad name!\": the name breaks natter's rules"));
     assert!(report.contains("skipped user 5 \"ALICE\": the same name as user 1 \"alice\""));
     assert!(report.contains("skipped message 5 by \"ghost\" (guest): its chat \"Removed\""));
-    assert!(report.contains(
-        "imported: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
-    ));
+    assert!(
+        report.contains(
+            "imported: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
+        )
+    );
 
     let again = natter::command(&config, &["import-chatty", &url]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(text(&again).contains("already holds data"), "{}", text(&again));
+    assert!(
+        text(&again).contains("already holds data"),
+        "{}",
+        text(&again)
+    );
 
     let server = Natter::start(&config);
     let alice = server.client();
     let (status, body) = alice
-        .post("/api/authorize", json!({"user": "alice", "password": "sixchr"}))
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "sixchr"}),
+        )
         .await;
-    assert_eq!(status, 200, "a 6-character password from chatty signs in: {body}");
+    assert_eq!(
+        status, 200,
+        "a 6-character password from chatty signs in: {body}"
+    );
     assert_eq!(
         body,
         json!({"user": "alice", "verified": true, "admin": false, "bot": false})
     );
     let (status, _) = alice
-        .post("/api/authorize", json!({"user": "alice", "password": "sixchrX"}))
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "sixchrX"}),
+        )
         .await;
     assert_eq!(status, 401);
     let (status, body) = server
         .client()
-        .post("/api/authorize", json!({"user": "newbie", "password": "newbiepass"}))
+        .post(
+            "/api/authorize",
+            json!({"user": "newbie", "password": "newbiepass"}),
+        )
         .await;
-    assert_eq!((status, &body["error"]), (403, &json!("email is not verified")));
+    assert_eq!(
+        (status, &body["error"]),
+        (403, &json!("email is not verified"))
+    );
     let boss = server.client();
     let (status, body) = boss
-        .post("/api/authorize", json!({"user": "boss", "password": "bosspassword"}))
+        .post(
+            "/api/authorize",
+            json!({"user": "boss", "password": "bosspassword"}),
+        )
         .await;
     assert_eq!((status, &body["admin"]), (200, &json!(true)));
 
@@ -185,7 +269,12 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
     let hash = store.user("alice").unwrap().unwrap().password_hash;
     assert!(hash.starts_with("$pbkdf2-sha256$i=1000,"), "{hash}");
     assert!(
-        store.user("newbie").unwrap().unwrap().password_hash.starts_with("$2"),
+        store
+            .user("newbie")
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .starts_with("$2"),
         "not signed in yet, still bcrypt"
     );
     store.close().unwrap();
@@ -193,7 +282,10 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
     let server = Natter::start(&config);
     let (status, _) = server
         .client()
-        .post("/api/authorize", json!({"user": "alice", "password": "sixchr"}))
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "sixchr"}),
+        )
         .await;
     assert_eq!(status, 200);
     server.stop();

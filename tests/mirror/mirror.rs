@@ -65,23 +65,33 @@ async fn mirror_equals_sled_after_a_scripted_workload() {
         200
     );
     let db = pg.client("natter").await;
-    let lag = wait_for(Duration::from_secs(30), "1,000 messages mirrored", || async {
-        pg_message_ids(&db).await.len() == 1000
-    })
+    let lag = wait_for(
+        Duration::from_secs(30),
+        "1,000 messages mirrored",
+        || async { pg_message_ids(&db).await.len() == 1000 },
+    )
     .await;
     eprintln!("posted 1,000 messages in {posting:?}; mirror complete {lag:?} later");
 
     // Deleting an account is an offline command; its change waits in the outbox for the server.
     server.stop();
     let out = natter::command(&config, &["user", "delete", "bob"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let server = Natter::start(&config);
-    wait_for(Duration::from_secs(30), "bob's deletion mirrored", || async {
-        db.query_opt("SELECT 1 FROM users WHERE key = 'bob'", &[])
-            .await
-            .unwrap()
-            .is_none()
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "bob's deletion mirrored",
+        || async {
+            db.query_opt("SELECT 1 FROM users WHERE key = 'bob'", &[])
+                .await
+                .unwrap()
+                .is_none()
+        },
+    )
     .await;
     let log = server.stop();
     assert!(!log.iter().any(|l| l.contains("ERROR")), "{log:#?}");
@@ -130,9 +140,11 @@ async fn an_outage_never_slows_requests_and_the_mirror_catches_up_exactly() {
         slowest < Duration::from_millis(500),
         "slowest post {slowest:?}"
     );
-    wait_for(Duration::from_secs(10), "healthz to see the outage", || async {
-        matches!(server.mirror_state().await.as_str(), "down" | "behind")
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "healthz to see the outage",
+        || async { matches!(server.mirror_state().await.as_str(), "down" | "behind") },
+    )
     .await;
     server.wait_log("PostgreSQL mirror is down").await;
 
@@ -289,9 +301,13 @@ async fn sslmode_require_uses_tls() {
         return;
     };
     // The test cluster has no certificate: a TLS attempt is refused, a plain one would work.
-    let config = ::natter::store::mirror::pg::parse(&format!("{}?sslmode=require", pg.url("postgres")))
+    let config =
+        ::natter::store::mirror::pg::parse(&format!("{}?sslmode=require", pg.url("postgres")))
+            .unwrap();
+    let err = ::natter::store::mirror::pg::connect(&config)
+        .await
+        .err()
         .unwrap();
-    let err = ::natter::store::mirror::pg::connect(&config).await.err().unwrap();
     assert!(err.to_lowercase().contains("tls"), "{err}");
     let plain = ::natter::store::mirror::pg::parse(&pg.url("postgres")).unwrap();
     assert!(::natter::store::mirror::pg::connect(&plain).await.is_ok());

@@ -58,7 +58,8 @@ impl Natter {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
-            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
             {
                 if let Some(rest) = line.split("listening on ").nth(1)
                     && let Some(tx) = tx.take()
@@ -68,9 +69,9 @@ impl Natter {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            panic!("natter did not start: {:#?}", log.lock().unwrap())
-        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("natter did not start: {:#?}", log.lock().unwrap()));
         Natter { child, addr, log }
     }
 
@@ -153,7 +154,10 @@ impl Natter {
         let (status, _) = client.get(path).await;
         assert_eq!(status, 200);
         let (status, body) = client
-            .post("/api/authorize", json!({"user": name, "password": password}))
+            .post(
+                "/api/authorize",
+                json!({"user": name, "password": password}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         client
@@ -235,13 +239,17 @@ impl Client {
     }
 }
 
-/// Comparable rows: users (key, name, email, hash, verified, admin, bot, created), chats
-/// (id, name, created), messages (id, chat, user, text, time, verified, admin, bot).
+/// An account row: key, name, email, hash, verified, admin, bot, created.
+pub type UserRow = (String, String, String, String, bool, bool, bool, i64);
+/// A message row: id, chat, user, text, time, verified, admin, bot.
+pub type MessageRow = (i64, i64, String, String, i64, bool, bool, bool);
+
+/// Comparable rows of sled or the mirror; chats are (id, name, created).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    pub users: Vec<(String, String, String, String, bool, bool, bool, i64)>,
+    pub users: Vec<UserRow>,
     pub chats: Vec<(i64, String, i64)>,
-    pub messages: Vec<(i64, i64, String, String, i64, bool, bool, bool)>,
+    pub messages: Vec<MessageRow>,
 }
 
 /// What sled holds; natter must be stopped. Also returns the outbox length.

@@ -17,10 +17,12 @@ pub struct Statements {
 impl Statements {
     pub async fn prepare(client: &Client) -> Result<Statements, String> {
         let prepare = |sql: &'static str| async move {
-            client
-                .prepare(sql)
-                .await
-                .map_err(|e| format!("preparing a statement failed: {}", super::pg::describe_error(e)))
+            client.prepare(sql).await.map_err(|e| {
+                format!(
+                    "preparing a statement failed: {}",
+                    super::pg::describe_error(e)
+                )
+            })
         };
         Ok(Statements {
             user: prepare(
@@ -76,8 +78,14 @@ pub async fn apply(
                 tx.execute(
                     &st.messages,
                     &[
-                        &rows.id, &rows.chat, &rows.user, &rows.text, &rows.time,
-                        &rows.verified, &rows.admin, &rows.bot,
+                        &rows.id,
+                        &rows.chat,
+                        &rows.user,
+                        &rows.text,
+                        &rows.time,
+                        &rows.verified,
+                        &rows.admin,
+                        &rows.bot,
                     ],
                 )
                 .await
@@ -93,8 +101,14 @@ pub async fn apply(
                 tx.execute(
                     &st.user,
                     &[
-                        &u.key, &u.name, &u.email, &u.password_hash, &u.verified, &u.admin,
-                        &u.bot, &u.created,
+                        &u.key,
+                        &u.name,
+                        &u.email,
+                        &u.password_hash,
+                        &u.verified,
+                        &u.admin,
+                        &u.bot,
+                        &u.created,
                     ],
                 )
                 .await
@@ -146,7 +160,10 @@ impl MessageRows {
             chat: run.iter().map(|m| pg_id(m.chat_id)).collect(),
             user: run.iter().map(|m| m.user.clone()).collect(),
             // PostgreSQL text cannot hold NUL; one such message must not stall the mirror.
-            text: run.iter().map(|m| m.text.replace('\0', "\u{FFFD}")).collect(),
+            text: run
+                .iter()
+                .map(|m| m.text.replace('\0', "\u{FFFD}"))
+                .collect(),
             time: run.iter().map(|m| m.time).collect(),
             verified: run.iter().map(|m| m.verified).collect(),
             admin: run.iter().map(|m| m.admin).collect(),

@@ -332,10 +332,17 @@ mod tests {
             &mut report,
         );
         assert_eq!(
-            messages.iter().map(|m| (m.id, m.chat_id)).collect::<Vec<_>>(),
+            messages
+                .iter()
+                .map(|m| (m.id, m.chat_id))
+                .collect::<Vec<_>>(),
             [(3, 1), (9, 2)]
         );
         assert_eq!(lines.len(), 4 + 2 + 2, "{lines:#?}");
-        assert!(lines.iter().any(|l| l.contains("\"Gone\" no longer exists")));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("\"Gone\" no longer exists"))
+        );
     }
 }

@@ -80,7 +80,8 @@ async fn connect_patiently(config: &Config, target: &str) -> Result<Client, Stri
 
 /// Copies the mirror into sled; returns the counts of accounts, chats and messages.
 async fn restore(client: &Client, store: &Arc<SledStore>) -> Result<(u64, u64, u64), String> {
-    let fail = |e: tokio_postgres::Error| format!("reading the mirror failed: {}", pg::describe_error(e));
+    let fail =
+        |e: tokio_postgres::Error| format!("reading the mirror failed: {}", pg::describe_error(e));
     let users: Vec<UserRecord> = client
         .query(
             "SELECT name, email, password_hash, verified, admin, bot,

@@ -44,9 +44,8 @@ const LOCK_KEY: i64 = 0x6e61_7474_6572; // "natter"
 
 /// Applies every migration not yet recorded, each in its own transaction.
 pub async fn migrate(client: &mut Client) -> Result<(), String> {
-    let fail = |what: &str, e: tokio_postgres::Error| {
-        format!("{what}: {}", super::pg::describe_error(e))
-    };
+    let fail =
+        |what: &str, e: tokio_postgres::Error| format!("{what}: {}", super::pg::describe_error(e));
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -75,8 +75,7 @@ pub async fn run(store: Arc<SledStore>, config: Config) {
         match apply(&mut conn.client, &conn.statements, &batch).await {
             Ok(()) => {
                 let done = store.clone();
-                let removed =
-                    tokio::task::spawn_blocking(move || done.outbox_applied(&keys)).await;
+                let removed = tokio::task::spawn_blocking(move || done.outbox_applied(&keys)).await;
                 if !matches!(removed, Ok(Ok(()))) {
                     // Harmless: the entries are applied again, which changes nothing.
                     log::error!("PostgreSQL mirror: removing applied entries failed");
@@ -127,18 +126,12 @@ impl LagLog {
 
     fn failed(&mut self, target: &str, error: &str, report: &MirrorReport, retry: Duration) {
         let now = Instant::now();
-        if self.logged != Some(MirrorState::Down) || self.remind(now) {
+        if self.enter(MirrorState::Down, now) {
             log::warn!(
                 "PostgreSQL mirror is down ({target}: {error}); {}; retrying every {} ms or less",
                 lag(report),
                 retry.max(MAX_BACKOFF).as_millis()
             );
-            if self.logged != Some(MirrorState::Down) {
-                self.since = Some(now);
-                self.applied = 0;
-            }
-            self.logged = Some(MirrorState::Down);
-            self.last_reminder = Some(now);
         } else {
             log::debug!("PostgreSQL mirror still down: {error}");
         }
@@ -147,16 +140,8 @@ impl LagLog {
     fn observe(&mut self, report: &MirrorReport) {
         let now = Instant::now();
         match report.state {
-            MirrorState::Behind => {
-                if self.logged != Some(MirrorState::Behind) || self.remind(now) {
-                    log::warn!("PostgreSQL mirror is behind: {}", lag(report));
-                    if self.logged != Some(MirrorState::Behind) {
-                        self.since = Some(now);
-                        self.applied = 0;
-                    }
-                    self.logged = Some(MirrorState::Behind);
-                    self.last_reminder = Some(now);
-                }
+            MirrorState::Behind if self.enter(MirrorState::Behind, now) => {
+                log::warn!("PostgreSQL mirror is behind: {}", lag(report));
             }
             MirrorState::Ok if report.outbox_len == 0 => {
                 if matches!(
@@ -174,6 +159,25 @@ impl LagLog {
             }
             _ => {}
         }
+    }
+
+    /// Records a trouble state; true when it should be logged (new, or due for a reminder).
+    fn enter(&mut self, state: MirrorState, now: Instant) -> bool {
+        let in_trouble = matches!(
+            self.logged,
+            Some(MirrorState::Behind) | Some(MirrorState::Down)
+        );
+        if !in_trouble {
+            // The catch-up report counts from the first moment of trouble.
+            self.since = Some(now);
+            self.applied = 0;
+        }
+        if self.logged == Some(state) && !self.remind(now) {
+            return false;
+        }
+        self.logged = Some(state);
+        self.last_reminder = Some(now);
+        true
     }
 
     fn remind(&self, now: Instant) -> bool {

@@ -154,7 +154,6 @@ impl SledStore {
         for value in self.messages.iter().values() {
             push(Entry::Message(decode(&value.map_err(io)?)?))?;
         }
-        drop(push);
         self.outbox.apply_batch(batch).map_err(io)?;
         let count = next - *seq;
         *seq = next;
@@ -188,7 +187,9 @@ impl SledStore {
             *next = (*next).max(chat.id.saturating_add(1));
         }
         self.chats.apply_batch(rows).map_err(io)?;
-        self.meta.insert(META_NEXT_CHAT, encode(&*next)?).map_err(io)?;
+        self.meta
+            .insert(META_NEXT_CHAT, encode(&*next)?)
+            .map_err(io)?;
         drop(next);
         self.committed();
         Ok(())
@@ -200,7 +201,10 @@ impl SledStore {
         for chunk in messages.chunks(LOAD_BATCH) {
             let mut rows = sled::Batch::default();
             for message in chunk {
-                rows.insert(&message_key(message.chat_id, message.id)[..], encode(message)?);
+                rows.insert(
+                    &message_key(message.chat_id, message.id)[..],
+                    encode(message)?,
+                );
                 *next = (*next).max(message.id.saturating_add(1));
             }
             self.messages.apply_batch(rows).map_err(io)?;
@@ -211,5 +215,213 @@ impl SledStore {
         drop(next);
         self.committed();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled::SyncMode;
+    use crate::store::{MemberRecord, NewMessage};
+    use tempfile::TempDir;
+
+    fn user(name: &str) -> UserRecord {
+        UserRecord {
+            name: name.into(),
+            email: format!("{name}@example.org"),
+            password_hash: "h".into(),
+            verified: false,
+            admin: false,
+            bot: false,
+            created: 1,
+            activation: None,
+            reset: None,
+        }
+    }
+
+    fn message(chat_id: u64, text: &str) -> NewMessage {
+        NewMessage {
+            chat_id,
+            user: "ann".into(),
+            verified: true,
+            admin: false,
+            bot: false,
+            text: text.into(),
+            time: 7,
+        }
+    }
+
+    fn entries(store: &SledStore) -> Vec<Entry> {
+        store
+            .outbox_batch(usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, q)| q.entry)
+            .collect()
+    }
+
+    #[test]
+    fn mirrored_changes_queue_one_entry_each_in_commit_order() {
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open_mirrored(dir.path(), SyncMode::Relaxed).unwrap();
+        let mut ann = user("Ann");
+        store.insert_user(&ann, None).unwrap().unwrap();
+        assert!(store.insert_user(&user("ann"), None).unwrap().is_err());
+        ann.verified = true;
+        store.update_user(&ann, None).unwrap();
+        let chat = store.create_chat("Main", 2).unwrap().unwrap();
+        assert!(store.create_chat("main", 2).unwrap().is_none());
+        let first = store.append_message(message(chat.id, "a")).unwrap();
+        // Memberships and sessions stay in sled only.
+        store
+            .add_member(&MemberRecord {
+                chat_id: chat.id,
+                user_key: "ann".into(),
+                user: "Ann".into(),
+            })
+            .unwrap();
+        store.remove_chat(chat.id).unwrap();
+        store.delete_user("ann").unwrap();
+        assert!(!store.delete_user("ann").unwrap());
+        assert_eq!(
+            entries(&store),
+            vec![
+                Entry::User(MirroredUser::from(&user("Ann"))),
+                Entry::User(MirroredUser::from(&ann)),
+                Entry::Chat(chat.clone()),
+                Entry::Message(first),
+                Entry::RemoveChat { id: chat.id },
+                Entry::DeleteUser { key: "ann".into() },
+            ]
+        );
+        let report = store.mirror_status();
+        assert_eq!(report.outbox_len, 6);
+        assert!(report.oldest_age.is_some());
+        let keys: Vec<u64> = store
+            .outbox_batch(2)
+            .unwrap()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        store.outbox_applied(&keys).unwrap();
+        assert_eq!(store.mirror_status().outbox_len, 4);
+        assert_eq!(entries(&store).len(), 4);
+    }
+
+    #[test]
+    fn concurrent_messages_queue_in_id_order() {
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open_mirrored(dir.path(), SyncMode::Relaxed).unwrap();
+        let chat = store.create_chat("Main", 1).unwrap().unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        store
+                            .append_message(message(chat.id, &format!("{t}-{i}")))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let ids: Vec<u64> = entries(&store)
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Message(m) => Some(m.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids.len(), 200);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
+
+    #[test]
+    fn the_outbox_survives_a_reopen_and_is_dropped_when_the_mirror_is_off() {
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open_mirrored(dir.path(), SyncMode::Relaxed).unwrap();
+        store.insert_user(&user("ann"), None).unwrap().unwrap();
+        store.set_mirror_target("db:5432/x").unwrap();
+        store.close().unwrap();
+        drop(store);
+
+        let store = SledStore::open_mirrored(dir.path(), SyncMode::Relaxed).unwrap();
+        assert_eq!(store.mirror_status().outbox_len, 1);
+        store.insert_user(&user("bob"), None).unwrap().unwrap();
+        let keys: Vec<u64> = store
+            .outbox_batch(9)
+            .unwrap()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(keys.len(), 2);
+        assert!(keys[0] < keys[1], "new keys continue after the old ones");
+        store.close().unwrap();
+        drop(store);
+
+        let store = SledStore::open(dir.path(), SyncMode::Relaxed).unwrap();
+        assert_eq!(store.mirror_status(), MirrorReport::off());
+        assert_eq!(store.mirror_target().unwrap(), None);
+        store.insert_user(&user("cid"), None).unwrap().unwrap();
+        assert!(store.outbox.is_empty());
+    }
+
+    #[test]
+    fn seeding_queues_a_reset_then_everything() {
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open_mirrored(dir.path(), SyncMode::Relaxed).unwrap();
+        assert!(store.is_empty());
+        let chat = store.create_chat("Main", 1).unwrap().unwrap();
+        store.insert_user(&user("ann"), None).unwrap().unwrap();
+        let m = store.append_message(message(chat.id, "hi")).unwrap();
+        assert!(!store.is_empty());
+        assert_eq!(store.seed_mirror("db:5432/x").unwrap(), 4);
+        assert_eq!(
+            entries(&store),
+            vec![
+                Entry::Reset,
+                Entry::Chat(chat),
+                Entry::User(MirroredUser::from(&user("ann"))),
+                Entry::Message(m),
+            ]
+        );
+        assert_eq!(store.mirror_status().outbox_len, 4);
+        assert_eq!(store.mirror_target().unwrap().as_deref(), Some("db:5432/x"));
+    }
+
+    #[test]
+    fn loaded_rows_keep_their_ids_and_new_ids_continue_above() {
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open_mirrored(dir.path(), SyncMode::Relaxed).unwrap();
+        store.load_users(&[user("Ann")]).unwrap();
+        let chat = ChatRecord {
+            id: 7,
+            name: "Main".into(),
+            created: 1,
+        };
+        store.load_chats(std::slice::from_ref(&chat)).unwrap();
+        let old = MessageRecord {
+            id: 41,
+            chat_id: 7,
+            user: "ann".into(),
+            verified: true,
+            admin: false,
+            bot: false,
+            text: "old".into(),
+            time: 3,
+        };
+        store.load_messages(std::slice::from_ref(&old)).unwrap();
+        assert!(store.outbox.is_empty(), "loads are not mirrored");
+        assert_eq!(
+            store.user_key_by_email("ann@example.org").unwrap(),
+            Some("ann".into())
+        );
+        assert_eq!(store.last_messages(7, 10).unwrap(), vec![old]);
+        assert_eq!(store.create_chat("Two", 2).unwrap().unwrap().id, 8);
+        assert_eq!(store.append_message(message(7, "new")).unwrap().id, 42);
+        store.close().unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path(), SyncMode::Relaxed).unwrap();
+        assert_eq!(store.append_message(message(7, "newer")).unwrap().id, 43);
     }
 }
