@@ -249,6 +249,13 @@ impl Service {
             let ended = self.end_all_sessions(&mut st, &key, &mut events);
             let result = ended.and_then(|()| {
                 user.password_hash = new_hash;
+                // The token was mailed to the address, so using it proves the address too: an
+                // account whose activation link is lost (imported unverified) gets in this way.
+                if !user.verified {
+                    user.verified = true;
+                    user.activation = None;
+                    user.admin = user.admin || self.is_listed_admin(&user.name);
+                }
                 Ok(self.store.update_user(&user, None)?)
             });
             (self.publish(events), result)

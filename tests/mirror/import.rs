@@ -221,6 +221,31 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
         (status, &body["error"]),
         (403, &json!("email is not verified"))
     );
+    // Its activation link was dropped; a password reset (mailed to the address) verifies it.
+    let newbie = server.client();
+    assert_eq!(
+        newbie
+            .post("/api/requestResetPassword", json!({"user": "newbie"}))
+            .await
+            .0,
+        200
+    );
+    let line = server.wait_log("reset password token: ").await;
+    let token = line.split("reset password token: ").nth(1).unwrap().trim();
+    let (status, body) = newbie
+        .post(
+            "/api/resetPassword",
+            json!({"user": "newbie", "passwordResetToken": token, "password": "newbiepass2"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = newbie
+        .post(
+            "/api/authorize",
+            json!({"user": "newbie", "password": "newbiepass2"}),
+        )
+        .await;
+    assert_eq!((status, &body["verified"]), (200, &json!(true)), "{body}");
     let boss = server.client();
     let (status, body) = boss
         .post(
@@ -270,12 +295,12 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
     assert!(hash.starts_with("$pbkdf2-sha256$i=1000,"), "{hash}");
     assert!(
         store
-            .user("newbie")
+            .user("boss")
             .unwrap()
             .unwrap()
             .password_hash
-            .starts_with("$2"),
-        "not signed in yet, still bcrypt"
+            .starts_with("$pbkdf2"),
+        "upgraded at its first sign-in too"
     );
     store.close().unwrap();
     drop(store);
