@@ -192,10 +192,16 @@ async fn kill_9_with_a_full_outbox_loses_and_doubles_nothing() {
     for i in 0..20 {
         guest.say("Main", &format!("late {i}")).await;
     }
+    assert_eq!(server.mirror_state().await, "down");
     server.kill();
 
-    pg.start_server();
+    // Starting while PostgreSQL is still down works: logged, served, retried.
     let server = Natter::start(&config);
+    let early = server.client();
+    early.guest("early").await;
+    assert_eq!(server.mirror_state().await, "down");
+    server.wait_log("PostgreSQL mirror is down").await;
+    pg.start_server();
     let db = pg.client("natter").await;
     wait_for(Duration::from_secs(30), "the catch-up", || async {
         pg_message_ids(&db).await.len() >= 30

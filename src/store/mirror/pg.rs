@@ -57,16 +57,16 @@ pub fn describe(config: &Config) -> String {
 /// checked against the system's trusted roots), in plain text otherwise. The connection runs
 /// on its own task; the client reports it closed when that task ends.
 pub async fn connect(config: &Config) -> Result<Client, String> {
-    let (client, driver) = if config.get_ssl_mode() == SslMode::Require {
+    if config.get_ssl_mode() == SslMode::Require {
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config()?);
         let (client, connection) = config.connect(tls).await.map_err(describe_error)?;
-        (client, tokio::spawn(run(connection)))
+        tokio::spawn(run(connection));
+        Ok(client)
     } else {
         let (client, connection) = config.connect(NoTls).await.map_err(describe_error)?;
-        (client, tokio::spawn(run(connection)))
-    };
-    drop(driver);
-    Ok(client)
+        tokio::spawn(run(connection));
+        Ok(client)
+    }
 }
 
 async fn run<F>(connection: F)
