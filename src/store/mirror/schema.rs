@@ -48,7 +48,9 @@ pub async fn migrate(client: &mut Client) -> Result<(), String> {
         |what: &str, e: tokio_postgres::Error| format!("{what}: {}", super::pg::describe_error(e));
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+            // Quiet: the "already exists, skipping" notice would reach the log at every connect.
+            "SET client_min_messages TO warning;
+             CREATE TABLE IF NOT EXISTS schema_migrations (
                 version BIGINT PRIMARY KEY,
                 name TEXT NOT NULL,
                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()

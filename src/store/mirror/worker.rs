@@ -128,9 +128,11 @@ impl LagLog {
         let now = Instant::now();
         if self.enter(MirrorState::Down, now) {
             log::warn!(
-                "PostgreSQL mirror is down ({target}: {error}); {}; retrying every {} ms or less",
+                "PostgreSQL mirror is down ({target}: {error}); {}; retrying in {} ms, backing \
+                 off to {} s",
                 lag(report),
-                retry.max(MAX_BACKOFF).as_millis()
+                retry.as_millis(),
+                MAX_BACKOFF.as_secs()
             );
         } else {
             log::debug!("PostgreSQL mirror still down: {error}");
@@ -151,7 +153,7 @@ impl LagLog {
                     let took = self.since.map_or(0.0, |s| s.elapsed().as_secs_f64());
                     log::info!(
                         "PostgreSQL mirror caught up: {} changes applied, {took:.1} s after it \
-                         fell behind",
+                         went down or fell behind",
                         self.applied
                     );
                 }
