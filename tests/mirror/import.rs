@@ -314,4 +314,26 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
         .await;
     assert_eq!(status, 200);
     server.stop();
+
+    // chatty-server's own database as natter's mirror: refused loudly, its tables untouched.
+    let mirrored = natter::config(dir.path(), Some(&url));
+    let server = Natter::start(&mirrored);
+    server
+        .wait_log("the mirror needs a database of its own")
+        .await;
+    assert_eq!(server.mirror_state().await, "down");
+    server.stop();
+    let chatty = pg.client("chatty").await;
+    let stray: Option<String> = chatty
+        .query_one("SELECT to_regclass('schema_migrations')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stray, None, "nothing created in chatty-server's database");
+    let users: i64 = chatty
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 5);
 }

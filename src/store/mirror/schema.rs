@@ -46,6 +46,21 @@ const LOCK_KEY: i64 = 0x6e61_7474_6572; // "natter"
 pub async fn migrate(client: &mut Client) -> Result<(), String> {
     let fail =
         |what: &str, e: tokio_postgres::Error| format!("{what}: {}", super::pg::describe_error(e));
+    let row = client
+        .query_one(
+            "SELECT to_regclass('users') IS NOT NULL, to_regclass('schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| fail("reading the catalog failed", e))?;
+    if row.get::<_, bool>(0) && !row.get::<_, bool>(1) {
+        // Not even schema_migrations is created in a database that holds someone else's tables.
+        return Err(
+            "the database has a users table that natter did not create (is it \
+                    chatty-server's?); the mirror needs a database of its own"
+                .into(),
+        );
+    }
     client
         .batch_execute(
             // Quiet: the "already exists, skipping" notice would reach the log at every connect.
@@ -79,8 +94,7 @@ pub async fn migrate(client: &mut Client) -> Result<(), String> {
         tx.batch_execute(sql).await.map_err(|e| {
             fail(
                 &format!(
-                    "migration {version} ({name}) failed; is this database natter's own \
-                     (not chatty-server's)?"
+                    "migration {version} ({name}) failed; the mirror needs a database of its own"
                 ),
                 e,
             )

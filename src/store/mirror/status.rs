@@ -88,3 +88,23 @@ impl MirrorShared {
         self.connected.store(connected, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_follows_the_connection_and_the_oldest_entry() {
+        let shared = MirrorShared::default();
+        assert_eq!(shared.report(None).state, MirrorState::Down);
+        shared.set_connected(true);
+        shared.len.store(3, Ordering::SeqCst);
+        let fresh = shared.report(Some(Duration::from_secs(1)));
+        assert_eq!((fresh.state, fresh.outbox_len), (MirrorState::Ok, 3));
+        let old = shared.report(Some(BEHIND_AFTER + Duration::from_millis(1)));
+        assert_eq!(old.state, MirrorState::Behind);
+        shared.set_connected(false);
+        assert_eq!(shared.report(None).state.as_str(), "down");
+        assert_eq!(MirrorReport::off().state.as_str(), "off");
+    }
+}
