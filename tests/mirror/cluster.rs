@@ -15,7 +15,8 @@ pub struct Cluster {
 /// The newest installed PostgreSQL's bin directory.
 fn find_bin() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("TEST_POSTGRES_BIN") {
-        return Some(PathBuf::from(dir));
+        let bin = PathBuf::from(dir);
+        return bin.join("initdb").exists().then_some(bin);
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
@@ -44,9 +45,11 @@ impl Cluster {
             if std::env::var("TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
                 panic!("TEST_REQUIRE_POSTGRES=1 but no PostgreSQL binaries were found");
             }
-            eprintln!(
-                "NOTICE: skipping a PostgreSQL test: no initdb under /usr/lib/postgresql \
-                 (install postgresql, or set TEST_POSTGRES_BIN)"
+            // Written to stderr directly: eprintln! would be swallowed by the test harness.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"NOTICE: skipping a PostgreSQL test: no initdb under /usr/lib/postgresql \
+                  (install postgresql, or set TEST_POSTGRES_BIN)\n",
             );
             return None;
         };
