@@ -269,7 +269,11 @@ pub async fn run_import_chatty(
     } else {
         Some(SledStore::open(&config.data_dir, SyncMode::Relaxed)?)
     };
-    if store.as_ref().is_some_and(|s| !s.is_empty()) {
+    let unfinished = match &store {
+        Some(s) => s.unfinished_load()?,
+        None => None,
+    };
+    if store.as_ref().is_some_and(|s| !s.is_empty()) || unfinished.is_some() {
         return Err(CliError::failed(format!(
             "the data directory {} already holds data; import-chatty only fills an empty one",
             config.data_dir.display()
@@ -302,6 +306,7 @@ pub async fn run_import_chatty(
         ..chatty::Summary::default()
     };
     if let Some(store) = &store {
+        store.begin_load("import-chatty")?;
         store.load_users(&users)?;
         store.load_chats(&chats.chats)?;
     }
@@ -323,6 +328,7 @@ pub async fn run_import_chatty(
         }
     }
     if let Some(store) = &store {
+        store.end_load()?;
         finish(store)?;
     }
     println!("{}", summary.line(dry_run));

@@ -85,6 +85,24 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     .await
     .map_err(|e| StartError(format!("opening storage failed: {e}")))?
     .map_err(|e| StartError(e.to_string()))?;
+    match store
+        .unfinished_load()
+        .map_err(|e| StartError(e.to_string()))?
+    {
+        None => {}
+        Some(what) if what == "restore" && mirrored => {}
+        Some(what) => {
+            return Err(StartError(format!(
+                "the data directory holds an unfinished {what} (it was interrupted); delete the \
+                 data directory and run it again{}",
+                if what == "restore" {
+                    " (a restore runs at start with database_url set)"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
     // Before anything is served: an empty data directory may first be restored from the mirror.
     #[cfg(feature = "pg")]
     if let Some(pg) = &mirror {

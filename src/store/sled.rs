@@ -40,6 +40,8 @@ const META_QUEUES: &[u8] = b"queues";
 const META_HEALTH: &[u8] = b"health";
 /// Which PostgreSQL database the outbox feeds ("host:port/dbname"); unset until seeded.
 const META_MIRROR_TARGET: &[u8] = b"mirror_target";
+/// Set while a bulk load (a restore from the mirror, an import) fills the data directory.
+const META_LOADING: &[u8] = b"loading";
 
 type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
 

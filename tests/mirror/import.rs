@@ -337,3 +337,45 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
         .get(0);
     assert_eq!(users, 5);
 }
+
+#[test]
+fn a_cut_short_import_keeps_the_server_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), None);
+    let store = ::natter::store::sled::SledStore::open(
+        &dir.path().join("data"),
+        ::natter::store::sled::SyncMode::Relaxed,
+    )
+    .unwrap();
+    store.begin_load("import-chatty").unwrap();
+    store.close().unwrap();
+    drop(store);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["--dev", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("natter started on a half-imported data directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unfinished import-chatty"), "{stderr}");
+    let again = natter::command(&config, &["import-chatty", "postgres://127.0.0.1:1/x"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("already holds data"),
+        "{}",
+        text(&again)
+    );
+}

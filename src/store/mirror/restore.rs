@@ -3,7 +3,7 @@
 
 use super::{pg, schema};
 use crate::store::sled::SledStore;
-use crate::store::{ChatRecord, MessageRecord, Store, UserRecord};
+use crate::store::{ChatRecord, MessageRecord, UserRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Config};
@@ -18,7 +18,11 @@ const PAGE: i64 = 10_000;
 pub async fn prepare(store: &Arc<SledStore>, config: &Config) -> Result<(), String> {
     let target = pg::describe(config);
     let store_err = |e: crate::store::StoreError| e.to_string();
-    if store.mirror_target().map_err(store_err)?.as_deref() == Some(target.as_str()) {
+    if store.unfinished_load().map_err(store_err)?.as_deref() == Some("restore") {
+        // A crash cut the last restore short: what it loaded must not pass for the whole.
+        log::warn!("the last restore from the mirror did not finish; starting it over");
+        store.clear_loaded().map_err(store_err)?;
+    } else if store.mirror_target().map_err(store_err)?.as_deref() == Some(target.as_str()) {
         return Ok(());
     }
     if !store.is_empty() {
@@ -38,6 +42,11 @@ pub async fn prepare(store: &Arc<SledStore>, config: &Config) -> Result<(), Stri
     let mut client = connect_patiently(config, &target).await?;
     schema::migrate(&mut client).await?;
     let started = Instant::now();
+    let marked = store.clone();
+    tokio::task::spawn_blocking(move || marked.begin_load("restore"))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(store_err)?;
     let (users, chats, messages) = restore(&client, store).await?;
     if users + chats + messages == 0 {
         log::info!("PostgreSQL mirror {target} is empty: nothing to restore");
@@ -49,7 +58,7 @@ pub async fn prepare(store: &Arc<SledStore>, config: &Config) -> Result<(), Stri
         );
     }
     let (s, t) = (store.clone(), target);
-    tokio::task::spawn_blocking(move || s.set_mirror_target(&t).and_then(|()| s.flush()))
+    tokio::task::spawn_blocking(move || s.set_mirror_target(&t).and_then(|()| s.end_load()))
         .await
         .map_err(|e| e.to_string())?
         .map_err(store_err)

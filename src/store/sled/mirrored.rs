@@ -2,9 +2,9 @@
 //! from the mirror, import from chatty-server) that write rows with their ids as given.
 
 use super::{
-    Entry, META_MIRROR_TARGET, META_NEXT_CHAT, META_NEXT_MESSAGE, MirrorReport, MirrorShared,
-    MirroredUser, Queued, SledStore, StoreError, StoreResult, decode, encode, get, io, lock,
-    message_key, now_ms,
+    Entry, META_LOADING, META_MIRROR_TARGET, META_NEXT_CHAT, META_NEXT_MESSAGE, MirrorReport,
+    MirrorShared, MirroredUser, Queued, SledStore, StoreError, StoreResult, decode, encode, get,
+    io, lock, message_key, now_ms,
 };
 use crate::store::{ChatRecord, MessageRecord, Store, UserRecord};
 use sled::Tree;
@@ -162,6 +162,41 @@ impl SledStore {
         self.set_mirror_target(target)?;
         mirror.wake.notify_one();
         Ok(count)
+    }
+
+    /// Marks the start of a bulk load (`what`: "restore", "import-chatty"), on disk before any
+    /// row: a load cut short by a crash is then noticed instead of passing for complete data.
+    pub fn begin_load(&self, what: &str) -> StoreResult<()> {
+        self.meta.insert(META_LOADING, encode(what)?).map_err(io)?;
+        self.committed();
+        self.shared.flush_to(self.write_epoch())
+    }
+
+    /// The bulk load that started and never finished, if any.
+    pub fn unfinished_load(&self) -> StoreResult<Option<String>> {
+        get(&self.meta, META_LOADING)
+    }
+
+    /// Marks a bulk load complete, on disk.
+    pub fn end_load(&self) -> StoreResult<()> {
+        self.meta.remove(META_LOADING).map_err(io)?;
+        self.committed();
+        self.shared.flush_to(self.write_epoch())
+    }
+
+    /// Empties the data a cut-short restore left, so that it can start over.
+    pub fn clear_loaded(&self) -> StoreResult<()> {
+        for tree in [
+            &self.users,
+            &self.emails,
+            &self.chats,
+            &self.messages,
+            &self.members,
+        ] {
+            tree.clear().map_err(io)?;
+        }
+        self.committed();
+        Ok(())
     }
 
     /// Stores accounts as given (restore, import). Names and emails must be free.
@@ -387,6 +422,22 @@ mod tests {
         );
         assert_eq!(store.mirror_status().outbox_len, 4);
         assert_eq!(store.mirror_target().unwrap().as_deref(), Some("db:5432/x"));
+    }
+
+    #[test]
+    fn an_unfinished_load_is_remembered_across_a_reopen_and_can_be_cleared() {
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open_mirrored(dir.path(), SyncMode::Relaxed).unwrap();
+        store.begin_load("restore").unwrap();
+        store.load_users(&[user("Ann")]).unwrap();
+        drop(store);
+        let store = SledStore::open_mirrored(dir.path(), SyncMode::Relaxed).unwrap();
+        assert_eq!(store.unfinished_load().unwrap().as_deref(), Some("restore"));
+        store.clear_loaded().unwrap();
+        assert!(store.is_empty());
+        assert_eq!(store.user_key_by_email("ann@example.org").unwrap(), None);
+        store.end_load().unwrap();
+        assert_eq!(store.unfinished_load().unwrap(), None);
     }
 
     #[test]
