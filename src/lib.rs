@@ -54,62 +54,19 @@ pub struct App {
 /// Starts natter: storage, service, background tasks, then the listener.
 pub async fn build(config: Config) -> Result<App, StartError> {
     let config = Arc::new(config);
-    #[cfg(not(feature = "pg"))]
-    if config.database_url.is_some() {
-        return Err(StartError(
-            "database_url is set, but this build of natter has no PostgreSQL mirror".into(),
-        ));
-    }
     if config.metrics.listen.is_some() {
         return Err(StartError(
             "metrics.listen is set, but this build of natter has no metrics listener".into(),
         ));
     }
-    let data_dir = config.data_dir.clone();
     let mode = match config.durability {
         config::DurabilityMode::Sync => SyncMode::Sync,
         config::DurabilityMode::Relaxed => SyncMode::Relaxed,
     };
-    #[cfg(feature = "pg")]
-    let mirror = match &config.database_url {
-        Some(url) => Some(store::mirror::pg::parse(url.expose()).map_err(StartError)?),
-        None => None,
-    };
-    #[cfg(not(feature = "pg"))]
-    let mirror: Option<()> = None;
-    let mirrored = mirror.is_some();
-    let store = tokio::task::spawn_blocking(move || match mirrored {
-        true => SledStore::open_mirrored(&data_dir, mode),
-        false => SledStore::open(&data_dir, mode),
-    })
-    .await
-    .map_err(|e| StartError(format!("opening storage failed: {e}")))?
-    .map_err(|e| StartError(e.to_string()))?;
-    match store
-        .unfinished_load()
-        .map_err(|e| StartError(e.to_string()))?
-    {
-        None => {}
-        Some(what) if what == "restore" && mirrored => {}
-        Some(what) => {
-            return Err(StartError(format!(
-                "the data directory holds an unfinished {what} (it was interrupted); delete the \
-                 data directory and run it again{}",
-                if what == "restore" {
-                    " (a restore runs at start with database_url set)"
-                } else {
-                    ""
-                }
-            )));
-        }
-    }
-    // Before anything is served: an empty data directory may first be restored from the mirror.
-    #[cfg(feature = "pg")]
-    if let Some(pg) = &mirror {
-        store::mirror::restore::prepare(&store, pg)
-            .await
-            .map_err(StartError)?;
-    }
+    // With database_url: the outbox on, and an empty data directory restored from the mirror.
+    let (store, mirror) = store::mirror::start::open_store(&config, mode)
+        .await
+        .map_err(StartError)?;
     let secret = secret_key(&config).map_err(StartError)?;
     let transport = mail_transport(&config)?;
     let hub = Arc::new(Hub::new(HubLimits {
@@ -125,9 +82,8 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         tokio::spawn(service.clone().run_sweeper()),
         tokio::spawn(service.clone().publish_durable_events()),
     ];
-    #[cfg(feature = "pg")]
-    if let Some(pg) = mirror {
-        background.push(tokio::spawn(store::mirror::worker::run(store.clone(), pg)));
+    if let Some(target) = mirror {
+        background.push(store::mirror::start::spawn_worker(store.clone(), target));
     }
     if let Some(transport) = transport {
         background.push(tokio::spawn(mail::outbox::run(

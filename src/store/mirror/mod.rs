@@ -2,6 +2,7 @@
 //! worker replays into PostgreSQL (SPEC 9).
 
 pub mod outbox;
+pub mod start;
 pub mod status;
 
 #[cfg(feature = "pg")]
