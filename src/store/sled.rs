@@ -2,6 +2,8 @@
 
 mod mirrored;
 
+pub use mirrored::new_instance;
+
 use super::mirror::outbox::{MirroredUser, Queued, now_ms};
 use super::mirror::{Entry, MirrorReport, MirrorShared};
 use super::{
@@ -40,6 +42,8 @@ const META_QUEUES: &[u8] = b"queues";
 const META_HEALTH: &[u8] = b"health";
 /// Which PostgreSQL database the outbox feeds ("host:port/dbname"); unset until seeded.
 const META_MIRROR_TARGET: &[u8] = b"mirror_target";
+/// The label this data directory's copy carries in the mirror database (`mirror_instance`).
+const META_MIRROR_INSTANCE: &[u8] = b"mirror_instance";
 /// Set while a bulk load (a restore from the mirror, an import) fills the data directory.
 const META_LOADING: &[u8] = b"loading";
 

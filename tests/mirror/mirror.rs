@@ -318,3 +318,43 @@ async fn sslmode_require_uses_tls() {
     let plain = ::natter::store::mirror::pg::parse(&pg.url("postgres")).unwrap();
     assert!(::natter::store::mirror::pg::connect(&plain).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_mirror_database_is_copied_again_in_full() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), Some(&url));
+    let server = Natter::start(&config);
+    let guest = server.client();
+    guest.guest("keeper").await;
+    guest.join("Main").await;
+    for i in 0..20 {
+        guest.say("Main", &format!("kept {i}")).await;
+    }
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(10), "the mirror", || async {
+        pg_message_ids(&db).await.len() == 20
+    })
+    .await;
+    server.stop();
+    drop(db);
+
+    // Someone recreates the database (or restores an old backup) while natter is away.
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("DROP DATABASE natter").await.unwrap();
+    admin.batch_execute("CREATE DATABASE natter").await.unwrap();
+    let server = Natter::start(&config);
+    server.wait_log("copying everything again").await;
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(20), "the full copy", || async {
+        pg_message_ids(&db).await.len() == 20
+    })
+    .await;
+    server.stop();
+    let (sled, pending) = sled_snapshot(&dir.path().join("data"));
+    assert_eq!(pending, 0);
+    assert_eq!(pg_snapshot(&db).await, sled);
+}

@@ -92,8 +92,11 @@ pub async fn apply(
                 .map_err(fail)?;
                 continue;
             }
-            Entry::Reset => {
-                tx.batch_execute("TRUNCATE users, chats, messages")
+            Entry::Reset { instance } => {
+                tx.batch_execute("TRUNCATE users, chats, messages, mirror_instance")
+                    .await
+                    .map_err(fail)?;
+                tx.execute("INSERT INTO mirror_instance (id) VALUES ($1)", &[instance])
                     .await
                     .map_err(fail)?;
             }

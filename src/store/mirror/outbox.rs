@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Stored with bincode, which numbers variants: add new ones (a message delete, say) at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Entry {
-    /// Empties the mirror's tables; leads a full re-seed from sled.
-    Reset,
+    /// Empties the mirror's tables and labels the database with this data directory's mirror
+    /// instance; leads a full copy of sled.
+    Reset { instance: String },
     /// Inserts or rewrites an account.
     User(MirroredUser),
     /// Deletes an account (its messages stay, as in sled).

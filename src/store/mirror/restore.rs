@@ -57,11 +57,34 @@ pub async fn prepare(store: &Arc<SledStore>, config: &Config) -> Result<(), Stri
             started.elapsed().as_secs_f64()
         );
     }
+    let instance = adopt_instance(&client).await?;
     let (s, t) = (store.clone(), target);
-    tokio::task::spawn_blocking(move || s.set_mirror_target(&t).and_then(|()| s.end_load()))
+    tokio::task::spawn_blocking(move || {
+        s.set_mirror_instance(&instance)?;
+        s.set_mirror_target(&t)?;
+        s.end_load()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(store_err)
+}
+
+/// The mirror's instance label, created when it has none (a new database).
+async fn adopt_instance(client: &Client) -> Result<String, String> {
+    let fail = |e: tokio_postgres::Error| pg::describe_error(e);
+    if let Some(row) = client
+        .query_opt("SELECT id FROM mirror_instance LIMIT 1", &[])
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(store_err)
+        .map_err(fail)?
+    {
+        return Ok(row.get(0));
+    }
+    let instance = crate::store::sled::new_instance().map_err(|e| e.to_string())?;
+    client
+        .execute("INSERT INTO mirror_instance (id) VALUES ($1)", &[&instance])
+        .await
+        .map_err(fail)?;
+    Ok(instance)
 }
 
 async fn connect_patiently(config: &Config, target: &str) -> Result<Client, String> {

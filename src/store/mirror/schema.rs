@@ -36,7 +36,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         admin BOOLEAN NOT NULL,
         bot BOOLEAN NOT NULL
     );
-    CREATE INDEX messages_by_chat ON messages (chat_id, id);",
+    CREATE INDEX messages_by_chat ON messages (chat_id, id);
+    -- Which data directory's copy this is (see the worker): one row.
+    CREATE TABLE mirror_instance (id TEXT NOT NULL);",
 )];
 
 /// Key of the advisory lock that keeps two natters from migrating at once.

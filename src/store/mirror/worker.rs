@@ -38,7 +38,7 @@ pub async fn run(store: Arc<SledStore>, config: Config) {
     loop {
         if connection.as_ref().is_none_or(|c| c.client.is_closed()) {
             connection = None;
-            match open(&config).await {
+            match open(&config, &store, &target).await {
                 Ok(c) => {
                     shared.set_connected(true);
                     log::info!("PostgreSQL mirror connected to {target}");
@@ -94,11 +94,43 @@ pub async fn run(store: Arc<SledStore>, config: Config) {
     }
 }
 
-async fn open(config: &Config) -> Result<Connection, String> {
+async fn open(config: &Config, store: &Arc<SledStore>, target: &str) -> Result<Connection, String> {
     let mut client = pg::connect(config).await?;
     schema::migrate(&mut client).await?;
+    check_instance(&client, store, target).await?;
     let statements = Statements::prepare(&client).await?;
     Ok(Connection { client, statements })
+}
+
+/// A database that does not carry this data directory's label was replaced, emptied or
+/// restored from elsewhere since natter last wrote to it: the changes queued since then would
+/// not make it whole, so everything is copied again.
+async fn check_instance(
+    client: &Client,
+    store: &Arc<SledStore>,
+    target: &str,
+) -> Result<(), String> {
+    let theirs: Option<String> = client
+        .query_opt("SELECT id FROM mirror_instance LIMIT 1", &[])
+        .await
+        .map_err(pg::describe_error)?
+        .map(|row| row.get(0));
+    let (s, t) = (store.clone(), target.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let ours = s.mirror_instance()?;
+        // A queued reset is a full copy on its way; it labels the database when applied.
+        if (theirs.is_some() && theirs == ours) || s.reset_pending()? {
+            return Ok(());
+        }
+        log::warn!(
+            "the mirror database {t} is not the copy this data directory has been filling (it \
+             was replaced, emptied or restored from elsewhere): copying everything again"
+        );
+        s.seed_mirror(&t).map(|_| ())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
 
 async fn read_batch(store: &Arc<SledStore>) -> Result<Vec<(u64, Queued)>, String> {

@@ -2,15 +2,23 @@
 //! from the mirror, import from chatty-server) that write rows with their ids as given.
 
 use super::{
-    Entry, META_LOADING, META_MIRROR_TARGET, META_NEXT_CHAT, META_NEXT_MESSAGE, MirrorReport,
-    MirrorShared, MirroredUser, Queued, SledStore, StoreError, StoreResult, decode, encode, get,
-    io, lock, message_key, now_ms,
+    Entry, META_LOADING, META_MIRROR_INSTANCE, META_MIRROR_TARGET, META_NEXT_CHAT,
+    META_NEXT_MESSAGE, MirrorReport, MirrorShared, MirroredUser, Queued, SledStore, StoreError,
+    StoreResult, decode, encode, get, io, lock, message_key, now_ms,
 };
 use crate::store::{ChatRecord, MessageRecord, Store, UserRecord};
 use sled::Tree;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+/// A fresh random mirror instance label.
+pub fn new_instance() -> StoreResult<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StoreError::Io(format!("the OS random generator failed: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// Entries per sled batch when seeding or loading.
 const LOAD_BATCH: usize = 5000;
@@ -115,6 +123,27 @@ impl SledStore {
         Ok(())
     }
 
+    /// The label of the copy this data directory keeps in the mirror.
+    pub fn mirror_instance(&self) -> StoreResult<Option<String>> {
+        get(&self.meta, META_MIRROR_INSTANCE)
+    }
+
+    pub fn set_mirror_instance(&self, instance: &str) -> StoreResult<()> {
+        self.meta
+            .insert(META_MIRROR_INSTANCE, encode(instance)?)
+            .map_err(io)?;
+        self.committed();
+        Ok(())
+    }
+
+    /// Whether the oldest waiting entry is a reset: a full copy is on its way.
+    pub fn reset_pending(&self) -> StoreResult<bool> {
+        Ok(match self.outbox.first().map_err(io)? {
+            Some((_, value)) => matches!(decode::<Queued>(&value)?.entry, Entry::Reset { .. }),
+            None => false,
+        })
+    }
+
     /// No accounts, chats or messages: a new data directory.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty() && self.chats.is_empty() && self.messages.is_empty()
@@ -144,7 +173,10 @@ impl SledStore {
             }
             Ok(())
         };
-        push(Entry::Reset)?;
+        let instance = new_instance()?;
+        push(Entry::Reset {
+            instance: instance.clone(),
+        })?;
         for chat in self.chats()? {
             push(Entry::Chat(chat))?;
         }
@@ -159,6 +191,7 @@ impl SledStore {
         *seq = next;
         mirror.len.store(count, Ordering::SeqCst);
         drop(seq);
+        self.set_mirror_instance(&instance)?;
         self.set_mirror_target(target)?;
         mirror.wake.notify_one();
         Ok(count)
@@ -411,10 +444,13 @@ mod tests {
         let m = store.append_message(message(chat.id, "hi")).unwrap();
         assert!(!store.is_empty());
         assert_eq!(store.seed_mirror("db:5432/x").unwrap(), 4);
+        let instance = store.mirror_instance().unwrap().unwrap();
+        assert_eq!(instance.len(), 32);
+        assert!(store.reset_pending().unwrap());
         assert_eq!(
             entries(&store),
             vec![
-                Entry::Reset,
+                Entry::Reset { instance },
                 Entry::Chat(chat),
                 Entry::User(MirroredUser::from(&user("ann"))),
                 Entry::Message(m),
