@@ -80,6 +80,16 @@ pub enum Command {
         #[arg(value_name = "PATH")]
         path: PathBuf,
     },
+    /// Fill an empty data directory from chatty-server's PostgreSQL database (server stopped).
+    #[cfg(feature = "pg")]
+    ImportChatty {
+        /// chatty-server's DATABASE_URL.
+        #[arg(value_name = "DATABASE_URL")]
+        database_url: String,
+        /// Read and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,7 +149,14 @@ impl From<StoreError> for CliError {
     }
 }
 
+/// Opens the data directory; with a mirror configured, changes queue for it like the server's.
 fn open(config: &Config) -> Result<std::sync::Arc<SledStore>, CliError> {
+    if cfg!(feature = "pg") && config.database_url.is_some() {
+        return Ok(SledStore::open_mirrored(
+            &config.data_dir,
+            SyncMode::Relaxed,
+        )?);
+    }
     Ok(SledStore::open(&config.data_dir, SyncMode::Relaxed)?)
 }
 
@@ -329,6 +346,86 @@ pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
         counts.messages,
         config.data_dir.display()
     );
+    Ok(())
+}
+
+/// Runs `natter import-chatty DATABASE_URL [--dry-run]`: reports each skipped row on one line
+/// and ends with a summary; refuses a data directory that already holds data.
+#[cfg(feature = "pg")]
+pub async fn run_import_chatty(
+    config: &Config,
+    database_url: &str,
+    dry_run: bool,
+) -> Result<(), CliError> {
+    use crate::store::mirror::chatty;
+    let store = if dry_run && !config.data_dir.exists() {
+        None
+    } else {
+        Some(SledStore::open(&config.data_dir, SyncMode::Relaxed)?)
+    };
+    let unfinished = match &store {
+        Some(s) => s.unfinished_load()?,
+        None => None,
+    };
+    if store.as_ref().is_some_and(|s| !s.is_empty()) || unfinished.is_some() {
+        return Err(CliError::failed(format!(
+            "the data directory {} already holds data; import-chatty only fills an empty one",
+            config.data_dir.display()
+        )));
+    }
+    let store = if dry_run { None } else { store };
+    let client = chatty::connect(database_url)
+        .await
+        .map_err(CliError::failed)?;
+    let mut report = |line: String| println!("{line}");
+    let now = crate::chat::now();
+    let rows = chatty::read_users(&client)
+        .await
+        .map_err(CliError::failed)?;
+    let total = rows.len() as u64;
+    let users = chatty::plan_users(rows, &config.bot.name, now, &mut report);
+    let rows = chatty::read_chats(&client)
+        .await
+        .map_err(CliError::failed)?;
+    let chats = chatty::plan_chats(rows, now, &mut report);
+    let mut summary = chatty::Summary {
+        users: chatty::Tally {
+            imported: users.len() as u64,
+            skipped: total - users.len() as u64,
+        },
+        chats: chatty::Tally {
+            imported: chats.chats.len() as u64,
+            skipped: chats.skipped.len() as u64,
+        },
+        ..chatty::Summary::default()
+    };
+    if let Some(store) = &store {
+        store.begin_load("import-chatty")?;
+        store.load_users(&users)?;
+        store.load_chats(&chats.chats)?;
+    }
+    let mut after = 0;
+    loop {
+        let rows = chatty::read_messages(&client, after)
+            .await
+            .map_err(CliError::failed)?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.id;
+        let read = rows.len() as u64;
+        let kept = chatty::plan_messages(rows, &chats, &mut report);
+        summary.messages.imported += kept.len() as u64;
+        summary.messages.skipped += read - kept.len() as u64;
+        if let Some(store) = &store {
+            store.load_messages(&kept)?;
+        }
+    }
+    if let Some(store) = &store {
+        store.end_load()?;
+        finish(store)?;
+    }
+    println!("{}", summary.line(dry_run));
     Ok(())
 }
 

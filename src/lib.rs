@@ -59,25 +59,19 @@ pub struct App {
 /// Starts natter: storage, service, background tasks, then the listener.
 pub async fn build(config: Config) -> Result<App, StartError> {
     let config = Arc::new(config);
-    if config.database_url.is_some() {
-        return Err(StartError(
-            "database_url is set, but this build of natter has no PostgreSQL mirror".into(),
-        ));
-    }
     // Installed first, so the flusher's first fsyncs are measured too.
     let metrics = match config.metrics.listen {
         Some(_) => Some(telemetry::install().map_err(StartError)?),
         None => None,
     };
-    let data_dir = config.data_dir.clone();
     let mode = match config.durability {
         config::DurabilityMode::Sync => SyncMode::Sync,
         config::DurabilityMode::Relaxed => SyncMode::Relaxed,
     };
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&data_dir, mode))
+    // With database_url: the outbox on, and an empty data directory restored from the mirror.
+    let (store, mirror) = store::mirror::start::open_store(&config, mode)
         .await
-        .map_err(|e| StartError(format!("opening storage failed: {e}")))?
-        .map_err(|e| StartError(e.to_string()))?;
+        .map_err(StartError)?;
     let secret = secret_key(&config).map_err(StartError)?;
     let transport = mail_transport(&config)?;
     let hub = Arc::new(Hub::new(HubLimits {
@@ -98,6 +92,9 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         tokio::spawn(service.clone().run_sweeper()),
         tokio::spawn(service.clone().publish_durable_events()),
     ];
+    if let Some(target) = mirror {
+        background.push(store::mirror::start::spawn_worker(store.clone(), target));
+    }
     if let Some(transport) = transport {
         background.push(tokio::spawn(mail::outbox::run(
             dyn_store,

@@ -56,6 +56,13 @@ async fn main() -> ExitCode {
         Command::Import { path } => {
             natter::cli::run_import(&config, &path).map_err(|e| (e.message, e.code))
         }
+        #[cfg(feature = "pg")]
+        Command::ImportChatty {
+            database_url,
+            dry_run,
+        } => natter::cli::run_import_chatty(&config, &database_url, dry_run)
+            .await
+            .map_err(|e| (e.message, e.code)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@
 
 use crate::chat::Service;
 use crate::listener::ConnectionLimits;
+use crate::store::mirror::{MirrorReport, MirrorState};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
@@ -276,42 +277,21 @@ pub fn fsync(elapsed: Duration, ok: bool) {
     }
 }
 
-/// The PostgreSQL mirror's state, as `/healthz` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorState {
-    Off,
-    Ok,
-    Behind,
-    Down,
-}
+/// Every state the mirror gauge has a series for.
+const MIRROR_STATES: [MirrorState; 4] = [
+    MirrorState::Off,
+    MirrorState::Ok,
+    MirrorState::Behind,
+    MirrorState::Down,
+];
 
-impl MirrorState {
-    pub const ALL: [MirrorState; 4] = [
-        MirrorState::Off,
-        MirrorState::Ok,
-        MirrorState::Behind,
-        MirrorState::Down,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MirrorState::Off => "off",
-            MirrorState::Ok => "ok",
-            MirrorState::Behind => "behind",
-            MirrorState::Down => "down",
-        }
-    }
-}
-
-/// **Hook for the PostgreSQL mirror**: its worker calls this whenever its state, outbox length
-/// or lag changes (after each batch, and on each failed attempt). `lag` is the age of the oldest
-/// outbox entry not yet applied (zero when caught up). Until it is called the mirror reads `off`.
-/// Does nothing while metrics are off, so the worker may call it unconditionally.
+/// The PostgreSQL mirror's state, outbox length and lag (the age of the oldest change not yet
+/// applied, zero when caught up). Does nothing while metrics are off.
 pub fn record_mirror(state: MirrorState, outbox_entries: u64, lag: Duration) {
     if !enabled() {
         return;
     }
-    for each in MirrorState::ALL {
+    for each in MIRROR_STATES {
         let value = if each == state { 1.0 } else { 0.0 };
         gauge!(MIRROR_STATE, "state" => each.as_str()).set(value);
     }
@@ -320,7 +300,7 @@ pub fn record_mirror(state: MirrorState, outbox_entries: u64, lag: Duration) {
 }
 
 /// What a scrape reads from the service: values behind locks, read once per scrape.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
     pub online_users: usize,
     pub sessions: usize,
@@ -334,6 +314,7 @@ pub struct Sample {
     pub queues_evicted: u64,
     /// `None` when the outbox could not be read (the gauge keeps its last value).
     pub mail_outbox: Option<usize>,
+    pub mirror: MirrorReport,
 }
 
 impl Sample {
@@ -351,6 +332,8 @@ impl Sample {
         if let Some(mails) = self.mail_outbox {
             gauge!(MAIL_OUTBOX).set(mails as f64);
         }
+        let lag = self.mirror.oldest_age.unwrap_or_default();
+        record_mirror(self.mirror.state, self.mirror.outbox_len, lag);
     }
 }
 

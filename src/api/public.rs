@@ -130,7 +130,7 @@ pub fn healthz(ctx: &Ctx) -> Response {
     let body = Health {
         status: if storage_ok { "ok" } else { "unavailable" },
         storage: if storage_ok { "ok" } else { "error" },
-        mirror: "off",
+        mirror: ctx.service.mirror_report().state.as_str(),
     };
     let mut response = http::json(&body).unwrap_or_else(|e| http::error(&e));
     if !storage_ok {

@@ -1,4 +1,6 @@
-//! PBKDF2-HMAC-SHA256 password hashes as PHC strings, computed off the async workers.
+//! PBKDF2-HMAC-SHA256 password hashes as PHC strings, computed off the async workers. Accounts
+//! imported from chatty-server still carry bcrypt hashes: those verify, and are replaced at the
+//! first sign-in.
 
 use crate::error::ApiError;
 use crate::model::Password;
@@ -30,13 +32,25 @@ fn hash_blocking(password: &str, salt: &[u8], iterations: u32) -> Result<String,
 pub async fn verify(password: String, stored: Option<String>, dummy: &str) -> bool {
     let known = stored.is_some();
     let hash = stored.unwrap_or_else(|| dummy.to_owned());
-    let matches = tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let dummy = dummy.to_owned();
+    let matches = tokio::task::spawn_blocking(move || {
+        let matches = verify_blocking(&password, &hash);
+        if is_bcrypt(&hash) {
+            // bcrypt at chatty-server's cost 4 is quick: pay the PBKDF2 time as well, so a
+            // not yet upgraded account answers as slowly as any other.
+            let _ = verify_blocking(&password, &dummy);
+        }
+        matches
+    })
+    .await
+    .unwrap_or(false);
     known && matches
 }
 
 fn verify_blocking(password: &str, stored: &str) -> bool {
+    if is_bcrypt(stored) {
+        return bcrypt::verify(password, stored).unwrap_or(false);
+    }
     match PasswordHash::new(stored) {
         Ok(hash) => Pbkdf2::default()
             .verify_password(password.as_bytes(), &hash)
@@ -52,7 +66,14 @@ pub async fn dummy_hash(iterations: u32) -> Result<String, ApiError> {
     hash(password, iterations).await
 }
 
-/// The round count inside a PHC string, if it parses.
+/// A bcrypt hash as chatty-server stored them (`$2a$`, `$2b$`, `$2y$`).
+pub fn is_bcrypt(stored: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .any(|prefix| stored.starts_with(prefix))
+}
+
+/// The round count inside a PBKDF2 PHC string; `None` for anything else (bcrypt too).
 pub fn iterations_of(stored: &str) -> Option<u32> {
     let hash = PasswordHash::new(stored).ok()?;
     Params::try_from(&hash).ok().map(|p| p.rounds())
@@ -72,5 +93,24 @@ mod tests {
         assert!(verify("correct horse".into(), Some(stored.clone()), &dummy).await);
         assert!(!verify("wrong horse".into(), Some(stored), &dummy).await);
         assert!(!verify("anything".into(), None, &dummy).await);
+    }
+
+    #[tokio::test]
+    async fn bcrypt_hashes_from_chatty_verify_and_count_as_weaker() {
+        let dummy = dummy_hash(1000).await.unwrap();
+        for prefix in [
+            bcrypt::Version::TwoA,
+            bcrypt::Version::TwoB,
+            bcrypt::Version::TwoY,
+        ] {
+            let stored = bcrypt::hash_with_result("sixchr", 4)
+                .unwrap()
+                .format_for_version(prefix);
+            assert!(is_bcrypt(&stored), "{stored}");
+            assert_eq!(iterations_of(&stored), None);
+            assert!(verify("sixchr".into(), Some(stored.clone()), &dummy).await);
+            assert!(!verify("sixchrs".into(), Some(stored), &dummy).await);
+        }
+        assert!(!is_bcrypt("$pbkdf2-sha256$i=1000,l=32$x$y"));
     }
 }

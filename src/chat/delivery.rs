@@ -40,6 +40,11 @@ impl Service {
         Ok(batch)
     }
 
+    /// The PostgreSQL mirror's state and lag (for `/healthz` and metrics).
+    pub fn mirror_report(&self) -> crate::store::mirror::MirrorReport {
+        self.store.mirror_report()
+    }
+
     /// Whether storage answers a read and a write (for `/healthz`).
     pub fn storage_healthy(&self) -> bool {
         self.store.check_health().is_ok()
@@ -70,6 +75,7 @@ impl Service {
             queue_overflows: hub.overflowed,
             queues_evicted: hub.evicted,
             mail_outbox: self.store.pending_mail_count().ok(),
+            mirror: self.store.mirror_report(),
         }
     }
 }

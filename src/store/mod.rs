@@ -2,6 +2,7 @@
 
 #[cfg(test)]
 pub mod faulty;
+pub mod mirror;
 pub mod sled;
 
 use serde::{Deserialize, Serialize};
@@ -273,6 +274,10 @@ pub trait Store: Send + Sync + 'static {
     fn durability(&self) -> watch::Receiver<Durability>;
     /// Flushes everything now; blocking, for shutdown and offline commands.
     fn flush(&self) -> StoreResult<()>;
+    /// The PostgreSQL mirror's state and lag; `off` unless a mirror is configured.
+    fn mirror_report(&self) -> mirror::MirrorReport {
+        mirror::MirrorReport::off()
+    }
     /// A cheap read and write probe for `/healthz`.
     fn check_health(&self) -> StoreResult<()>;
 }

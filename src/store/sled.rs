@@ -1,5 +1,11 @@
 //! The sled implementation of `Store`: one tree per record kind, bincode values, group commit.
 
+mod mirrored;
+
+pub use mirrored::new_instance;
+
+use super::mirror::outbox::{MirroredUser, Queued, now_ms};
+use super::mirror::{Entry, MirrorReport, MirrorShared};
 use super::{
     ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, QueuedMail, Restored,
     SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
@@ -36,6 +42,12 @@ const META_NEXT_CHAT: &[u8] = b"next_chat_id";
 const META_NEXT_MESSAGE: &[u8] = b"next_message_id";
 const META_QUEUES: &[u8] = b"queues";
 const META_HEALTH: &[u8] = b"health";
+/// Which PostgreSQL database the outbox feeds ("host:port/dbname"); unset until seeded.
+const META_MIRROR_TARGET: &[u8] = b"mirror_target";
+/// The label this data directory's copy carries in the mirror database (`mirror_instance`).
+const META_MIRROR_INSTANCE: &[u8] = b"mirror_instance";
+/// Set while a bulk load (a restore from the mirror, an import) fills the data directory.
+const META_LOADING: &[u8] = b"loading";
 
 type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
 
@@ -75,6 +87,10 @@ pub struct SledStore {
     meta: Tree,
     /// Outgoing mail waiting for delivery, keyed by a big-endian id.
     mail: Tree,
+    /// Mirror entries waiting for PostgreSQL, keyed by a big-endian sequence number.
+    outbox: Tree,
+    /// Set when the mirror is on: outbox entries are written with every mirrored change.
+    mirror: Option<Arc<MirrorShared>>,
     /// Next ids; held across the transaction that uses them so ids commit in order.
     next_chat: Mutex<u64>,
     next_message: Mutex<u64>,
@@ -82,8 +98,18 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (creating) the data directory; `Locked` if another process holds it.
+    /// Opens (creating) the data directory without the mirror; `Locked` if another process
+    /// holds it. A leftover outbox is dropped: the next mirrored start re-seeds the mirror.
     pub fn open(dir: &Path, mode: SyncMode) -> StoreResult<Arc<SledStore>> {
+        Self::open_with(dir, mode, false)
+    }
+
+    /// Opens the data directory with the mirror on: mirrored changes also fill the outbox.
+    pub fn open_mirrored(dir: &Path, mode: SyncMode) -> StoreResult<Arc<SledStore>> {
+        Self::open_with(dir, mode, true)
+    }
+
+    fn open_with(dir: &Path, mode: SyncMode, mirrored: bool) -> StoreResult<Arc<SledStore>> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
@@ -93,6 +119,7 @@ impl SledStore {
         let (users, emails, chats) = (tree("users")?, tree("emails")?, tree("chats")?);
         let (members, messages) = (tree("members")?, tree("messages")?);
         let (sessions, meta, mail) = (tree("sessions")?, tree("meta")?, tree("mail")?);
+        let outbox = tree("outbox")?;
 
         check_schema(&meta)?;
         let live: Vec<ChatRecord> = decode_all(&chats)?;
@@ -123,6 +150,7 @@ impl SledStore {
         let next_message =
             read_counter(&meta, META_NEXT_MESSAGE)?.max(max_message.saturating_add(1));
 
+        let mirror = mirrored::open_outbox(&outbox, &meta, mirrored)?;
         let shared = Arc::new(Shared {
             db,
             epoch: AtomicU64::new(0),
@@ -153,6 +181,8 @@ impl SledStore {
             sessions,
             meta,
             mail,
+            outbox,
+            mirror,
             next_chat: Mutex::new(next_chat),
             next_message: Mutex::new(next_message),
             flusher: Mutex::new(flusher),
@@ -215,6 +245,46 @@ impl SledStore {
         }
         Ok(None)
     }
+
+    /// Encodes an outbox entry when the mirror is on, and takes the outbox sequence until
+    /// `queued`: entries then follow the order in which their transactions commit.
+    fn pending(&self, entry: impl FnOnce() -> Entry) -> StoreResult<Option<Pending<'_>>> {
+        let Some(mirror) = &self.mirror else {
+            return Ok(None);
+        };
+        let value = encode(&Queued {
+            at_ms: now_ms(),
+            entry: entry(),
+        })?;
+        Ok(Some(Pending {
+            seq: lock(&mirror.seq),
+            value,
+        }))
+    }
+
+    /// After the transaction that wrote `pending` committed: next key, count, wake the worker.
+    fn queued(&self, pending: Option<Pending<'_>>) {
+        if let (Some(mut pending), Some(mirror)) = (pending, &self.mirror) {
+            *pending.seq += 1;
+            drop(pending);
+            mirror.len.fetch_add(1, Ordering::SeqCst);
+            mirror.wake.notify_one();
+        }
+    }
+}
+
+/// An encoded outbox entry with the sequence lock it will be stored under.
+struct Pending<'a> {
+    seq: MutexGuard<'a, u64>,
+    value: Vec<u8>,
+}
+
+/// Writes the entry (if any) inside a transaction.
+fn put_pending(outbox: &TransactionalTree, pending: &Option<Pending<'_>>) -> TxResult<()> {
+    if let Some(p) = pending {
+        outbox.insert(&p.seq.to_be_bytes()[..], p.value.as_slice())?;
+    }
+    Ok(())
 }
 
 impl Drop for SledStore {
@@ -314,23 +384,28 @@ impl Store for SledStore {
         let email_key = user.email.to_lowercase();
         let (value, owner) = (encode(user)?, encode(&key)?);
         let mail = self.mail_entry(mail)?;
-        let outcome = (&self.users, &self.emails, &self.mail)
-            .transaction(|(users, emails, outbox)| -> TxResult<Result<(), Taken>> {
-                if users.get(&key)?.is_some() {
-                    return Ok(Err(Taken::Name));
-                }
-                if emails.get(&email_key)?.is_some() {
-                    return Ok(Err(Taken::Email));
-                }
-                users.insert(key.as_bytes(), value.as_slice())?;
-                emails.insert(email_key.as_bytes(), owner.as_slice())?;
-                if let Some((id, queued)) = &mail {
-                    outbox.insert(&id[..], queued.as_slice())?;
-                }
-                Ok(Ok(()))
-            })
+        let pending = self.pending(|| Entry::User(MirroredUser::from(user)))?;
+        let outcome = (&self.users, &self.emails, &self.mail, &self.outbox)
+            .transaction(
+                |(users, emails, outbox, mirror)| -> TxResult<Result<(), Taken>> {
+                    if users.get(&key)?.is_some() {
+                        return Ok(Err(Taken::Name));
+                    }
+                    if emails.get(&email_key)?.is_some() {
+                        return Ok(Err(Taken::Email));
+                    }
+                    users.insert(key.as_bytes(), value.as_slice())?;
+                    emails.insert(email_key.as_bytes(), owner.as_slice())?;
+                    if let Some((id, queued)) = &mail {
+                        outbox.insert(&id[..], queued.as_slice())?;
+                    }
+                    put_pending(mirror, &pending)?;
+                    Ok(Ok(()))
+                },
+            )
             .map_err(tx_error)?;
         if outcome.is_ok() {
+            self.queued(pending);
             self.committed();
         }
         Ok(outcome)
@@ -342,8 +417,9 @@ impl Store for SledStore {
         let email_key = user.email.to_lowercase();
         let (value, owner) = (encode(user)?, encode(&key)?);
         let mail = self.mail_entry(mail)?;
-        let updated = (&self.users, &self.emails, &self.mail)
-            .transaction(|(users, emails, outbox)| -> TxResult<bool> {
+        let pending = self.pending(|| Entry::User(MirroredUser::from(user)))?;
+        let updated = (&self.users, &self.emails, &self.mail, &self.outbox)
+            .transaction(|(users, emails, outbox, mirror)| -> TxResult<bool> {
                 let Some(old) = users.get(&key)? else {
                     return Ok(false);
                 };
@@ -365,18 +441,23 @@ impl Store for SledStore {
                 if let Some((id, queued)) = &mail {
                     outbox.insert(&id[..], queued.as_slice())?;
                 }
+                put_pending(mirror, &pending)?;
                 Ok(true)
             })
             .map_err(tx_error)?;
         if updated {
+            self.queued(pending);
             self.committed();
         }
         Ok(())
     }
 
     fn delete_user(&self, key: &str) -> StoreResult<bool> {
-        let deleted = (&self.users, &self.emails)
-            .transaction(|(users, emails)| -> TxResult<bool> {
+        let pending = self.pending(|| Entry::DeleteUser {
+            key: key.to_owned(),
+        })?;
+        let deleted = (&self.users, &self.emails, &self.outbox)
+            .transaction(|(users, emails, mirror)| -> TxResult<bool> {
                 let Some(old) = users.remove(key.as_bytes())? else {
                     return Ok(false);
                 };
@@ -385,10 +466,12 @@ impl Store for SledStore {
                 if email_owner(emails, &email_key)?.as_deref() == Some(key) {
                     emails.remove(email_key.as_bytes())?;
                 }
+                put_pending(mirror, &pending)?;
                 Ok(true)
             })
             .map_err(tx_error)?;
         if deleted {
+            self.queued(pending);
             self.committed();
         }
         Ok(deleted)
@@ -412,19 +495,22 @@ impl Store for SledStore {
         };
         let after = counter_after(chat.id)?;
         let (value, counter) = (encode(&chat)?, encode(&after)?);
-        let done = (&self.chats, &self.meta)
-            .transaction(|(chats, meta)| -> TxResult<bool> {
+        let pending = self.pending(|| Entry::Chat(chat.clone()))?;
+        let done = (&self.chats, &self.meta, &self.outbox)
+            .transaction(|(chats, meta, mirror)| -> TxResult<bool> {
                 if chats.get(&key)?.is_some() {
                     return Ok(false);
                 }
                 chats.insert(key.as_bytes(), value.as_slice())?;
                 meta.insert(META_NEXT_CHAT, counter.as_slice())?;
+                put_pending(mirror, &pending)?;
                 Ok(true)
             })
             .map_err(tx_error)?;
         if !done {
             return Ok(None);
         }
+        self.queued(pending);
         *next = after;
         drop(next);
         self.committed();
@@ -441,8 +527,9 @@ impl Store for SledStore {
             .keys()
             .collect::<Result<Vec<IVec>, _>>()
             .map_err(io)?;
-        let removed = (&self.chats, &self.members)
-            .transaction(|(chats, members)| -> TxResult<bool> {
+        let pending = self.pending(|| Entry::RemoveChat { id: chat_id })?;
+        let removed = (&self.chats, &self.members, &self.outbox)
+            .transaction(|(chats, members, mirror)| -> TxResult<bool> {
                 let Some(value) = chats.get(&key)? else {
                     return Ok(false);
                 };
@@ -453,12 +540,14 @@ impl Store for SledStore {
                 for member in &member_keys {
                     members.remove(member)?;
                 }
+                put_pending(mirror, &pending)?;
                 Ok(true)
             })
             .map_err(tx_error)?;
         if !removed {
             return Ok(false);
         }
+        self.queued(pending);
         self.committed();
         Ok(true)
     }
@@ -502,13 +591,16 @@ impl Store for SledStore {
         let after = counter_after(record.id)?;
         let (value, counter) = (encode_message(&record)?, encode(&after)?);
         let key = message_key(record.chat_id, record.id);
-        (&self.messages, &self.meta)
-            .transaction(|(messages, meta)| -> TxResult<()> {
+        let pending = self.pending(|| Entry::Message(record.clone()))?;
+        (&self.messages, &self.meta, &self.outbox)
+            .transaction(|(messages, meta, mirror)| -> TxResult<()> {
                 messages.insert(&key[..], value.as_slice())?;
                 meta.insert(META_NEXT_MESSAGE, counter.as_slice())?;
+                put_pending(mirror, &pending)?;
                 Ok(())
             })
             .map_err(tx_error)?;
+        self.queued(pending);
         *next = after;
         drop(next);
         self.committed();
@@ -542,12 +634,19 @@ impl Store for SledStore {
     }
 
     fn delete_message(&self, chat_id: u64, id: u64) -> StoreResult<bool> {
-        let removed = self
-            .messages
-            .remove(message_key(chat_id, id))
-            .map_err(io)?
-            .is_some();
+        let key = message_key(chat_id, id);
+        let pending = self.pending(|| Entry::DeleteMessage { id })?;
+        let removed = (&self.messages, &self.outbox)
+            .transaction(|(messages, mirror)| -> TxResult<bool> {
+                if messages.remove(&key[..])?.is_none() {
+                    return Ok(false);
+                }
+                put_pending(mirror, &pending)?;
+                Ok(true)
+            })
+            .map_err(tx_error)?;
         if removed {
+            self.queued(pending);
             self.committed();
         }
         Ok(removed)
@@ -745,6 +844,10 @@ impl Store for SledStore {
 
     fn flush(&self) -> StoreResult<()> {
         self.shared.flush_to(self.write_epoch())
+    }
+
+    fn mirror_report(&self) -> MirrorReport {
+        self.mirror_status()
     }
 
     fn check_health(&self) -> StoreResult<()> {

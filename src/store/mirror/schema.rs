@@ -1,0 +1,129 @@
+//! The mirror's tables: versioned migrations embedded in the binary, applied at connect and
+//! recorded in `schema_migrations`.
+
+use tokio_postgres::Client;
+
+/// (version, name, SQL). Append only: a shipped migration never changes.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "users, chats, messages",
+    // Plain CREATE TABLE on purpose: pointed at chatty-server's own database (same table
+    // names, other columns), this fails instead of mixing natter's rows into it.
+    "CREATE TABLE users (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        email TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        verified BOOLEAN NOT NULL,
+        admin BOOLEAN NOT NULL,
+        bot BOOLEAN NOT NULL,
+        created TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE chats (
+        id BIGINT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created TIMESTAMPTZ NOT NULL
+    );
+    -- No foreign keys: a replayed message may briefly point at a chat removed later in the
+    -- same replay, and guests' messages have no account.
+    CREATE TABLE messages (
+        id BIGINT PRIMARY KEY,
+        chat_id BIGINT NOT NULL,
+        \"user\" TEXT NOT NULL,
+        text TEXT NOT NULL,
+        time TIMESTAMPTZ NOT NULL,
+        verified BOOLEAN NOT NULL,
+        admin BOOLEAN NOT NULL,
+        bot BOOLEAN NOT NULL
+    );
+    CREATE INDEX messages_by_chat ON messages (chat_id, id);
+    -- Which data directory's copy this is (see the worker): one row.
+    CREATE TABLE mirror_instance (id TEXT NOT NULL);",
+)];
+
+/// Key of the advisory lock that keeps two natters from migrating at once.
+const LOCK_KEY: i64 = 0x6e61_7474_6572; // "natter"
+
+/// Applies every migration not yet recorded, each in its own transaction.
+pub async fn migrate(client: &mut Client) -> Result<(), String> {
+    let fail =
+        |what: &str, e: tokio_postgres::Error| format!("{what}: {}", super::pg::describe_error(e));
+    let row = client
+        .query_one(
+            "SELECT to_regclass('users') IS NOT NULL, to_regclass('schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| fail("reading the catalog failed", e))?;
+    if row.get::<_, bool>(0) && !row.get::<_, bool>(1) {
+        // Not even schema_migrations is created in a database that holds someone else's tables.
+        return Err(
+            "the database has a users table that natter did not create (is it \
+                    chatty-server's?); the mirror needs a database of its own"
+                .into(),
+        );
+    }
+    client
+        .batch_execute(
+            // Quiet: the "already exists, skipping" notice would reach the log at every connect.
+            "SET client_min_messages TO warning;
+             CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(|e| fail("creating schema_migrations failed", e))?;
+    for &(version, name, sql) in MIGRATIONS {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| fail("starting a migration failed", e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+            .await
+            .map_err(|e| fail("locking for migrations failed", e))?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[&version],
+            )
+            .await
+            .map_err(|e| fail("reading schema_migrations failed", e))?;
+        if done.is_some() {
+            continue;
+        }
+        tx.batch_execute(sql).await.map_err(|e| {
+            fail(
+                &format!(
+                    "migration {version} ({name}) failed; the mirror needs a database of its own"
+                ),
+                e,
+            )
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&version, &name],
+        )
+        .await
+        .map_err(|e| fail("recording a migration failed", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| fail("committing a migration failed", e))?;
+        log::info!("PostgreSQL mirror: applied migration {version} ({name})");
+    }
+    let newest = client
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await
+        .map_err(|e| fail("reading schema_migrations failed", e))?
+        .get::<_, Option<i64>>(0)
+        .unwrap_or(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if newest > known {
+        return Err(format!(
+            "the mirror database has schema version {newest}, newer than this natter knows \
+             ({known}); upgrade natter"
+        ));
+    }
+    Ok(())
+}

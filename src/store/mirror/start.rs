@@ -1,0 +1,82 @@
+//! The mirror at server start: parse `database_url`, open sled with or without the outbox,
+//! finish or refuse an interrupted bulk load, restore or seed, and start the worker.
+
+use crate::config::Config;
+use crate::store::sled::{SledStore, SyncMode};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Where the mirror goes: PostgreSQL connection settings (nothing in a build without `pg`).
+#[cfg(feature = "pg")]
+pub type Target = tokio_postgres::Config;
+#[cfg(not(feature = "pg"))]
+pub type Target = ();
+
+/// Opens the data directory, ready to serve: with `database_url` set, the outbox is on and
+/// an empty directory has been restored from a non-empty mirror.
+pub async fn open_store(
+    config: &Config,
+    mode: SyncMode,
+) -> Result<(Arc<SledStore>, Option<Target>), String> {
+    let target = target(config)?;
+    let mirrored = target.is_some();
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || match mirrored {
+        true => SledStore::open_mirrored(&data_dir, mode),
+        false => SledStore::open(&data_dir, mode),
+    })
+    .await
+    .map_err(|e| format!("opening storage failed: {e}"))?
+    .map_err(|e| e.to_string())?;
+    match store.unfinished_load().map_err(|e| e.to_string())? {
+        None => {}
+        // A restore starts over below.
+        Some(what) if what == "restore" && mirrored => {}
+        Some(what) => {
+            return Err(format!(
+                "the data directory holds an unfinished {what} (it was interrupted); delete the \
+                 data directory and run it again{}",
+                if what == "restore" {
+                    " (a restore runs at start with database_url set)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    #[cfg(feature = "pg")]
+    if let Some(pg) = &target {
+        super::restore::prepare(&store, pg).await?;
+    }
+    Ok((store, target))
+}
+
+#[cfg(feature = "pg")]
+fn target(config: &Config) -> Result<Option<Target>, String> {
+    config
+        .database_url
+        .as_ref()
+        .map(|url| super::pg::parse(url.expose()))
+        .transpose()
+}
+
+#[cfg(not(feature = "pg"))]
+fn target(config: &Config) -> Result<Option<Target>, String> {
+    match config.database_url {
+        Some(_) => {
+            Err("database_url is set, but this build of natter has no PostgreSQL mirror".into())
+        }
+        None => Ok(None),
+    }
+}
+
+/// Starts the worker that drains the outbox into PostgreSQL.
+#[cfg(feature = "pg")]
+pub fn spawn_worker(store: Arc<SledStore>, target: Target) -> JoinHandle<()> {
+    tokio::spawn(super::worker::run(store, target))
+}
+
+#[cfg(not(feature = "pg"))]
+pub fn spawn_worker(_store: Arc<SledStore>, _target: Target) -> JoinHandle<()> {
+    tokio::spawn(async {})
+}

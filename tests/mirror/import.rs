@@ -1,0 +1,381 @@
+//! `natter import-chatty`: the original server's schema, filled the way it filled it, moved
+//! into an empty data directory.
+
+use crate::cluster::Cluster;
+use crate::natter::{self, Natter};
+use ::natter::store::Store;
+use serde_json::json;
+
+/// chatty-server's schema after all its migrations (reference/original-server.md, 14.1).
+const CHATTY_SCHEMA: &str = "
+CREATE TABLE users (
+    id SERIAL PRIMARY KEY,
+    \"user\" VARCHAR(50) NOT NULL UNIQUE,
+    email VARCHAR(50) NOT NULL UNIQUE,
+    email_activation_token VARCHAR(50) NOT NULL,
+    verified BOOLEAN NOT NULL DEFAULT FALSE,
+    password_hash VARCHAR(255) NOT NULL,
+    admin BOOLEAN NOT NULL DEFAULT false,
+    password_reset_token VARCHAR(50) NOT NULL DEFAULT '',
+    bot BOOLEAN NOT NULL DEFAULT false
+);
+CREATE TABLE chats (chat VARCHAR(50) NOT NULL UNIQUE);
+CREATE TABLE messages (
+    id SERIAL PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    \"user\" VARCHAR(50) NOT NULL,
+    chat VARCHAR(50) NOT NULL,
+    text TEXT NOT NULL,
+    time TIMESTAMP NOT NULL,
+    verified BOOLEAN DEFAULT false,
+    bot BOOLEAN NOT NULL DEFAULT false
+);";
+
+async fn fill(db: &tokio_postgres::Client) {
+    db.batch_execute(CHATTY_SCHEMA).await.unwrap();
+    let users = [
+        // (user, email, password, verified, admin)
+        ("alice", "alice@example.org", "sixchr", true, false),
+        ("Boss", "boss@example.org", "bosspassword", true, true),
+        ("newbie", "newbie@example.org", "newbiepass", false, false),
+        ("bad name!", "bad@example.org", "badpassword", true, false),
+        ("ALICE", "alice2@example.org", "otherpass", true, false),
+    ];
+    for (name, email, password, verified, admin) in users {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        db.execute(
+            "INSERT INTO users (\"user\", email, email_activation_token, verified, password_hash,
+                                admin, password_reset_token)
+             VALUES ($1, $2, 'tok', $3, $4, $5, 'reset')",
+            &[&name, &email, &verified, &hash, &admin],
+        )
+        .await
+        .unwrap();
+    }
+    db.batch_execute("INSERT INTO chats (chat) VALUES ('Main'), ('Second')")
+        .await
+        .unwrap();
+    // (id, user_id, user, chat, text, time, verified); gaps as a global SERIAL leaves them.
+    type Row = (
+        i32,
+        i32,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<bool>,
+    );
+    let messages: [Row; 6] = [
+        (
+            1,
+            1,
+            "alice",
+            "Main",
+            "hello",
+            "2024-01-02 03:04:05",
+            Some(true),
+        ),
+        (
+            2,
+            -1,
+            "visitor",
+            "Main",
+            "hi from a guest",
+            "2024-01-02 03:05:00",
+            Some(false),
+        ),
+        (
+            4,
+            2,
+            "Boss",
+            "Second",
+            "second chat",
+            "2024-01-03 00:00:00",
+            Some(true),
+        ),
+        (
+            5,
+            -1,
+            "ghost",
+            "Removed",
+            "in a removed chat",
+            "2024-01-03 00:00:01",
+            None,
+        ),
+        (
+            7,
+            -1,
+            "visitor",
+            "Main",
+            "guest again",
+            "2024-01-04 00:00:00",
+            None,
+        ),
+        (
+            9,
+            1,
+            "alice",
+            "Main",
+            "last",
+            "2024-01-05 12:00:00",
+            Some(true),
+        ),
+    ];
+    for (id, user_id, user, chat, text, time, verified) in messages {
+        db.execute(
+            "INSERT INTO messages (id, user_id, \"user\", chat, text, time, verified)
+             VALUES ($1, $2, $3, $4, $5, $6::text::timestamp, $7)",
+            &[&id, &user_id, &user, &chat, &text, &time, &verified],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_chatty_moves_accounts_chats_and_history_over() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("chatty").await;
+    fill(&pg.client("chatty").await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), None);
+    let data = dir.path().join("data");
+
+    let dry = natter::command(&config, &["import-chatty", &url, "--dry-run"]);
+    let report = text(&dry);
+    assert!(dry.status.success(), "{report}");
+    assert!(
+        report.contains(
+            "would import: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
+        ),
+        "{report}"
+    );
+    assert!(!data.exists(), "a dry run writes nothing");
+
+    let run = natter::command(&config, &["import-chatty", &url]);
+    let report = text(&run);
+    assert!(run.status.success(), "{report}");
+    let skipped: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("skipped"))
+        .collect();
+    assert_eq!(skipped.len(), 3, "{report}");
+    assert!(report.contains("skipped user 4 \"bad name!\": the name breaks natter's rules"));
+    assert!(report.contains("skipped user 5 \"ALICE\": the same name as user 1 \"alice\""));
+    assert!(report.contains("skipped message 5 by \"ghost\" (guest): its chat \"Removed\""));
+    assert!(
+        report.contains(
+            "imported: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
+        )
+    );
+
+    let again = natter::command(&config, &["import-chatty", &url]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("already holds data"),
+        "{}",
+        text(&again)
+    );
+
+    let server = Natter::start(&config);
+    let alice = server.client();
+    let (status, body) = alice
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "sixchr"}),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "a 6-character password from chatty signs in: {body}"
+    );
+    assert_eq!(
+        body,
+        json!({"user": "alice", "verified": true, "admin": false, "bot": false})
+    );
+    let (status, _) = alice
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "sixchrX"}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = server
+        .client()
+        .post(
+            "/api/authorize",
+            json!({"user": "newbie", "password": "newbiepass"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (403, &json!("email is not verified"))
+    );
+    // Its activation link was dropped; a password reset (mailed to the address) verifies it.
+    let newbie = server.client();
+    assert_eq!(
+        newbie
+            .post("/api/requestResetPassword", json!({"user": "newbie"}))
+            .await
+            .0,
+        200
+    );
+    let line = server.wait_log("reset password token: ").await;
+    let token = line.split("reset password token: ").nth(1).unwrap().trim();
+    let (status, body) = newbie
+        .post(
+            "/api/resetPassword",
+            json!({"user": "newbie", "passwordResetToken": token, "password": "newbiepass2"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = newbie
+        .post(
+            "/api/authorize",
+            json!({"user": "newbie", "password": "newbiepass2"}),
+        )
+        .await;
+    assert_eq!((status, &body["verified"]), (200, &json!(true)), "{body}");
+    let boss = server.client();
+    let (status, body) = boss
+        .post(
+            "/api/authorize",
+            json!({"user": "boss", "password": "bosspassword"}),
+        )
+        .await;
+    assert_eq!((status, &body["admin"]), (200, &json!(true)));
+
+    let main = alice.join("Main").await["messages"].clone();
+    let main: Vec<(u64, &str, &str, i64, bool)> = main
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["user"].as_str().unwrap(),
+                m["text"].as_str().unwrap(),
+                m["time"].as_i64().unwrap(),
+                m["verified"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        main,
+        [
+            (1, "alice", "hello", 1704164645, true),
+            (2, "visitor", "hi from a guest", 1704164700, false),
+            (7, "visitor", "guest again", 1704326400, false),
+            (9, "alice", "last", 1704456000, true),
+        ]
+    );
+    boss.join("Second").await;
+    assert_eq!(boss.history_ids("Second").await, [4]);
+    let next = alice.say("Main", "first in natter").await["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(next, 10, "new ids continue above the highest imported one");
+    server.stop();
+
+    // The first sign-in replaced alice's bcrypt hash with PBKDF2; the password still works.
+    let store =
+        ::natter::store::sled::SledStore::open(&data, ::natter::store::sled::SyncMode::Relaxed)
+            .unwrap();
+    let hash = store.user("alice").unwrap().unwrap().password_hash;
+    assert!(hash.starts_with("$pbkdf2-sha256$i=1000,"), "{hash}");
+    assert!(
+        store
+            .user("boss")
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .starts_with("$pbkdf2"),
+        "upgraded at its first sign-in too"
+    );
+    store.close().unwrap();
+    drop(store);
+    let server = Natter::start(&config);
+    let (status, _) = server
+        .client()
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "sixchr"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    server.stop();
+
+    // chatty-server's own database as natter's mirror: refused loudly, its tables untouched.
+    let mirrored = natter::config(dir.path(), Some(&url));
+    let server = Natter::start(&mirrored);
+    server
+        .wait_log("the mirror needs a database of its own")
+        .await;
+    assert_eq!(server.mirror_state().await, "down");
+    server.stop();
+    let chatty = pg.client("chatty").await;
+    let stray: Option<String> = chatty
+        .query_one("SELECT to_regclass('schema_migrations')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stray, None, "nothing created in chatty-server's database");
+    let users: i64 = chatty
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 5);
+}
+
+#[test]
+fn a_cut_short_import_keeps_the_server_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), None);
+    let store = ::natter::store::sled::SledStore::open(
+        &dir.path().join("data"),
+        ::natter::store::sled::SyncMode::Relaxed,
+    )
+    .unwrap();
+    store.begin_load("import-chatty").unwrap();
+    store.close().unwrap();
+    drop(store);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["--dev", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("natter started on a half-imported data directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unfinished import-chatty"), "{stderr}");
+    let again = natter::command(&config, &["import-chatty", "postgres://127.0.0.1:1/x"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("already holds data"),
+        "{}",
+        text(&again)
+    );
+}

@@ -1,0 +1,369 @@
+//! The mirror: equal to sled after a workload, through an outage, after kill -9, and as the
+//! source of a restore.
+
+use crate::cluster::Cluster;
+use crate::natter::{self, Natter, pg_message_ids, pg_snapshot, sled_snapshot, wait_for};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_equals_sled_after_a_scripted_workload() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), Some(&url));
+    let server = Natter::start(&config);
+    // "down" until the worker's first connection, a moment after start.
+    wait_for(Duration::from_secs(10), "healthz ok", || async {
+        server.mirror_state().await == "ok"
+    })
+    .await;
+
+    let root = server.registered("root", "rootpassword").await;
+    let alice = server.registered("alice", "alicepassword").await;
+    server.registered("bob", "bobpassword").await;
+    assert_eq!(
+        root.post("/api/adminonly/createChat", json!({"chat": "Second"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        root.post("/api/adminonly/createChat", json!({"chat": "Doomed"}))
+            .await
+            .0,
+        200
+    );
+    root.join("Doomed").await;
+    for i in 0..5 {
+        root.say("Doomed", &format!("doomed {i}")).await;
+    }
+    alice.join("Main").await;
+    alice.join("Second").await;
+    let guest = server.client();
+    guest.guest("visitor").await;
+    guest.join("Main").await;
+    guest.join("Second").await;
+    let started = Instant::now();
+    let posts = (0..4).map(|w| {
+        let client = [&alice, &guest][w % 2];
+        let chat = ["Main", "Second"][w / 2];
+        async move {
+            for i in 0..250 {
+                client.say(chat, &format!("message {w}-{i}")).await;
+            }
+        }
+    });
+    futures_util::future::join_all(posts).await;
+    let posting = started.elapsed();
+    // A deleted message leaves the mirror too: the 1,000 below do not count it.
+    let regret = alice.say("Main", "delete me").await;
+    let (status, body) = alice
+        .post(
+            "/api/loggedonly/deleteMessage",
+            json!({"chat": "Main", "id": regret["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        root.post("/api/adminonly/removeChat", json!({"chat": "Doomed"}))
+            .await
+            .0,
+        200
+    );
+    let db = pg.client("natter").await;
+    let lag = wait_for(
+        Duration::from_secs(30),
+        "1,000 messages mirrored",
+        || async { pg_message_ids(&db).await.len() == 1000 },
+    )
+    .await;
+    eprintln!("posted 1,000 messages in {posting:?}; mirror complete {lag:?} later");
+
+    // Deleting an account is an offline command; its change waits in the outbox for the server.
+    server.stop();
+    let out = natter::command(&config, &["user", "delete", "bob"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Natter::start(&config);
+    wait_for(
+        Duration::from_secs(30),
+        "bob's deletion mirrored",
+        || async {
+            db.query_opt("SELECT 1 FROM users WHERE key = 'bob'", &[])
+                .await
+                .unwrap()
+                .is_none()
+        },
+    )
+    .await;
+    let log = server.stop();
+    assert!(!log.iter().any(|l| l.contains("ERROR")), "{log:#?}");
+
+    let (sled, pending) = sled_snapshot(&dir.path().join("data"));
+    assert_eq!(pending, 0, "the outbox is empty");
+    let mirror = pg_snapshot(&db).await;
+    assert_eq!(sled.users.len(), 2);
+    assert_eq!(sled.chats.len(), 2, "Main and Second; Doomed is gone");
+    assert_eq!(sled.messages.len(), 1000);
+    assert_eq!(mirror, sled);
+    let migrations: i64 = db
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(migrations, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_never_slows_requests_and_the_mirror_catches_up_exactly() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Natter::start(&natter::config(dir.path(), Some(&url)));
+    let guest = server.client();
+    guest.guest("walker").await;
+    guest.join("Main").await;
+    guest.say("Main", "before").await;
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(10), "the first message", || async {
+        pg_message_ids(&db).await.len() == 1
+    })
+    .await;
+
+    pg.stop_server();
+    let mut slowest = Duration::ZERO;
+    for i in 0..50 {
+        let started = Instant::now();
+        guest.say("Main", &format!("during {i}")).await;
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest post {slowest:?}"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "healthz to see the outage",
+        || async { matches!(server.mirror_state().await.as_str(), "down" | "behind") },
+    )
+    .await;
+    server.wait_log("PostgreSQL mirror is down").await;
+
+    pg.start_server();
+    let restarted = Instant::now();
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(30), "the catch-up", || async {
+        pg_message_ids(&db).await.len() >= 51
+    })
+    .await;
+    let catch_up = restarted.elapsed();
+    eprintln!("slowest post during the outage {slowest:?}; caught up {catch_up:?} after restart");
+    let history = guest.history_ids("Main").await;
+    assert_eq!(history.len(), 51);
+    assert_eq!(pg_message_ids(&db).await, history, "exactly, no duplicates");
+    wait_for(Duration::from_secs(10), "healthz ok", || async {
+        server.mirror_state().await == "ok"
+    })
+    .await;
+    server.wait_log("PostgreSQL mirror caught up").await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_a_full_outbox_loses_and_doubles_nothing() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), Some(&url));
+    let server = Natter::start(&config);
+    let guest = server.client();
+    guest.guest("crash").await;
+    guest.join("Main").await;
+    for i in 0..10 {
+        guest.say("Main", &format!("early {i}")).await;
+    }
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(10), "early messages", || async {
+        pg_message_ids(&db).await.len() == 10
+    })
+    .await;
+    pg.stop_server();
+    for i in 0..20 {
+        guest.say("Main", &format!("late {i}")).await;
+    }
+    assert_eq!(server.mirror_state().await, "down");
+    server.kill();
+
+    // Starting while PostgreSQL is still down works: logged, served, retried.
+    let server = Natter::start(&config);
+    let early = server.client();
+    early.guest("early").await;
+    assert_eq!(server.mirror_state().await, "down");
+    server.wait_log("PostgreSQL mirror is down").await;
+    pg.start_server();
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(30), "the catch-up", || async {
+        pg_message_ids(&db).await.len() >= 30
+    })
+    .await;
+    let guest = server.client();
+    guest.guest("reader").await;
+    let history = guest.join("Main").await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(history.len(), 30);
+    assert_eq!(pg_message_ids(&db).await, history);
+    server.stop();
+    let (sled, pending) = sled_snapshot(&dir.path().join("data"));
+    assert_eq!(pending, 0);
+    assert_eq!(pg_snapshot(&db).await, sled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_data_directory_is_restored_from_the_mirror() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), Some(&url));
+    let server = Natter::start(&config);
+    let root = server.registered("root", "rootpassword").await;
+    let alice = server.registered("Alice", "alicepassword").await;
+    assert_eq!(
+        root.post("/api/adminonly/createChat", json!({"chat": "Second"}))
+            .await
+            .0,
+        200
+    );
+    alice.join("Main").await;
+    alice.join("Second").await;
+    for i in 0..30 {
+        alice.say(["Main", "Second"][i % 2], &format!("m{i}")).await;
+    }
+    let main_before = alice.history_ids("Main").await;
+    let second_before = alice.history_ids("Second").await;
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(10), "the mirror", || async {
+        pg_message_ids(&db).await.len() == 30
+    })
+    .await;
+    server.stop();
+    let (before, _) = sled_snapshot(&dir.path().join("data"));
+
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    let server = Natter::start(&config);
+    assert!(
+        server.log_has("restored 2 accounts, 2 chats and 30 messages"),
+        "{:#?}",
+        server.log.lock().unwrap()
+    );
+    let alice = server.client();
+    let (status, body) = alice
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "alicepassword"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"], "Alice");
+    let (_, chats) = alice.get("/api/loggedonly/getChats").await;
+    let names: Vec<&str> = chats
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["chat"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Main", "Second"]);
+    alice.join("Main").await;
+    alice.join("Second").await;
+    assert_eq!(alice.history_ids("Main").await, main_before);
+    assert_eq!(alice.history_ids("Second").await, second_before);
+    let next = alice.say("Main", "after the restore").await["id"]
+        .as_u64()
+        .unwrap();
+    assert!(next > *main_before.iter().chain(&second_before).max().unwrap());
+    let root = server.client();
+    let (status, body) = root
+        .post(
+            "/api/authorize",
+            json!({"user": "root", "password": "rootpassword"}),
+        )
+        .await;
+    assert_eq!((status, body["admin"].as_bool()), (200, Some(true)));
+    server.stop();
+    let (after, _) = sled_snapshot(&dir.path().join("data"));
+    assert_eq!(after.users, before.users);
+    assert_eq!(after.chats, before.chats);
+}
+
+#[tokio::test]
+async fn sslmode_require_uses_tls() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    // The test cluster has no certificate: a TLS attempt is refused, a plain one would work.
+    let config =
+        ::natter::store::mirror::pg::parse(&format!("{}?sslmode=require", pg.url("postgres")))
+            .unwrap();
+    let err = ::natter::store::mirror::pg::connect(&config)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_lowercase().contains("tls"), "{err}");
+    let plain = ::natter::store::mirror::pg::parse(&pg.url("postgres")).unwrap();
+    assert!(::natter::store::mirror::pg::connect(&plain).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_mirror_database_is_copied_again_in_full() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), Some(&url));
+    let server = Natter::start(&config);
+    let guest = server.client();
+    guest.guest("keeper").await;
+    guest.join("Main").await;
+    for i in 0..20 {
+        guest.say("Main", &format!("kept {i}")).await;
+    }
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(10), "the mirror", || async {
+        pg_message_ids(&db).await.len() == 20
+    })
+    .await;
+    server.stop();
+    drop(db);
+
+    // Someone recreates the database (or restores an old backup) while natter is away.
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("DROP DATABASE natter").await.unwrap();
+    admin.batch_execute("CREATE DATABASE natter").await.unwrap();
+    let server = Natter::start(&config);
+    server.wait_log("copying everything again").await;
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(20), "the full copy", || async {
+        pg_message_ids(&db).await.len() == 20
+    })
+    .await;
+    server.stop();
+    let (sled, pending) = sled_snapshot(&dir.path().join("data"));
+    assert_eq!(pending, 0);
+    assert_eq!(pg_snapshot(&db).await, sled);
+}
