@@ -1154,6 +1154,13 @@ mod tests {
     fn reopen(dir: &TempDir, store: Arc<SledStore>) -> Arc<SledStore> {
         store.close().unwrap();
         drop(store);
+        // sled's own background flush thread may hold the directory's lock a moment longer.
+        for _ in 0..100 {
+            match SledStore::open(dir.path(), SyncMode::Relaxed) {
+                Err(StoreError::Locked(_)) => std::thread::sleep(Duration::from_millis(20)),
+                other => return other.unwrap(),
+            }
+        }
         open(dir)
     }
 
