@@ -347,9 +347,22 @@ pub struct Served {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// The binary process tests run: `TEST_NATTER_BINARY` (CI points it at the release build), else
+/// the one cargo built for this test run.
+pub fn natter_binary() -> std::path::PathBuf {
+    std::env::var_os("TEST_NATTER_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_natter").into())
+}
+
 impl Served {
     pub fn start(config: &std::path::Path) -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+        Served::start_binary(env!("CARGO_BIN_EXE_natter").as_ref(), config)
+    }
+
+    /// Starts `binary` with `--config config`, once it has announced its address.
+    pub fn start_binary(binary: &std::path::Path, config: &std::path::Path) -> Served {
+        let mut child = Command::new(binary)
             .arg("--config")
             .arg(config)
             .stderr(Stdio::piped())

@@ -5,6 +5,7 @@ mod accounts;
 mod chats;
 mod connections;
 mod conventions;
+mod crash;
 mod events;
 mod helpers;
 mod log_capture;
