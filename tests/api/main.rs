@@ -8,6 +8,7 @@ mod conventions;
 mod crash;
 mod events;
 mod helpers;
+mod hostile;
 mod log_capture;
 mod mail;
 mod mail_recorder;
