@@ -347,6 +347,14 @@ pub struct Served {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// The binary process tests run: `TEST_NATTER_BINARY` (CI points it at the release build), else
+/// the one cargo built for this test run.
+pub fn natter_binary() -> std::path::PathBuf {
+    std::env::var_os("TEST_NATTER_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_natter").into())
+}
+
 impl Served {
     pub fn start(config: &std::path::Path) -> Served {
         Served::start_with_args(&["--config".as_ref(), config.as_os_str()])
@@ -354,7 +362,16 @@ impl Served {
 
     /// Starts `natter` with these arguments; `log` also holds the lines up to the "listening on" one.
     pub fn start_with_args(args: &[&std::ffi::OsStr]) -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+        Served::start_binary_with_args(env!("CARGO_BIN_EXE_natter").as_ref(), args)
+    }
+
+    /// Starts `binary` with `--config config`, once it has announced its address.
+    pub fn start_binary(binary: &std::path::Path, config: &std::path::Path) -> Served {
+        Served::start_binary_with_args(binary, &["--config".as_ref(), config.as_os_str()])
+    }
+
+    fn start_binary_with_args(binary: &std::path::Path, args: &[&std::ffi::OsStr]) -> Served {
+        let mut child = Command::new(binary)
             .args(args)
             .stderr(Stdio::piped())
             .spawn()
