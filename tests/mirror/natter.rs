@@ -44,7 +44,20 @@ pub fn command(config: &Path, args: &[&str]) -> Output {
 }
 
 impl Natter {
+    /// Starts natter on `config`. A test that just closed the data directory in-process may still
+    /// hold sled's lock for a moment (its flush thread ends on its own): natter then exits with 2
+    /// ("in use") at once, and is started again.
     pub fn start(config: &Path) -> Natter {
+        for _ in 0..50 {
+            if let Some(natter) = Natter::try_start(config) {
+                return natter;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("natter never got the data directory");
+    }
+
+    fn try_start(config: &Path) -> Option<Natter> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
             .arg("--dev")
             .arg("--config")
@@ -69,10 +82,20 @@ impl Natter {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("natter did not start: {:#?}", log.lock().unwrap()));
-        Natter { child, addr, log }
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let status = child.wait().unwrap();
+                if status.code() == Some(2) {
+                    return None;
+                }
+                panic!(
+                    "natter did not start ({status}): {:#?}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Some(Natter { child, addr, log })
     }
 
     pub fn url(&self, path: &str) -> String {
