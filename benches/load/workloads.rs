@@ -518,6 +518,14 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
         if id.is_empty() {
             break;
         }
+        // BENCH_ONLY=7 or BENCH_ONLY=1,4 runs only the steps holding those workloads.
+        if let Ok(only) = std::env::var("BENCH_ONLY")
+            && !only
+                .split(',')
+                .any(|w| id.split('/').any(|x| x == w.trim()))
+        {
+            continue;
+        }
         eprintln!("[bench] {id} {what} (load {})", loadavg());
         let result = match i {
             0 => events(&s, &mut r).await,
