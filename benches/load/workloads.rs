@@ -271,6 +271,8 @@ struct PhaseRun {
     /// Until every listener saw the phase's closing mark.
     drained: Option<Instant>,
     cpu: Duration,
+    /// What the side task run during the phase returned (sign-ins completed).
+    side: u64,
 }
 
 /// Summed over listeners.
@@ -406,9 +408,10 @@ impl Crowd {
         for r in results {
             posted += r?;
         }
-        if let Some(side) = side {
-            let _ = side.await;
-        }
+        let side = match side {
+            Some(side) => side.await.unwrap_or(0),
+            None => 0,
+        };
         let limit = Duration::from_secs(if posted > 0 { 120 } else { 10 });
         let drained = self.mark(limit).await?.then(Instant::now);
         let cpu = server.cpu().saturating_sub(cpu0);
@@ -417,6 +420,7 @@ impl Crowd {
             start,
             drained,
             cpu,
+            side,
         })
     }
 
@@ -950,8 +954,8 @@ async fn legacy_fanout(s: &Scale, r: &mut Report, baseline: &Server) -> Result<(
     Ok(())
 }
 
-fn stormy_sign_ins(_run: &PhaseRun) -> String {
-    String::new()
+fn stormy_sign_ins(run: &PhaseRun) -> String {
+    format!("; {} sign-ins completed", run.side)
 }
 
 /// Long-pollers on the baseline and a publisher at `rate`: (CPU µs per answer, answers/s).
