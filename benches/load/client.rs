@@ -196,11 +196,11 @@ pub async fn listen(
             continue;
         }
         let v = r.json();
-        let events: Vec<Value> = match mode {
-            Mode::Events => v["events"].as_array().cloned().unwrap_or_default(),
-            Mode::Legacy => vec![v],
+        let events: &[Value] = match mode {
+            Mode::Events => v["events"].as_array().map_or(&[], Vec::as_slice),
+            Mode::Legacy => std::slice::from_ref(&v),
         };
-        for e in &events {
+        for e in events {
             if mode == Mode::Events {
                 ack = e["id"].as_u64().unwrap_or(ack);
             }

@@ -51,7 +51,8 @@ fn scale(smoke: bool) -> Scale {
             storm: 1000,
             legacy_listeners: 100,
             phase: Duration::from_secs(10),
-            posters: 4,
+            // Enough that 100 posts/s is reachable when a post takes up to 80 ms.
+            posters: 8,
             parked: 10_000,
             writers: 64,
             users: 10_000,
