@@ -15,13 +15,16 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     /// Every stderr line after the listening line.
-    pub log: Arc<Mutex<Vec<String>>>,
+    pub log: Log,
     pub dir: Option<tempfile::TempDir>,
     pub config: Option<PathBuf>,
 }
 
+/// The server's stderr lines the bench keeps.
+type Log = Arc<Mutex<Vec<String>>>;
+
 /// Spawns `cmd`, waits for "listening on ADDR" on its stderr and keeps reading the rest.
-fn spawn(mut cmd: Command) -> Result<(Child, SocketAddr, Arc<Mutex<Vec<String>>>), String> {
+fn spawn(mut cmd: Command) -> Result<(Child, SocketAddr, Log), String> {
     // natter refuses unknown NATTER_* variables; none of the bench's may reach it.
     for (key, _) in std::env::vars() {
         if key.starts_with("NATTER_") {
