@@ -7,13 +7,31 @@ use crate::model::Password;
 use pbkdf2::password_hash::{CustomizedPasswordHasher, PasswordVerifier};
 use pbkdf2::phc::PasswordHash;
 use pbkdf2::{Params, Pbkdf2};
+use std::sync::OnceLock;
+use tokio::sync::Semaphore;
+
+/// Hashes running at once: one core fewer than the machine has (at least one), so a sign-in
+/// storm queues here instead of taking every core from the async workers that deliver events.
+fn hashing_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Semaphore::new(cores.saturating_sub(1).max(1))
+    })
+}
+
+/// Runs one PBKDF2 computation on a blocking thread once a hashing slot is free.
+async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _slot = hashing_slots().acquire().await.ok()?;
+    tokio::task::spawn_blocking(work).await.ok()
+}
 
 /// Hashes a password with `iterations` rounds and a fresh random salt.
 pub async fn hash(password: Password, iterations: u32) -> Result<String, ApiError> {
     let salt: [u8; 16] = super::random_bytes()?;
-    tokio::task::spawn_blocking(move || hash_blocking(password.expose(), &salt, iterations))
+    off_workers(move || hash_blocking(password.expose(), &salt, iterations))
         .await
-        .map_err(|_| ApiError::Internal)?
+        .ok_or(ApiError::Internal)?
 }
 
 fn hash_blocking(password: &str, salt: &[u8], iterations: u32) -> Result<String, ApiError> {
@@ -33,7 +51,7 @@ pub async fn verify(password: String, stored: Option<String>, dummy: &str) -> bo
     let known = stored.is_some();
     let hash = stored.unwrap_or_else(|| dummy.to_owned());
     let dummy = dummy.to_owned();
-    let matches = tokio::task::spawn_blocking(move || {
+    let matches = off_workers(move || {
         let matches = verify_blocking(&password, &hash);
         if is_bcrypt(&hash) {
             // bcrypt at chatty-server's cost 4 is quick: pay the PBKDF2 time as well, so a
