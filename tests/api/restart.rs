@@ -93,3 +93,72 @@ async fn shutdown_answers_parked_polls_with_an_empty_200() {
         "answered at shutdown, not at the timeout"
     );
 }
+
+/// Listeners parked on `/events` across a graceful restart lose and repeat nothing: their queues
+/// come back with the same ids, and polling resumes where it left off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_listeners_see_every_message_once_across_a_graceful_restart() {
+    const EACH_SIDE: u64 = 30;
+    let mut server = TestServer::with_config("poll_timeout = \"2s\"").await;
+    let poster = server.guest_in("poster", "Main").await;
+    let mut listeners = Vec::new();
+    for i in 0..3 {
+        let client = server.guest_in(&format!("listener{i}"), "Main").await;
+        let queue = client
+            .post("/api/loggedonly/queues", json!({}))
+            .await
+            .json();
+        listeners.push((client, queue["queue_id"].as_str().unwrap().to_owned()));
+    }
+    let tasks: Vec<_> = listeners
+        .iter()
+        .map(|(client, queue_id)| {
+            let (client, queue_id) = (client.clone(), queue_id.clone());
+            tokio::spawn(async move {
+                let (mut last, mut texts) = (0u64, Vec::new());
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while texts.len() < 2 * EACH_SIDE as usize && std::time::Instant::now() < deadline {
+                    let url = client.url(&format!(
+                        "/api/loggedonly/events?queue_id={queue_id}&last_event_id={last}"
+                    ));
+                    // While the server restarts, requests fail: try again.
+                    let Ok(response) = client.http.get(url).send().await else {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    assert_eq!(response.status(), 200, "the queue survived the restart");
+                    let batch: serde_json::Value = response.json().await.unwrap();
+                    for event in batch["events"].as_array().unwrap() {
+                        let id = event["id"].as_u64().unwrap();
+                        assert!(id > last, "event ids keep increasing");
+                        last = id;
+                        if event["type"] == "MessageEvent" {
+                            texts.push(event["event"]["text"].as_str().unwrap().to_owned());
+                        }
+                    }
+                }
+                texts
+            })
+        })
+        .collect();
+    for n in 0..EACH_SIDE {
+        poster.say("Main", &format!("m{n}")).await;
+    }
+    // Give the listeners a moment to park, then restart under them.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut clients: Vec<&crate::helpers::Client> = listeners.iter().map(|(c, _)| c).collect();
+    clients.push(&poster);
+    server.restart(&clients).await;
+    for n in EACH_SIDE..2 * EACH_SIDE {
+        poster.say("Main", &format!("m{n}")).await;
+    }
+    let expected: Vec<String> = (0..2 * EACH_SIDE).map(|n| format!("m{n}")).collect();
+    for task in tasks {
+        assert_eq!(
+            task.await.unwrap(),
+            expected,
+            "every message once, in order"
+        );
+    }
+    server.stop().await;
+}
