@@ -310,33 +310,16 @@ export class MainView {
       text: 'Delete',
       attrs: { type: 'button', 'aria-label': `Delete message from ${message.user}` },
     });
-    const confirm = () => {
-      const yes = el('button', { class: 'danger small', text: 'Delete', attrs: { type: 'button' } });
-      const no = el('button', { class: 'secondary small', text: 'Cancel', attrs: { type: 'button' } });
-      const box = el('span', { class: 'delete-confirm', attrs: { role: 'group', 'aria-label': 'Confirm delete' } }, [
-        el('span', { text: 'Delete this message?' }), yes, no,
-      ]);
-      no.addEventListener('click', () => {
-        wrap.replaceChildren(ask);
-        ask.focus();
-      });
-      yes.addEventListener('click', async () => {
-        yes.disabled = true;
-        no.disabled = true;
-        setError(byId('chat-error'), '');
-        try {
-          await this.handlers.deleteMessage(chatName, message.id);
-        } catch (err) {
-          if (this.openName === chatName) setError(byId('chat-error'), err.message);
-          wrap.replaceChildren(ask);
-        }
-      });
-      wrap.replaceChildren(box);
-      no.focus();
-    };
-    ask.addEventListener('click', confirm);
-    wrap.append(ask);
-    return wrap;
+    return confirmingButton(wrap, ask, {
+      verb: 'Delete',
+      boxClass: 'delete-confirm',
+      label: 'Confirm delete',
+      question: 'Delete this message?',
+      action: () => this.handlers.deleteMessage(chatName, message.id),
+      onError: (err) => {
+        if (this.openName === chatName) setError(byId('chat-error'), err.message);
+      },
+    });
   }
 
   isNearBottom() {
@@ -372,31 +355,14 @@ export class MainView {
     const ask = el('button', {
       class: 'link-button kick-button', text: 'Kick', attrs: { type: 'button', 'aria-label': `Kick ${user}` },
     });
-    ask.addEventListener('click', () => {
-      const yes = el('button', { class: 'danger small', text: 'Kick', attrs: { type: 'button' } });
-      const no = el('button', { class: 'secondary small', text: 'Cancel', attrs: { type: 'button' } });
-      no.addEventListener('click', () => {
-        wrap.replaceChildren(ask);
-        ask.focus();
-      });
-      yes.addEventListener('click', async () => {
-        yes.disabled = true;
-        no.disabled = true;
-        setError(byId('chat-error'), '');
-        try {
-          await this.handlers.kick(user);
-        } catch (err) {
-          setError(byId('chat-error'), err.message);
-          wrap.replaceChildren(ask);
-        }
-      });
-      wrap.replaceChildren(el('span', {
-        class: 'kick-confirm', attrs: { role: 'group', 'aria-label': `Confirm kick of ${user}` },
-      }, [el('span', { text: `Kick ${user} and block the name?` }), yes, no]));
-      no.focus();
+    return confirmingButton(wrap, ask, {
+      verb: 'Kick',
+      boxClass: 'kick-confirm',
+      label: `Confirm kick of ${user}`,
+      question: `Kick ${user} and block the name?`,
+      action: () => this.handlers.kick(user),
+      onError: (err) => setError(byId('chat-error'), err.message),
     });
-    wrap.append(ask);
-    return wrap;
   }
 
   /** The bell: on when notifications are wanted and allowed. */
@@ -541,4 +507,33 @@ export class MainView {
     }
     if (this.openName === name) this.input.focus();
   }
+}
+
+/** `ask` in `wrap`, asking inline before it acts: a question with the action and Cancel. */
+function confirmingButton(wrap, ask, { verb, boxClass, label, question, action, onError }) {
+  ask.addEventListener('click', () => {
+    const yes = el('button', { class: 'danger small', text: verb, attrs: { type: 'button' } });
+    const no = el('button', { class: 'secondary small', text: 'Cancel', attrs: { type: 'button' } });
+    no.addEventListener('click', () => {
+      wrap.replaceChildren(ask);
+      ask.focus();
+    });
+    yes.addEventListener('click', async () => {
+      yes.disabled = true;
+      no.disabled = true;
+      setError(byId('chat-error'), '');
+      try {
+        await action();
+      } catch (err) {
+        onError(err);
+        wrap.replaceChildren(ask);
+      }
+    });
+    wrap.replaceChildren(el('span', { class: boxClass, attrs: { role: 'group', 'aria-label': label } }, [
+      el('span', { text: question }), yes, no,
+    ]));
+    no.focus();
+  });
+  wrap.append(ask);
+  return wrap;
 }
