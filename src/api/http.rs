@@ -241,13 +241,19 @@ fn is_localhost(origin: &str) -> bool {
     })
 }
 
-/// Reads one query parameter (raw query string, percent-decoded value).
-pub fn query_param(query: &str, name: &str) -> Option<String> {
+/// Reads one query parameter (raw query string, percent-decoded value); a value that does not
+/// decode to UTF-8 is 400 `cannot parse data`, not a missing parameter.
+pub fn query_param(query: &str, name: &str) -> Result<Option<String>, ApiError> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .find(|(key, _)| *key == name)
-        .and_then(|(_, value)| urlencoding::decode(value).ok().map(|v| v.into_owned()))
+        .map(|(_, value)| {
+            urlencoding::decode(value)
+                .map(|v| v.into_owned())
+                .map_err(|_| ApiError::CannotParse)
+        })
+        .transpose()
 }
 
 #[cfg(test)]
@@ -293,8 +299,12 @@ mod tests {
     fn query_params_are_decoded() {
         assert_eq!(
             query_param("a=1&queue_id=x%2By", "queue_id"),
-            Some("x+y".into())
+            Ok(Some("x+y".into()))
         );
-        assert_eq!(query_param("a=1", "b"), None);
+        assert_eq!(query_param("a=1", "b"), Ok(None));
+        assert_eq!(
+            query_param("last_event_id=%Aa", "last_event_id"),
+            Err(ApiError::CannotParse)
+        );
     }
 }

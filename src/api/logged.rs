@@ -39,7 +39,7 @@ pub async fn logout(ctx: &Ctx, session: &SessionInfo) -> Result<Response, ApiErr
 }
 
 fn last_event_id(req: &ApiRequest) -> Result<Option<u64>, ApiError> {
-    http::query_param(&req.query, "last_event_id")
+    http::query_param(&req.query, "last_event_id")?
         .map(|v| v.parse::<u64>().map_err(|_| ApiError::CannotParse))
         .transpose()
 }
@@ -76,7 +76,7 @@ pub async fn events(
     req: &ApiRequest,
     session: &SessionInfo,
 ) -> Result<Response, ApiError> {
-    let queue_id = http::query_param(&req.query, "queue_id").ok_or(ApiError::BadEventQueue)?;
+    let queue_id = http::query_param(&req.query, "queue_id")?.ok_or(ApiError::BadEventQueue)?;
     let ack = last_event_id(req)?.unwrap_or(0);
     let batch = ctx.service.poll_queue(session, &queue_id, ack).await?;
     let events: Vec<QueuedEvent> = batch
