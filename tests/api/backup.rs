@@ -386,9 +386,8 @@ async fn a_large_export_streams_from_its_cut_while_other_requests_are_served() {
         .assert_ok_empty();
     server.stop().await;
     {
-        use natter::store::sled::{SledStore, SyncMode};
         use natter::store::{NewMessage, Store};
-        let store = SledStore::open(&server.data_dir(), SyncMode::Relaxed).unwrap();
+        let store = server.stored_data();
         let chats = store.chats().unwrap();
         let text = "x".repeat(2500);
         for i in 0..BIG_MESSAGES {

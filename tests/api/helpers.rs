@@ -152,14 +152,29 @@ impl TestServer {
     }
 
     /// Changes a stored account directly in sled; the server must be stopped.
+    /// The stopped server's data directory, opened directly. sled's own flush thread may hold
+    /// the directory's lock a moment after the server stopped: wait for it.
+    pub fn stored_data(&self) -> std::sync::Arc<natter::store::sled::SledStore> {
+        use natter::store::StoreError;
+        use natter::store::sled::{SledStore, SyncMode};
+        for _ in 0..100 {
+            match SledStore::open(&self.data_dir(), SyncMode::Relaxed) {
+                Err(StoreError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("the data directory stayed locked");
+    }
+
     pub fn edit_stored_user(
         &self,
         name: &str,
         change: impl FnOnce(&mut natter::store::UserRecord),
     ) {
         use natter::store::Store;
-        use natter::store::sled::{SledStore, SyncMode};
-        let store = SledStore::open(&self.data_dir(), SyncMode::Relaxed).unwrap();
+        let store = self.stored_data();
         let mut user = store.user(name).unwrap().expect("the user exists");
         change(&mut user);
         store.update_user(&user, None).unwrap();

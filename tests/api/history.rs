@@ -284,11 +284,7 @@ async fn deleted_text_is_gone_after_a_restart() {
     let gone = alice.say("Main", "secret words").await;
     delete(&alice, "Main", &gone["id"]).await.assert_ok_empty();
     server.stop().await;
-    let store = natter::store::sled::SledStore::open(
-        &server.data_dir(),
-        natter::store::sled::SyncMode::Relaxed,
-    )
-    .unwrap();
+    let store = server.stored_data();
     {
         use natter::store::Store;
         let chat = store.chats().unwrap()[0].id;
