@@ -128,7 +128,10 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         listener,
         routes,
         connection_limits,
-        config.header_read_timeout,
+        server::Timeouts {
+            header_read: config.header_read_timeout,
+            write: config.write_timeout,
+        },
         async {
             let _ = stopped.await;
         },
@@ -160,7 +163,10 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             listener,
             handle,
             service.clone(),
-            config.header_read_timeout,
+            server::Timeouts {
+                header_read: config.header_read_timeout,
+                write: config.write_timeout,
+            },
         ));
     }
     // Tells systemd (Type=notify) we are ready; a no-op elsewhere.

@@ -4,6 +4,8 @@
 //! - hyper's `header_read_timeout` closes a connection whose request headers are not complete
 //!   in time, and, as hyper re-arms it after every response, a kept-alive connection that stays
 //!   idle that long. It never runs while a request is being handled, so parked polls are safe.
+//! - A connection whose response makes no progress for `write_timeout` (a client that stopped
+//!   reading) is closed, so it cannot keep its slot forever.
 //! - `listener::ConnectionLimits` caps open connections in all and per peer address.
 //! - Graceful shutdown: stop accepting, let in-flight requests finish, close idle connections.
 //!
@@ -20,6 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_io_timeout::TimeoutStream;
 use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -32,19 +35,28 @@ pub struct PeerAddr(pub SocketAddr);
 /// Request line and headers together may take this much; larger ones are refused by hyper.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// How long a connection may stall.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Request headers must be complete this long after the connection opens or after the
+    /// previous response.
+    pub header_read: Duration,
+    /// A pending write that makes no progress for this long closes the connection.
+    pub write: Duration,
+}
+
 /// Accepts and serves connections until `shutdown` resolves, then waits for open connections
-/// to finish their requests. Request headers must be complete `header_read_timeout` after the
-/// connection opens or after the previous response, or the connection is closed.
+/// to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     routes: BoxedFilter<(Response,)>,
     limits: ConnectionLimits,
-    header_read_timeout: Duration,
+    timeouts: Timeouts,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(timeouts.header_read)
         // Bounds what one connection's unfinished headers can hold (hyper's default is ~400 KiB).
         .max_buf_size(MAX_HEADER_BYTES);
     let service = warp::service(routes);
@@ -76,7 +88,10 @@ pub async fn serve(
             request.extensions_mut().insert(PeerAddr(peer));
             service.clone().call(request)
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), per_request));
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(timeouts.write));
+        let io = TokioIo::new(Box::pin(stream));
+        let conn = graceful.watch(http.serve_connection(io, per_request));
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 // Header timeouts and clients that hang up land here; not worth a warning each.

@@ -356,7 +356,7 @@ pub fn spawn(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
     service: Arc<Service>,
-    header_read_timeout: Duration,
+    timeouts: crate::server::Timeouts,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let scrape_handle = handle.clone();
     let metrics = warp::path("metrics")
@@ -379,7 +379,7 @@ pub fn spawn(
         listener,
         routes,
         limits,
-        header_read_timeout,
+        timeouts,
         std::future::pending(),
     ));
     let upkeep = tokio::spawn(async move {

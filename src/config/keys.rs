@@ -66,6 +66,10 @@ config_keys! {
         /// not cut.
         #[serde(with = "humantime_serde")]
         body_read_timeout: Duration = secs(30), duration(secs(1), hours(1));
+        /// A connection whose response makes no progress for this long is closed: a client that stops
+        /// reading (1s to 1h).
+        #[serde(with = "humantime_serde")]
+        write_timeout: Duration = secs(30), duration(secs(1), hours(1));
         /// Open connections at most; further ones wait until one closes (1 to 1000000).
         max_connections: usize = 10_000, range(1, 1_000_000);
         /// Open connections per client address at most, not applied to trusted_proxies (1 to

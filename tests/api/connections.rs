@@ -479,3 +479,57 @@ async fn a_thousand_stalled_connections_are_closed_and_cost_little_memory() {
     let mut probe = connect(addr).await;
     assert_eq!(healthz(&mut probe).await.map(|r| r.0), Some(200));
 }
+
+/// A connection from `source` (any 127.0.0.0/8 address works on loopback) to `addr`, with a
+/// small receive buffer so that a client that does not read fills up quickly.
+async fn connect_from(source: &str, addr: SocketAddr, recv_buffer: Option<u32>) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.expect("connect")
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_after_the_write_timeout() {
+    let server =
+        TestServer::with_config("write_timeout = \"1s\"\nmax_connections_per_ip = 1").await;
+    let mut stuck = connect_from("127.0.0.1", server.addr, Some(4096)).await;
+    // Pipelined requests for a stylesheet, answered until the socket buffers are full (tens of
+    // MiB asked for, a few MiB fit); the client never reads a byte.
+    let request = b"GET /style.css HTTP/1.1\r\nHost: natter\r\n\r\n".repeat(2000);
+    let writer = tokio::spawn(async move {
+        let _ = stuck.write_all(&request).await;
+        stuck
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile another client is served at once.
+    let mut other = connect_from("127.0.0.2", server.addr, None).await;
+    let answer = tokio::time::timeout(Duration::from_secs(2), healthz(&mut other)).await;
+    assert_eq!(answer.ok().flatten().map(|r| r.0), Some(200));
+    // The stuck connection holds 127.0.0.1's only slot until the write timeout frees it.
+    let started = Instant::now();
+    let freed = served_soon_within(server.addr, Duration::from_secs(6)).await;
+    assert!(freed, "the stuck connection was never closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the slot was free before the write timeout: {:?}",
+        started.elapsed()
+    );
+    writer.abort();
+}
+
+/// Whether a fresh connection from 127.0.0.1 gets a 200 `/healthz` within `limit`.
+async fn served_soon_within(addr: SocketAddr, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let mut stream = connect(addr).await;
+        let answer = tokio::time::timeout(Duration::from_secs(1), healthz(&mut stream)).await;
+        if let Ok(Some((200, _))) = answer {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
