@@ -22,6 +22,9 @@ async fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
+    if !matches!(command, Command::Serve) {
+        restore_default_sigpipe();
+    }
     if let Command::CheckConfig = command {
         // The summary on stdout stays a loadable natter config file; the notes go beside it.
         for note in &notes {
@@ -219,4 +222,14 @@ fn timestamped_format(
         record.level(),
         record.args()
     )
+}
+
+/// Rust ignores SIGPIPE, so `println!` to a closed pipe panics. The one-shot commands behave like
+/// other Unix tools instead (`natter check-config | head` ends quietly); the server keeps
+/// ignoring it, as a client that hangs up must only fail that one write.
+fn restore_default_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default has no precondition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

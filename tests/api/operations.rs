@@ -66,6 +66,23 @@ fn version_flag_prints_the_package_version() {
 }
 
 #[test]
+fn a_closed_stdout_ends_check_config_quietly_like_other_unix_tools() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    // The reading end is gone before natter writes: `natter check-config | head -0`.
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["--dev", "check-config"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
+#[test]
 fn sd_notify_says_ready_once_connections_are_accepted_and_stopping_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
