@@ -5,6 +5,7 @@ mod backup;
 mod bot;
 mod delivery;
 mod presence;
+mod recovery;
 mod rooms;
 pub mod state;
 #[cfg(test)]
@@ -176,8 +177,12 @@ impl Service {
     }
 
     /// Locks the state for a change made by `session`, which may have ended since it was
-    /// authenticated: only a session still online may change anything.
+    /// authenticated: only a session still online may change anything. While storage is down
+    /// nothing may: memory may still hold changes that failed, until they are dropped.
     fn lock_online(&self, session: &SessionInfo) -> Result<MutexGuard<'_, State>, ApiError> {
+        if !self.store.available() {
+            return Err(ApiError::Unavailable);
+        }
         let st = self.lock();
         if !st.activity.contains_key(&session.handle) {
             return Err(ApiError::NotLoggedIn);
@@ -203,7 +208,8 @@ impl Service {
         for (targets, event) in events {
             self.hub.stage(epoch, targets, &event);
         }
-        self.hub.release(self.store.durability().borrow().durable);
+        let durability = *self.store.durability().borrow();
+        self.settle(&durability);
         epoch
     }
 
@@ -213,12 +219,24 @@ impl Service {
         Ok(())
     }
 
-    /// Releases staged events as the flusher makes writes durable; runs until the store stops.
+    /// Releases staged events as the flusher makes writes durable, and rebuilds memory from
+    /// the store when it recovered from a failure; runs until the store stops.
     pub async fn publish_durable_events(self: Arc<Self>) {
         let mut watch = self.store.durability();
+        let mut recoveries = watch.borrow().recoveries;
         while watch.changed().await.is_ok() {
-            let durable = watch.borrow_and_update().durable;
-            self.hub.release(durable);
+            let durability = *watch.borrow_and_update();
+            self.settle(&durability);
+            if durability.recoveries != recoveries {
+                recoveries = durability.recoveries;
+                let service = self.clone();
+                let resynced = tokio::task::spawn_blocking(move || service.resync_with_store());
+                match resynced.await {
+                    Ok(Ok(())) => log::info!("chats and sessions reloaded from storage"),
+                    Ok(Err(e)) => log::error!("reloading chats and sessions failed: {e}"),
+                    Err(e) => log::error!("reloading chats and sessions failed: {e}"),
+                }
+            }
         }
     }
 }
@@ -235,8 +253,12 @@ pub fn user_status(user: &UserRecord) -> UserStatus {
 /// Storage failures reach clients only as 503 `service unavailable`.
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        // Storage details stay in the log; the client learns only that we are unavailable.
-        log::error!("{err}");
+        // Storage details stay in the log; the client learns only that we are unavailable. A
+        // disk failure is logged once by the store, not once per request.
+        match err {
+            StoreError::Disk(_) | StoreError::Unavailable => log::debug!("{err}"),
+            _ => log::error!("{err}"),
+        }
         ApiError::Unavailable
     }
 }

@@ -442,8 +442,10 @@ impl Service {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Err(e) = self.sweep().await {
-                log::warn!("presence sweep failed: {}", e.message());
+            match self.sweep().await {
+                // Storage is down: the store logged it once, and the next pass retries.
+                Ok(()) | Err(ApiError::Unavailable) => {}
+                Err(e) => log::warn!("presence sweep failed: {}", e.message()),
             }
         }
     }

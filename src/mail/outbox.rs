@@ -33,7 +33,12 @@ pub async fn run(
         let next_due = match deliver_due(&*store, &transport, &public_url).await {
             Ok(next_due) => next_due,
             Err(e) => {
-                log::error!("the mail outbox cannot be read: {e}");
+                // A storage outage is logged once by the store, not every 5 s here.
+                if matches!(e, crate::store::StoreError::Unavailable) {
+                    log::debug!("the mail outbox cannot be read: {e}");
+                } else {
+                    log::error!("the mail outbox cannot be read: {e}");
+                }
                 Some(crate::chat::now() + 5)
             }
         };

@@ -195,4 +195,7 @@ impl Store for FaultyStore {
     fn check_health(&self) -> StoreResult<()> {
         self.inner.check_health()
     }
+    fn available(&self) -> bool {
+        self.inner.available()
+    }
 }

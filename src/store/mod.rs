@@ -16,8 +16,13 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub enum StoreError {
     /// Another process (normally a running natter) holds the data directory.
     Locked(PathBuf),
-    /// I/O or engine error; the text is for logs only.
+    /// Engine error; the text is for logs only.
     Io(String),
+    /// The disk failed a read or write (full, failing): the store refuses work until it has
+    /// recovered by itself (docs/design.md, Storage faults).
+    Disk(String),
+    /// Storage failed earlier and has not recovered yet.
+    Unavailable,
     /// A value that does not decode: wrong format version or damaged bytes.
     Corrupt(String),
 }
@@ -31,6 +36,8 @@ impl std::fmt::Display for StoreError {
                 path.display()
             ),
             StoreError::Io(e) => write!(f, "storage error: {e}"),
+            StoreError::Disk(e) => write!(f, "disk error: {e}"),
+            StoreError::Unavailable => write!(f, "storage is unavailable until it recovers"),
             StoreError::Corrupt(e) => write!(f, "stored data does not decode: {e}"),
         }
     }
@@ -173,6 +180,19 @@ pub struct Durability {
     pub durable: u64,
     /// The newest epoch whose flush failed, if the last flush failed.
     pub failed: Option<u64>,
+    /// Epochs (first, last) of writes that never reached the disk before storage failed and was
+    /// reopened: they are never durable, whatever `durable` says later.
+    pub lost: Option<(u64, u64)>,
+    /// Times storage recovered from a failure: memory is then rebuilt from what is on disk.
+    pub recoveries: u64,
+}
+
+impl Durability {
+    /// Whether the write with `epoch` was lost in a storage failure.
+    pub fn is_lost(&self, epoch: u64) -> bool {
+        self.lost
+            .is_some_and(|(first, last)| (first..=last).contains(&epoch))
+    }
 }
 
 /// Every read and write of durable data goes through this trait.
@@ -280,6 +300,10 @@ pub trait Store: Send + Sync + 'static {
     }
     /// A cheap read and write probe for `/healthz`.
     fn check_health(&self) -> StoreResult<()>;
+    /// False while storage is down after a disk failure (every call then answers `Unavailable`).
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 /// Waits until the write with `epoch` is on disk, or its flush failed.
@@ -289,9 +313,10 @@ pub async fn wait_durable(store: &dyn Store, epoch: u64) -> StoreResult<()> {
         .wait_for(|d| d.durable >= epoch || d.failed.is_some_and(|f| f >= epoch))
         .await
         .map_err(|_| StoreError::Io("the flusher has stopped".into()))?;
-    if state.durable >= epoch {
+    if state.durable >= epoch && !state.is_lost(epoch) {
         Ok(())
     } else {
-        Err(StoreError::Io("flush failed".into()))
+        // The store logged the failure once; every waiting request just learns of it.
+        Err(StoreError::Unavailable)
     }
 }

@@ -1,6 +1,8 @@
 //! The sled implementation of `Store`: one tree per record kind, bincode values, group commit.
 
+mod engine;
 mod mirrored;
+mod recovery;
 
 pub use mirrored::new_instance;
 
@@ -10,6 +12,7 @@ use super::{
     ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, QueuedMail, Restored,
     SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
+use engine::Engine;
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,10 +21,9 @@ use sled::transaction::{
     TransactionalTree,
 };
 use sled::{IVec, Tree};
-use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -62,9 +64,13 @@ pub enum SyncMode {
     Relaxed,
 }
 
-/// State shared between the store and its flusher thread.
+/// State shared between the store, its flusher thread and its recovery thread.
 struct Shared {
-    db: sled::Db,
+    dir: PathBuf,
+    /// The open database; `None` from a disk failure until storage has recovered.
+    engine: RwLock<Option<Arc<Engine>>>,
+    /// When the current storage failure began.
+    outage: Mutex<Option<Instant>>,
     /// Committed writes so far; a write's epoch is the value right after it.
     epoch: AtomicU64,
     flushes: AtomicU64,
@@ -72,25 +78,14 @@ struct Shared {
     /// True once the flusher must stop; writers notify `wake` while holding it.
     stopped: Mutex<bool>,
     wake: Condvar,
+    /// Set when the mirror is on: outbox entries are written with every mirrored change.
+    mirror: Option<Arc<MirrorShared>>,
 }
 
 /// The sled-backed store.
 pub struct SledStore {
     shared: Arc<Shared>,
     mode: SyncMode,
-    users: Tree,
-    emails: Tree,
-    chats: Tree,
-    members: Tree,
-    messages: Tree,
-    sessions: Tree,
-    meta: Tree,
-    /// Outgoing mail waiting for delivery, keyed by a big-endian id.
-    mail: Tree,
-    /// Mirror entries waiting for PostgreSQL, keyed by a big-endian sequence number.
-    outbox: Tree,
-    /// Set when the mirror is on: outbox entries are written with every mirrored change.
-    mirror: Option<Arc<MirrorShared>>,
     /// Next ids; held across the transaction that uses them so ids commit in order.
     next_chat: Mutex<u64>,
     next_message: Mutex<u64>,
@@ -110,54 +105,18 @@ impl SledStore {
     }
 
     fn open_with(dir: &Path, mode: SyncMode, mirrored: bool) -> StoreResult<Arc<SledStore>> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
-        let tree = |name: &str| db.open_tree(name).map_err(io);
-        let (users, emails, chats) = (tree("users")?, tree("emails")?, tree("chats")?);
-        let (members, messages) = (tree("members")?, tree("messages")?);
-        let (sessions, meta, mail) = (tree("sessions")?, tree("meta")?, tree("mail")?);
-        let outbox = tree("outbox")?;
-
-        check_schema(&meta)?;
-        let live: Vec<ChatRecord> = decode_all(&chats)?;
-        let live_ids: HashSet<u64> = live.iter().map(|c| c.id).collect();
-        // A crash in the middle of `remove_chat` leaves unreachable rows behind.
-        for chat_id in chat_ids_in(&members)? {
-            if !live_ids.contains(&chat_id) {
-                purge(&members, "memberships", chat_id)?;
-            }
-        }
-        let mut max_message = 0;
-        for chat_id in chat_ids_in(&messages)? {
-            // Count rows about to be purged too: an id once stored is never handed out again.
-            if let Some(key) = messages
-                .scan_prefix(chat_id.to_be_bytes())
-                .keys()
-                .next_back()
-            {
-                max_message = max_message.max(message_id_of(&key.map_err(io)?)?);
-            }
-            if !live_ids.contains(&chat_id) {
-                purge(&messages, "messages", chat_id)?;
-            }
-        }
-
-        let max_chat = live.iter().map(|c| c.id).max().unwrap_or(0);
-        let next_chat = read_counter(&meta, META_NEXT_CHAT)?.max(max_chat.saturating_add(1));
-        let next_message =
-            read_counter(&meta, META_NEXT_MESSAGE)?.max(max_message.saturating_add(1));
-
-        let mirror = mirrored::open_outbox(&outbox, &meta, mirrored)?;
+        let (engine, next) = Engine::open(dir)?;
+        let mirror = mirrored::open_outbox(&engine.outbox, &engine.meta, mirrored)?;
         let shared = Arc::new(Shared {
-            db,
+            dir: dir.to_path_buf(),
+            engine: RwLock::new(Some(Arc::new(engine))),
+            outage: Mutex::new(None),
             epoch: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             durability: watch::Sender::new(Durability::default()),
             stopped: Mutex::new(false),
             wake: Condvar::new(),
+            mirror,
         });
         let flusher = match mode {
             SyncMode::Sync => {
@@ -173,20 +132,26 @@ impl SledStore {
         Ok(Arc::new(SledStore {
             shared,
             mode,
-            users,
-            emails,
-            chats,
-            members,
-            messages,
-            sessions,
-            meta,
-            mail,
-            outbox,
-            mirror,
-            next_chat: Mutex::new(next_chat),
-            next_message: Mutex::new(next_message),
+            next_chat: Mutex::new(next.chat),
+            next_message: Mutex::new(next.message),
             flusher: Mutex::new(flusher),
         }))
+    }
+
+    /// The open database, for tests that look at trees directly.
+    #[cfg(test)]
+    fn engine(&self) -> Arc<Engine> {
+        let slot = self
+            .shared
+            .engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        slot.clone().expect("the database is open")
+    }
+
+    /// Runs `op` on the open database; a disk error takes the store down until it recovers.
+    fn with<T>(&self, op: impl FnOnce(&Engine) -> StoreResult<T>) -> StoreResult<T> {
+        self.shared.with(op)
     }
 
     /// Flushes and stops the flusher thread; later writes flush inline. Safe to call twice.
@@ -231,13 +196,13 @@ impl SledStore {
             return Ok(None);
         };
         // generate_id never hands out an id that reached the disk, which is all the outbox needs.
-        let id = self.shared.db.generate_id().map_err(io)?;
+        let id = self.with(|e| e.db.generate_id().map_err(io))?;
         Ok(Some((id.to_be_bytes(), encode(mail)?)))
     }
 
     /// Finds a chat's key in `chats` by id (the tree is keyed by name and small).
-    fn chat_key(&self, chat_id: u64) -> StoreResult<Option<IVec>> {
-        for entry in self.chats.iter() {
+    fn chat_key(e: &Engine, chat_id: u64) -> StoreResult<Option<IVec>> {
+        for entry in e.chats.iter() {
             let (key, value) = entry.map_err(io)?;
             if decode::<ChatRecord>(&value)?.id == chat_id {
                 return Ok(Some(key));
@@ -249,7 +214,7 @@ impl SledStore {
     /// Encodes an outbox entry when the mirror is on, and takes the outbox sequence until
     /// `queued`: entries then follow the order in which their transactions commit.
     fn pending(&self, entry: impl FnOnce() -> Entry) -> StoreResult<Option<Pending<'_>>> {
-        let Some(mirror) = &self.mirror else {
+        let Some(mirror) = &self.shared.mirror else {
             return Ok(None);
         };
         let value = encode(&Queued {
@@ -264,7 +229,7 @@ impl SledStore {
 
     /// After the transaction that wrote `pending` committed: next key, count, wake the worker.
     fn queued(&self, pending: Option<Pending<'_>>) {
-        if let (Some(mut pending), Some(mirror)) = (pending, &self.mirror) {
+        if let (Some(mut pending), Some(mirror)) = (pending, &self.shared.mirror) {
             *pending.seq += 1;
             drop(pending);
             mirror.len.fetch_add(1, Ordering::SeqCst);
@@ -296,10 +261,26 @@ impl Drop for SledStore {
 }
 
 impl Shared {
+    /// Runs `op` on the open database, or answers `Unavailable` while storage is down.
+    fn with<T>(self: &Arc<Self>, op: impl FnOnce(&Engine) -> StoreResult<T>) -> StoreResult<T> {
+        let engine = self
+            .engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Unavailable)?;
+        let result = op(&engine);
+        if let Err(StoreError::Disk(e)) = &result {
+            drop(engine);
+            self.fail(e);
+        }
+        result
+    }
+
     /// Flushes everything written up to now and reports `target` as durable (or failed).
-    fn flush_to(&self, target: u64) -> StoreResult<()> {
+    fn flush_to(self: &Arc<Self>, target: u64) -> StoreResult<()> {
         let started = Instant::now();
-        let flushed = self.db.flush();
+        let flushed = self.with(|e| e.db.flush().map_err(io));
         crate::telemetry::fsync(started.elapsed(), flushed.is_ok());
         match flushed {
             Ok(_) => {
@@ -308,9 +289,12 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                log::error!("storage flush failed: {e}");
+                // A disk failure was logged once when it began; anything else is logged here.
+                if !matches!(e, StoreError::Disk(_) | StoreError::Unavailable) {
+                    log::error!("storage flush failed: {e}");
+                }
                 self.publish(target, false);
-                Err(io(e))
+                Err(e)
             }
         }
     }
@@ -335,7 +319,7 @@ fn advance(d: &mut Durability, target: u64, ok: bool) -> bool {
 }
 
 /// Group commit: one flush covers every write committed before it started.
-fn run_flusher(shared: &Shared) {
+fn run_flusher(shared: &Arc<Shared>) {
     let mut done = 0;
     loop {
         let target = {
@@ -368,11 +352,11 @@ fn run_flusher(shared: &Shared) {
 
 impl Store for SledStore {
     fn user(&self, key: &str) -> StoreResult<Option<UserRecord>> {
-        get(&self.users, key.as_bytes())
+        self.with(|e| get(&e.users, key.as_bytes()))
     }
 
     fn user_key_by_email(&self, email_key: &str) -> StoreResult<Option<String>> {
-        get(&self.emails, email_key.as_bytes())
+        self.with(|e| get(&e.emails, email_key.as_bytes()))
     }
 
     fn insert_user(
@@ -380,232 +364,248 @@ impl Store for SledStore {
         user: &UserRecord,
         mail: Option<&QueuedMail>,
     ) -> StoreResult<Result<(), Taken>> {
-        let key = user.name.to_lowercase();
-        let email_key = user.email.to_lowercase();
-        let (value, owner) = (encode(user)?, encode(&key)?);
-        let mail = self.mail_entry(mail)?;
-        let pending = self.pending(|| Entry::User(MirroredUser::from(user)))?;
-        let outcome = (&self.users, &self.emails, &self.mail, &self.outbox)
-            .transaction(
-                |(users, emails, outbox, mirror)| -> TxResult<Result<(), Taken>> {
-                    if users.get(&key)?.is_some() {
-                        return Ok(Err(Taken::Name));
-                    }
-                    if emails.get(&email_key)?.is_some() {
-                        return Ok(Err(Taken::Email));
-                    }
-                    users.insert(key.as_bytes(), value.as_slice())?;
-                    emails.insert(email_key.as_bytes(), owner.as_slice())?;
-                    if let Some((id, queued)) = &mail {
-                        outbox.insert(&id[..], queued.as_slice())?;
-                    }
-                    put_pending(mirror, &pending)?;
-                    Ok(Ok(()))
-                },
-            )
-            .map_err(tx_error)?;
-        if outcome.is_ok() {
-            self.queued(pending);
-            self.committed();
-        }
-        Ok(outcome)
+        self.with(|e| {
+            let key = user.name.to_lowercase();
+            let email_key = user.email.to_lowercase();
+            let (value, owner) = (encode(user)?, encode(&key)?);
+            let mail = self.mail_entry(mail)?;
+            let pending = self.pending(|| Entry::User(MirroredUser::from(user)))?;
+            let outcome = (&e.users, &e.emails, &e.mail, &e.outbox)
+                .transaction(
+                    |(users, emails, outbox, mirror)| -> TxResult<Result<(), Taken>> {
+                        if users.get(&key)?.is_some() {
+                            return Ok(Err(Taken::Name));
+                        }
+                        if emails.get(&email_key)?.is_some() {
+                            return Ok(Err(Taken::Email));
+                        }
+                        users.insert(key.as_bytes(), value.as_slice())?;
+                        emails.insert(email_key.as_bytes(), owner.as_slice())?;
+                        if let Some((id, queued)) = &mail {
+                            outbox.insert(&id[..], queued.as_slice())?;
+                        }
+                        put_pending(mirror, &pending)?;
+                        Ok(Ok(()))
+                    },
+                )
+                .map_err(tx_error)?;
+            if outcome.is_ok() {
+                self.queued(pending);
+                self.committed();
+            }
+            Ok(outcome)
+        })
     }
 
     /// Does nothing if the account is gone (a concurrent delete must not resurrect it).
     fn update_user(&self, user: &UserRecord, mail: Option<&QueuedMail>) -> StoreResult<()> {
-        let key = user.name.to_lowercase();
-        let email_key = user.email.to_lowercase();
-        let (value, owner) = (encode(user)?, encode(&key)?);
-        let mail = self.mail_entry(mail)?;
-        let pending = self.pending(|| Entry::User(MirroredUser::from(user)))?;
-        let updated = (&self.users, &self.emails, &self.mail, &self.outbox)
-            .transaction(|(users, emails, outbox, mirror)| -> TxResult<bool> {
-                let Some(old) = users.get(&key)? else {
-                    return Ok(false);
-                };
-                let old: UserRecord = decode(&old).map_err(abort)?;
-                let old_email = old.email.to_lowercase();
-                if email_owner(emails, &email_key)?.is_some_and(|o| o != key) {
-                    // The caller checks first; this only catches a race, so keep the index intact.
-                    return Err(abort(StoreError::Io(
-                        "the new email belongs to another account".into(),
-                    )));
-                }
-                if old_email != email_key
-                    && email_owner(emails, &old_email)?.as_deref() == Some(key.as_str())
-                {
-                    emails.remove(old_email.as_bytes())?;
-                }
-                emails.insert(email_key.as_bytes(), owner.as_slice())?;
-                users.insert(key.as_bytes(), value.as_slice())?;
-                if let Some((id, queued)) = &mail {
-                    outbox.insert(&id[..], queued.as_slice())?;
-                }
-                put_pending(mirror, &pending)?;
-                Ok(true)
-            })
-            .map_err(tx_error)?;
-        if updated {
-            self.queued(pending);
-            self.committed();
-        }
-        Ok(())
+        self.with(|e| {
+            let key = user.name.to_lowercase();
+            let email_key = user.email.to_lowercase();
+            let (value, owner) = (encode(user)?, encode(&key)?);
+            let mail = self.mail_entry(mail)?;
+            let pending = self.pending(|| Entry::User(MirroredUser::from(user)))?;
+            let updated = (&e.users, &e.emails, &e.mail, &e.outbox)
+                .transaction(|(users, emails, outbox, mirror)| -> TxResult<bool> {
+                    let Some(old) = users.get(&key)? else {
+                        return Ok(false);
+                    };
+                    let old: UserRecord = decode(&old).map_err(abort)?;
+                    let old_email = old.email.to_lowercase();
+                    if email_owner(emails, &email_key)?.is_some_and(|o| o != key) {
+                        // The caller checks first; this only catches a race, so keep the index intact.
+                        return Err(abort(StoreError::Io(
+                            "the new email belongs to another account".into(),
+                        )));
+                    }
+                    if old_email != email_key
+                        && email_owner(emails, &old_email)?.as_deref() == Some(key.as_str())
+                    {
+                        emails.remove(old_email.as_bytes())?;
+                    }
+                    emails.insert(email_key.as_bytes(), owner.as_slice())?;
+                    users.insert(key.as_bytes(), value.as_slice())?;
+                    if let Some((id, queued)) = &mail {
+                        outbox.insert(&id[..], queued.as_slice())?;
+                    }
+                    put_pending(mirror, &pending)?;
+                    Ok(true)
+                })
+                .map_err(tx_error)?;
+            if updated {
+                self.queued(pending);
+                self.committed();
+            }
+            Ok(())
+        })
     }
 
     fn delete_user(&self, key: &str) -> StoreResult<bool> {
-        let pending = self.pending(|| Entry::DeleteUser {
-            key: key.to_owned(),
-        })?;
-        let deleted = (&self.users, &self.emails, &self.outbox)
-            .transaction(|(users, emails, mirror)| -> TxResult<bool> {
-                let Some(old) = users.remove(key.as_bytes())? else {
-                    return Ok(false);
-                };
-                let old: UserRecord = decode(&old).map_err(abort)?;
-                let email_key = old.email.to_lowercase();
-                if email_owner(emails, &email_key)?.as_deref() == Some(key) {
-                    emails.remove(email_key.as_bytes())?;
-                }
-                put_pending(mirror, &pending)?;
-                Ok(true)
-            })
-            .map_err(tx_error)?;
-        if deleted {
-            self.queued(pending);
-            self.committed();
-        }
-        Ok(deleted)
+        self.with(|e| {
+            let pending = self.pending(|| Entry::DeleteUser {
+                key: key.to_owned(),
+            })?;
+            let deleted = (&e.users, &e.emails, &e.outbox)
+                .transaction(|(users, emails, mirror)| -> TxResult<bool> {
+                    let Some(old) = users.remove(key.as_bytes())? else {
+                        return Ok(false);
+                    };
+                    let old: UserRecord = decode(&old).map_err(abort)?;
+                    let email_key = old.email.to_lowercase();
+                    if email_owner(emails, &email_key)?.as_deref() == Some(key) {
+                        emails.remove(email_key.as_bytes())?;
+                    }
+                    put_pending(mirror, &pending)?;
+                    Ok(true)
+                })
+                .map_err(tx_error)?;
+            if deleted {
+                self.queued(pending);
+                self.committed();
+            }
+            Ok(deleted)
+        })
     }
 
     fn users(&self) -> StoreResult<Vec<UserRecord>> {
-        decode_all(&self.users)
+        self.with(|e| decode_all(&e.users))
     }
 
     fn chats(&self) -> StoreResult<Vec<ChatRecord>> {
-        decode_all(&self.chats)
+        self.with(|e| decode_all(&e.chats))
     }
 
     fn create_chat(&self, name: &str, created: i64) -> StoreResult<Option<ChatRecord>> {
-        let key = name.to_lowercase();
-        let mut next = lock(&self.next_chat);
-        let chat = ChatRecord {
-            id: *next,
-            name: name.to_string(),
-            created,
-        };
-        let after = counter_after(chat.id)?;
-        let (value, counter) = (encode(&chat)?, encode(&after)?);
-        let pending = self.pending(|| Entry::Chat(chat.clone()))?;
-        let done = (&self.chats, &self.meta, &self.outbox)
-            .transaction(|(chats, meta, mirror)| -> TxResult<bool> {
-                if chats.get(&key)?.is_some() {
-                    return Ok(false);
-                }
-                chats.insert(key.as_bytes(), value.as_slice())?;
-                meta.insert(META_NEXT_CHAT, counter.as_slice())?;
-                put_pending(mirror, &pending)?;
-                Ok(true)
-            })
-            .map_err(tx_error)?;
-        if !done {
-            return Ok(None);
-        }
-        self.queued(pending);
-        *next = after;
-        drop(next);
-        self.committed();
-        Ok(Some(chat))
+        self.with(|e| {
+            let key = name.to_lowercase();
+            let mut next = lock(&self.next_chat);
+            let chat = ChatRecord {
+                id: *next,
+                name: name.to_string(),
+                created,
+            };
+            let after = counter_after(chat.id)?;
+            let (value, counter) = (encode(&chat)?, encode(&after)?);
+            let pending = self.pending(|| Entry::Chat(chat.clone()))?;
+            let done = (&e.chats, &e.meta, &e.outbox)
+                .transaction(|(chats, meta, mirror)| -> TxResult<bool> {
+                    if chats.get(&key)?.is_some() {
+                        return Ok(false);
+                    }
+                    chats.insert(key.as_bytes(), value.as_slice())?;
+                    meta.insert(META_NEXT_CHAT, counter.as_slice())?;
+                    put_pending(mirror, &pending)?;
+                    Ok(true)
+                })
+                .map_err(tx_error)?;
+            if !done {
+                return Ok(None);
+            }
+            self.queued(pending);
+            *next = after;
+            drop(next);
+            self.committed();
+            Ok(Some(chat))
+        })
     }
 
     fn remove_chat(&self, chat_id: u64) -> StoreResult<bool> {
-        let Some(key) = self.chat_key(chat_id)? else {
-            return Ok(false);
-        };
-        let member_keys = self
-            .members
-            .scan_prefix(chat_id.to_be_bytes())
-            .keys()
-            .collect::<Result<Vec<IVec>, _>>()
-            .map_err(io)?;
-        let pending = self.pending(|| Entry::RemoveChat { id: chat_id })?;
-        let removed = (&self.chats, &self.members, &self.outbox)
-            .transaction(|(chats, members, mirror)| -> TxResult<bool> {
-                let Some(value) = chats.get(&key)? else {
-                    return Ok(false);
-                };
-                if decode::<ChatRecord>(&value).map_err(abort)?.id != chat_id {
-                    return Ok(false);
-                }
-                chats.remove(&key)?;
-                for member in &member_keys {
-                    members.remove(member)?;
-                }
-                put_pending(mirror, &pending)?;
-                Ok(true)
-            })
-            .map_err(tx_error)?;
-        if !removed {
-            return Ok(false);
-        }
-        self.queued(pending);
-        self.committed();
-        Ok(true)
+        self.with(|e| {
+            let Some(key) = Self::chat_key(e, chat_id)? else {
+                return Ok(false);
+            };
+            let member_keys = e
+                .members
+                .scan_prefix(chat_id.to_be_bytes())
+                .keys()
+                .collect::<Result<Vec<IVec>, _>>()
+                .map_err(io)?;
+            let pending = self.pending(|| Entry::RemoveChat { id: chat_id })?;
+            let removed = (&e.chats, &e.members, &e.outbox)
+                .transaction(|(chats, members, mirror)| -> TxResult<bool> {
+                    let Some(value) = chats.get(&key)? else {
+                        return Ok(false);
+                    };
+                    if decode::<ChatRecord>(&value).map_err(abort)?.id != chat_id {
+                        return Ok(false);
+                    }
+                    chats.remove(&key)?;
+                    for member in &member_keys {
+                        members.remove(member)?;
+                    }
+                    put_pending(mirror, &pending)?;
+                    Ok(true)
+                })
+                .map_err(tx_error)?;
+            if !removed {
+                return Ok(false);
+            }
+            self.queued(pending);
+            self.committed();
+            Ok(true)
+        })
     }
 
     fn purge_messages(&self, chat_id: u64) -> StoreResult<usize> {
-        remove_prefix(&self.messages, chat_id)
+        self.with(|e| remove_prefix(&e.messages, chat_id))
     }
 
     fn add_member(&self, member: &MemberRecord) -> StoreResult<()> {
-        let key = member_key(member.chat_id, &member.user_key);
-        self.members.insert(key, encode(member)?).map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            let key = member_key(member.chat_id, &member.user_key);
+            e.members.insert(key, encode(member)?).map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     fn remove_member(&self, chat_id: u64, user_key: &str) -> StoreResult<()> {
-        self.members
-            .remove(member_key(chat_id, user_key))
-            .map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            e.members
+                .remove(member_key(chat_id, user_key))
+                .map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     fn members(&self) -> StoreResult<Vec<MemberRecord>> {
-        decode_all(&self.members)
+        self.with(|e| decode_all(&e.members))
     }
 
     fn append_message(&self, message: NewMessage) -> StoreResult<MessageRecord> {
-        let mut next = lock(&self.next_message);
-        let record = MessageRecord {
-            id: *next,
-            chat_id: message.chat_id,
-            user: message.user,
-            verified: message.verified,
-            admin: message.admin,
-            bot: message.bot,
-            text: message.text,
-            time: message.time,
-            author: message.author,
-        };
-        let after = counter_after(record.id)?;
-        let (value, counter) = (encode_message(&record)?, encode(&after)?);
-        let key = message_key(record.chat_id, record.id);
-        let pending = self.pending(|| Entry::Message(record.clone()))?;
-        (&self.messages, &self.meta, &self.outbox)
-            .transaction(|(messages, meta, mirror)| -> TxResult<()> {
-                messages.insert(&key[..], value.as_slice())?;
-                meta.insert(META_NEXT_MESSAGE, counter.as_slice())?;
-                put_pending(mirror, &pending)?;
-                Ok(())
-            })
-            .map_err(tx_error)?;
-        self.queued(pending);
-        *next = after;
-        drop(next);
-        self.committed();
-        crate::telemetry::message_stored();
-        Ok(record)
+        self.with(|e| {
+            let mut next = lock(&self.next_message);
+            let record = MessageRecord {
+                id: *next,
+                chat_id: message.chat_id,
+                user: message.user,
+                verified: message.verified,
+                admin: message.admin,
+                bot: message.bot,
+                text: message.text,
+                time: message.time,
+                author: message.author,
+            };
+            let after = counter_after(record.id)?;
+            let (value, counter) = (encode_message(&record)?, encode(&after)?);
+            let key = message_key(record.chat_id, record.id);
+            let pending = self.pending(|| Entry::Message(record.clone()))?;
+            (&e.messages, &e.meta, &e.outbox)
+                .transaction(|(messages, meta, mirror)| -> TxResult<()> {
+                    messages.insert(&key[..], value.as_slice())?;
+                    meta.insert(META_NEXT_MESSAGE, counter.as_slice())?;
+                    put_pending(mirror, &pending)?;
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+            self.queued(pending);
+            *next = after;
+            drop(next);
+            self.committed();
+            crate::telemetry::message_stored();
+            Ok(record)
+        })
     }
 
     fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>> {
@@ -618,65 +618,75 @@ impl Store for SledStore {
         before: Option<u64>,
         limit: usize,
     ) -> StoreResult<Vec<MessageRecord>> {
-        let start = message_key(chat_id, 0);
-        let range = match before {
-            Some(id) => self.messages.range(start..message_key(chat_id, id)),
-            None => self.messages.scan_prefix(chat_id.to_be_bytes()),
-        };
-        let mut newest_first = range
-            .values()
-            .rev()
-            .take(limit)
-            .map(|value| decode_message(&value.map_err(io)?))
-            .collect::<StoreResult<Vec<MessageRecord>>>()?;
-        newest_first.reverse();
-        Ok(newest_first)
+        self.with(|e| {
+            let start = message_key(chat_id, 0);
+            let range = match before {
+                Some(id) => e.messages.range(start..message_key(chat_id, id)),
+                None => e.messages.scan_prefix(chat_id.to_be_bytes()),
+            };
+            let mut newest_first = range
+                .values()
+                .rev()
+                .take(limit)
+                .map(|value| decode_message(&value.map_err(io)?))
+                .collect::<StoreResult<Vec<MessageRecord>>>()?;
+            newest_first.reverse();
+            Ok(newest_first)
+        })
     }
 
     fn delete_message(&self, chat_id: u64, id: u64) -> StoreResult<bool> {
-        let key = message_key(chat_id, id);
-        let pending = self.pending(|| Entry::DeleteMessage { id })?;
-        let removed = (&self.messages, &self.outbox)
-            .transaction(|(messages, mirror)| -> TxResult<bool> {
-                if messages.remove(&key[..])?.is_none() {
-                    return Ok(false);
-                }
-                put_pending(mirror, &pending)?;
-                Ok(true)
-            })
-            .map_err(tx_error)?;
-        if removed {
-            self.queued(pending);
-            self.committed();
-        }
-        Ok(removed)
+        self.with(|e| {
+            let key = message_key(chat_id, id);
+            let pending = self.pending(|| Entry::DeleteMessage { id })?;
+            let removed = (&e.messages, &e.outbox)
+                .transaction(|(messages, mirror)| -> TxResult<bool> {
+                    if messages.remove(&key[..])?.is_none() {
+                        return Ok(false);
+                    }
+                    put_pending(mirror, &pending)?;
+                    Ok(true)
+                })
+                .map_err(tx_error)?;
+            if removed {
+                self.queued(pending);
+                self.committed();
+            }
+            Ok(removed)
+        })
     }
 
     fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
-        self.sessions
-            .insert(session.token_hash, encode(session)?)
-            .map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            e.sessions
+                .insert(session.token_hash, encode(session)?)
+                .map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     fn replace_session(&self, old_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()> {
-        let value = encode(session)?;
-        self.sessions
-            .transaction(|sessions| -> TxResult<()> {
-                sessions.remove(&old_hash[..])?;
-                sessions.insert(&session.token_hash[..], value.as_slice())?;
-                Ok(())
-            })
-            .map_err(tx_error)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            let value = encode(session)?;
+            e.sessions
+                .transaction(|sessions| -> TxResult<()> {
+                    sessions.remove(&old_hash[..])?;
+                    sessions.insert(&session.token_hash[..], value.as_slice())?;
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
-        self.sessions.remove(token_hash).map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            e.sessions.remove(token_hash).map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     fn take_offline(
@@ -686,85 +696,98 @@ impl Store for SledStore {
         user_key: &str,
         leave: &[u64],
     ) -> StoreResult<()> {
-        let kept = kept.map(|k| Ok::<_, StoreError>((k.token_hash, encode(k)?)));
-        let kept = kept.transpose()?;
-        let member_keys: Vec<Vec<u8>> = leave.iter().map(|c| member_key(*c, user_key)).collect();
-        (&self.sessions, &self.members)
-            .transaction(|(sessions, members)| -> TxResult<()> {
-                sessions.remove(&token_hash[..])?;
-                if let Some((hash, value)) = &kept {
-                    sessions.insert(&hash[..], value.as_slice())?;
-                }
-                for key in &member_keys {
-                    members.remove(key.as_slice())?;
-                }
-                Ok(())
-            })
-            .map_err(tx_error)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            let kept = kept.map(|k| Ok::<_, StoreError>((k.token_hash, encode(k)?)));
+            let kept = kept.transpose()?;
+            let member_keys: Vec<Vec<u8>> =
+                leave.iter().map(|c| member_key(*c, user_key)).collect();
+            (&e.sessions, &e.members)
+                .transaction(|(sessions, members)| -> TxResult<()> {
+                    sessions.remove(&token_hash[..])?;
+                    if let Some((hash, value)) = &kept {
+                        sessions.insert(&hash[..], value.as_slice())?;
+                    }
+                    for key in &member_keys {
+                        members.remove(key.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
-        decode_all(&self.sessions)
+        self.with(|e| decode_all(&e.sessions))
     }
 
     fn save_queues(&self, snapshot: &[u8]) -> StoreResult<()> {
-        // Already serialized by its owner: stored raw behind the version byte.
-        let mut value = Vec::with_capacity(snapshot.len() + 1);
-        value.push(FORMAT_VERSION);
-        value.extend_from_slice(snapshot);
-        self.meta.insert(META_QUEUES, value).map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            // Already serialized by its owner: stored raw behind the version byte.
+            let mut value = Vec::with_capacity(snapshot.len() + 1);
+            value.push(FORMAT_VERSION);
+            value.extend_from_slice(snapshot);
+            e.meta.insert(META_QUEUES, value).map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     fn take_queues(&self) -> StoreResult<Option<Vec<u8>>> {
-        let Some(value) = self.meta.remove(META_QUEUES).map_err(io)? else {
-            return Ok(None);
-        };
-        self.committed();
-        match value.split_first() {
-            Some((&FORMAT_VERSION, snapshot)) => Ok(Some(snapshot.to_vec())),
-            _ => Err(StoreError::Corrupt("queue snapshot: unknown format".into())),
-        }
+        self.with(|e| {
+            let Some(value) = e.meta.remove(META_QUEUES).map_err(io)? else {
+                return Ok(None);
+            };
+            self.committed();
+            match value.split_first() {
+                Some((&FORMAT_VERSION, snapshot)) => Ok(Some(snapshot.to_vec())),
+                _ => Err(StoreError::Corrupt("queue snapshot: unknown format".into())),
+            }
+        })
     }
 
     fn queue_mail(&self, mail: &QueuedMail) -> StoreResult<u64> {
-        let Some((id, value)) = self.mail_entry(Some(mail))? else {
-            return Err(StoreError::Io("no mail to queue".into()));
-        };
-        self.mail.insert(id, value).map_err(io)?;
-        self.committed();
-        Ok(u64::from_be_bytes(id))
+        self.with(|e| {
+            let Some((id, value)) = self.mail_entry(Some(mail))? else {
+                return Err(StoreError::Io("no mail to queue".into()));
+            };
+            e.mail.insert(id, value).map_err(io)?;
+            self.committed();
+            Ok(u64::from_be_bytes(id))
+        })
     }
 
     fn pending_mail(&self) -> StoreResult<Vec<(u64, QueuedMail)>> {
-        self.mail
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry.map_err(io)?;
-                let id: [u8; 8] = key
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("mail key is not 8 bytes".into()))?;
-                Ok((u64::from_be_bytes(id), decode(&value)?))
-            })
-            .collect()
+        self.with(|e| {
+            e.mail
+                .iter()
+                .map(|entry| {
+                    let (key, value) = entry.map_err(io)?;
+                    let id: [u8; 8] = key
+                        .as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("mail key is not 8 bytes".into()))?;
+                    Ok((u64::from_be_bytes(id), decode(&value)?))
+                })
+                .collect()
+        })
     }
 
     fn reschedule_mail(&self, id: u64, mail: &QueuedMail) -> StoreResult<()> {
-        self.mail
-            .insert(id.to_be_bytes(), encode(mail)?)
-            .map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            e.mail.insert(id.to_be_bytes(), encode(mail)?).map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     fn delete_mail(&self, id: u64) -> StoreResult<()> {
-        self.mail.remove(id.to_be_bytes()).map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            e.mail.remove(id.to_be_bytes()).map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     fn next_ids(&self) -> NextIds {
@@ -780,58 +803,62 @@ impl Store for SledStore {
         below: u64,
     ) -> Box<dyn Iterator<Item = StoreResult<MessageRecord>> + '_> {
         let range = message_key(chat_id, 0)..message_key(chat_id, below);
-        Box::new(
-            self.messages
-                .range(range)
-                .values()
-                .map(|value| decode_message(&value.map_err(io)?)),
-        )
+        // The iterator keeps its own handle of the tree; a disk failure meanwhile fails it.
+        match self.with(|e| Ok(e.messages.range(range))) {
+            Ok(rows) => Box::new(
+                rows.values()
+                    .map(|value| decode_message(&value.map_err(io)?)),
+            ),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     /// One sled batch per tree, then the counters: not atomic across trees, which is fine for
     /// its one caller, an import into a fresh directory that is moved into place only when done.
     fn import(&self, batch: &[Restored], next: NextIds) -> StoreResult<()> {
-        let mut next_chat = lock(&self.next_chat);
-        let mut next_message = lock(&self.next_message);
-        let mut chat_after = (*next_chat).max(next.chat);
-        let mut message_after = (*next_message).max(next.message);
-        let (mut users, mut emails) = (sled::Batch::default(), sled::Batch::default());
-        let (mut chats, mut messages) = (sled::Batch::default(), sled::Batch::default());
-        for record in batch {
-            match record {
-                Restored::User(user) => {
-                    let key = user.name.to_lowercase();
-                    users.insert(key.as_bytes(), encode(user)?);
-                    emails.insert(user.email.to_lowercase().as_bytes(), encode(&key)?);
-                }
-                Restored::Chat(chat) => {
-                    chats.insert(chat.name.to_lowercase().as_bytes(), encode(chat)?);
-                    chat_after = chat_after.max(counter_after(chat.id)?);
-                }
-                Restored::Message(message) => {
-                    let key = message_key(message.chat_id, message.id);
-                    messages.insert(&key[..], encode_message(message)?);
-                    message_after = message_after.max(counter_after(message.id)?);
+        self.with(|e| {
+            let mut next_chat = lock(&self.next_chat);
+            let mut next_message = lock(&self.next_message);
+            let mut chat_after = (*next_chat).max(next.chat);
+            let mut message_after = (*next_message).max(next.message);
+            let (mut users, mut emails) = (sled::Batch::default(), sled::Batch::default());
+            let (mut chats, mut messages) = (sled::Batch::default(), sled::Batch::default());
+            for record in batch {
+                match record {
+                    Restored::User(user) => {
+                        let key = user.name.to_lowercase();
+                        users.insert(key.as_bytes(), encode(user)?);
+                        emails.insert(user.email.to_lowercase().as_bytes(), encode(&key)?);
+                    }
+                    Restored::Chat(chat) => {
+                        chats.insert(chat.name.to_lowercase().as_bytes(), encode(chat)?);
+                        chat_after = chat_after.max(counter_after(chat.id)?);
+                    }
+                    Restored::Message(message) => {
+                        let key = message_key(message.chat_id, message.id);
+                        messages.insert(&key[..], encode_message(message)?);
+                        message_after = message_after.max(counter_after(message.id)?);
+                    }
                 }
             }
-        }
-        self.users.apply_batch(users).map_err(io)?;
-        self.emails.apply_batch(emails).map_err(io)?;
-        self.chats.apply_batch(chats).map_err(io)?;
-        self.messages.apply_batch(messages).map_err(io)?;
-        let mut counters = sled::Batch::default();
-        counters.insert(META_NEXT_CHAT, encode(&chat_after)?);
-        counters.insert(META_NEXT_MESSAGE, encode(&message_after)?);
-        self.meta.apply_batch(counters).map_err(io)?;
-        *next_chat = chat_after;
-        *next_message = message_after;
-        drop((next_chat, next_message));
-        self.committed();
-        Ok(())
+            e.users.apply_batch(users).map_err(io)?;
+            e.emails.apply_batch(emails).map_err(io)?;
+            e.chats.apply_batch(chats).map_err(io)?;
+            e.messages.apply_batch(messages).map_err(io)?;
+            let mut counters = sled::Batch::default();
+            counters.insert(META_NEXT_CHAT, encode(&chat_after)?);
+            counters.insert(META_NEXT_MESSAGE, encode(&message_after)?);
+            e.meta.apply_batch(counters).map_err(io)?;
+            *next_chat = chat_after;
+            *next_message = message_after;
+            drop((next_chat, next_message));
+            self.committed();
+            Ok(())
+        })
     }
 
     fn pending_mail_count(&self) -> StoreResult<usize> {
-        Ok(self.mail.len())
+        self.with(|e| Ok(e.mail.len()))
     }
 
     fn write_epoch(&self) -> u64 {
@@ -850,19 +877,29 @@ impl Store for SledStore {
         self.mirror_status()
     }
 
+    fn available(&self) -> bool {
+        self.shared
+            .engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     fn check_health(&self) -> StoreResult<()> {
-        // The probe is not a data write, so it does not bump the epoch or wake the flusher.
-        let stamp = self.write_epoch();
-        self.meta.insert(META_HEALTH, encode(&stamp)?).map_err(io)?;
-        if get::<u64>(&self.meta, META_HEALTH)? != Some(stamp) {
-            return Err(StoreError::Io(
-                "health probe read back a different value".into(),
-            ));
-        }
-        if let Some(epoch) = self.shared.durability.borrow().failed {
-            return Err(StoreError::Io(format!("the flush of epoch {epoch} failed")));
-        }
-        Ok(())
+        self.with(|e| {
+            // The probe is not a data write, so it does not bump the epoch or wake the flusher.
+            let stamp = self.write_epoch();
+            e.meta.insert(META_HEALTH, encode(&stamp)?).map_err(io)?;
+            if get::<u64>(&e.meta, META_HEALTH)? != Some(stamp) {
+                return Err(StoreError::Io(
+                    "health probe read back a different value".into(),
+                ));
+            }
+            if let Some(epoch) = self.shared.durability.borrow().failed {
+                return Err(StoreError::Io(format!("the flush of epoch {epoch} failed")));
+            }
+            Ok(())
+        })
     }
 }
 
@@ -871,8 +908,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// sled's I/O errors are the disk's (full, failing): they take the store down until it recovers.
 fn io(e: sled::Error) -> StoreError {
-    StoreError::Io(e.to_string())
+    match e {
+        sled::Error::Io(_) => StoreError::Disk(e.to_string()),
+        _ => StoreError::Io(e.to_string()),
+    }
 }
 
 fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
@@ -1420,6 +1461,7 @@ mod tests {
         assert_eq!(store.last_messages(chat.id, 10).unwrap(), vec![kept]);
         assert!(
             store
+                .engine()
                 .messages
                 .get(message_key(chat.id, gone.id))
                 .unwrap()
@@ -1457,6 +1499,7 @@ mod tests {
         let value = encode(&old).unwrap();
         assert_eq!(value[0], FORMAT_VERSION);
         store
+            .engine()
             .messages
             .insert(message_key(chat.id, new.id + 1), value)
             .unwrap();
@@ -1604,7 +1647,8 @@ mod tests {
             d,
             Durability {
                 durable: 5,
-                failed: Some(8)
+                failed: Some(8),
+                ..Durability::default()
             }
         );
         assert!(advance(&mut d, 9, true));
@@ -1612,7 +1656,8 @@ mod tests {
             d,
             Durability {
                 durable: 9,
-                failed: None
+                failed: None,
+                ..Durability::default()
             }
         );
     }
@@ -1625,9 +1670,17 @@ mod tests {
             .insert_user(&user("ann", "a@x"), None)
             .unwrap()
             .unwrap();
-        store.users.insert("bob", &[9u8, 1, 2][..]).unwrap();
-        store.users.insert("cat", &[1u8, 0xff, 0xff][..]).unwrap();
-        store.users.insert("dan", &[][..]).unwrap();
+        store
+            .engine()
+            .users
+            .insert("bob", &[9u8, 1, 2][..])
+            .unwrap();
+        store
+            .engine()
+            .users
+            .insert("cat", &[1u8, 0xff, 0xff][..])
+            .unwrap();
+        store.engine().users.insert("dan", &[][..]).unwrap();
         for key in ["bob", "cat", "dan"] {
             assert!(
                 matches!(store.user(key), Err(StoreError::Corrupt(_))),
@@ -1643,6 +1696,7 @@ mod tests {
 
         let chat = store.create_chat("a", 1).unwrap().unwrap();
         store
+            .engine()
             .messages
             .insert(message_key(chat.id, 99), &[1u8][..])
             .unwrap();
@@ -1650,7 +1704,11 @@ mod tests {
             store.last_messages(chat.id, 5),
             Err(StoreError::Corrupt(_))
         ));
-        store.meta.insert(META_QUEUES, &[2u8, 7][..]).unwrap();
+        store
+            .engine()
+            .meta
+            .insert(META_QUEUES, &[2u8, 7][..])
+            .unwrap();
         assert!(matches!(store.take_queues(), Err(StoreError::Corrupt(_))));
     }
 
@@ -1659,6 +1717,7 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let store = open(&dir);
         store
+            .engine()
             .meta
             .insert(META_SCHEMA, encode(&99u32).unwrap())
             .unwrap();
@@ -1802,11 +1861,11 @@ mod tests {
                 author: None,
             };
             let value = encode_message(&stray).unwrap();
-            store.messages.insert(key, value).unwrap();
+            store.engine().messages.insert(key, value).unwrap();
         }
         let store = reopen(&dir, store);
         assert_eq!(store.members().unwrap(), vec![member(chat.id, "Ann")]);
-        assert_eq!(store.messages.len(), 1);
+        assert_eq!(store.engine().messages.len(), 1);
         assert_eq!(store.last_messages(chat.id, 5).unwrap()[0].text, "kept");
         assert!(store.last_messages(40, 5).unwrap().is_empty());
         // Ids of purged rows are not handed out again.

@@ -78,7 +78,16 @@ impl TestServer {
     }
 
     async fn build(extra: &str, dev: bool) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        TestServer::build_in(tempfile::tempdir().unwrap(), extra, dev).await
+    }
+
+    /// Starts in a directory the test prepared: the data goes to its `data` subdirectory
+    /// (a small filesystem mounted there, say).
+    pub async fn with_config_in(dir: TempDir, extra: &str) -> TestServer {
+        TestServer::build_in(dir, extra, true).await
+    }
+
+    async fn build_in(dir: TempDir, extra: &str, dev: bool) -> TestServer {
         let mail = MailRecorder::start().await;
         let app = Self::launch(&dir, extra, dev, &mail).await;
         TestServer {

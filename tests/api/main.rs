@@ -8,6 +8,7 @@ mod chatty;
 mod connections;
 mod conventions;
 mod crash;
+mod disk_full;
 mod events;
 mod helpers;
 mod history;

@@ -94,6 +94,8 @@ struct Inner {
     sessions: HashMap<SessionHandle, SessionQueues>,
     staged: VecDeque<Staged>,
     released: u64,
+    /// Epochs (first, last) of writes lost in a storage failure: their events are dropped.
+    lost: Option<(u64, u64)>,
     shut_down: bool,
     next_ticket: u64,
     /// Source of `EventQueue::last_polled`; a counter, so equal clock readings cannot tie.
@@ -177,6 +179,7 @@ impl Hub {
                 sessions: HashMap::new(),
                 staged: VecDeque::new(),
                 released: 0,
+                lost: None,
                 shut_down: false,
                 next_ticket: 0,
                 next_stamp: 0,
@@ -255,11 +258,32 @@ impl Hub {
             explicit_only: event.explicit_only(),
         };
         let mut inner = self.lock();
+        if inner.is_lost(epoch) {
+            return;
+        }
         // Already durable with nothing ahead of it: no later release may come to carry it.
         if inner.staged.is_empty() && epoch <= inner.released {
             inner.deliver(&staged, self.limits.capacity);
         } else {
             inner.staged.push_back(staged);
+        }
+    }
+
+    /// Drops the staged events of writes lost in a storage failure (epochs `first..=last`):
+    /// their requests got 503, so nobody may hear of them. Later stagings in the range drop too.
+    pub fn discard_lost(&self, first: u64, last: u64) {
+        let mut inner = self.lock();
+        if inner.lost == Some((first, last)) {
+            return;
+        }
+        inner.lost = Some((first, last));
+        let before = inner.staged.len();
+        inner
+            .staged
+            .retain(|staged| !(first..=last).contains(&staged.epoch));
+        let dropped = before - inner.staged.len();
+        if dropped > 0 {
+            log::debug!("dropped {dropped} events of writes lost in a storage failure");
         }
     }
 
@@ -466,6 +490,11 @@ impl Hub {
 }
 
 impl Inner {
+    fn is_lost(&self, epoch: u64) -> bool {
+        self.lost
+            .is_some_and(|(first, last)| (first..=last).contains(&epoch))
+    }
+
     /// The next point in hub order for `EventQueue::last_polled`.
     fn stamp(&mut self) -> u64 {
         self.next_stamp += 1;

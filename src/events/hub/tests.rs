@@ -134,6 +134,22 @@ async fn release_stops_at_the_first_event_not_yet_durable() {
 }
 
 #[tokio::test]
+async fn events_of_writes_lost_in_a_storage_failure_are_never_delivered() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    hub.stage(1, [1], &message(1));
+    hub.release(1);
+    // Epochs 2 and 3 were committed in memory, then the disk failed before they were flushed.
+    hub.stage(2, [1], &message(2));
+    hub.discard_lost(2, 3);
+    // A lost write whose event is staged late, then the recovery's epoch and a new write.
+    hub.stage(3, [1], &message(3));
+    hub.stage(5, [1], &message(5));
+    hub.release(5);
+    assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1, 5]);
+}
+
+#[tokio::test]
 async fn event_staged_after_its_epoch_is_durable_is_delivered_at_once() {
     let hub = hub_with(100, [1]);
     let (queue, _) = hub.open_queue(1).unwrap();

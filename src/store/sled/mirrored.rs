@@ -61,17 +61,16 @@ fn key_of(key: &[u8]) -> StoreResult<u64> {
 impl SledStore {
     /// The shared mirror state, when the mirror is on.
     pub fn mirror_shared(&self) -> Option<Arc<MirrorShared>> {
-        self.mirror.clone()
+        self.shared.mirror.clone()
     }
 
     /// State and lag of the mirror.
     pub fn mirror_status(&self) -> MirrorReport {
-        let Some(mirror) = &self.mirror else {
+        let Some(mirror) = &self.shared.mirror else {
             return MirrorReport::off();
         };
         let oldest = self
-            .outbox
-            .first()
+            .with(|e| e.outbox.first().map_err(io))
             .ok()
             .flatten()
             .and_then(|(_, value)| decode::<Queued>(&value).ok())
@@ -81,208 +80,225 @@ impl SledStore {
 
     /// Up to `limit` outbox entries, oldest first, with their keys.
     pub fn outbox_batch(&self, limit: usize) -> StoreResult<Vec<(u64, Queued)>> {
-        self.outbox
-            .iter()
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item.map_err(io)?;
-                Ok((key_of(&key)?, decode(&value)?))
-            })
-            .collect()
+        self.with(|e| {
+            e.outbox
+                .iter()
+                .take(limit)
+                .map(|item| {
+                    let (key, value) = item.map_err(io)?;
+                    Ok((key_of(&key)?, decode(&value)?))
+                })
+                .collect()
+        })
     }
 
     /// Removes entries the worker applied (replaying them would change nothing, so this needs
     /// no fsync of its own).
     pub fn outbox_applied(&self, keys: &[u64]) -> StoreResult<()> {
-        let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.remove(&key.to_be_bytes());
-        }
-        self.outbox.apply_batch(batch).map_err(io)?;
-        if let Some(mirror) = &self.mirror {
-            let n = keys.len() as u64;
-            let _ = mirror
-                .len
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
-                    Some(l.saturating_sub(n))
-                });
-        }
-        Ok(())
+        self.with(|e| {
+            let mut batch = sled::Batch::default();
+            for key in keys {
+                batch.remove(&key.to_be_bytes());
+            }
+            e.outbox.apply_batch(batch).map_err(io)?;
+            if let Some(mirror) = &self.shared.mirror {
+                let n = keys.len() as u64;
+                let _ = mirror
+                    .len
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                        Some(l.saturating_sub(n))
+                    });
+            }
+            Ok(())
+        })
     }
 
     /// The database the outbox was last seeded for.
     pub fn mirror_target(&self) -> StoreResult<Option<String>> {
-        get(&self.meta, META_MIRROR_TARGET)
+        self.with(|e| get(&e.meta, META_MIRROR_TARGET))
     }
 
     pub fn set_mirror_target(&self, target: &str) -> StoreResult<()> {
-        self.meta
-            .insert(META_MIRROR_TARGET, encode(target)?)
-            .map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            e.meta
+                .insert(META_MIRROR_TARGET, encode(target)?)
+                .map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     /// The label of the copy this data directory keeps in the mirror.
     pub fn mirror_instance(&self) -> StoreResult<Option<String>> {
-        get(&self.meta, META_MIRROR_INSTANCE)
+        self.with(|e| get(&e.meta, META_MIRROR_INSTANCE))
     }
 
     pub fn set_mirror_instance(&self, instance: &str) -> StoreResult<()> {
-        self.meta
-            .insert(META_MIRROR_INSTANCE, encode(instance)?)
-            .map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            e.meta
+                .insert(META_MIRROR_INSTANCE, encode(instance)?)
+                .map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     /// Whether the oldest waiting entry is a reset: a full copy is on its way.
     pub fn reset_pending(&self) -> StoreResult<bool> {
-        Ok(match self.outbox.first().map_err(io)? {
-            Some((_, value)) => matches!(decode::<Queued>(&value)?.entry, Entry::Reset { .. }),
-            None => false,
+        self.with(|e| {
+            Ok(match e.outbox.first().map_err(io)? {
+                Some((_, value)) => matches!(decode::<Queued>(&value)?.entry, Entry::Reset { .. }),
+                None => false,
+            })
         })
     }
 
     /// No accounts, chats or messages: a new data directory.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty() && self.chats.is_empty() && self.messages.is_empty()
+        self.with(|e| Ok(e.users.is_empty() && e.chats.is_empty() && e.messages.is_empty()))
+            .unwrap_or(false)
     }
 
     /// Replaces the outbox with a full copy of sled (a reset, then every chat, account and
     /// message) and records `target`; for a mirror that did not follow every change.
     pub fn seed_mirror(&self, target: &str) -> StoreResult<u64> {
-        let Some(mirror) = &self.mirror else {
-            return Err(StoreError::Io("the mirror is off".into()));
-        };
-        let mut seq = lock(&mirror.seq);
-        self.outbox.clear().map_err(io)?;
-        let at_ms = now_ms();
-        let mut next = *seq;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        let mut push = |entry: Entry| -> StoreResult<()> {
-            batch.insert(&next.to_be_bytes(), encode(&Queued { at_ms, entry })?);
-            next += 1;
-            in_batch += 1;
-            if in_batch == LOAD_BATCH {
-                self.outbox
-                    .apply_batch(std::mem::take(&mut batch))
-                    .map_err(io)?;
-                in_batch = 0;
+        self.with(|e| {
+            let Some(mirror) = &self.shared.mirror else {
+                return Err(StoreError::Io("the mirror is off".into()));
+            };
+            let mut seq = lock(&mirror.seq);
+            e.outbox.clear().map_err(io)?;
+            let at_ms = now_ms();
+            let mut next = *seq;
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
+            let mut push = |entry: Entry| -> StoreResult<()> {
+                batch.insert(&next.to_be_bytes(), encode(&Queued { at_ms, entry })?);
+                next += 1;
+                in_batch += 1;
+                if in_batch == LOAD_BATCH {
+                    e.outbox
+                        .apply_batch(std::mem::take(&mut batch))
+                        .map_err(io)?;
+                    in_batch = 0;
+                }
+                Ok(())
+            };
+            let instance = new_instance()?;
+            push(Entry::Reset {
+                instance: instance.clone(),
+            })?;
+            for chat in self.chats()? {
+                push(Entry::Chat(chat))?;
             }
-            Ok(())
-        };
-        let instance = new_instance()?;
-        push(Entry::Reset {
-            instance: instance.clone(),
-        })?;
-        for chat in self.chats()? {
-            push(Entry::Chat(chat))?;
-        }
-        for user in self.users()? {
-            push(Entry::User(MirroredUser::from(&user)))?;
-        }
-        for value in self.messages.iter().values() {
-            push(Entry::Message(super::decode_message(&value.map_err(io)?)?))?;
-        }
-        self.outbox.apply_batch(batch).map_err(io)?;
-        let count = next - *seq;
-        *seq = next;
-        mirror.len.store(count, Ordering::SeqCst);
-        drop(seq);
-        self.set_mirror_instance(&instance)?;
-        self.set_mirror_target(target)?;
-        mirror.wake.notify_one();
-        Ok(count)
+            for user in self.users()? {
+                push(Entry::User(MirroredUser::from(&user)))?;
+            }
+            for value in e.messages.iter().values() {
+                push(Entry::Message(super::decode_message(&value.map_err(io)?)?))?;
+            }
+            e.outbox.apply_batch(batch).map_err(io)?;
+            let count = next - *seq;
+            *seq = next;
+            mirror.len.store(count, Ordering::SeqCst);
+            drop(seq);
+            self.set_mirror_instance(&instance)?;
+            self.set_mirror_target(target)?;
+            mirror.wake.notify_one();
+            Ok(count)
+        })
     }
 
     /// Marks the start of a bulk load (`what`: "restore", "import-chatty"), on disk before any
     /// row: a load cut short by a crash is then noticed instead of passing for complete data.
     pub fn begin_load(&self, what: &str) -> StoreResult<()> {
-        self.meta.insert(META_LOADING, encode(what)?).map_err(io)?;
-        self.committed();
-        self.shared.flush_to(self.write_epoch())
+        self.with(|e| {
+            e.meta.insert(META_LOADING, encode(what)?).map_err(io)?;
+            self.committed();
+            self.shared.flush_to(self.write_epoch())
+        })
     }
 
     /// The bulk load that started and never finished, if any.
     pub fn unfinished_load(&self) -> StoreResult<Option<String>> {
-        get(&self.meta, META_LOADING)
+        self.with(|e| get(&e.meta, META_LOADING))
     }
 
     /// Marks a bulk load complete, on disk.
     pub fn end_load(&self) -> StoreResult<()> {
-        self.meta.remove(META_LOADING).map_err(io)?;
-        self.committed();
-        self.shared.flush_to(self.write_epoch())
+        self.with(|e| {
+            e.meta.remove(META_LOADING).map_err(io)?;
+            self.committed();
+            self.shared.flush_to(self.write_epoch())
+        })
     }
 
     /// Empties the data a cut-short restore left, so that it can start over.
     pub fn clear_loaded(&self) -> StoreResult<()> {
-        for tree in [
-            &self.users,
-            &self.emails,
-            &self.chats,
-            &self.messages,
-            &self.members,
-        ] {
-            tree.clear().map_err(io)?;
-        }
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            for tree in [&e.users, &e.emails, &e.chats, &e.messages, &e.members] {
+                tree.clear().map_err(io)?;
+            }
+            self.committed();
+            Ok(())
+        })
     }
 
     /// Stores accounts as given (restore, import). Names and emails must be free.
     pub fn load_users(&self, users: &[UserRecord]) -> StoreResult<()> {
-        let (mut rows, mut index) = (sled::Batch::default(), sled::Batch::default());
-        for user in users {
-            let key = user.name.to_lowercase();
-            rows.insert(key.as_bytes(), encode(user)?);
-            index.insert(user.email.to_lowercase().as_bytes(), encode(&key)?);
-        }
-        self.users.apply_batch(rows).map_err(io)?;
-        self.emails.apply_batch(index).map_err(io)?;
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            let (mut rows, mut index) = (sled::Batch::default(), sled::Batch::default());
+            for user in users {
+                let key = user.name.to_lowercase();
+                rows.insert(key.as_bytes(), encode(user)?);
+                index.insert(user.email.to_lowercase().as_bytes(), encode(&key)?);
+            }
+            e.users.apply_batch(rows).map_err(io)?;
+            e.emails.apply_batch(index).map_err(io)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     /// Stores chats with their ids; new chats get ids above them.
     pub fn load_chats(&self, chats: &[ChatRecord]) -> StoreResult<()> {
-        let mut next = lock(&self.next_chat);
-        let mut rows = sled::Batch::default();
-        for chat in chats {
-            rows.insert(chat.name.to_lowercase().as_bytes(), encode(chat)?);
-            *next = (*next).max(chat.id.saturating_add(1));
-        }
-        self.chats.apply_batch(rows).map_err(io)?;
-        self.meta
-            .insert(META_NEXT_CHAT, encode(&*next)?)
-            .map_err(io)?;
-        drop(next);
-        self.committed();
-        Ok(())
+        self.with(|e| {
+            let mut next = lock(&self.next_chat);
+            let mut rows = sled::Batch::default();
+            for chat in chats {
+                rows.insert(chat.name.to_lowercase().as_bytes(), encode(chat)?);
+                *next = (*next).max(chat.id.saturating_add(1));
+            }
+            e.chats.apply_batch(rows).map_err(io)?;
+            e.meta.insert(META_NEXT_CHAT, encode(&*next)?).map_err(io)?;
+            drop(next);
+            self.committed();
+            Ok(())
+        })
     }
 
     /// Stores messages with their ids; new messages get ids above them.
     pub fn load_messages(&self, messages: &[MessageRecord]) -> StoreResult<()> {
-        let mut next = lock(&self.next_message);
-        for chunk in messages.chunks(LOAD_BATCH) {
-            let mut rows = sled::Batch::default();
-            for message in chunk {
-                rows.insert(
-                    &message_key(message.chat_id, message.id)[..],
-                    super::encode_message(message)?,
-                );
-                *next = (*next).max(message.id.saturating_add(1));
+        self.with(|e| {
+            let mut next = lock(&self.next_message);
+            for chunk in messages.chunks(LOAD_BATCH) {
+                let mut rows = sled::Batch::default();
+                for message in chunk {
+                    rows.insert(
+                        &message_key(message.chat_id, message.id)[..],
+                        super::encode_message(message)?,
+                    );
+                    *next = (*next).max(message.id.saturating_add(1));
+                }
+                e.messages.apply_batch(rows).map_err(io)?;
             }
-            self.messages.apply_batch(rows).map_err(io)?;
-        }
-        self.meta
-            .insert(META_NEXT_MESSAGE, encode(&*next)?)
-            .map_err(io)?;
-        drop(next);
-        self.committed();
-        Ok(())
+            e.meta
+                .insert(META_NEXT_MESSAGE, encode(&*next)?)
+                .map_err(io)?;
+            drop(next);
+            self.committed();
+            Ok(())
+        })
     }
 }
 
@@ -432,7 +448,7 @@ mod tests {
         assert_eq!(store.mirror_status(), MirrorReport::off());
         assert_eq!(store.mirror_target().unwrap(), None);
         store.insert_user(&user("cid"), None).unwrap().unwrap();
-        assert!(store.outbox.is_empty());
+        assert!(store.engine().outbox.is_empty());
     }
 
     #[test]
@@ -500,7 +516,7 @@ mod tests {
             author: None,
         };
         store.load_messages(std::slice::from_ref(&old)).unwrap();
-        assert!(store.outbox.is_empty(), "loads are not mirrored");
+        assert!(store.engine().outbox.is_empty(), "loads are not mirrored");
         assert_eq!(
             store.user_key_by_email("ann@example.org").unwrap(),
             Some("ann".into())
