@@ -53,7 +53,7 @@ config_keys! {
         #[serde(with = "humantime_serde")]
         guest_block: Duration = hours(1), duration(secs(1), days(30));
         /// Unacknowledged events a queue holds before it overflows (10 to 100000).
-        event_queue_capacity: usize = 1000, range(10, 100_000);
+        event_queue_capacity: usize = 4096, range(10, 100_000);
         /// An extra event queue with no poll for this long is deleted (1s to 7d).
         #[serde(with = "humantime_serde")]
         event_queue_idle_timeout: Duration = mins(10), duration(secs(1), days(7));
@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(c.poll_timeout, Duration::from_secs(29));
         assert_eq!(c.inactivity_timeout, Duration::from_secs(60));
         assert_eq!(c.session_max_age, Duration::from_secs(7 * 86_400));
-        assert_eq!(c.event_queue_capacity, 1000);
+        assert_eq!(c.event_queue_capacity, 4096);
         assert_eq!(c.event_queue_idle_timeout, Duration::from_secs(600));
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));

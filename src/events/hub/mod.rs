@@ -78,7 +78,7 @@ impl Default for HubLimits {
     /// The configuration defaults.
     fn default() -> HubLimits {
         HubLimits {
-            capacity: 1000,
+            capacity: 4096,
             queues_per_session: 16,
         }
     }
@@ -296,9 +296,9 @@ impl Hub {
             let first = match ack {
                 Some(n) => {
                     queue.acknowledge(n);
-                    queue.events.front().cloned()
+                    queue.front()
                 }
-                None => queue.events.pop_front(),
+                None => queue.pop_front(),
             };
             first.map_or(Look::Wait, |event| Look::Reply(PollReply::Event(event)))
         };
@@ -322,8 +322,7 @@ impl Hub {
                 return Look::Wait;
             }
             // Events stay queued until acknowledged, so a lost response is sent again.
-            let batch = queue.events.iter().take(BATCH_LIMIT).cloned().collect();
-            Look::Reply(Ok(batch))
+            Look::Reply(Ok(queue.batch(BATCH_LIMIT)))
         };
         self.poll_with(s, QueueKey::Explicit(queue_id), timeout, look)
             .await
