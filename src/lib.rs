@@ -74,10 +74,13 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .map_err(StartError)?;
     let secret = secret_key(&config).map_err(StartError)?;
     let transport = mail_transport(&config)?;
-    let hub = Arc::new(Hub::new(HubLimits {
-        capacity: config.event_queue_capacity,
-        queues_per_session: config.max_queues_per_session,
-    }));
+    let hub = Arc::new(
+        Hub::new(HubLimits {
+            capacity: config.event_queue_capacity,
+            queues_per_session: config.max_queues_per_session,
+        })
+        .with_batch_delay(config.event_batch_delay),
+    );
     let dyn_store: Arc<dyn Store> = store.clone();
     let mail_wake = Arc::new(tokio::sync::Notify::new());
     let service = Service::start(

@@ -143,6 +143,8 @@ pub enum Mode {
 #[derive(Default, Clone)]
 pub struct Phase {
     pub count: u64,
+    /// Answers that carried at least one of this phase's messages.
+    pub answers: u64,
     pub last: Option<Instant>,
     pub latencies_us: Vec<u32>,
 }
@@ -200,6 +202,7 @@ pub async fn listen(
             Mode::Events => v["events"].as_array().map_or(&[], Vec::as_slice),
             Mode::Legacy => std::slice::from_ref(&v),
         };
+        let mut phases_seen = 0u64;
         for e in events {
             if mode == Mode::Events {
                 ack = e["id"].as_u64().unwrap_or(ack);
@@ -217,17 +220,22 @@ pub async fn listen(
                 report.disorder = true;
             }
             last_message = id;
-            on_message(
+            if let Some(phase) = on_message(
                 &mut report,
                 message["text"].as_str().unwrap_or_default(),
                 &shared,
-            );
+            ) && phases_seen & (1 << phase) == 0
+            {
+                phases_seen |= 1 << phase;
+                report.phases[phase].answers += 1;
+            }
         }
     }
     report
 }
 
-fn on_message(report: &mut Report, text: &str, shared: &Shared) {
+/// Records a message; returns its phase if it is a timed one.
+fn on_message(report: &mut Report, text: &str, shared: &Shared) -> Option<usize> {
     let now = Instant::now();
     if text == "end" {
         report.ended = true;
@@ -237,8 +245,11 @@ fn on_message(report: &mut Report, text: &str, shared: &Shared) {
         }
     } else if let Some((phase, sent)) = text.strip_prefix('p').and_then(|t| t.split_once(':')) {
         let (Ok(phase), Ok(sent)) = (phase.parse::<usize>(), sent.parse::<u64>()) else {
-            return;
+            return None;
         };
+        if phase >= 64 {
+            return None;
+        }
         if report.phases.len() <= phase {
             report.phases.resize(phase + 1, Phase::default());
         }
@@ -249,7 +260,9 @@ fn on_message(report: &mut Report, text: &str, shared: &Shared) {
             (now - shared.t0).as_nanos() as u64 - sent.min((now - shared.t0).as_nanos() as u64);
         p.latencies_us
             .push((latency / 1000).min(u32::MAX as u64) as u32);
+        return Some(phase);
     }
+    None
 }
 
 /// A message text for phase `phase` carrying its send time.

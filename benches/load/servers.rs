@@ -71,6 +71,9 @@ impl Server {
     pub fn natter(extra: &str, tables: &str) -> Result<Server, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let config = dir.path().join("natter.toml");
+        // Top-level keys to try without editing the benchmark, e.g. BENCH_NATTER_CONFIG='event_batch_delay = "0s"'.
+        let tried = std::env::var("BENCH_NATTER_CONFIG").unwrap_or_default();
+        let extra = format!("{extra}\n{tried}");
         let text = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nmax_connections = 30000\n\
              max_connections_per_ip = 30000\n{extra}\n[rate_limit]\nenabled = false\n{tables}\n",

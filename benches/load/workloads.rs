@@ -2,7 +2,7 @@
 
 use crate::client::{self, Guest, Mode, Shared};
 use crate::http::Conn;
-use crate::servers::Server;
+use crate::servers::{self, Server};
 use futures_util::future::join_all;
 use serde_json::{Map, Value, json};
 use std::net::SocketAddr;
@@ -272,6 +272,8 @@ struct PhaseRun {
     /// Until every listener saw the phase's closing mark.
     drained: Option<Instant>,
     cpu: Duration,
+    /// The load generator's own CPU time over the same span.
+    client_cpu: Duration,
     /// What the side task run during the phase returned (sign-ins completed).
     side: u64,
 }
@@ -285,6 +287,8 @@ struct PhaseStats {
     p99_ms: f64,
     max_ms: f64,
     short_listeners: usize,
+    /// Delivered messages per answer that carried any.
+    per_answer: f64,
 }
 
 impl Crowd {
@@ -374,6 +378,7 @@ impl Crowd {
         during: Option<&(dyn Fn() -> JoinHandle<u64> + Sync)>,
     ) -> Result<PhaseRun, String> {
         let cpu0 = server.cpu();
+        let client_cpu0 = servers::cpu_time(std::process::id());
         let start = Instant::now();
         let end = start + length;
         let shared = self.shared.clone();
@@ -416,18 +421,27 @@ impl Crowd {
         let limit = Duration::from_secs(if posted > 0 { 120 } else { 10 });
         let drained = self.mark(limit).await?.then(Instant::now);
         let cpu = server.cpu().saturating_sub(cpu0);
+        let client_cpu = servers::cpu_time(std::process::id()).saturating_sub(client_cpu0);
         Ok(PhaseRun {
             posted,
             start,
             drained,
             cpu,
+            client_cpu,
             side,
         })
     }
 
     /// Ends every listener with an "end" message and collects their reports.
     async fn finish(mut self) -> Vec<client::Report> {
-        let _ = self.posters[0].post("end").await;
+        if self.posters[0].post("end").await.is_err() {
+            // A drain longer than inactivity_timeout took the idle poster offline: post as a new guest.
+            if let Ok(mut closer) = Guest::login(self.addr, "closer").await
+                && closer.join("Main").await.is_ok()
+            {
+                let _ = closer.post("end").await;
+            }
+        }
         let mut reports = Vec::new();
         let give_up = Instant::now() + Duration::from_secs(30);
         for h in self.handles {
@@ -456,10 +470,12 @@ fn phase_stats(reports: &[client::Report], phase: usize, run: &PhaseRun) -> Phas
     let mut delivered = 0;
     let mut last = run.start;
     let mut short = 0;
+    let mut answers = 0;
     for r in reports {
         match r.phases.get(phase) {
             Some(p) => {
                 delivered += p.count;
+                answers += p.answers;
                 latencies.extend_from_slice(&p.latencies_us);
                 if let Some(l) = p.last {
                     last = last.max(l);
@@ -482,6 +498,7 @@ fn phase_stats(reports: &[client::Report], phase: usize, run: &PhaseRun) -> Phas
         p99_ms: percentile(&latencies, 0.99),
         max_ms: latencies.last().map_or(f64::NAN, |&m| m as f64 / 1000.0),
         short_listeners: short,
+        per_answer: delivered as f64 / answers.max(1) as f64,
     }
 }
 
@@ -616,6 +633,10 @@ async fn events(s: &Scale, r: &mut Report) -> Result<(), String> {
         "w1_flat_cpu_us_per_delivery",
         us(flat.cpu) / flat_stats.delivered.max(1) as f64,
     );
+    r.num(
+        "w1_flat_client_cpu_us_per_delivery",
+        us(flat.client_cpu) / flat_stats.delivered.max(1) as f64,
+    );
     r.speed(
         "1",
         &format!(
@@ -623,12 +644,14 @@ async fn events(s: &Scale, r: &mut Report) -> Result<(), String> {
             s.posters
         ),
         format!(
-            "{} ({:.0} posts/s; p50 {:.1} ms, p99 {:.1} ms; {:.2} µs server CPU per delivery)",
+            "{} ({:.0} posts/s; p50 {:.1} ms, p99 {:.1} ms; {:.2} µs server CPU and {:.2} µs load generator CPU per delivery; {:.1} messages per answer)",
             fmt_int(flat_stats.per_second),
             posts_per_s,
             flat_stats.p50_ms,
             flat_stats.p99_ms,
-            us(flat.cpu) / flat_stats.delivered.max(1) as f64
+            us(flat.cpu) / flat_stats.delivered.max(1) as f64,
+            us(flat.client_cpu) / flat_stats.delivered.max(1) as f64,
+            flat_stats.per_answer
         ),
         "",
         "≥ 100,000",
@@ -638,16 +661,21 @@ async fn events(s: &Scale, r: &mut Report) -> Result<(), String> {
     r.num("w1_paced_posts_per_s", paced_rate);
     r.num("w1_paced_p50_ms", paced_stats.p50_ms);
     r.num("w1_paced_p99_ms", paced_stats.p99_ms);
+    r.num("w1_paced_messages_per_answer", paced_stats.per_answer);
+    r.num("w1_flat_messages_per_answer", flat_stats.per_answer);
     r.speed(
         "1",
         &format!("`/events` fan-out, {n} listeners, 100 posts/s wanted: post→delivery"),
         format!(
-            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({:.0} posts/s reached, {} deliveries/s)",
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({:.0} posts/s reached, {} deliveries/s; {:.2} µs server CPU and {:.2} µs load generator CPU per delivery; {:.1} messages per answer)",
             paced_stats.p50_ms,
             paced_stats.p99_ms,
             paced_stats.max_ms,
             paced_rate,
-            fmt_int(paced_stats.per_second)
+            fmt_int(paced_stats.per_second),
+            us(paced.cpu) / paced_stats.delivered.max(1) as f64,
+            us(paced.client_cpu) / paced_stats.delivered.max(1) as f64,
+            paced_stats.per_answer
         ),
         "",
         "p99 ≤ 50 ms",
@@ -682,10 +710,15 @@ async fn events(s: &Scale, r: &mut Report) -> Result<(), String> {
 async fn legacy_storm(s: &Scale, r: &mut Report) -> Result<(), String> {
     let server = Server::natter("poll_timeout = \"5s\"", "")?;
     let started = Instant::now();
+    let (cpu0, client_cpu0) = (server.cpu(), servers::cpu_time(std::process::id()));
     let (mut crowd, logins) = Crowd::storm(server.addr, s.storm, Mode::Legacy, 1, "lg").await?;
     let drained = crowd.mark(s.legacy_limit).await?;
     let drain_time = started.elapsed();
+    let cpu = server.cpu().saturating_sub(cpu0);
+    let client_cpu = servers::cpu_time(std::process::id()).saturating_sub(client_cpu0);
     let reports = crowd.finish().await;
+    // Each answer carries one event, so answers are what the drain costs.
+    let answers: u64 = reports.iter().map(|r| r.answers).sum();
     let (overflowed, disordered, errors, first_error) = clean(&reports);
     let log_overflows = server.log_count("default event queue");
     server.stop();
@@ -705,15 +738,21 @@ async fn legacy_storm(s: &Scale, r: &mut Report) -> Result<(), String> {
         &format!("login storm, {n} guests, legacy `/poll`: time until every queue is drained"),
         if drained {
             format!(
-                "{:.1} s (logins done at {:.1} s)",
+                "{:.1} s (logins done at {:.1} s; {} answers; {:.1} µs server CPU and {:.1} µs load generator CPU per answer)",
                 drain_time.as_secs_f64(),
-                logins.as_secs_f64()
+                logins.as_secs_f64(),
+                fmt_int(answers as f64),
+                us(cpu) / answers.max(1) as f64,
+                us(client_cpu) / answers.max(1) as f64
             )
         } else {
             format!(
-                "not drained after {:.0} s (logins done at {:.1} s)",
+                "not drained after {:.0} s (logins done at {:.1} s; {} answers; {:.1} µs server CPU and {:.1} µs load generator CPU per answer)",
                 drain_time.as_secs_f64(),
-                logins.as_secs_f64()
+                logins.as_secs_f64(),
+                fmt_int(answers as f64),
+                us(cpu) / answers.max(1) as f64,
+                us(client_cpu) / answers.max(1) as f64
             )
         },
         "",

@@ -53,10 +53,13 @@ config_keys! {
         #[serde(with = "humantime_serde")]
         guest_block: Duration = hours(1), duration(secs(1), days(30));
         /// Unacknowledged events a queue holds before it overflows (10 to 100000).
-        event_queue_capacity: usize = 1000, range(10, 100_000);
+        event_queue_capacity: usize = 4096, range(10, 100_000);
         /// An extra event queue with no poll for this long is deleted (1s to 7d).
         #[serde(with = "humantime_serde")]
         event_queue_idle_timeout: Duration = mins(10), duration(secs(1), days(7));
+        /// A woken /events poll waits this long for more events to join its answer (0s to 1s).
+        #[serde(with = "humantime_serde")]
+        event_batch_delay: Duration = millis(10), duration(Duration::ZERO, secs(1));
         /// Larger request bodies get 413 (1024 to 16777216, and at least 4 × max_message_chars + 1024).
         max_body_bytes: usize = 65536, range(1024, 16 * 1024 * 1024);
         /// A connection must send its request headers within this time, or it is closed (1s to 10m).
@@ -208,8 +211,9 @@ mod tests {
         assert_eq!(c.poll_timeout, Duration::from_secs(29));
         assert_eq!(c.inactivity_timeout, Duration::from_secs(60));
         assert_eq!(c.session_max_age, Duration::from_secs(7 * 86_400));
-        assert_eq!(c.event_queue_capacity, 1000);
+        assert_eq!(c.event_queue_capacity, 4096);
         assert_eq!(c.event_queue_idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.event_batch_delay, Duration::from_millis(10));
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.body_read_timeout, Duration::from_secs(30));

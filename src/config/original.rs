@@ -368,7 +368,7 @@ mod tests {
         assert_eq!(c.chats, ["Main", "Go"]);
         assert_eq!(c.last_messages, 20);
         // Everything else keeps natter's defaults.
-        assert_eq!(c.event_queue_capacity, 1000);
+        assert_eq!(c.event_queue_capacity, 4096);
 
         let summary = c.effective_summary();
         for line in [

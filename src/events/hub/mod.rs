@@ -78,7 +78,7 @@ impl Default for HubLimits {
     /// The configuration defaults.
     fn default() -> HubLimits {
         HubLimits {
-            capacity: 1000,
+            capacity: 4096,
             queues_per_session: 16,
         }
     }
@@ -87,6 +87,8 @@ impl Default for HubLimits {
 /// Per-session event queues, the events waiting for durability, and parked polls.
 pub struct Hub {
     limits: HubLimits,
+    /// How long a woken `/events` poll waits for more events to join its answer.
+    batch_delay: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -175,6 +177,7 @@ impl Hub {
                 capacity: limits.capacity.max(1),
                 queues_per_session: limits.queues_per_session.max(1),
             },
+            batch_delay: Duration::ZERO,
             inner: Mutex::new(Inner {
                 sessions: HashMap::new(),
                 staged: VecDeque::new(),
@@ -187,6 +190,13 @@ impl Hub {
                 resync: Arc::new(resync.encode()),
             }),
         }
+    }
+
+    /// Lets a woken `/events` poll wait `delay` before answering, so that events released meanwhile
+    /// share its answer (`event_batch_delay`): fewer, fuller answers when events come in bursts.
+    pub fn with_batch_delay(mut self, delay: Duration) -> Hub {
+        self.batch_delay = delay;
+        self
     }
 
     /// Registers an online session with an empty default queue; does nothing if it exists.
@@ -320,13 +330,15 @@ impl Hub {
             let first = match ack {
                 Some(n) => {
                     queue.acknowledge(n);
-                    queue.events.front().cloned()
+                    queue.front()
                 }
-                None => queue.events.pop_front(),
+                None => queue.pop_front(),
             };
             first.map_or(Look::Wait, |event| Look::Reply(PollReply::Event(event)))
         };
-        self.poll_with(s, QueueKey::Default, timeout, look).await
+        // One event per answer: waiting for more would only delay it.
+        self.poll_with(s, QueueKey::Default, timeout, Duration::ZERO, look)
+            .await
     }
 
     /// `/events`: acknowledges up to `ack`, then returns up to 100 events, parking while there are none.
@@ -346,11 +358,16 @@ impl Hub {
                 return Look::Wait;
             }
             // Events stay queued until acknowledged, so a lost response is sent again.
-            let batch = queue.events.iter().take(BATCH_LIMIT).cloned().collect();
-            Look::Reply(Ok(batch))
+            Look::Reply(Ok(queue.batch(BATCH_LIMIT)))
         };
-        self.poll_with(s, QueueKey::Explicit(queue_id), timeout, look)
-            .await
+        self.poll_with(
+            s,
+            QueueKey::Explicit(queue_id),
+            timeout,
+            self.batch_delay,
+            look,
+        )
+        .await
     }
 
     /// Sessions with a poll parked right now; they count as active.
@@ -409,11 +426,13 @@ impl Hub {
     }
 
     /// Shared body of both polls: look, else park until woken, superseded or timed out.
+    /// A poll woken by an event waits `linger` (within `timeout`) before it looks again.
     async fn poll_with<R: PollOutcome>(
         &self,
         s: SessionHandle,
         key: QueueKey<'_>,
         timeout: Duration,
+        linger: Duration,
         mut look: impl FnMut(&mut EventQueue) -> Look<R>,
     ) -> R {
         let (inner, notify, ticket) = match Self::begin_poll(self.lock(), s, &key, &mut look) {
@@ -434,12 +453,22 @@ impl Hub {
         drop(inner);
         let sleep = tokio::time::sleep(timeout);
         tokio::pin!(sleep);
+        let mut lingered = linger.is_zero();
         loop {
             tokio::select! {
                 // An event that arrived together with the deadline is still handed out.
                 biased;
                 () = &mut notified => {}
                 () = &mut sleep => return R::quiet(),
+            }
+            // Only an event is worth waiting on: a newer poll, a closed session or shutdown answer now.
+            if !lingered && self.lock().has_events_for(s, &key, ticket) {
+                lingered = true;
+                tokio::select! {
+                    biased;
+                    () = tokio::time::sleep(linger) => {}
+                    () = &mut sleep => {}
+                }
             }
             // A fresh guard per turn: one declared outside the loop would make the future !Send.
             let mut inner = self.lock();
@@ -499,6 +528,14 @@ impl Inner {
     fn stamp(&mut self) -> u64 {
         self.next_stamp += 1;
         self.next_stamp
+    }
+
+    /// Whether the poll holding `ticket` still owns its queue and has events to take.
+    fn has_events_for(&mut self, s: SessionHandle, key: &QueueKey<'_>, ticket: u64) -> bool {
+        !self.shut_down
+            && self
+                .queue_mut(s, key)
+                .is_some_and(|queue| queue.parked == Some(ticket) && !queue.events.is_empty())
     }
 
     fn queue_mut(&mut self, s: SessionHandle, key: &QueueKey<'_>) -> Option<&mut EventQueue> {

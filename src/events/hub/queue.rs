@@ -10,6 +10,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Entries a drained queue may keep allocated; a larger buffer is freed.
+const IDLE_BUFFER: usize = 64;
+
 pub(super) struct SessionQueues {
     pub(super) default: EventQueue,
     pub(super) explicit: HashMap<String, EventQueue>,
@@ -17,7 +20,9 @@ pub(super) struct SessionQueues {
 
 pub(super) struct EventQueue {
     pub(super) next_id: u64,
-    pub(super) events: VecDeque<Delivered>,
+    /// Unacknowledged events, oldest first; their ids run up to `next_id - 1` without gaps, so
+    /// only the shared event is stored (8 bytes a queue entry).
+    pub(super) events: VecDeque<Arc<EncodedEvent>>,
     pub(super) lost: bool,
     pub(super) warned: bool,
     /// Last poll, for idle expiry.
@@ -95,10 +100,53 @@ impl EventQueue {
         (!self.lost, self.parked.is_some(), self.last_polled)
     }
 
+    /// Id of the oldest held event (or of the next one when empty).
+    pub(super) fn first_id(&self) -> u64 {
+        self.next_id - self.events.len() as u64
+    }
+
+    /// The oldest held event with its id.
+    pub(super) fn front(&self) -> Option<Delivered> {
+        let id = self.first_id();
+        self.events.front().map(|event| Delivered {
+            id,
+            event: Arc::clone(event),
+        })
+    }
+
+    /// Removes and returns the oldest held event with its id.
+    pub(super) fn pop_front(&mut self) -> Option<Delivered> {
+        let id = self.first_id();
+        let event = self.events.pop_front()?;
+        self.release_idle_buffer();
+        Some(Delivered { id, event })
+    }
+
+    /// Up to `limit` of the oldest held events with their ids.
+    pub(super) fn batch(&self, limit: usize) -> Vec<Delivered> {
+        let first = self.first_id();
+        (first..)
+            .zip(self.events.iter().take(limit))
+            .map(|(id, event)| Delivered {
+                id,
+                event: Arc::clone(event),
+            })
+            .collect()
+    }
+
     /// Drops events the client confirmed it has.
     pub(super) fn acknowledge(&mut self, ack: u64) {
-        while self.events.front().is_some_and(|event| event.id <= ack) {
-            self.events.pop_front();
+        let confirmed = ack.saturating_add(1).saturating_sub(self.first_id());
+        let confirmed =
+            usize::try_from(confirmed).map_or(self.events.len(), |n| n.min(self.events.len()));
+        self.events.drain(..confirmed);
+        self.release_idle_buffer();
+    }
+
+    /// A drained queue gives back a buffer a burst grew, so idle sessions stay small.
+    fn release_idle_buffer(&mut self) {
+        if self.events.is_empty() && self.events.capacity() > IDLE_BUFFER {
+            self.events = VecDeque::new();
         }
     }
 
@@ -130,10 +178,7 @@ impl EventQueue {
     }
 
     pub(super) fn append(&mut self, event: &Arc<EncodedEvent>) {
-        self.events.push_back(Delivered {
-            id: self.next_id,
-            event: Arc::clone(event),
-        });
+        self.events.push_back(Arc::clone(event));
         self.next_id += 1;
     }
 

@@ -2,7 +2,7 @@
 //! (docs/design.md, Event delivery).
 
 use super::queue::{EventQueue, SessionQueues};
-use super::{Delivered, Hub, Inner, SNAPSHOT_VERSION, SessionHandle};
+use super::{Hub, Inner, SNAPSHOT_VERSION, SessionHandle};
 use crate::events::EncodedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -102,10 +102,9 @@ impl EventQueue {
         QueueSnapshot {
             next_id: self.next_id,
             lost: self.lost,
-            events: self
-                .events
-                .iter()
-                .map(|d| (d.id, d.event.kind.clone(), d.event.payload.get().to_owned()))
+            events: (self.first_id()..)
+                .zip(&self.events)
+                .map(|(id, event)| (id, event.kind.clone(), event.payload.get().to_owned()))
                 .collect(),
         }
     }
@@ -217,17 +216,21 @@ impl QueueSnapshot {
         let mut queue = EventQueue::new(self.next_id, now);
         queue.lost = self.lost;
         queue.warned = self.lost;
-        let mut previous = 0;
-        for (id, kind, payload) in self.events {
-            // Ids must stay strictly increasing and below the next id, or acknowledgement breaks.
-            if id <= previous || id >= self.next_id {
+        // A queue's ids run without gaps up to the one before `next_id`; anything else would
+        // break acknowledgement.
+        let first = self.next_id.checked_sub(self.events.len() as u64);
+        for (expected, (id, kind, payload)) in first.into_iter().flat_map(|f| f..).zip(self.events)
+        {
+            if id != expected || id == 0 {
                 return Err(format!(
                     "bad event queue snapshot: event id {id} out of order"
                 ));
             }
-            previous = id;
             let event = intern(interned, kind, payload)?;
-            queue.events.push_back(Delivered { id, event });
+            queue.events.push_back(event);
+        }
+        if first.is_none() {
+            return Err("bad event queue snapshot: more events than ids".to_owned());
         }
         Ok(queue)
     }

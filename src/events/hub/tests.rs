@@ -906,3 +906,41 @@ async fn explicit_only_events_skip_the_default_queue() {
     }
     assert_eq!(legacy, [1, 2], "the legacy poll never sees it");
 }
+
+#[tokio::test]
+async fn a_woken_events_poll_waits_the_batch_delay_so_later_events_share_its_answer() {
+    let delay = Duration::from_millis(300);
+    let hub = Arc::new(Hub::new(limits(100)).with_batch_delay(delay));
+    hub.open_session(1);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    let started = Instant::now();
+    let poll = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.poll_queue(1, &queue, 0, LONG).await }
+    });
+    wait_until_parked(&hub, 1).await;
+    publish(&hub, &[1], 1);
+    tokio::time::sleep(delay / 10).await;
+    publish(&hub, &[1], 2);
+    let batch = poll.await.unwrap().unwrap();
+    assert_eq!(message_ids(&batch), [1, 2]);
+    assert!(started.elapsed() >= delay, "answered once the delay passed");
+}
+
+#[tokio::test]
+async fn the_batch_delay_spares_legacy_polls_and_polls_that_find_events_waiting() {
+    let delay = Duration::from_secs(3);
+    let hub = Arc::new(Hub::new(limits(100)).with_batch_delay(delay));
+    hub.open_session(1);
+    let (queue, _) = hub.open_queue(1).unwrap();
+    let started = Instant::now();
+    let poll = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        async move { hub.poll_default(1, None, LONG).await }
+    });
+    wait_until_parked(&hub, 1).await;
+    publish(&hub, &[1], 1);
+    assert!(matches!(poll.await.unwrap(), PollReply::Event(_)));
+    assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1]);
+    assert!(started.elapsed() < delay);
+}
