@@ -349,18 +349,22 @@ impl Service {
 
     /// One sweeper pass: idle sessions go offline, expired ones end, idle queues are deleted.
     pub async fn sweep(&self) -> Result<(), ApiError> {
-        let idle_limit = self.config.inactivity_timeout;
+        // None only in the first `inactivity_timeout` after boot, when nothing can be that idle.
+        let cutoff = Instant::now().checked_sub(self.config.inactivity_timeout);
+        self.sweep_idle_since(cutoff).await
+    }
+
+    /// A sweeper pass that takes offline the sessions with no activity since `cutoff` (none
+    /// when `None`) and not parked on a poll. Tests sweep through it without waiting.
+    pub async fn sweep_idle_since(&self, cutoff: Option<Instant>) -> Result<(), ApiError> {
         let parked = self.hub.parked_sessions();
         let (epoch, result) = {
             let mut st = self.lock();
-            let now_instant = Instant::now();
             let now_secs = now();
             let idle: Vec<u64> = st
                 .activity
                 .iter()
-                .filter(|(h, seen)| {
-                    !parked.contains(h) && now_instant.duration_since(**seen) >= idle_limit
-                })
+                .filter(|(h, seen)| !parked.contains(h) && cutoff.is_some_and(|c| **seen < c))
                 .map(|(h, _)| *h)
                 .collect();
             let expired: Vec<u64> = st
