@@ -202,6 +202,15 @@ impl App {
         self.hub.stats()
     }
 
+    /// Runs one presence sweep now, taking offline every session idle since `cutoff`, as if
+    /// `inactivity_timeout` had passed since then (tests sweep deterministically through it).
+    pub async fn sweep_idle_since(
+        &self,
+        cutoff: std::time::Instant,
+    ) -> Result<(), error::ApiError> {
+        self.service.sweep_idle_since(Some(cutoff)).await
+    }
+
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run_until_stopped(self, mut signals: StopSignals) -> Result<(), StartError> {
         signals.recv().await;

@@ -88,12 +88,17 @@ impl Service {
         for chat in self.store.chats()? {
             st.chats.insert(crate::model::name_key(&chat.name), chat);
         }
+        let mut created = Vec::new();
         for name in &self.config.chats {
             let key = crate::model::name_key(name);
             if !st.chats.contains_key(&key)
                 && let Some(chat) = self.store.create_chat(name, now_secs)?
             {
                 log::info!("created chat {name} from the config");
+                created.push(Event::ChatCreated(crate::events::ChatEvent {
+                    chat: chat.name.clone(),
+                    time: chat.created,
+                }));
                 st.chats.insert(key, chat);
             }
         }
@@ -143,9 +148,14 @@ impl Service {
             let resync = Event::Resync(crate::events::ResyncEvent {
                 reason: "the server restarted without its event queues".into(),
             });
-            self.hub.stage(0, online, &resync);
-            self.hub.release(0);
+            self.hub.stage(0, online.iter().copied(), &resync);
         }
+        // Sessions that stayed online hear of a config chat created again (an admin had
+        // removed it), after what their restored queues hold, as if it happened now.
+        for event in &created {
+            self.hub.stage(0, online.iter().copied(), event);
+        }
+        self.hub.release(0);
         Ok(())
     }
 

@@ -82,7 +82,7 @@ impl Service {
             if st.online.contains_key(&key) || self.is_bot_name(&key) {
                 return Err(ApiError::AlreadyLoggedIn);
             }
-            let record = self.new_session(token.hash, name.as_str(), &key, true)?;
+            let record = self.new_session(&mut st, token.hash, name.as_str(), &key, true)?;
             self.store.put_session(&record)?;
             let events = self.bring_online(&mut st, record, UserStatus::default());
             self.publish(events)
@@ -154,7 +154,7 @@ impl Service {
         }
         self.make_room_for_session(st, key, events)?;
         let status = super::user_status(&user);
-        let record = self.new_session(token_hash, &user.name, key, false)?;
+        let record = self.new_session(st, token_hash, &user.name, key, false)?;
         self.store.put_session(&record)?;
         events.extend(self.bring_online(st, record, status));
         Ok(UserWithStatus::new(&user.name, status))
@@ -284,12 +284,12 @@ impl Service {
 
     fn new_session(
         &self,
+        st: &mut State,
         hash: [u8; 32],
         name: &str,
         key: &str,
         guest: bool,
     ) -> Result<SessionRecord, ApiError> {
-        let created = now();
         let max_age = i64::try_from(self.config.session_max_age.as_secs()).unwrap_or(i64::MAX);
         Ok(SessionRecord {
             token_hash: hash,
@@ -297,8 +297,8 @@ impl Service {
             user: name.to_owned(),
             user_key: key.to_owned(),
             guest,
-            created,
-            expires: created.saturating_add(max_age),
+            created: st.next_session_stamp(),
+            expires: now().saturating_add(max_age),
             online: true,
         })
     }
@@ -349,18 +349,22 @@ impl Service {
 
     /// One sweeper pass: idle sessions go offline, expired ones end, idle queues are deleted.
     pub async fn sweep(&self) -> Result<(), ApiError> {
-        let idle_limit = self.config.inactivity_timeout;
+        // None only in the first `inactivity_timeout` after boot, when nothing can be that idle.
+        let cutoff = Instant::now().checked_sub(self.config.inactivity_timeout);
+        self.sweep_idle_since(cutoff).await
+    }
+
+    /// A sweeper pass that takes offline the sessions with no activity since `cutoff` (none
+    /// when `None`) and not parked on a poll. Tests sweep through it without waiting.
+    pub async fn sweep_idle_since(&self, cutoff: Option<Instant>) -> Result<(), ApiError> {
         let parked = self.hub.parked_sessions();
         let (epoch, result) = {
             let mut st = self.lock();
-            let now_instant = Instant::now();
             let now_secs = now();
             let idle: Vec<u64> = st
                 .activity
                 .iter()
-                .filter(|(h, seen)| {
-                    !parked.contains(h) && now_instant.duration_since(**seen) >= idle_limit
-                })
+                .filter(|(h, seen)| !parked.contains(h) && cutoff.is_some_and(|c| **seen < c))
                 .map(|(h, _)| *h)
                 .collect();
             let expired: Vec<u64> = st

@@ -30,6 +30,8 @@ pub struct State {
     pub members: HashMap<u64, BTreeMap<String, String>>,
     /// Guest names an admin kicked (lowercased) → end of the block. Kept in memory only.
     pub blocked: HashMap<String, Instant>,
+    /// The newest session's `created` stamp.
+    pub newest_session: i64,
 }
 
 impl State {
@@ -95,8 +97,19 @@ impl State {
         self.handles.get(&handle).and_then(|h| self.sessions.get(h))
     }
 
+    /// A `created` stamp for a new session: now in Unix nanoseconds, but always above every
+    /// session's so far, so that sessions opened within one clock tick (or after the clock
+    /// stepped back) still order by opening.
+    pub fn next_session_stamp(&mut self) -> i64 {
+        let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let now = i64::try_from(nanos).unwrap_or(i64::MAX);
+        self.newest_session = now.max(self.newest_session.saturating_add(1));
+        self.newest_session
+    }
+
     /// Adds a session to the maps; `online` sessions also join their user's online set.
     pub fn insert_session(&mut self, record: SessionRecord, status: UserStatus, now: Instant) {
+        self.newest_session = self.newest_session.max(record.created);
         if record.online {
             self.activity.insert(record.handle, now);
             self.online

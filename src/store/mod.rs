@@ -135,6 +135,8 @@ pub struct SessionRecord {
     pub user: String,
     pub user_key: String,
     pub guest: bool,
+    /// When it was opened, in Unix nanoseconds, strictly increasing among the sessions of a
+    /// data directory so that it orders them (older records hold seconds and sort first).
     pub created: i64,
     /// Absolute end of the session (Unix seconds).
     pub expires: i64,

@@ -72,6 +72,22 @@ impl TestServer {
         TestServer::build(extra, true).await
     }
 
+    /// Starts on a copy of a stopped server's data directory.
+    pub async fn on_copy_of(data: &std::path::Path, extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(data, &dir.path().join("data"));
+        let mail = MailRecorder::start().await;
+        let app = Self::launch(&dir, extra, true, &mail).await;
+        TestServer {
+            addr: app.addr(),
+            app: Some(app),
+            dir,
+            extra: extra.to_owned(),
+            dev: true,
+            mail,
+        }
+    }
+
     /// Starts in production mode (no dev relaxations); rounds must then be >= 100000.
     pub async fn production(extra: &str) -> TestServer {
         TestServer::build(extra, false).await
@@ -106,7 +122,17 @@ impl TestServer {
             text = text.replace("password_iterations = 1000", "password_iterations = 100000");
         }
         let config = natter::config::from_toml_str(&text, dev).expect("test config is valid");
-        natter::build(config).await.expect("server starts")
+        // A server just stopped in this process: sled's flush thread may hold the directory's
+        // lock a moment longer (see `stored_data`).
+        for _ in 0..100 {
+            match natter::build(config.clone()).await {
+                Err(e) if e.0.contains("in use by a running natter") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                other => return other.expect("server starts"),
+            }
+        }
+        panic!("the data directory stayed locked");
     }
 
     /// A new browser-like client with its own cookie jar.
@@ -114,6 +140,8 @@ impl TestServer {
         Client {
             http: reqwest::Client::builder()
                 .cookie_store(true)
+                // Plain HTTP only: skips loading the system's roots, a tenth of a second per client.
+                .tls_certs_only([])
                 .build()
                 .unwrap(),
             base: std::sync::Arc::new(Mutex::new(format!("http://{}", self.addr))),
@@ -196,6 +224,19 @@ impl Drop for TestServer {
         if let Some(app) = self.app.take() {
             // Best effort in a test that failed before stopping its server.
             drop(app);
+        }
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
         }
     }
 }

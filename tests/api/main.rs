@@ -17,6 +17,7 @@ mod log_capture;
 mod mail;
 mod mail_recorder;
 mod metrics;
+mod model;
 mod offline;
 mod operations;
 mod races;

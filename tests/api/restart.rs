@@ -50,6 +50,31 @@ async fn graceful_restart_keeps_sessions_memberships_queues_and_events() {
 }
 
 #[tokio::test]
+async fn a_removed_config_chat_comes_back_at_restart_and_online_clients_hear_of_it() {
+    let mut server = TestServer::start().await;
+    let admin = server.client();
+    admin.registered("root").await;
+    admin
+        .post("/api/adminonly/removeChat", json!({"chat": "Main"}))
+        .await
+        .assert_ok_empty();
+    assert_eq!(
+        admin.drain_types().await,
+        ["LoginEvent", "ChatRemovedEvent"]
+    );
+
+    server.restart(&[&admin]).await;
+
+    let seen = admin.drain().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, "ChatCreatedEvent");
+    assert_eq!(seen[0].1["chat"], "Main");
+    let chats = admin.get("/api/loggedonly/getChats").await.json();
+    assert_eq!(chats[0]["chat"], "Main", "{chats}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn offline_registered_session_comes_back_with_loggedonly_login() {
     let mut server = TestServer::with_config("inactivity_timeout = \"1s\"").await;
     let c = server.client();

@@ -100,6 +100,8 @@ struct Inner {
     lost: Option<(u64, u64)>,
     shut_down: bool,
     next_ticket: u64,
+    /// Sequence number of the next staged event (`Staged::seq`).
+    next_seq: u64,
     /// Source of `EventQueue::last_polled`; a counter, so equal clock readings cannot tie.
     next_stamp: u64,
     counters: Counters,
@@ -115,6 +117,8 @@ struct Counters {
 
 /// An event whose write is committed but maybe not yet on disk.
 struct Staged {
+    /// Staging order: the event reaches only queues opened before it was staged.
+    seq: u64,
     epoch: u64,
     targets: Vec<SessionHandle>,
     event: Arc<EncodedEvent>,
@@ -185,6 +189,7 @@ impl Hub {
                 lost: None,
                 shut_down: false,
                 next_ticket: 0,
+                next_seq: 0,
                 next_stamp: 0,
                 counters: Counters::default(),
                 resync: Arc::new(resync.encode()),
@@ -202,10 +207,12 @@ impl Hub {
     /// Registers an online session with an empty default queue; does nothing if it exists.
     pub fn open_session(&self, s: SessionHandle) {
         let now = Instant::now();
-        self.lock()
+        let mut inner = self.lock();
+        let opened = inner.next_seq;
+        inner
             .sessions
             .entry(s)
-            .or_insert_with(|| SessionQueues::new(now));
+            .or_insert_with(|| SessionQueues::new(now, opened));
     }
 
     /// Drops all queues of a session; its parked polls return empty at once.
@@ -238,7 +245,7 @@ impl Hub {
                 self.limits.queues_per_session
             );
         }
-        let mut queue = EventQueue::new(1, Instant::now());
+        let mut queue = EventQueue::new(1, Instant::now(), inner.next_seq);
         // Never polled yet: it ranks by when it was opened.
         queue.last_polled = stamp;
         let last_event_id = queue.next_id - 1;
@@ -261,7 +268,8 @@ impl Hub {
             return;
         }
         // Encode outside the lock, once for every queue.
-        let staged = Staged {
+        let mut staged = Staged {
+            seq: 0,
             epoch,
             targets,
             event: Arc::new(event.encode()),
@@ -271,6 +279,8 @@ impl Hub {
         if inner.is_lost(epoch) {
             return;
         }
+        staged.seq = inner.next_seq;
+        inner.next_seq += 1;
         // Already durable with nothing ahead of it: no later release may come to carry it.
         if inner.staged.is_empty() && epoch <= inner.released {
             inner.deliver(&staged, self.limits.capacity);
@@ -599,7 +609,9 @@ impl Inner {
             let Some(queues) = self.sessions.get_mut(s) else {
                 continue;
             };
-            if !staged.explicit_only {
+            // A queue opened after the event was staged (a new tab, a session back online)
+            // starts after it, however late the event became durable.
+            if !staged.explicit_only && queues.default.opened <= staged.seq {
                 let default = queues
                     .default
                     .push(&staged.event, capacity, Some(&self.resync));
@@ -607,6 +619,9 @@ impl Inner {
                     .record(default, &mut queues.default, *s, "default");
             }
             for queue in queues.explicit.values_mut() {
+                if queue.opened > staged.seq {
+                    continue;
+                }
                 let outcome = queue.push(&staged.event, capacity, None);
                 // Never log the queue id: it is what makes the queue unguessable.
                 self.counters.record(outcome, queue, *s, "explicit");

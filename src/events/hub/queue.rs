@@ -20,6 +20,9 @@ pub(super) struct SessionQueues {
 
 pub(super) struct EventQueue {
     pub(super) next_id: u64,
+    /// The hub's staging sequence when the queue opened: events staged before are not its,
+    /// even if they become durable later.
+    pub(super) opened: u64,
     /// Unacknowledged events, oldest first; their ids run up to `next_id - 1` without gaps, so
     /// only the shared event is stored (8 bytes a queue entry).
     pub(super) events: VecDeque<Arc<EncodedEvent>>,
@@ -42,9 +45,9 @@ pub(super) enum Push {
 }
 
 impl SessionQueues {
-    pub(super) fn new(now: Instant) -> SessionQueues {
+    pub(super) fn new(now: Instant, opened: u64) -> SessionQueues {
         SessionQueues {
-            default: EventQueue::new(1, now),
+            default: EventQueue::new(1, now, opened),
             explicit: HashMap::new(),
         }
     }
@@ -80,9 +83,10 @@ impl SessionQueues {
 }
 
 impl EventQueue {
-    pub(super) fn new(next_id: u64, now: Instant) -> EventQueue {
+    pub(super) fn new(next_id: u64, now: Instant, opened: u64) -> EventQueue {
         EventQueue {
             next_id,
+            opened,
             events: VecDeque::new(),
             lost: false,
             warned: false,

@@ -213,7 +213,8 @@ impl QueueSnapshot {
         if self.next_id == 0 {
             return Err("bad event queue snapshot: next id 0".to_owned());
         }
-        let mut queue = EventQueue::new(self.next_id, now);
+        // Restored before anything is staged: every later event is the queue's.
+        let mut queue = EventQueue::new(self.next_id, now, 0);
         queue.lost = self.lost;
         queue.warned = self.lost;
         // A queue's ids run without gaps up to the one before `next_id`; anything else would

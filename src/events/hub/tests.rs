@@ -92,6 +92,35 @@ async fn staged_events_stay_invisible_until_released() {
 }
 
 #[tokio::test]
+async fn a_queue_opened_after_an_event_was_staged_never_gets_it() {
+    let hub = hub_with(100, [1]);
+    hub.stage(5, [1], &message(1));
+    let (late, _) = hub.open_queue(1).unwrap();
+    hub.release(5);
+    assert!(pending(&hub, 1, &late).await.is_empty());
+    // The default queue was there before: it has the event.
+    let PollReply::Event(first) = hub.poll_default(1, None, Duration::ZERO).await else {
+        panic!("the default queue holds the event");
+    };
+    assert_eq!(message_id(&first), 1);
+    publish(&hub, &[1], 2);
+    assert_eq!(message_ids(&pending(&hub, 1, &late).await), [2]);
+}
+
+#[tokio::test]
+async fn a_session_back_online_gets_nothing_staged_before_it_went_offline() {
+    let hub = hub_with(100, [1]);
+    hub.stage(5, [1], &message(1));
+    hub.close_session(1);
+    hub.open_session(1);
+    hub.release(5);
+    assert!(matches!(
+        hub.poll_default(1, None, Duration::ZERO).await,
+        PollReply::Empty
+    ));
+}
+
+#[tokio::test]
 async fn release_keeps_staging_order_across_many_sessions() {
     let sessions: Vec<SessionHandle> = (1..=20).collect();
     let hub = hub_with(1000, sessions.iter().copied());
