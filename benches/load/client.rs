@@ -197,34 +197,39 @@ pub async fn listen(
         if r.body.is_empty() {
             continue;
         }
-        let v = r.json();
-        let events: &[Value] = match mode {
-            Mode::Events => v["events"].as_array().map_or(&[], Vec::as_slice),
-            Mode::Legacy => std::slice::from_ref(&v),
+        // Typed and borrowing: the generator shares the cores, so its parsing must stay cheap.
+        let events: Vec<PolledEvent> = match mode {
+            Mode::Events => match serde_json::from_slice::<EventsAnswer>(&r.body) {
+                Ok(answer) => answer.events,
+                Err(e) => panic!("/events answer is not JSON ({e}): {}", r.text()),
+            },
+            Mode::Legacy => match serde_json::from_slice::<PolledEvent>(&r.body) {
+                Ok(event) => vec![event],
+                Err(e) => panic!("/poll answer is not JSON ({e}): {}", r.text()),
+            },
         };
         let mut phases_seen = 0u64;
-        for e in events {
+        for e in &events {
             if mode == Mode::Events {
-                ack = e["id"].as_u64().unwrap_or(ack);
+                ack = e.id.unwrap_or(ack);
             }
-            let kind = e["type"].as_str().unwrap_or_default();
-            if kind == "ResyncEvent" {
+            if e.kind == "ResyncEvent" {
                 report.overflowed = true;
             }
-            if kind != "MessageEvent" {
+            if e.kind != "MessageEvent" {
                 continue;
             }
-            let message = &e["event"];
-            let id = message["id"].as_u64().unwrap_or(0);
+            let message: MessageFields = match e.event.map(|raw| serde_json::from_str(raw.get())) {
+                Some(Ok(message)) => message,
+                _ => panic!("a MessageEvent without a message: {}", r.text()),
+            };
+            let id = message.id;
             if id <= last_message {
                 report.disorder = true;
             }
             last_message = id;
-            if let Some(phase) = on_message(
-                &mut report,
-                message["text"].as_str().unwrap_or_default(),
-                &shared,
-            ) && phases_seen & (1 << phase) == 0
+            if let Some(phase) = on_message(&mut report, &message.text, &shared)
+                && phases_seen & (1 << phase) == 0
             {
                 phases_seen |= 1 << phase;
                 report.phases[phase].answers += 1;
@@ -232,6 +237,31 @@ pub async fn listen(
         }
     }
     report
+}
+
+/// A `/events` answer: only what the listener reads.
+#[derive(serde::Deserialize)]
+struct EventsAnswer<'a> {
+    #[serde(borrow)]
+    events: Vec<PolledEvent<'a>>,
+}
+
+/// One event of either poll; its payload is parsed only for messages.
+#[derive(serde::Deserialize)]
+struct PolledEvent<'a> {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    event: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct MessageFields<'a> {
+    id: u64,
+    #[serde(borrow)]
+    text: std::borrow::Cow<'a, str>,
 }
 
 /// Records a message; returns its phase if it is a timed one.
