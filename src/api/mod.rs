@@ -178,10 +178,13 @@ where
     B: warp::Buf,
 {
     let started = Instant::now();
-    let path = tail.as_str().to_owned();
+    let path = tail.as_str();
+    // Looked up once: the request, the metrics label and the log line all use this row.
+    let found = routes::find(path);
+    let matched = found.as_ref().map(|(route, _)| *route);
     let preflight = method == Method::OPTIONS;
     let accepted = async {
-        let (route, params) = routes::find(&path).ok_or(ApiError::NotFound)?;
+        let (route, params) = found.ok_or(ApiError::NotFound)?;
         if preflight {
             return Ok(None);
         }
@@ -224,14 +227,15 @@ where
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let elapsed = started.elapsed();
     if telemetry::enabled() {
-        telemetry::request(routes::metric_label(&path), response.status(), elapsed);
+        telemetry::request(routes::metric_label(matched), response.status(), elapsed);
     }
     log::info!(
-        "{method} /api/{} {} {}ms{}",
-        routes::loggable_path(&path),
+        "{method} /api/{} {} {}ms{}{}",
+        routes::loggable_path(matched, path),
         response.status().as_u16(),
         elapsed.as_millis(),
-        user.map(|u| format!(" user={u}")).unwrap_or_default()
+        if user.is_some() { " user=" } else { "" },
+        user.as_deref().unwrap_or_default()
     );
     response
 }
