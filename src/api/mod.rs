@@ -183,6 +183,8 @@ where
     let found = routes::find(path);
     let matched = found.as_ref().map(|(route, _)| *route);
     let preflight = method == Method::OPTIONS;
+    // Kept for the CORS headers: the request's headers move into `ApiRequest`.
+    let origin = headers.get(header::ORIGIN).cloned();
     let accepted = async {
         let (route, params) = found.ok_or(ApiError::NotFound)?;
         if preflight {
@@ -202,12 +204,14 @@ where
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let forwarded = headers
+            .get(&http::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok());
         let req = ApiRequest {
             client_ip: client_ip(&ctx.config, peer.map(|p| p.ip()), forwarded),
             method: method.clone(),
             query,
-            headers: headers.clone(),
+            headers,
             body,
             params,
         };
@@ -221,7 +225,7 @@ where
     };
     let mut response = result.unwrap_or_else(|err| http::error(&err));
     ctx.origins
-        .add_cors_headers(&headers, response.headers_mut(), preflight);
+        .add_cors_headers(origin.as_ref(), response.headers_mut(), preflight);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
