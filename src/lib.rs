@@ -172,6 +172,8 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             },
         ));
     }
+    // The startup lines out now, not at the log's next flush: operators and scripts wait for them.
+    log::logger().flush();
     // Tells systemd (Type=notify) we are ready; a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     Ok(App {

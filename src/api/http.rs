@@ -7,8 +7,13 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use warp::Buf;
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
+
+/// Request headers the API reads that `http` has no constant for, parsed once.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// Set on a login's response: the user it signed in, for the request log.
 #[derive(Clone)]
@@ -116,15 +121,19 @@ pub fn set_cookie(mut response: Response, cookie: &str) -> Response {
 }
 
 /// Security headers every response carries (docs/api.md, Origins).
+/// Uses `http`'s header name constants: a name given as a string is parsed on every insert.
 pub fn add_security_headers(headers: &mut HeaderMap) {
     headers.insert(
-        "x-content-type-options",
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     headers.insert(
-        "content-security-policy",
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
 }
@@ -184,7 +193,7 @@ impl OriginPolicy {
     /// Polls acknowledge events, so a GET to them changes state: refuse a page navigation and a
     /// cross-site request that no allowed origin made (browsers say which through Fetch Metadata).
     pub fn check_cross_site_poll(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let says = |name: &str, value: &str| {
+        let says = |name: &HeaderName, value: &str| {
             headers
                 .get(name)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
@@ -193,18 +202,24 @@ impl OriginPolicy {
             .get(header::ORIGIN)
             .and_then(|o| o.to_str().ok())
             .is_some_and(|o| self.is_allowed(o));
-        if says("sec-fetch-mode", "navigate")
-            || (says("sec-fetch-site", "cross-site") && !allowed_origin)
+        if says(&SEC_FETCH_MODE, "navigate")
+            || (says(&SEC_FETCH_SITE, "cross-site") && !allowed_origin)
         {
             return Err(ApiError::CrossOrigin);
         }
         Ok(())
     }
 
-    /// Reflects an allowed origin with credentials; other origins get no CORS headers.
-    pub fn add_cors_headers(&self, request: &HeaderMap, response: &mut HeaderMap, preflight: bool) {
+    /// Reflects an allowed origin (the request's `Origin` header) with credentials; other
+    /// origins get no CORS headers.
+    pub fn add_cors_headers(
+        &self,
+        origin: Option<&HeaderValue>,
+        response: &mut HeaderMap,
+        preflight: bool,
+    ) {
         response.append(header::VARY, HeaderValue::from_static("Origin"));
-        let Some(origin) = request.get(header::ORIGIN) else {
+        let Some(origin) = origin else {
             return;
         };
         if !origin.to_str().is_ok_and(|o| self.is_allowed(o)) {

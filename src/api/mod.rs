@@ -178,10 +178,15 @@ where
     B: warp::Buf,
 {
     let started = Instant::now();
-    let path = tail.as_str().to_owned();
+    let path = tail.as_str();
+    // Looked up once: the request, the metrics label and the log line all use this row.
+    let found = routes::find(path);
+    let matched = found.as_ref().map(|(route, _)| *route);
     let preflight = method == Method::OPTIONS;
+    // Kept for the CORS headers: the request's headers move into `ApiRequest`.
+    let origin = headers.get(header::ORIGIN).cloned();
     let accepted = async {
-        let (route, params) = routes::find(&path).ok_or(ApiError::NotFound)?;
+        let (route, params) = found.ok_or(ApiError::NotFound)?;
         if preflight {
             return Ok(None);
         }
@@ -199,12 +204,14 @@ where
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let forwarded = headers
+            .get(&http::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok());
         let req = ApiRequest {
             client_ip: client_ip(&ctx.config, peer.map(|p| p.ip()), forwarded),
             method: method.clone(),
             query,
-            headers: headers.clone(),
+            headers,
             body,
             params,
         };
@@ -218,20 +225,21 @@ where
     };
     let mut response = result.unwrap_or_else(|err| http::error(&err));
     ctx.origins
-        .add_cors_headers(&headers, response.headers_mut(), preflight);
+        .add_cors_headers(origin.as_ref(), response.headers_mut(), preflight);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let elapsed = started.elapsed();
     if telemetry::enabled() {
-        telemetry::request(routes::metric_label(&path), response.status(), elapsed);
+        telemetry::request(routes::metric_label(matched), response.status(), elapsed);
     }
     log::info!(
-        "{method} /api/{} {} {}ms{}",
-        routes::loggable_path(&path),
+        "{method} /api/{} {} {}ms{}{}",
+        routes::loggable_path(matched, path),
         response.status().as_u16(),
         elapsed.as_millis(),
-        user.map(|u| format!(" user={u}")).unwrap_or_default()
+        if user.is_some() { " user=" } else { "" },
+        user.as_deref().unwrap_or_default()
     );
     response
 }

@@ -2,6 +2,7 @@
 //! and which rate limit it counts against. Adding an endpoint is one row here and one arm in
 //! `dispatch`.
 
+use std::borrow::Cow;
 use warp::http::Method;
 
 /// Every API endpoint.
@@ -68,6 +69,21 @@ pub struct Route {
     pub access: Access,
     pub limit: Limit,
     pub endpoint: Endpoint,
+    /// Whether `path` has `{name}` segments; the others match by plain string comparison.
+    has_params: bool,
+}
+
+/// Whether a row's path has a `{name}` segment (computed once, at compile time).
+const fn has_params(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'{' {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 const fn row(
@@ -83,6 +99,7 @@ const fn row(
         access,
         limit,
         endpoint,
+        has_params: has_params(path),
     }
 }
 
@@ -237,6 +254,9 @@ impl Route {
 
     /// The path's `{name}` segments, percent-decoded, if `path` matches this row.
     fn matches(&self, path: &str) -> Option<Vec<String>> {
+        if !self.has_params {
+            return (self.path == path).then(Vec::new);
+        }
         let (mut pattern, mut given) = (self.path.split('/'), path.split('/'));
         let mut params = Vec::new();
         loop {
@@ -262,20 +282,21 @@ pub fn find(path: &str) -> Option<(&'static Route, Vec<String>)> {
         .find_map(|route| route.matches(path).map(|params| (route, params)))
 }
 
-/// The metrics label of a path below `/api/`: its row's pattern, never the path itself (which
-/// can carry a link's secrets), or `unknown`.
-pub fn metric_label(path: &str) -> &'static str {
-    find(path).map_or("unknown", |(route, _)| route.path)
+/// The metrics label of a path below `/api/` that matched `route`: its row's pattern, never the
+/// path itself (which can carry a link's secrets), or `unknown`.
+pub fn metric_label(route: Option<&Route>) -> &'static str {
+    route.map_or("unknown", |route| route.path)
 }
 
-/// The request path as it may be logged: a row's pattern stands for its parameters (a link's
-/// secret parts), and an unknown path keeps only its first segment (it may be a mistyped link).
-pub fn loggable_path(path: &str) -> String {
-    match find(path) {
-        Some((route, _)) => route.path.to_owned(),
+/// The request path as it may be logged, given the row it matched: a row's pattern stands for
+/// its parameters (a link's secret parts), and an unknown path keeps only its first segment (it
+/// may be a mistyped link).
+pub fn loggable_path<'a>(route: Option<&Route>, path: &'a str) -> Cow<'a, str> {
+    match route {
+        Some(route) => Cow::Borrowed(route.path),
         None => match path.split_once('/') {
-            Some((first, _)) => format!("{first}/…"),
-            None => path.to_owned(),
+            Some((first, _)) => Cow::Owned(format!("{first}/…")),
+            None => Cow::Borrowed(path),
         },
     }
 }
@@ -300,6 +321,9 @@ mod tests {
 
     #[test]
     fn logged_paths_hide_link_secrets() {
+        let route = |path: &str| find(path).map(|(route, _)| route);
+        let loggable_path = |path: &str| super::loggable_path(route(path), path).into_owned();
+        let metric_label = |path: &str| super::metric_label(route(path));
         assert_eq!(loggable_path("loggedonly/poll"), "loggedonly/poll");
         assert_eq!(
             loggable_path("verifyEmail/carol/s3cret"),

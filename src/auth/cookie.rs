@@ -11,7 +11,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// Signs and checks cookie values; the key is `secret_key`.
 #[derive(Clone)]
 pub struct CookieSigner {
-    key: Vec<u8>,
+    /// HMAC keyed once: keying hashes the key twice, which every check would otherwise repeat.
+    keyed: HmacSha256,
     name: &'static str,
     secure: bool,
 }
@@ -30,7 +31,13 @@ impl CookieSigner {
         } else {
             "natter_session"
         };
-        CookieSigner { key, name, secure }
+        // HMAC accepts keys of any length, so this cannot fail.
+        let keyed = HmacSha256::new_from_slice(&key).expect("HMAC takes any key length");
+        CookieSigner {
+            keyed,
+            name,
+            secure,
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -38,8 +45,7 @@ impl CookieSigner {
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length")
+        self.keyed.clone()
     }
 
     /// Makes a new random session id and its signed cookie value.
