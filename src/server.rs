@@ -12,6 +12,8 @@
 //! HTTP/2 is not offered: hyper-util's HTTP/1-or-2 detection reads the first bytes without any
 //! timeout, and browsers only speak HTTP/2 over TLS, which a reverse proxy terminates.
 
+mod own_head;
+
 use crate::listener::ConnectionLimits;
 use hyper::Request;
 use hyper::body::Incoming;
@@ -85,6 +87,7 @@ pub async fn serve(
         let service = service.clone();
         // Every request learns the peer address, then goes through the warp filter.
         let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            own_head::own_head(&mut request);
             request.extensions_mut().insert(PeerAddr(peer));
             service.clone().call(request)
         });

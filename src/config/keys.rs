@@ -88,6 +88,8 @@ config_keys! {
         password_iterations: u32 = 600_000, range(1000, 10_000_000);
         /// "sync": fsync before answering a write; "relaxed": sled's background flush.
         durability: DurabilityMode = DurabilityMode::Sync, plain;
+        /// Bytes of data_dir that sled keeps cached in memory (1048576 to 68719476736).
+        data_cache_bytes: u64 = 16 << 20, range(1 << 20, 64 << 30);
         /// Extra origins (scheme://host[:port]) allowed to call the API with credentials.
         cors_origins: Vec<String> = Vec::new(), each(origin);
         /// Proxies (IP addresses or CIDR ranges) whose X-Forwarded-For header is believed.
@@ -224,6 +226,7 @@ mod tests {
         assert_eq!(c.max_message_chars, 4000);
         assert_eq!(c.password_iterations, 600_000);
         assert_eq!(c.durability, DurabilityMode::Sync);
+        assert_eq!(c.data_cache_bytes, 16 << 20);
         assert!(c.cors_origins.is_empty() && c.trusted_proxies.is_empty());
         assert_eq!(c.static_dir, None);
         assert_eq!(c.database_url, None);

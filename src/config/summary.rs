@@ -79,6 +79,12 @@ impl Shown for u32 {
     }
 }
 
+impl Shown for u64 {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl Shown for String {
     fn shown(&self) -> String {
         quoted(self)

@@ -34,8 +34,9 @@ const FORMAT_VERSION: u8 = 1;
 const MESSAGE_FORMAT_VERSION: u8 = 2;
 /// Layout of the trees and keys; a newer one on disk is refused.
 const SCHEMA_VERSION: u32 = 1;
-/// sled's default page cache is 1 GiB, too much for a small host.
-const CACHE_BYTES: u64 = 64 << 20;
+/// Page cache for offline tools and tests; the server uses `data_cache_bytes` (sled's own
+/// default is 1 GiB, too much for a small host).
+const TOOL_CACHE_BYTES: u64 = 16 << 20;
 /// Pause before retrying a failed flush.
 const FLUSH_RETRY: Duration = Duration::from_millis(200);
 
@@ -67,6 +68,8 @@ pub enum SyncMode {
 /// State shared between the store, its flusher thread and its recovery thread.
 struct Shared {
     dir: PathBuf,
+    /// sled's page cache, kept for reopening after a storage failure.
+    cache_bytes: u64,
     /// The open database; `None` from a disk failure until storage has recovered.
     engine: RwLock<Option<Arc<Engine>>>,
     /// When the current storage failure began.
@@ -96,19 +99,26 @@ impl SledStore {
     /// Opens (creating) the data directory without the mirror; `Locked` if another process
     /// holds it. A leftover outbox is dropped: the next mirrored start re-seeds the mirror.
     pub fn open(dir: &Path, mode: SyncMode) -> StoreResult<Arc<SledStore>> {
-        Self::open_with(dir, mode, false)
+        Self::open_with(dir, mode, false, TOOL_CACHE_BYTES)
     }
 
     /// Opens the data directory with the mirror on: mirrored changes also fill the outbox.
     pub fn open_mirrored(dir: &Path, mode: SyncMode) -> StoreResult<Arc<SledStore>> {
-        Self::open_with(dir, mode, true)
+        Self::open_with(dir, mode, true, TOOL_CACHE_BYTES)
     }
 
-    fn open_with(dir: &Path, mode: SyncMode, mirrored: bool) -> StoreResult<Arc<SledStore>> {
-        let (engine, next) = Engine::open(dir)?;
+    /// Opens the data directory with or without the mirror, sled caching `cache_bytes` of it.
+    pub fn open_with(
+        dir: &Path,
+        mode: SyncMode,
+        mirrored: bool,
+        cache_bytes: u64,
+    ) -> StoreResult<Arc<SledStore>> {
+        let (engine, next) = Engine::open(dir, cache_bytes)?;
         let mirror = mirrored::open_outbox(&engine.outbox, &engine.meta, mirrored)?;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            cache_bytes,
             engine: RwLock::new(Some(Arc::new(engine))),
             outage: Mutex::new(None),
             epoch: AtomicU64::new(0),

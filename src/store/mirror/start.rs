@@ -21,9 +21,9 @@ pub async fn open_store(
     let target = target(config)?;
     let mirrored = target.is_some();
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || match mirrored {
-        true => SledStore::open_mirrored(&data_dir, mode),
-        false => SledStore::open(&data_dir, mode),
+    let cache_bytes = config.data_cache_bytes;
+    let store = tokio::task::spawn_blocking(move || {
+        SledStore::open_with(&data_dir, mode, mirrored, cache_bytes)
     })
     .await
     .map_err(|e| format!("opening storage failed: {e}"))?

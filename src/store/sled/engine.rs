@@ -1,7 +1,7 @@
 //! The open sled database with its trees: opened at start, and again when storage recovers.
 
 use super::{
-    CACHE_BYTES, META_NEXT_CHAT, META_NEXT_MESSAGE, chat_ids_in, check_schema, decode_all, io,
+    META_NEXT_CHAT, META_NEXT_MESSAGE, chat_ids_in, check_schema, decode_all, io,
     message_id_of, open_error, purge, read_counter,
 };
 use crate::store::{ChatRecord, NextIds, StoreResult};
@@ -28,10 +28,10 @@ pub(super) struct Engine {
 
 impl Engine {
     /// Opens the directory, finishes what a crash cut short, and reads the next ids on disk.
-    pub fn open(dir: &Path) -> StoreResult<(Engine, NextIds)> {
+    pub fn open(dir: &Path, cache_bytes: u64) -> StoreResult<(Engine, NextIds)> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| open_error(dir, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(io);

@@ -49,7 +49,7 @@ impl Shared {
     fn reopen(&self) -> StoreResult<u64> {
         probe_disk(&self.dir)?;
         // `Locked` until every handle of the old database is gone; the next attempt retries.
-        let (engine, _) = Engine::open(&self.dir)?;
+        let (engine, _) = Engine::open(&self.dir, self.cache_bytes)?;
         engine
             .meta
             .insert(META_HEALTH, encode(&0u64)?)
