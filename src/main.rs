@@ -5,6 +5,9 @@ use natter::cli::{Cli, Command};
 use natter::config::{self, Config, LogLevel};
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse_from(natter::goflags::normalize_go_flags(std::env::args_os()));
