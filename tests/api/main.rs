@@ -20,5 +20,8 @@ mod offline;
 mod operations;
 mod races;
 mod restart;
+mod scrape;
 mod security;
 mod sessions;
+mod sigterm_restart;
+mod wire;
