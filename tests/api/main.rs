@@ -24,4 +24,5 @@ mod scrape;
 mod security;
 mod sessions;
 mod sigterm_restart;
+mod soak;
 mod wire;
