@@ -25,4 +25,5 @@ mod security;
 mod sessions;
 mod sigterm_restart;
 mod soak;
+mod stopping;
 mod wire;

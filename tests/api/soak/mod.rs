@@ -186,14 +186,7 @@ async fn run(params: Params) {
     );
 
     served.signal("-TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "natter stopped after the soak");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, _) = crate::stopping::wait_exit(&mut served, Duration::from_secs(30)).await;
     assert!(status.success(), "exit status {status:?}");
 }
 

@@ -14,6 +14,8 @@ pub struct Params {
     pub warmup_secs: u64,
     /// Messages posted per second over all chats.
     pub posts_per_sec: f64,
+    /// Guest sign-ins per second before chatting begins.
+    pub logins_per_sec: f64,
     /// Every how many seconds each session sends a keepalive.
     pub keepalive_secs: u64,
     /// Percentage of sessions that read the legacy `/poll` instead of `/events`.
@@ -34,6 +36,7 @@ impl Params {
             secs,
             warmup_secs: var("SOAK_WARMUP_SECS").unwrap_or(secs / 4),
             posts_per_sec: var("SOAK_POSTS_PER_SEC").unwrap_or(sessions as f64 / 50.0),
+            logins_per_sec: var("SOAK_LOGINS_PER_SEC").unwrap_or(50.0),
             keepalive_secs: var("SOAK_KEEPALIVE_SECS").unwrap_or(20),
             legacy_percent: var("SOAK_LEGACY_PERCENT").unwrap_or(10),
             max_rss_growth_percent: var("SOAK_MAX_RSS_GROWTH").unwrap_or(max_rss_growth_percent),

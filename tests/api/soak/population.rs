@@ -1,6 +1,7 @@
-//! Signs the soak's guests in, a few at a time: each logs in, opens its queue (or stays on the
-//! legacy `/poll`), joins its chat and starts listening at once, so the login storm's events
-//! (each login goes to everyone online) are drained while it lasts.
+//! Signs the soak's guests in, a few at a time and at most `logins_per_sec`: each logs in, opens
+//! its queue (or stays on the legacy `/poll`), joins its chat and starts listening at once, so the
+//! login storm's events (each login goes to everyone online) are drained while it lasts and no
+//! queue fills up on a busy machine.
 
 use super::ledger::Ledger;
 use super::listener::{Control, Heard, Member, listen};
@@ -8,7 +9,9 @@ use super::params::Params;
 use crate::wire::Wire;
 use futures_util::StreamExt;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Sign-ins running at once.
 const AT_ONCE: usize = 16;
@@ -20,12 +23,15 @@ pub async fn sign_in(
     ledger: &Arc<Ledger>,
     control: &Arc<Control>,
 ) -> Result<Vec<(Member, JoinHandle<Heard>)>, String> {
+    let started = Instant::now();
     let members: Vec<_> = futures_util::stream::iter(0..params.sessions)
         .map(|index| {
+            let turn = started + Duration::from_secs_f64(index as f64 / params.logins_per_sec);
             let (wire, ledger, control) = (wire.clone(), ledger.clone(), control.clone());
             let chat = params.chat_of(index);
             let legacy = params.is_legacy(index);
             async move {
+                tokio::time::sleep_until(turn).await;
                 let session = wire.guest(&format!("soak{index}")).await?;
                 let queue = match legacy {
                     true => None,
