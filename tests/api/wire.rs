@@ -48,8 +48,9 @@ impl Wire {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
-            // Idle connections are kept for the next poll of any session.
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Under natter's idle close (`header_read_timeout`, 10 s by default): a pooled connection
+            // reused just as the server closes it fails a request that never reached the server.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .unwrap();
         Wire {
@@ -162,4 +163,16 @@ impl Wire {
         let path = format!("/api/loggedonly/poll?last_event_id={last}");
         self.call(Some(session), Method::GET, &path, None).await
     }
+}
+
+/// A transport error with its causes, which reqwest's own message leaves out.
+pub fn explain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -4,7 +4,7 @@
 
 use super::ledger::{Ledger, Tally};
 use super::params::Params;
-use crate::wire::{Answer, Session, Wire};
+use crate::wire::{Answer, Session, Wire, explain};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -95,7 +95,7 @@ pub async fn listen(
                 break;
             }
             Err(e) => {
-                ledger.error(format!("{name} poll: {e}"));
+                ledger.error(format!("{name} poll: {}", explain(&e)));
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }

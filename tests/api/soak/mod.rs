@@ -127,9 +127,12 @@ async fn run(params: Params) {
         .collect();
 
     let text = scrape::scrape(&reqwest::Client::new(), &metrics).await;
-    let refused = scrape::sum(&text, "natter_http_requests_total", |l| {
-        !l.contains("status=\"2")
-    }) as u64;
+    let not_2xx = |labels: &str| !labels.contains("status=\"2");
+    let refused = scrape::sum(&text, "natter_http_requests_total", not_2xx) as u64;
+    let refused_series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("natter_http_requests_total{") && not_2xx(l))
+        .collect();
     let overflows = scrape::value(&text, "natter_event_queue_overflows_total");
     let samples = samples.lock().unwrap().clone();
     let (baseline, end) = memory::baseline_and_end(&samples, params.warmup(), params.chatting());
@@ -167,6 +170,7 @@ async fn run(params: Params) {
         .map(|(t, k)| format!("{t:.0}s:{k}"))
         .collect();
     println!("soak: RSS (KiB) over time: {}", rss_over_time.join(" "));
+    println!("soak: non-2xx answers by route and status: {refused_series:?}");
 
     assert_eq!(
         ledger.errors(),
@@ -178,7 +182,10 @@ async fn run(params: Params) {
         short.is_empty(),
         "listeners missing messages (want {expected:?}): {short:#?}"
     );
-    assert_eq!(refused, 0, "the server answered non-2xx statuses: {text}");
+    assert_eq!(
+        refused, 0,
+        "the server answered non-2xx statuses: {refused_series:#?}"
+    );
     assert!(
         growth < params.max_rss_growth_percent,
         "RSS grew {growth:.1}% after warm-up (at most {}%)",

@@ -5,7 +5,7 @@
 use super::ledger::Ledger;
 use super::listener::Member;
 use super::params::Params;
-use crate::wire::Wire;
+use crate::wire::{Wire, explain};
 use reqwest::Method;
 use serde_json::json;
 use std::sync::Arc;
@@ -71,7 +71,7 @@ pub async fn post(
                 Ok(answer) => {
                     ledger.error(format!("post {text}: {} {}", answer.status, answer.text()))
                 }
-                Err(e) => ledger.error(format!("post {text}: {e}")),
+                Err(e) => ledger.error(format!("post {text}: {}", explain(&e))),
             }
         }
     })
@@ -104,7 +104,11 @@ pub async fn keep_alive(
                     answer.status,
                     answer.text()
                 )),
-                Err(e) => ledger.error(format!("{} keepalive: {e}", member.session.name)),
+                Err(e) => ledger.error(format!(
+                    "{} keepalive: {}",
+                    member.session.name,
+                    explain(&e)
+                )),
             }
         }
     })
