@@ -1,8 +1,8 @@
 //! The open sled database with its trees: opened at start, and again when storage recovers.
 
 use super::{
-    META_NEXT_CHAT, META_NEXT_MESSAGE, chat_ids_in, check_schema, decode_all, io,
-    message_id_of, open_error, purge, read_counter,
+    META_NEXT_CHAT, META_NEXT_MESSAGE, chat_ids_in, check_schema, decode_all, io, message_id_of,
+    open_error, purge, read_counter,
 };
 use crate::store::{ChatRecord, NextIds, StoreResult};
 use sled::Tree;
