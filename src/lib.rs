@@ -127,14 +127,16 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         config.max_connections_per_ip,
         config.trusted_proxies.clone(),
     );
+    // The API and the metrics listener stall-protect their connections alike.
+    let timeouts = server::Timeouts {
+        header_read: config.header_read_timeout,
+        write: config.write_timeout,
+    };
     let server = tokio::spawn(server::serve(
         listener,
         routes,
         connection_limits,
-        server::Timeouts {
-            header_read: config.header_read_timeout,
-            write: config.write_timeout,
-        },
+        timeouts,
         async {
             let _ = stopped.await;
         },
@@ -166,10 +168,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             listener,
             handle,
             service.clone(),
-            server::Timeouts {
-                header_read: config.header_read_timeout,
-                write: config.write_timeout,
-            },
+            timeouts,
         ));
     }
     // The startup lines out now, not at the log's next flush: operators and scripts wait for them.
