@@ -22,9 +22,11 @@ pub type SessionHandle = u64;
 /// Most events one `/events` reply carries.
 const BATCH_LIMIT: usize = 100;
 /// Leading byte of every snapshot, bumped when its layout changes.
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 /// Reason carried by the `ResyncEvent` a default queue gets after overflowing.
 const OVERFLOW_REASON: &str = "event queue overflowed";
+/// Reason carried by the `ResyncEvent` a default queue holds while its session reads only `/events`.
+const UNREAD_REASON: &str = "events went to this session's other queues";
 
 /// An event as a queue hands it out, with its id in that queue.
 #[derive(Debug, Clone)]
@@ -106,6 +108,8 @@ struct Inner {
     next_stamp: u64,
     counters: Counters,
     resync: Arc<EncodedEvent>,
+    /// What an unread default queue holds (`SessionQueues::default_is_unread`).
+    unread: Arc<EncodedEvent>,
 }
 
 #[derive(Default)]
@@ -172,9 +176,14 @@ impl PollOutcome for Result<Vec<Delivered>, BadQueue> {
 impl Hub {
     /// Creates a hub whose queues and sessions stay within `limits`.
     pub fn new(limits: HubLimits) -> Hub {
-        let resync = Event::Resync(ResyncEvent {
-            reason: OVERFLOW_REASON.into(),
-        });
+        let resync = |reason: &str| {
+            Arc::new(
+                Event::Resync(ResyncEvent {
+                    reason: reason.into(),
+                })
+                .encode(),
+            )
+        };
         Hub {
             limits: HubLimits {
                 // A queue must hold at least its ResyncEvent, and a session may open at least one queue.
@@ -192,7 +201,8 @@ impl Hub {
                 next_seq: 0,
                 next_stamp: 0,
                 counters: Counters::default(),
-                resync: Arc::new(resync.encode()),
+                resync: resync(OVERFLOW_REASON),
+                unread: resync(UNREAD_REASON),
             }),
         }
     }
@@ -612,11 +622,16 @@ impl Inner {
             // A queue opened after the event was staged (a new tab, a session back online)
             // starts after it, however late the event became durable.
             if !staged.explicit_only && queues.default.opened <= staged.seq {
-                let default = queues
-                    .default
-                    .push(&staged.event, capacity, Some(&self.resync));
-                self.counters
-                    .record(default, &mut queues.default, *s, "default");
+                if queues.default_is_unread() {
+                    // Not an overflow: nobody lost anything they were reading.
+                    queues.default.hold_resync_only(&self.unread);
+                } else {
+                    let default = queues
+                        .default
+                        .push(&staged.event, capacity, Some(&self.resync));
+                    self.counters
+                        .record(default, &mut queues.default, *s, "default");
+                }
             }
             for queue in queues.explicit.values_mut() {
                 if queue.opened > staged.seq {

@@ -60,6 +60,14 @@ impl SessionQueues {
         self.iter().for_each(EventQueue::wake);
     }
 
+    /// Whether the default queue only needs to say that it missed events: the session reads
+    /// explicit queues (`/events`) and has never polled its default queue (`/poll`). Holding every
+    /// event there for a reader that may never come would grow each such session to
+    /// `event_queue_capacity` events; a `ResyncEvent` tells a late `/poll` to refetch instead.
+    pub(super) fn default_is_unread(&self) -> bool {
+        !self.explicit.is_empty() && !self.default.ever_polled()
+    }
+
     /// Drops explicit queues, first to go first, until at most `keep` remain; returns how many.
     pub(super) fn evict_down_to(&mut self, keep: usize) -> usize {
         let mut evicted = 0;
@@ -102,6 +110,22 @@ impl EventQueue {
     /// group least recently polled first.
     pub(super) fn eviction_rank(&self) -> (bool, bool, u64) {
         (!self.lost, self.parked.is_some(), self.last_polled)
+    }
+
+    /// Whether a poll ever read this queue (stamped at each poll and when a snapshot says so).
+    pub(super) fn ever_polled(&self) -> bool {
+        self.last_polled != 0
+    }
+
+    /// Replaces what the queue holds with one `resync`, so it stays one event long however many
+    /// arrive; the ids go on increasing.
+    pub(super) fn hold_resync_only(&mut self, resync: &Arc<EncodedEvent>) {
+        if self.events.len() == 1 && self.events.front().is_some_and(|e| Arc::ptr_eq(e, resync)) {
+            return;
+        }
+        // A new deque, not `clear`, so a buffer grown before the session opened its queues goes too.
+        self.events = VecDeque::new();
+        self.append(resync);
     }
 
     /// Id of the oldest held event (or of the next one when empty).

@@ -88,6 +88,7 @@ impl SessionQueues {
         explicit.sort_by_key(|(_, queue)| queue.eviction_rank());
         SessionSnapshot {
             session,
+            default_polled: self.default.ever_polled(),
             default: self.default.to_snapshot(),
             explicit: explicit
                 .into_iter()
@@ -118,8 +119,37 @@ pub(super) struct Snapshot {
 #[derive(Serialize, Deserialize)]
 pub(super) struct SessionSnapshot {
     pub(super) session: SessionHandle,
+    /// Whether `/poll` ever read the default queue (`SessionQueues::default_is_unread`).
+    pub(super) default_polled: bool,
     pub(super) default: QueueSnapshot,
     pub(super) explicit: Vec<(String, QueueSnapshot)>,
+}
+
+/// Version 1, written before `default_polled` was kept: read as polled, so nothing is dropped.
+#[derive(Deserialize)]
+struct SnapshotV1 {
+    sessions: Vec<SessionSnapshotV1>,
+}
+
+#[derive(Deserialize)]
+struct SessionSnapshotV1 {
+    session: SessionHandle,
+    default: QueueSnapshot,
+    explicit: Vec<(String, QueueSnapshot)>,
+}
+
+impl From<SnapshotV1> for Snapshot {
+    fn from(v1: SnapshotV1) -> Snapshot {
+        let sessions = v1.sessions.into_iter().map(|s| SessionSnapshot {
+            session: s.session,
+            default_polled: true,
+            default: s.default,
+            explicit: s.explicit,
+        });
+        Snapshot {
+            sessions: sessions.collect(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,11 +167,16 @@ pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
     let (version, body) = bytes
         .split_first()
         .ok_or_else(|| "empty event queue snapshot".to_owned())?;
-    if *version != SNAPSHOT_VERSION {
-        return Err(format!("unknown event queue snapshot version {version}"));
+    match *version {
+        SNAPSHOT_VERSION => decode_body::<Snapshot>(body),
+        1 => decode_body::<SnapshotV1>(body).map(Snapshot::from),
+        _ => Err(format!("unknown event queue snapshot version {version}")),
     }
+}
+
+fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let (snapshot, read) =
-        bincode::serde::decode_from_slice::<Snapshot, _>(body, bincode::config::standard())
+        bincode::serde::decode_from_slice::<T, _>(body, bincode::config::standard())
             .map_err(|e| format!("bad event queue snapshot: {e}"))?;
     if read != body.len() {
         return Err("bad event queue snapshot: trailing bytes".to_owned());
@@ -151,6 +186,7 @@ pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
 
 /// A session's queues read back from a snapshot, explicit ones in snapshot order.
 pub(super) struct RestoredSession {
+    pub(super) default_polled: bool,
     pub(super) default: EventQueue,
     pub(super) explicit: Vec<(String, EventQueue)>,
 }
@@ -185,15 +221,23 @@ impl SessionSnapshot {
             );
             explicit.drain(..dropped);
         }
-        Ok(RestoredSession { default, explicit })
+        Ok(RestoredSession {
+            default_polled: self.default_polled,
+            default,
+            explicit,
+        })
     }
 }
 
 impl RestoredSession {
     /// Stamps the queues in hub order, keeping which was polled last.
     pub(super) fn install(self, inner: &mut Inner) -> SessionQueues {
+        let mut default = self.default;
+        if self.default_polled {
+            default.last_polled = inner.stamp();
+        }
         let mut queues = SessionQueues {
-            default: self.default,
+            default,
             explicit: HashMap::with_capacity(self.explicit.len()),
         };
         for (id, mut queue) in self.explicit {

@@ -64,6 +64,14 @@ async fn pending(hub: &Hub, s: SessionHandle, queue: &str) -> Vec<Delivered> {
     hub.poll_queue(s, queue, 0, Duration::ZERO).await.unwrap()
 }
 
+/// The session reads its default queue too (`/poll` beside `/events`), so it gets every event.
+async fn reads_its_default_queue(hub: &Hub, s: SessionHandle) {
+    assert!(matches!(
+        hub.poll_default(s, Some(0), Duration::ZERO).await,
+        PollReply::Empty
+    ));
+}
+
 async fn wait_until_parked(hub: &Hub, s: SessionHandle) {
     while !hub.parked_sessions().contains(&s) {
         tokio::task::yield_now().await;
@@ -94,6 +102,7 @@ async fn staged_events_stay_invisible_until_released() {
 #[tokio::test]
 async fn a_queue_opened_after_an_event_was_staged_never_gets_it() {
     let hub = hub_with(100, [1]);
+    reads_its_default_queue(&hub, 1).await;
     hub.stage(5, [1], &message(1));
     let (late, _) = hub.open_queue(1).unwrap();
     hub.release(5);
@@ -190,6 +199,7 @@ async fn event_staged_after_its_epoch_is_durable_is_delivered_at_once() {
 #[tokio::test]
 async fn unknown_and_duplicate_targets_are_handled() {
     let hub = hub_with(100, [1]);
+    reads_its_default_queue(&hub, 1).await;
     let (queue, _) = hub.open_queue(1).unwrap();
     publish(&hub, &[1, 99, 1], 1);
     assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1]);
@@ -262,6 +272,7 @@ async fn explicit_queue_returns_batches_of_at_most_100_until_acknowledged() {
 #[tokio::test]
 async fn every_queue_of_a_session_gets_every_event() {
     let hub = hub_with(100, [1]);
+    reads_its_default_queue(&hub, 1).await;
     let (a, _) = hub.open_queue(1).unwrap();
     let (b, _) = hub.open_queue(1).unwrap();
     assert_ne!(a, b);
@@ -354,6 +365,7 @@ async fn newest_parked_poll_wins() {
 #[tokio::test]
 async fn overflowed_explicit_queue_is_bad_and_deleted() {
     let hub = hub_with(3, [1]);
+    reads_its_default_queue(&hub, 1).await;
     let (queue, _) = hub.open_queue(1).unwrap();
     for id in 1..=3 {
         publish(&hub, &[1], id);
@@ -539,6 +551,7 @@ async fn cancelled_poll_is_no_longer_parked() {
 #[tokio::test]
 async fn snapshot_restores_ids_and_undelivered_events_for_kept_sessions() {
     let hub = hub_with(100, [1, 2, 3]);
+    reads_its_default_queue(&hub, 1).await;
     let (queue, _) = hub.open_queue(1).unwrap();
     for id in 1..=3 {
         publish(&hub, &[1, 2, 3], id);
@@ -620,6 +633,7 @@ fn snapshot_with_out_of_order_ids_is_an_error() {
     let snapshot = Snapshot {
         sessions: vec![SessionSnapshot {
             session: 1,
+            default_polled: true,
             default: QueueSnapshot {
                 next_id: 3,
                 lost: false,
@@ -636,9 +650,10 @@ fn snapshot_with_out_of_order_ids_is_an_error() {
     assert!(Hub::new(limits(100)).restore(&bytes, |_| true).is_err());
 }
 
-#[test]
-fn stats_count_sessions_queues_and_deliveries() {
+#[tokio::test]
+async fn stats_count_sessions_queues_and_deliveries() {
     let hub = hub_with(100, [1, 2]);
+    reads_its_default_queue(&hub, 1).await;
     hub.open_session(1);
     hub.open_queue(1).unwrap();
     publish(&hub, &[1, 2], 1);
@@ -794,6 +809,7 @@ async fn lost_queues_go_first_and_queues_with_a_parked_poll_last() {
 #[tokio::test]
 async fn an_overflowed_queue_frees_its_buffer() {
     let hub = hub_with(100, [1]);
+    reads_its_default_queue(&hub, 1).await;
     let (queue, _) = hub.open_queue(1).unwrap();
     for id in 1..=100 {
         publish(&hub, &[1], id);
@@ -816,6 +832,7 @@ async fn an_overflowed_queue_frees_its_buffer() {
 #[tokio::test]
 async fn dropped_and_expired_queues_release_their_events() {
     let hub = capped_hub(100, 1, [1]);
+    reads_its_default_queue(&hub, 1).await;
     let (first, _) = hub.open_queue(1).unwrap();
     publish(&hub, &[1], 1);
     let held = pending(&hub, 1, &first).await.remove(0);
@@ -911,6 +928,7 @@ fn polls_can_run_on_a_multi_threaded_server() {
 #[tokio::test]
 async fn explicit_only_events_skip_the_default_queue() {
     let hub = hub_with(10, [1]);
+    reads_its_default_queue(&hub, 1).await;
     let (queue, _) = hub.open_queue(1).unwrap();
     publish(&hub, &[1], 1);
     let deleted = Event::MessageDeleted(crate::events::MessageDeletedEvent {
@@ -972,4 +990,99 @@ async fn the_batch_delay_spares_legacy_polls_and_polls_that_find_events_waiting(
     assert!(matches!(poll.await.unwrap(), PollReply::Event(_)));
     assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1]);
     assert!(started.elapsed() < delay);
+}
+
+/// The reason a delivered `ResyncEvent` carries.
+fn resync_reason(delivered: &Delivered) -> String {
+    assert_eq!(delivered.event.kind, "ResyncEvent");
+    let resync: serde_json::Value = serde_json::from_str(delivered.event.payload.get()).unwrap();
+    resync["reason"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_default_queue_nobody_polls_holds_one_resync_while_explicit_queues_are_read() {
+    let hub = hub_with(100, [1]);
+    // Before the tab opens its queue the default queue keeps what arrives (a `/poll` may come).
+    publish(&hub, &[1], 1);
+    let early = hub.lock().sessions[&1].default.front().unwrap().event;
+    let (queue, _) = hub.open_queue(1).unwrap();
+    for id in 2..=60 {
+        publish(&hub, &[1], id);
+    }
+    assert_eq!(message_ids(&pending(&hub, 1, &queue).await).len(), 59);
+    let stats = hub.stats();
+    assert_eq!(stats.buffered, 59 + 1, "the default queue holds one event");
+    assert_eq!(
+        stats.overflowed, 0,
+        "nobody was reading it: not an overflow"
+    );
+    assert_eq!(Arc::strong_count(&early), 1, "the early event is freed");
+    // A late `/poll` learns it must refetch, then gets every later event.
+    let PollReply::Event(first) = hub.poll_default(1, Some(0), Duration::ZERO).await else {
+        panic!("the default queue holds a ResyncEvent");
+    };
+    assert_eq!(resync_reason(&first), UNREAD_REASON);
+    assert!(first.id > 1, "ids go on increasing");
+    publish(&hub, &[1], 61);
+    let PollReply::Event(next) = hub.poll_default(1, Some(first.id), Duration::ZERO).await else {
+        panic!("a polled default queue gets every event");
+    };
+    assert_eq!((next.id, message_id(&next)), (first.id + 1, 61));
+}
+
+#[tokio::test]
+async fn a_session_without_explicit_queues_keeps_every_event_for_its_first_poll() {
+    let hub = hub_with(100, [1]);
+    for id in 1..=5 {
+        publish(&hub, &[1], id);
+    }
+    let mut legacy = Vec::new();
+    while let PollReply::Event(d) = hub.poll_default(1, None, Duration::ZERO).await {
+        legacy.push(message_id(&d));
+    }
+    assert_eq!(legacy, [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_snapshot_keeps_whether_the_default_queue_was_ever_polled() {
+    let hub = hub_with(100, [1, 2]);
+    hub.open_queue(1).unwrap();
+    hub.open_queue(2).unwrap();
+    reads_its_default_queue(&hub, 2).await;
+    let restored = Hub::new(limits(100));
+    assert_eq!(restored.restore(&hub.snapshot(), |_| true), Ok(4));
+    for id in 1..=3 {
+        publish(&restored, &[1, 2], id);
+    }
+    let default_len = |s| restored.lock().sessions[&s].default.events.len();
+    assert_eq!(default_len(1), 1, "still unread: a ResyncEvent only");
+    assert_eq!(default_len(2), 3, "polled before the restart: every event");
+}
+
+#[tokio::test]
+async fn a_version_1_snapshot_counts_default_queues_as_polled() {
+    #[derive(serde::Serialize)]
+    struct SessionV1 {
+        session: SessionHandle,
+        default: QueueSnapshot,
+        explicit: Vec<(String, QueueSnapshot)>,
+    }
+    let empty = || QueueSnapshot {
+        next_id: 1,
+        lost: false,
+        events: Vec::new(),
+    };
+    let v1 = vec![SessionV1 {
+        session: 1,
+        default: empty(),
+        explicit: vec![("q".into(), empty())],
+    }];
+    let mut bytes = vec![1];
+    // A one-field struct encodes as its field.
+    bytes.extend(bincode::serde::encode_to_vec(&v1, bincode::config::standard()).unwrap());
+    let hub = Hub::new(limits(100));
+    assert_eq!(hub.restore(&bytes, |_| true), Ok(2));
+    publish(&hub, &[1], 1);
+    publish(&hub, &[1], 2);
+    assert_eq!(hub.lock().sessions[&1].default.events.len(), 2);
 }
