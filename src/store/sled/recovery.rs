@@ -11,8 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Pause between recovery attempts.
-const RETRY: Duration = Duration::from_millis(250);
+/// Pause before the first recovery attempt; it doubles after each failed one, up to `RETRY_MAX`,
+/// so a disk that stays full is not probed with a 1 MiB write four times a second.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 /// What the disk must take, written and fsynced, before the database is reopened: room for sled
 /// to start a log segment.
 const PROBE_BYTES: usize = 1 << 20;
@@ -84,8 +86,9 @@ impl Shared {
 
 /// Retries until the database is open again or the store is closed.
 fn recover(shared: &Arc<Shared>) {
+    let mut pause = RETRY_FIRST;
     loop {
-        std::thread::sleep(RETRY);
+        std::thread::sleep(pause);
         if shared.is_stopped() {
             return;
         }
@@ -100,9 +103,16 @@ fn recover(shared: &Arc<Shared>) {
                 );
                 return;
             }
-            Err(e) => log::debug!("storage has not recovered yet: {e}"),
+            Err(e) => {
+                log::debug!("storage has not recovered yet: {e}");
+                pause = next_pause(pause);
+            }
         }
     }
+}
+
+fn next_pause(pause: Duration) -> Duration {
+    (pause * 2).min(RETRY_MAX)
 }
 
 /// Writes, fsyncs and deletes a probe file: whether the disk takes writes again.
@@ -121,6 +131,16 @@ mod tests {
     use super::super::{SledStore, SyncMode};
     use crate::store::{Store, StoreError, wait_durable};
     use std::time::Duration;
+
+    #[test]
+    fn attempts_back_off_from_a_quarter_second_to_two_seconds() {
+        let pauses: Vec<u128> =
+            std::iter::successors(Some(super::RETRY_FIRST), |p| Some(super::next_pause(*p)))
+                .take(6)
+                .map(|p| p.as_millis())
+                .collect();
+        assert_eq!(pauses, [250, 500, 1000, 2000, 2000, 2000]);
+    }
 
     #[tokio::test]
     async fn a_disk_failure_closes_the_store_until_it_reopens_by_itself() {
