@@ -148,8 +148,10 @@ async fn unknown_users_and_wrong_passwords_take_the_same_time() {
     println!(
         "authorize timing: unknown user {unknown:?}, wrong password {wrong:?}, ratio {ratio:.3}"
     );
+    // Skipping the hash for unknown names makes the ratio about 0.01; the band is wide because a
+    // loaded machine skews even interleaved medians by tens of percent.
     assert!(
-        (0.8..=1.2).contains(&ratio),
+        (0.5..=2.0).contains(&ratio),
         "unknown {unknown:?} vs wrong {wrong:?}"
     );
 }
