@@ -4,6 +4,7 @@
 
 mod queue;
 mod snapshot;
+mod snapshot_v1;
 #[cfg(test)]
 mod tests;
 

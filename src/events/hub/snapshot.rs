@@ -1,12 +1,13 @@
 //! Queue snapshots for a graceful restart: written at shutdown, read back at the next start
-//! (docs/design.md, Event delivery).
+//! (docs/design.md, Event delivery). Each distinct event is written once and queues refer to it by
+//! index, so a snapshot grows with the events held, not with events × the queues holding them.
 
 use super::queue::{EventQueue, SessionQueues};
+use super::snapshot_v1::SnapshotV1;
 use super::{Hub, Inner, SNAPSHOT_VERSION, SessionHandle};
 use crate::events::EncodedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -16,12 +17,15 @@ impl Hub {
     pub fn snapshot(&self) -> Vec<u8> {
         let snapshot = {
             let inner = self.lock();
+            let mut events = EventTable::default();
+            let sessions = inner
+                .sessions
+                .iter()
+                .map(|(s, queues)| queues.to_snapshot(*s, &mut events))
+                .collect();
             Snapshot {
-                sessions: inner
-                    .sessions
-                    .iter()
-                    .map(|(s, queues)| queues.to_snapshot(*s))
-                    .collect(),
+                events: events.rows,
+                sessions,
             }
         };
         match bincode::serde::encode_to_vec(&snapshot, bincode::config::standard()) {
@@ -49,7 +53,15 @@ impl Hub {
     ) -> Result<usize, String> {
         let snapshot = decode_snapshot(bytes)?;
         let now = Instant::now();
-        let mut interned = HashMap::new();
+        let events = snapshot
+            .events
+            .into_iter()
+            .map(|(kind, payload)| {
+                let payload = RawValue::from_string(payload)
+                    .map_err(|e| format!("bad event payload in queue snapshot: {e}"))?;
+                Ok(Arc::new(EncodedEvent { kind, payload }))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let mut seen = HashSet::new();
         let mut rebuilt = Vec::new();
         for session in snapshot.sessions {
@@ -61,8 +73,7 @@ impl Hub {
             }
             if keep(session.session) {
                 let s = session.session;
-                let restored =
-                    session.rebuild(now, &mut interned, self.limits.queues_per_session)?;
+                let restored = session.rebuild(now, &events, self.limits.queues_per_session)?;
                 rebuilt.push((s, restored));
             }
         }
@@ -81,38 +92,56 @@ impl Hub {
     }
 }
 
+/// The distinct events a snapshot holds, in first-seen order, found by the queues' shared pointer.
+#[derive(Default)]
+struct EventTable {
+    index: HashMap<*const EncodedEvent, u64>,
+    rows: Vec<(String, String)>,
+}
+
+impl EventTable {
+    fn index_of(&mut self, event: &Arc<EncodedEvent>) -> u64 {
+        let rows = &mut self.rows;
+        // Every queue holding the event holds this same allocation.
+        *self.index.entry(Arc::as_ptr(event)).or_insert_with(|| {
+            rows.push((event.kind.clone(), event.payload.get().to_owned()));
+            rows.len() as u64 - 1
+        })
+    }
+}
+
 impl SessionQueues {
     /// Explicit queues are written first to go first, so a restore under a lower cap keeps the rest.
-    fn to_snapshot(&self, session: SessionHandle) -> SessionSnapshot {
+    fn to_snapshot(&self, session: SessionHandle, events: &mut EventTable) -> SessionSnapshot {
         let mut explicit: Vec<(&String, &EventQueue)> = self.explicit.iter().collect();
         explicit.sort_by_key(|(_, queue)| queue.eviction_rank());
         SessionSnapshot {
             session,
             default_polled: self.default.ever_polled(),
-            default: self.default.to_snapshot(),
+            default: self.default.to_snapshot(events),
             explicit: explicit
                 .into_iter()
-                .map(|(id, queue)| (id.clone(), queue.to_snapshot()))
+                .map(|(id, queue)| (id.clone(), queue.to_snapshot(events)))
                 .collect(),
         }
     }
 }
 
 impl EventQueue {
-    fn to_snapshot(&self) -> QueueSnapshot {
+    fn to_snapshot(&self, events: &mut EventTable) -> QueueSnapshot {
         QueueSnapshot {
             next_id: self.next_id,
             lost: self.lost,
-            events: (self.first_id()..)
-                .zip(&self.events)
-                .map(|(id, event)| (id, event.kind.clone(), event.payload.get().to_owned()))
-                .collect(),
+            events: self.events.iter().map(|e| events.index_of(e)).collect(),
         }
     }
 }
 
+/// Version 2 of the snapshot.
 #[derive(Serialize, Deserialize)]
 pub(super) struct Snapshot {
+    /// `(type, payload JSON)` of every event some queue holds, once each.
+    pub(super) events: Vec<(String, String)>,
     pub(super) sessions: Vec<SessionSnapshot>,
 }
 
@@ -125,43 +154,14 @@ pub(super) struct SessionSnapshot {
     pub(super) explicit: Vec<(String, QueueSnapshot)>,
 }
 
-/// Version 1, written before `default_polled` was kept: read as polled, so nothing is dropped.
-#[derive(Deserialize)]
-struct SnapshotV1 {
-    sessions: Vec<SessionSnapshotV1>,
-}
-
-#[derive(Deserialize)]
-struct SessionSnapshotV1 {
-    session: SessionHandle,
-    default: QueueSnapshot,
-    explicit: Vec<(String, QueueSnapshot)>,
-}
-
-impl From<SnapshotV1> for Snapshot {
-    fn from(v1: SnapshotV1) -> Snapshot {
-        let sessions = v1.sessions.into_iter().map(|s| SessionSnapshot {
-            session: s.session,
-            default_polled: true,
-            default: s.default,
-            explicit: s.explicit,
-        });
-        Snapshot {
-            sessions: sessions.collect(),
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 pub(super) struct QueueSnapshot {
     pub(super) next_id: u64,
     pub(super) lost: bool,
-    /// `(id, type, payload JSON)`
-    pub(super) events: Vec<(u64, String, String)>,
+    /// Held events, oldest first, as indexes into `Snapshot::events`; their ids run without gaps
+    /// up to `next_id - 1`.
+    pub(super) events: Vec<u64>,
 }
-
-/// Restored events shared across queues, keyed by type and payload.
-pub(super) type Interned = HashMap<(String, String), Arc<EncodedEvent>>;
 
 pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
     let (version, body) = bytes
@@ -169,7 +169,7 @@ pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
         .ok_or_else(|| "empty event queue snapshot".to_owned())?;
     match *version {
         SNAPSHOT_VERSION => decode_body::<Snapshot>(body),
-        1 => decode_body::<SnapshotV1>(body).map(Snapshot::from),
+        1 => decode_body::<SnapshotV1>(body)?.upgrade(),
         _ => Err(format!("unknown event queue snapshot version {version}")),
     }
 }
@@ -196,10 +196,10 @@ impl SessionSnapshot {
     pub(super) fn rebuild(
         self,
         now: Instant,
-        interned: &mut Interned,
+        events: &[Arc<EncodedEvent>],
         max_explicit: usize,
     ) -> Result<RestoredSession, String> {
-        let mut default = self.default.rebuild(now, interned)?;
+        let mut default = self.default.rebuild(now, events)?;
         // Default queues resync instead of staying lost.
         default.lost = false;
         let mut ids = HashSet::with_capacity(self.explicit.len());
@@ -208,7 +208,7 @@ impl SessionSnapshot {
         }
         let mut explicit = Vec::with_capacity(self.explicit.len());
         for (id, queue) in self.explicit {
-            explicit.push((id, queue.rebuild(now, interned)?));
+            explicit.push((id, queue.rebuild(now, events)?));
         }
         // Lost queues go first, as they would when a queue is opened; the order is otherwise kept.
         explicit.sort_by_key(|(_, queue)| !queue.lost);
@@ -252,51 +252,27 @@ impl QueueSnapshot {
     pub(super) fn rebuild(
         self,
         now: Instant,
-        interned: &mut Interned,
+        events: &[Arc<EncodedEvent>],
     ) -> Result<EventQueue, String> {
-        if self.next_id == 0 {
-            return Err("bad event queue snapshot: next id 0".to_owned());
+        // A queue's ids run without gaps up to the one before `next_id`, and id 0 is never used.
+        if self.next_id == 0 || self.next_id - 1 < self.events.len() as u64 {
+            return Err(format!(
+                "bad event queue snapshot: {} events cannot end at id {}",
+                self.events.len(),
+                self.next_id.saturating_sub(1)
+            ));
         }
         // Restored before anything is staged: every later event is the queue's.
         let mut queue = EventQueue::new(self.next_id, now, 0);
         queue.lost = self.lost;
         queue.warned = self.lost;
-        // A queue's ids run without gaps up to the one before `next_id`; anything else would
-        // break acknowledgement.
-        let first = self.next_id.checked_sub(self.events.len() as u64);
-        for (expected, (id, kind, payload)) in first.into_iter().flat_map(|f| f..).zip(self.events)
-        {
-            if id != expected || id == 0 {
-                return Err(format!(
-                    "bad event queue snapshot: event id {id} out of order"
-                ));
-            }
-            let event = intern(interned, kind, payload)?;
-            queue.events.push_back(event);
-        }
-        if first.is_none() {
-            return Err("bad event queue snapshot: more events than ids".to_owned());
+        for index in self.events {
+            let event = usize::try_from(index)
+                .ok()
+                .and_then(|i| events.get(i))
+                .ok_or_else(|| format!("bad event queue snapshot: no event {index}"))?;
+            queue.events.push_back(Arc::clone(event));
         }
         Ok(queue)
-    }
-}
-
-pub(super) fn intern(
-    interned: &mut Interned,
-    kind: String,
-    payload: String,
-) -> Result<Arc<EncodedEvent>, String> {
-    match interned.entry((kind, payload)) {
-        Entry::Occupied(entry) => Ok(Arc::clone(entry.get())),
-        Entry::Vacant(entry) => {
-            let (kind, payload) = entry.key();
-            let payload = RawValue::from_string(payload.clone())
-                .map_err(|e| format!("bad event payload in queue snapshot: {e}"))?;
-            let event = Arc::new(EncodedEvent {
-                kind: kind.clone(),
-                payload,
-            });
-            Ok(Arc::clone(entry.insert(event)))
-        }
     }
 }

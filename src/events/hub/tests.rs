@@ -1,6 +1,7 @@
 //! The hub's tests: staging and release, queues, polls, the per-session cap, snapshots.
 
 use super::snapshot::{QueueSnapshot, SessionSnapshot, Snapshot};
+use super::snapshot_v1::{QueueSnapshotV1, SessionSnapshotV1, SnapshotV1};
 use super::*;
 use crate::model::Message;
 use base64::Engine;
@@ -628,26 +629,116 @@ fn bad_snapshots_are_errors() {
     assert_eq!(fresh.restore(&bytes, |_| true), Ok(2));
 }
 
+/// A snapshot's bytes: its version, then the bincode body.
+fn snapshot_bytes(version: u8, body: &impl serde::Serialize) -> Vec<u8> {
+    let mut bytes = vec![version];
+    bytes.extend(bincode::serde::encode_to_vec(body, bincode::config::standard()).unwrap());
+    bytes
+}
+
+fn v1_queue(next_id: u64, ids: &[u64]) -> QueueSnapshotV1 {
+    let entry = |id: u64| {
+        let event = message(id).encode();
+        (id, event.kind, event.payload.get().to_owned())
+    };
+    QueueSnapshotV1 {
+        next_id,
+        lost: false,
+        events: ids.iter().map(|id| entry(*id)).collect(),
+    }
+}
+
 #[test]
-fn snapshot_with_out_of_order_ids_is_an_error() {
-    let snapshot = Snapshot {
+fn version_1_snapshot_with_out_of_order_ids_is_an_error() {
+    let v1 = |queue| SnapshotV1 {
+        sessions: vec![SessionSnapshotV1 {
+            session: 1,
+            default: queue,
+            explicit: Vec::new(),
+        }],
+    };
+    let hub = Hub::new(limits(100));
+    assert!(
+        hub.restore(&snapshot_bytes(1, &v1(v1_queue(3, &[2, 1]))), |_| true)
+            .is_err()
+    );
+    assert!(
+        hub.restore(&snapshot_bytes(1, &v1(v1_queue(2, &[1, 2]))), |_| true)
+            .is_err()
+    );
+    assert_eq!(
+        hub.restore(&snapshot_bytes(1, &v1(v1_queue(3, &[1, 2]))), |_| true),
+        Ok(1)
+    );
+}
+
+#[test]
+fn snapshot_with_more_events_than_ids_or_a_missing_event_is_an_error() {
+    let with_queue = |next_id, events: Vec<u64>| Snapshot {
+        events: vec![("MessageEvent".into(), "{}".into())],
         sessions: vec![SessionSnapshot {
             session: 1,
             default_polled: true,
             default: QueueSnapshot {
-                next_id: 3,
+                next_id,
                 lost: false,
-                events: vec![
-                    (2, "MessageEvent".into(), "{}".into()),
-                    (1, "MessageEvent".into(), "{}".into()),
-                ],
+                events,
             },
             explicit: Vec::new(),
         }],
     };
-    let mut bytes = vec![SNAPSHOT_VERSION];
-    bytes.extend(bincode::serde::encode_to_vec(&snapshot, bincode::config::standard()).unwrap());
-    assert!(Hub::new(limits(100)).restore(&bytes, |_| true).is_err());
+    let hub = Hub::new(limits(100));
+    let restore =
+        |snapshot: &Snapshot| hub.restore(&snapshot_bytes(SNAPSHOT_VERSION, snapshot), |_| true);
+    assert!(
+        restore(&with_queue(2, vec![0, 0])).is_err(),
+        "two events, one id"
+    );
+    assert!(restore(&with_queue(0, vec![])).is_err(), "id 0");
+    assert!(restore(&with_queue(5, vec![0, 1])).is_err(), "no event 1");
+    assert_eq!(restore(&with_queue(5, vec![0, 0])), Ok(1));
+}
+
+#[tokio::test]
+async fn a_snapshot_stores_each_event_once_however_many_queues_hold_it() {
+    let sessions: Vec<SessionHandle> = (1..=50).collect();
+    let hub = hub_with(1000, sessions.iter().copied());
+    for s in &sessions {
+        reads_its_default_queue(&hub, *s).await;
+        hub.open_queue(*s).unwrap();
+    }
+    let text = "x".repeat(500);
+    for id in 1..=200 {
+        let event = Event::Message(Message {
+            text: text.clone(),
+            ..match message(id) {
+                Event::Message(m) => m,
+                _ => unreachable!(),
+            }
+        });
+        hub.stage(0, sessions.iter().copied(), &event);
+        hub.release(0);
+    }
+    let bytes = hub.snapshot();
+    // 200 events of ~600 bytes once, plus a few bytes per queue entry (100 queues × 200).
+    assert!(
+        bytes.len() < 200 * 600 + 100 * 200 * 3,
+        "{} bytes",
+        bytes.len()
+    );
+    let restored = Hub::new(limits(1000));
+    assert_eq!(restored.restore(&bytes, |_| true), Ok(100));
+    let PollReply::Event(a) = restored.poll_default(1, Some(0), SHORT).await else {
+        panic!("restored events");
+    };
+    let PollReply::Event(b) = restored.poll_default(50, Some(0), SHORT).await else {
+        panic!("restored events");
+    };
+    assert_eq!((a.id, message_id(&a)), (1, 1));
+    assert!(
+        Arc::ptr_eq(&a.event, &b.event),
+        "restored queues share each event"
+    );
 }
 
 #[tokio::test]
@@ -1061,28 +1152,20 @@ async fn a_snapshot_keeps_whether_the_default_queue_was_ever_polled() {
 
 #[tokio::test]
 async fn a_version_1_snapshot_counts_default_queues_as_polled() {
-    #[derive(serde::Serialize)]
-    struct SessionV1 {
-        session: SessionHandle,
-        default: QueueSnapshot,
-        explicit: Vec<(String, QueueSnapshot)>,
-    }
-    let empty = || QueueSnapshot {
-        next_id: 1,
-        lost: false,
-        events: Vec::new(),
+    let v1 = SnapshotV1 {
+        sessions: vec![SessionSnapshotV1 {
+            session: 1,
+            default: v1_queue(3, &[1, 2]),
+            explicit: vec![("q".into(), v1_queue(1, &[]))],
+        }],
     };
-    let v1 = vec![SessionV1 {
-        session: 1,
-        default: empty(),
-        explicit: vec![("q".into(), empty())],
-    }];
-    let mut bytes = vec![1];
-    // A one-field struct encodes as its field.
-    bytes.extend(bincode::serde::encode_to_vec(&v1, bincode::config::standard()).unwrap());
     let hub = Hub::new(limits(100));
-    assert_eq!(hub.restore(&bytes, |_| true), Ok(2));
-    publish(&hub, &[1], 1);
-    publish(&hub, &[1], 2);
-    assert_eq!(hub.lock().sessions[&1].default.events.len(), 2);
+    assert_eq!(hub.restore(&snapshot_bytes(1, &v1), |_| true), Ok(2));
+    publish(&hub, &[1], 3);
+    publish(&hub, &[1], 4);
+    let mut legacy = Vec::new();
+    while let PollReply::Event(d) = hub.poll_default(1, None, Duration::ZERO).await {
+        legacy.push((d.id, message_id(&d)));
+    }
+    assert_eq!(legacy, [(1, 1), (2, 2), (3, 3), (4, 4)]);
 }
