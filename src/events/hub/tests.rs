@@ -1169,3 +1169,32 @@ async fn a_version_1_snapshot_counts_default_queues_as_polled() {
     }
     assert_eq!(legacy, [(1, 1), (2, 2), (3, 3), (4, 4)]);
 }
+
+/// Prints what a shutdown's snapshot costs with full queues:
+/// `cargo test --release --lib snapshot_of_full_queues -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: run it in release"]
+fn snapshot_of_full_queues_size_and_time() {
+    let (sessions, events) = (1000, 4000);
+    let hub = Hub::new(limits(4096));
+    for s in 1..=sessions {
+        hub.open_session(s);
+    }
+    for id in 1..=events {
+        hub.stage(0, 1..=sessions, &message(id));
+        hub.release(0);
+    }
+    let started = std::time::Instant::now();
+    let bytes = hub.snapshot();
+    let written = started.elapsed();
+    let restored = Hub::new(limits(4096));
+    let started = std::time::Instant::now();
+    assert_eq!(restored.restore(&bytes, |_| true), Ok(sessions as usize));
+    println!(
+        "snapshot of {sessions} sessions holding the same {events} events: {} bytes in {written:?}, \
+         restored in {:?}",
+        bytes.len(),
+        started.elapsed()
+    );
+    assert_eq!(restored.stats().buffered, (sessions * events) as usize);
+}
