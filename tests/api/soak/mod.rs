@@ -46,10 +46,12 @@ fn write_config(dir: &Path, params: &Params) -> std::path::PathBuf {
         .map(|c| format!("\"{}\"", Params::chat_name(c)))
         .collect();
     let path = dir.join("config.toml");
+    // Top-level keys to try without editing the test, e.g. SOAK_NATTER_CONFIG='data_cache_bytes = 2097152'.
+    let tried = std::env::var("SOAK_NATTER_CONFIG").unwrap_or_default();
     // Production settings, except that every session comes from 127.0.0.1: room for all of
     // them in the per-address connection cap and the login burst.
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nchats = [{chats}]\n\
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nchats = [{chats}]\n{tried}\n\
          poll_timeout = \"{POLL_TIMEOUT_SECS}s\"\n\
          max_connections = {connections}\nmax_connections_per_ip = {connections}\n\
          [rate_limit]\naccount_burst = {logins}\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
