@@ -76,16 +76,7 @@ impl TestServer {
     pub async fn on_copy_of(data: &std::path::Path, extra: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(data, &dir.path().join("data"));
-        let mail = MailRecorder::start().await;
-        let app = Self::launch(&dir, extra, true, &mail).await;
-        TestServer {
-            addr: app.addr(),
-            app: Some(app),
-            dir,
-            extra: extra.to_owned(),
-            dev: true,
-            mail,
-        }
+        TestServer::build_in(dir, extra, true).await
     }
 
     /// Starts in production mode (no dev relaxations); rounds must then be >= 100000.

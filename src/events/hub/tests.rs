@@ -1045,12 +1045,18 @@ async fn explicit_only_events_skip_the_default_queue() {
     assert_eq!(legacy, [1, 2], "the legacy poll never sees it");
 }
 
-#[tokio::test]
-async fn a_woken_events_poll_waits_the_batch_delay_so_later_events_share_its_answer() {
-    let delay = Duration::from_millis(300);
+/// A hub whose woken `/events` polls wait `delay`, with session 1 and its explicit queue.
+fn batching_hub(delay: Duration) -> (Arc<Hub>, String) {
     let hub = Arc::new(Hub::new(limits(100)).with_batch_delay(delay));
     hub.open_session(1);
     let (queue, _) = hub.open_queue(1).unwrap();
+    (hub, queue)
+}
+
+#[tokio::test]
+async fn a_woken_events_poll_waits_the_batch_delay_so_later_events_share_its_answer() {
+    let delay = Duration::from_millis(300);
+    let (hub, queue) = batching_hub(delay);
     let started = Instant::now();
     let poll = tokio::spawn({
         let hub = Arc::clone(&hub);
@@ -1068,9 +1074,7 @@ async fn a_woken_events_poll_waits_the_batch_delay_so_later_events_share_its_ans
 #[tokio::test]
 async fn the_batch_delay_spares_legacy_polls_and_polls_that_find_events_waiting() {
     let delay = Duration::from_secs(3);
-    let hub = Arc::new(Hub::new(limits(100)).with_batch_delay(delay));
-    hub.open_session(1);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (hub, queue) = batching_hub(delay);
     let started = Instant::now();
     let poll = tokio::spawn({
         let hub = Arc::clone(&hub);

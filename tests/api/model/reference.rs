@@ -455,17 +455,21 @@ impl Reference {
     /// created again, which everyone online hears of (SPEC 7.1 ChatCreatedEvent).
     pub fn restart(&mut self) {
         for &name in self.limits.config_chats {
-            if self.find_chat(name).is_some() {
-                continue;
+            if self.find_chat(name).is_none() {
+                self.add_chat(name);
             }
-            self.chats.push(Chat {
-                name: name.to_owned(),
-                members: BTreeSet::new(),
-                messages: Vec::new(),
-            });
-            let created = event("ChatCreatedEvent", json!({ "chat": name, "Time": null }));
-            self.send(&self.everyone(), &created);
         }
+    }
+
+    /// A new, empty chat, announced to everyone online.
+    fn add_chat(&mut self, name: &str) {
+        self.chats.push(Chat {
+            name: name.to_owned(),
+            members: BTreeSet::new(),
+            messages: Vec::new(),
+        });
+        let created = event("ChatCreatedEvent", json!({ "chat": name, "Time": null }));
+        self.send(&self.everyone(), &created);
     }
 
     // --- chats ---
@@ -582,13 +586,7 @@ impl Reference {
         if self.find_chat(name).is_some() {
             return error(400, "chat already exists");
         }
-        self.chats.push(Chat {
-            name: name.to_owned(),
-            members: BTreeSet::new(),
-            messages: Vec::new(),
-        });
-        let created = event("ChatCreatedEvent", json!({ "chat": name, "Time": null }));
-        self.send(&self.everyone(), &created);
+        self.add_chat(name);
         ok(Value::Null)
     }
 
