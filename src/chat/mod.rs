@@ -265,9 +265,10 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         // Storage details stay in the log; the client learns only that we are unavailable. A
         // disk failure is logged once by the store, not once per request.
-        match err {
-            StoreError::Disk(_) | StoreError::Unavailable => log::debug!("{err}"),
-            _ => log::error!("{err}"),
+        if err.is_outage() {
+            log::debug!("{err}");
+        } else {
+            log::error!("{err}");
         }
         ApiError::Unavailable
     }

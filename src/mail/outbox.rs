@@ -34,7 +34,7 @@ pub async fn run(
             Ok(next_due) => next_due,
             Err(e) => {
                 // A storage outage is logged once by the store, not every 5 s here.
-                if matches!(e, crate::store::StoreError::Unavailable) {
+                if e.is_outage() {
                     log::debug!("the mail outbox cannot be read: {e}");
                 } else {
                     log::error!("the mail outbox cannot be read: {e}");

@@ -27,6 +27,14 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// A storage outage (a disk failure, or storage still down after one): the store logs it
+    /// once when it begins, so callers that meet it need not log it again.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, StoreError::Disk(_) | StoreError::Unavailable)
+    }
+}
+
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -151,12 +151,7 @@ impl SledStore {
     /// The open database, for tests that look at trees directly.
     #[cfg(test)]
     fn engine(&self) -> Arc<Engine> {
-        let slot = self
-            .shared
-            .engine
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        slot.clone().expect("the database is open")
+        self.shared.open_engine().expect("the database is open")
     }
 
     /// Runs `op` on the open database; a disk error takes the store down until it recovers.
@@ -271,14 +266,17 @@ impl Drop for SledStore {
 }
 
 impl Shared {
-    /// Runs `op` on the open database, or answers `Unavailable` while storage is down.
-    fn with<T>(self: &Arc<Self>, op: impl FnOnce(&Engine) -> StoreResult<T>) -> StoreResult<T> {
-        let engine = self
-            .engine
+    /// The open database; `None` while storage is down.
+    fn open_engine(&self) -> Option<Arc<Engine>> {
+        self.engine
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .ok_or(StoreError::Unavailable)?;
+    }
+
+    /// Runs `op` on the open database, or answers `Unavailable` while storage is down.
+    fn with<T>(self: &Arc<Self>, op: impl FnOnce(&Engine) -> StoreResult<T>) -> StoreResult<T> {
+        let engine = self.open_engine().ok_or(StoreError::Unavailable)?;
         let result = op(&engine);
         if let Err(StoreError::Disk(e)) = &result {
             drop(engine);
@@ -300,7 +298,7 @@ impl Shared {
             }
             Err(e) => {
                 // A disk failure was logged once when it began; anything else is logged here.
-                if !matches!(e, StoreError::Disk(_) | StoreError::Unavailable) {
+                if !e.is_outage() {
                     log::error!("storage flush failed: {e}");
                 }
                 self.publish(target, false);
@@ -888,11 +886,7 @@ impl Store for SledStore {
     }
 
     fn available(&self) -> bool {
-        self.shared
-            .engine
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        self.shared.open_engine().is_some()
     }
 
     fn check_health(&self) -> StoreResult<()> {

@@ -119,13 +119,7 @@ impl SledStore {
     }
 
     pub fn set_mirror_target(&self, target: &str) -> StoreResult<()> {
-        self.with(|e| {
-            e.meta
-                .insert(META_MIRROR_TARGET, encode(target)?)
-                .map_err(io)?;
-            self.committed();
-            Ok(())
-        })
+        self.put_meta(META_MIRROR_TARGET, target)
     }
 
     /// The label of the copy this data directory keeps in the mirror.
@@ -134,10 +128,13 @@ impl SledStore {
     }
 
     pub fn set_mirror_instance(&self, instance: &str) -> StoreResult<()> {
+        self.put_meta(META_MIRROR_INSTANCE, instance)
+    }
+
+    /// Writes one `meta` value as a change of its own.
+    fn put_meta(&self, key: &[u8], value: &str) -> StoreResult<()> {
         self.with(|e| {
-            e.meta
-                .insert(META_MIRROR_INSTANCE, encode(instance)?)
-                .map_err(io)?;
+            e.meta.insert(key, encode(value)?).map_err(io)?;
             self.committed();
             Ok(())
         })
