@@ -70,7 +70,8 @@ pub struct PhasedStream<S> {
     phase: Arc<ConnectionPhase>,
     /// The phase the deadline was last set for.
     timed: u8,
-    deadline: Pin<Box<Sleep>>,
+    /// None while serving, so a parked poll does not hold a timer.
+    deadline: Option<Pin<Box<Sleep>>>,
     header_read: Duration,
     idle: Duration,
 }
@@ -86,7 +87,7 @@ impl<S> PhasedStream<S> {
             inner,
             phase,
             timed: HEAD_DUE,
-            deadline: Box::pin(tokio::time::sleep(header_read)),
+            deadline: Some(Box::pin(tokio::time::sleep(header_read))),
             header_read,
             idle,
         }
@@ -94,7 +95,11 @@ impl<S> PhasedStream<S> {
 
     fn restart_deadline(&mut self, phase: u8, after: Duration) {
         self.timed = phase;
-        self.deadline.as_mut().reset(Instant::now() + after);
+        let at = Instant::now() + after;
+        match &mut self.deadline {
+            Some(deadline) => deadline.as_mut().reset(at),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
     }
 }
 
@@ -108,7 +113,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for PhasedStream<S> {
         let phase = this.phase.get();
         match phase {
             IDLE if this.timed != IDLE => this.restart_deadline(IDLE, this.idle),
-            SERVING => this.timed = SERVING,
+            SERVING if this.timed != SERVING => {
+                this.timed = SERVING;
+                this.deadline = None;
+            }
             _ => {}
         }
         let filled = buf.filled().len();
@@ -129,7 +137,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for PhasedStream<S> {
                     }
                     return Poll::Pending;
                 }
-                if this.deadline.as_mut().poll(cx).is_pending() {
+                let expired = match &mut this.deadline {
+                    Some(deadline) => deadline.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if !expired {
                     return Poll::Pending;
                 }
                 if phase == IDLE {
