@@ -130,6 +130,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     // The API and the metrics listener stall-protect their connections alike.
     let timeouts = server::Timeouts {
         header_read: config.header_read_timeout,
+        idle: config.idle_timeout,
         write: config.write_timeout,
     };
     let server = tokio::spawn(server::serve(

@@ -1,9 +1,10 @@
 //! Serves the warp routes over HTTP/1.1 with our own accept loop, because `warp::serve` offers
 //! neither a header read timeout (hyper needs a timer for it) nor connection caps.
 //!
-//! - hyper's `header_read_timeout` closes a connection whose request headers are not complete
-//!   in time, and, as hyper re-arms it after every response, a kept-alive connection that stays
-//!   idle that long. It never runs while a request is being handled, so parked polls are safe.
+//! - `phases` closes a connection whose request headers are not complete within
+//!   `header_read_timeout` of opening or of the request's first byte, and a kept-alive connection
+//!   that stays idle between requests for `idle_timeout`. Neither runs while a request is being
+//!   handled, so parked polls are safe.
 //! - A connection whose response makes no progress for `write_timeout` (a client that stopped
 //!   reading) is closed, so it cannot keep its slot forever.
 //! - `listener::ConnectionLimits` caps open connections in all and per peer address.
@@ -13,6 +14,7 @@
 //! timeout, and browsers only speak HTTP/2 over TLS, which a reverse proxy terminates.
 
 mod own_head;
+mod phases;
 
 use crate::listener::ConnectionLimits;
 use hyper::Request;
@@ -20,6 +22,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use phases::{ConnectionPhase, PhasedBody, PhasedStream};
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -41,8 +45,10 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// Request headers must be complete this long after the connection opens or after the
-    /// previous response.
+    /// first byte of a later request.
     pub header_read: Duration,
+    /// A kept-alive connection may wait this long for its next request.
+    pub idle: Duration,
     /// A pending write that makes no progress for this long closes the connection.
     pub write: Duration,
 }
@@ -58,7 +64,8 @@ pub async fn serve(
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
+        // `phases` times request heads and idle connections apart; hyper's timer would do both alike.
+        .header_read_timeout(None)
         // Bounds what one connection's unfinished headers can hold (hyper's default is ~400 KiB).
         .max_buf_size(MAX_HEADER_BYTES);
     let service = warp::service(routes);
@@ -85,11 +92,16 @@ pub async fn serve(
             continue;
         };
         let service = service.clone();
+        let phase = ConnectionPhase::new();
+        let stream = PhasedStream::new(stream, phase.clone(), timeouts.header_read, timeouts.idle);
         // Every request learns the peer address, then goes through the warp filter.
         let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            phase.request_started();
             own_head::own_head(&mut request);
             request.extensions_mut().insert(PeerAddr(peer));
-            service.clone().call(request)
+            let answer = service.clone().call(request);
+            let phase = phase.clone();
+            async move { Ok::<_, Infallible>(answer.await?.map(|body| PhasedBody::new(body, phase))) }
         });
         let mut stream = TimeoutStream::new(stream);
         stream.set_write_timeout(Some(timeouts.write));

@@ -9,6 +9,7 @@
 
 mod client;
 mod http;
+mod keepalive;
 mod servers;
 mod workloads;
 

@@ -2,6 +2,7 @@
 
 use crate::client::{self, Guest, Mode, Shared};
 use crate::http::Conn;
+use crate::keepalive::{self, Keepalives};
 use crate::servers::{self, Server};
 use futures_util::future::join_all;
 use serde_json::{Map, Value, json};
@@ -25,6 +26,9 @@ struct Scale {
     messages: u64,
     signers: usize,
     keepalive_clients: usize,
+    /// Sessions sending keepalives as the original clients do, and for how long.
+    keepalive_sessions: usize,
+    keepalive_length: Duration,
     /// How long a legacy storm may take to drain before it counts as not drained.
     legacy_limit: Duration,
 }
@@ -43,6 +47,8 @@ fn scale(smoke: bool) -> Scale {
             messages: 600,
             signers: 2,
             keepalive_clients: 4,
+            keepalive_sessions: 50,
+            keepalive_length: Duration::from_secs(3),
             legacy_limit: Duration::from_secs(30),
         }
     } else {
@@ -59,6 +65,9 @@ fn scale(smoke: bool) -> Scale {
             messages: 100_000,
             signers: 20,
             keepalive_clients: 32,
+            keepalive_sessions: 10_000,
+            // Three and a half keepalive periods.
+            keepalive_length: Duration::from_secs(35),
             legacy_limit: Duration::from_secs(120),
         }
     }
@@ -263,6 +272,8 @@ struct Crowd {
     handles: Vec<JoinHandle<client::Report>>,
     posters: Vec<Guest>,
     next_mark: usize,
+    /// Every listener's keepalives, sent as the original clients do.
+    keepalives: Arc<Keepalives>,
 }
 
 /// What one posting phase did.
@@ -310,10 +321,12 @@ impl Crowd {
         }
         let start = Instant::now();
         let gate = Arc::new(tokio::sync::Semaphore::new(64));
+        let keepalives = Keepalives::new(addr);
         let mut handles = Vec::new();
         for i in 0..n {
             let gate = gate.clone();
             let shared = shared.clone();
+            let keepalives = keepalives.clone();
             let name = format!("{tag}{i}");
             handles.push(tokio::spawn(async move {
                 let permit = gate.acquire_owned().await.expect("open semaphore");
@@ -330,7 +343,10 @@ impl Crowd {
                 drop(permit);
                 shared.joined.fetch_add(1, Ordering::AcqRel);
                 match setup {
-                    Ok((g, queue)) => client::listen(g, mode, queue, shared).await,
+                    Ok((g, queue)) => {
+                        keepalives.start(g.cookie.clone());
+                        client::listen(g, mode, queue, shared).await
+                    }
                     Err(e) => client::Report {
                         error: Some(e),
                         ..Default::default()
@@ -355,6 +371,7 @@ impl Crowd {
                 handles,
                 posters: poster_guests,
                 next_mark: 0,
+                keepalives,
             },
             took,
         ))
@@ -527,13 +544,14 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
         fds,
     };
     let baseline = Server::baseline();
-    let steps: [(&'static str, &str); 7] = [
+    let steps: [(&'static str, &str); 8] = [
         ("1/3", "events storm and fan-out"),
         ("3", "legacy storm"),
         ("2/6/7", "legacy fan-out, keepalive, sign-in storm"),
         ("4", "parked polls"),
         ("5/8", "durable writes, idle footprint"),
         ("9", "metrics"),
+        ("10", "keepalives from many sessions"),
         ("", ""),
     ];
     for (i, (id, what)) in steps.iter().enumerate() {
@@ -555,7 +573,8 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
             2 => legacy_fanout(&s, &mut r, &baseline).await,
             3 => parked(&s, &mut r, &baseline).await,
             4 => writes(&s, &mut r).await,
-            _ => metrics(&s, &mut r).await,
+            5 => metrics(&s, &mut r).await,
+            _ => many_keepalives(&s, &mut r).await,
         };
         if let Err(e) = result {
             r.error(id, what, e);
@@ -580,7 +599,9 @@ async fn events(s: &Scale, r: &mut Report) -> Result<(), String> {
 
     let flat = crowd.phase(&server, 0, s.phase, None, None).await?;
     let paced = crowd.phase(&server, 1, s.phase, Some(100.0), None).await?;
+    let keepalives = crowd.keepalives.clone();
     let reports = crowd.finish().await;
+    let kept = keepalives.finish().await;
     let (overflowed, disordered, errors, first_error) = clean(&reports);
     let flat_stats = phase_stats(&reports, 0, &flat);
     let paced_stats = phase_stats(&reports, 1, &paced);
@@ -594,6 +615,13 @@ async fn events(s: &Scale, r: &mut Report) -> Result<(), String> {
         (explicit_overflows + overflowed) as f64,
     );
     r.num("w3_events_storm_cpu_s", storm_cpu.as_secs_f64());
+    keepalive_row(
+        r,
+        "1/3",
+        &format!("`/events` storm and fan-out, {} sessions", s.storm),
+        "w1",
+        &kept,
+    );
     r.speed(
         "3",
         &format!(
@@ -716,7 +744,16 @@ async fn legacy_storm(s: &Scale, r: &mut Report) -> Result<(), String> {
     let drain_time = started.elapsed();
     let cpu = server.cpu().saturating_sub(cpu0);
     let client_cpu = servers::cpu_time(std::process::id()).saturating_sub(client_cpu0);
+    let keepalives = crowd.keepalives.clone();
     let reports = crowd.finish().await;
+    let kept = keepalives.finish().await;
+    keepalive_row(
+        r,
+        "3",
+        &format!("legacy `/poll` storm, {} sessions", s.storm),
+        "w3_legacy",
+        &kept,
+    );
     // Each answer carries one event, so answers are what the drain costs.
     let answers: u64 = reports.iter().map(|r| r.answers).sum();
     let (overflowed, disordered, errors, first_error) = clean(&reports);
@@ -1359,6 +1396,68 @@ async fn metrics(s: &Scale, r: &mut Report) -> Result<(), String> {
         "",
         "≤ 5% slower",
         cost <= 0.05,
+    );
+    Ok(())
+}
+
+/// One correctness row and its figures: how many of a workload's keepalives failed.
+fn keepalive_row(
+    r: &mut Report,
+    id: &'static str,
+    workload: &str,
+    key: &str,
+    kept: &keepalive::Tally,
+) {
+    r.num(&format!("{key}_keepalives_sent"), kept.sent as f64);
+    r.num(&format!("{key}_keepalives_failed"), kept.failed as f64);
+    r.correct_row(
+        id,
+        &format!(
+            "{workload}: keepalives {} s after each answer on their own connections, failed",
+            keepalive::PERIOD.as_secs()
+        ),
+        kept.describe(),
+        "0",
+        kept.clean(),
+    );
+}
+
+/// Workload 10: many signed-in sessions that only send keepalives, as the original clients do
+/// between polls; none may fail (idle kept-alive connections must outlive the keepalive period).
+async fn many_keepalives(s: &Scale, r: &mut Report) -> Result<(), String> {
+    // Unpolled default queues stay small: this workload is about connections, not events.
+    let server = Server::natter("event_queue_capacity = 16", "")?;
+    let n = s.keepalive_sessions;
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let logins = join_all((0..n).map(|i| {
+        let gate = gate.clone();
+        let addr = server.addr;
+        async move {
+            let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
+            // The login connection closes here: each session keeps only its keepalive connection.
+            Guest::login(addr, &format!("ka{i}"))
+                .await
+                .map(|g| g.cookie)
+        }
+    }))
+    .await;
+    let keepalives = Keepalives::new(server.addr);
+    for cookie in logins {
+        keepalives.start(cookie?);
+    }
+    tokio::time::sleep(s.keepalive_length).await;
+    let kept = keepalives.finish().await;
+    server.stop();
+    keepalive_row(
+        r,
+        "10",
+        &format!(
+            "{} signed-in sessions for {} s",
+            fmt_int(n as f64),
+            s.keepalive_length.as_secs()
+        ),
+        "w10",
+        &kept,
     );
     Ok(())
 }

@@ -62,9 +62,14 @@ config_keys! {
         event_batch_delay: Duration = millis(10), duration(Duration::ZERO, secs(1));
         /// Larger request bodies get 413 (1024 to 16777216, and at least 4 × max_message_chars + 1024).
         max_body_bytes: usize = 65536, range(1024, 16 * 1024 * 1024);
-        /// A connection must send its request headers within this time, or it is closed (1s to 10m).
+        /// A request's headers must be complete this long after the connection opens or after the
+        /// request's first byte, or the connection is closed (1s to 10m).
         #[serde(with = "humantime_serde")]
         header_read_timeout: Duration = secs(10), duration(secs(1), mins(10));
+        /// A kept-alive connection with no request for this long is closed; keep it above clients'
+        /// keepalive period and above a reverse proxy's upstream idle timeout (1s to 1h).
+        #[serde(with = "humantime_serde")]
+        idle_timeout: Duration = secs(75), duration(secs(1), hours(1));
         /// A request body must arrive within this time, or the request gets 408 (1s to 1h); parked polls are
         /// not cut.
         #[serde(with = "humantime_serde")]
