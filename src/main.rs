@@ -5,13 +5,6 @@ use natter::cli::{Cli, Command};
 use natter::config::{self, Config, LogLevel};
 use std::process::ExitCode;
 
-/// jemalloc keeps size classes apart and returns idle pages, so a busy spell does not leave RSS
-/// high (README, Performance). Release builds only: unoptimised builds crash at thread start
-/// inside jemalloc's sized free, so debug builds and their tests keep the system allocator.
-#[cfg(not(debug_assertions))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse_from(natter::goflags::normalize_go_flags(std::env::args_os()));
