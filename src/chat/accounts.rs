@@ -11,6 +11,7 @@ use crate::mail::Mail;
 use crate::mail::outbox::queued_now;
 use crate::model::{Email, Invalid, Password, UserName, name_key};
 use crate::store::{Taken, UserRecord};
+use std::time::Instant;
 
 impl Service {
     /// `POST /api/register`: stores an unverified account and mails its activation link.
@@ -32,9 +33,8 @@ impl Service {
         let name = UserName::parse(raw_user)?;
         let email = Email::parse(raw_email)?;
         let password = Password::parse(raw_password)?;
-        let key = name.key();
         // Checked before the expensive hash, and again under the lock before inserting.
-        self.check_name_free(&self.lock(), &key)?;
+        self.check_name_free(&mut self.lock(), &name)?;
         let password_hash = password::hash(password, self.config.password_iterations).await?;
         let created = now();
         let (token, activation) = tokens::new_activation(created)?;
@@ -55,10 +55,10 @@ impl Service {
             link: self.activation_link(&user.name, &token),
         });
         let epoch = {
-            let st = self.lock();
-            self.check_name_free(&st, &key)?;
+            let mut st = self.lock();
+            self.check_name_free(&mut st, &name)?;
             match self.store.insert_user(&user, Some(&activation))? {
-                Ok(()) => {}
+                Ok(()) => st.accounts.add(&user.name),
                 Err(Taken::Name) => return Err(ApiError::AlreadyRegistered),
                 // Answer as for a new account, so the address's owner stays private; tell them instead.
                 Err(Taken::Email) => {
@@ -75,11 +75,17 @@ impl Service {
         Ok(())
     }
 
-    fn check_name_free(&self, st: &State, key: &str) -> Result<(), ApiError> {
-        if self.store.user(key)?.is_some() || self.is_bot_name(key) {
+    /// A new account's name must be neither blocked nor taken, nor look like a taken name.
+    fn check_name_free(&self, st: &mut State, name: &UserName) -> Result<(), ApiError> {
+        if st.is_blocked(name.as_str(), Instant::now()) {
+            return Err(ApiError::NameBlocked);
+        }
+        let registered =
+            self.store.user(&name.key())?.is_some() || st.accounts.holds(name.as_str());
+        if registered || self.is_bot_name(name.as_str()) {
             return Err(ApiError::AlreadyRegistered);
         }
-        if st.online.contains_key(key) {
+        if st.online.contains_key(&name.key()) || st.online_names.holds(name.as_str()) {
             return Err(ApiError::AlreadyLoggedIn);
         }
         Ok(())

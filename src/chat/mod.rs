@@ -4,6 +4,7 @@ mod accounts;
 mod backup;
 mod bot;
 mod delivery;
+pub mod lookalike;
 mod presence;
 mod recovery;
 mod rooms;
@@ -103,6 +104,8 @@ impl Service {
             }
         }
         self.apply_admin_list()?;
+        st.accounts = self.account_names()?;
+        log_look_alike_pairs(&st.accounts);
         for session in self.store.sessions()? {
             if session.expires <= now_secs {
                 self.store.delete_session(&session.token_hash)?;
@@ -171,6 +174,12 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Every registered name, verified or not, by look-alike key.
+    fn account_names(&self) -> StoreResult<lookalike::Index> {
+        let users = self.store.users()?;
+        Ok(lookalike::Index::of(users.iter().map(|u| u.name.as_str())))
     }
 
     fn is_listed_admin(&self, name: &str) -> bool {
@@ -249,6 +258,30 @@ impl Service {
             }
         }
     }
+}
+
+/// Accounts made before names were compared by look (or brought in by an import) may look
+/// alike: both keep working, and the operator hears of them once at start.
+fn log_look_alike_pairs(accounts: &lookalike::Index) {
+    let pairs = accounts.pairs();
+    if pairs.is_empty() {
+        return;
+    }
+    let listed: Vec<String> = pairs
+        .iter()
+        .take(20)
+        .map(|(a, b)| format!("{a} / {b}"))
+        .collect();
+    let more = if pairs.len() > listed.len() {
+        ", …"
+    } else {
+        ""
+    };
+    log::warn!(
+        "{} pairs of existing names look alike; both keep working: {}{more}",
+        pairs.len(),
+        listed.join(", ")
+    );
 }
 
 /// The status flags an account carries.

@@ -1,5 +1,6 @@
 //! Sessions and presence: log in, rotate, log out, and the inactivity sweeper (docs/design.md, Sessions and presence).
 
+use super::lookalike;
 use super::state::State;
 use super::{Outbox, Service, now};
 use crate::auth::cookie::CookieSigner;
@@ -73,13 +74,14 @@ impl Service {
         let token = signer.issue()?;
         let epoch = {
             let mut st = self.lock();
-            if st.is_blocked(&key, Instant::now()) {
+            if st.is_blocked(name.as_str(), Instant::now()) {
                 return Err(ApiError::NameBlocked);
             }
-            if self.store.user(&key)?.is_some() {
+            if self.store.user(&key)?.is_some() || st.accounts.holds(name.as_str()) {
                 return Err(ApiError::NameRegistered);
             }
-            if st.online.contains_key(&key) || self.is_bot_name(&key) {
+            let online = st.online.contains_key(&key) || st.online_names.holds(name.as_str());
+            if online || self.is_bot_name(name.as_str()) {
                 return Err(ApiError::AlreadyLoggedIn);
             }
             let record = self.new_session(&mut st, token.hash, name.as_str(), &key, true)?;
@@ -142,6 +144,10 @@ impl Service {
             .ok_or(ApiError::WrongCredentials)?;
         if !user.verified {
             return Err(ApiError::EmailNotVerified);
+        }
+        // A kicked guest must not come back through an account with a name like theirs.
+        if st.is_blocked(&user.name, Instant::now()) {
+            return Err(ApiError::NameBlocked);
         }
         if let Some(hash) = upgraded {
             user.password_hash = hash;
@@ -209,24 +215,28 @@ impl Service {
         self.durable(epoch).await
     }
 
-    /// `POST /api/adminonly/kick`: ends an online guest's session (the logout cascade) and
-    /// blocks the name, in any case, for `guest_block`.
+    /// `POST /api/adminonly/kick`: ends the sessions of the online guests whose names look like
+    /// `raw_name` (the logout cascade) and blocks those names and their look-alikes, in any case,
+    /// for `guest_block`.
     pub async fn kick(&self, session: &SessionInfo, raw_name: &str) -> Result<(), ApiError> {
-        let key = crate::model::name_key(raw_name);
         let mut events = Vec::new();
         let (epoch, result) = {
             let mut st = self.lock_online(session)?;
-            let guests: Vec<u64> = st
+            // Matched by look, so the admin hits the guest whose name they read.
+            let kicked: Vec<(u64, String)> = st
                 .sessions
                 .values()
-                .filter(|s| s.guest && s.user_key == key)
-                .map(|s| s.handle)
+                .filter(|s| s.guest && lookalike::alike(&s.user, raw_name))
+                .map(|s| (s.handle, s.user.clone()))
                 .collect();
-            if guests.is_empty() {
+            if kicked.is_empty() {
                 return Err(ApiError::NoSuchGuest);
             }
-            st.blocked
-                .insert(key, Instant::now() + self.config.guest_block);
+            let until = Instant::now() + self.config.guest_block;
+            for (_, name) in &kicked {
+                st.blocked.block(name, until);
+            }
+            let guests = kicked.into_iter().map(|(handle, _)| handle);
             let result = guests
                 .into_iter()
                 .try_for_each(|h| self.take_offline(&mut st, h, true, &mut events));
@@ -454,8 +464,9 @@ impl Service {
         }
     }
 
-    pub(super) fn is_bot_name(&self, key: &str) -> bool {
-        self.config.bot.enabled && crate::model::name_key(&self.config.bot.name) == key
+    /// Whether `name` is the bot's name or looks like it.
+    pub(super) fn is_bot_name(&self, name: &str) -> bool {
+        self.config.bot.enabled && lookalike::alike(name, &self.config.bot.name)
     }
 }
 

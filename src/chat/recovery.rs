@@ -17,7 +17,8 @@ impl Service {
     }
 
     /// Rebuilds chats, sessions and memberships from the store, keeping what did not change
-    /// (activity times, event queues of sessions that stay online, blocked guest names).
+    /// (activity times, event queues of sessions that stay online, blocked guest names), and
+    /// the registered names.
     pub(super) fn resync_with_store(&self) -> StoreResult<()> {
         let mut st = self.lock();
         let chats = self.store.chats()?;
@@ -44,6 +45,8 @@ impl Service {
                 st.insert_session(record, status, now);
             }
         }
+        // A registration whose write was lost must not keep its name taken.
+        st.accounts = self.account_names()?;
         st.chats = chats
             .into_iter()
             .map(|chat| (name_key(&chat.name), chat))

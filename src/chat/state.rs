@@ -1,6 +1,7 @@
 //! The in-memory picture of who is online, which sessions exist and who is in which chat.
 //! It mirrors what sled holds and is only changed together with the store, under one lock.
 
+use super::lookalike::{Blocks, Index};
 use crate::model::UserStatus;
 use crate::store::{ChatRecord, SessionRecord};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,8 +29,12 @@ pub struct State {
     pub chats: HashMap<String, ChatRecord>,
     /// Chat id → member key → member name as shown.
     pub members: HashMap<u64, BTreeMap<String, String>>,
-    /// Guest names an admin kicked (lowercased) → end of the block. Kept in memory only.
-    pub blocked: HashMap<String, Instant>,
+    /// Guest names an admin kicked, with their look-alikes, until their blocks end.
+    pub blocked: Blocks,
+    /// Registered names (verified or not), by look-alike key; built from the store at start.
+    pub accounts: Index,
+    /// Names of online users, guests and registered, by look-alike key.
+    pub online_names: Index,
     /// The newest session's `created` stamp.
     pub newest_session: i64,
 }
@@ -87,10 +92,9 @@ impl State {
         chats
     }
 
-    /// Whether a guest name is blocked at `now`; forgets blocks that have ended.
-    pub fn is_blocked(&mut self, key: &str, now: Instant) -> bool {
-        self.blocked.retain(|_, until| *until > now);
-        self.blocked.contains_key(key)
+    /// Whether `name` looks like a kicked guest's name blocked at `now`.
+    pub fn is_blocked(&mut self, name: &str, now: Instant) -> bool {
+        self.blocked.blocks(name, now)
     }
 
     pub fn session_by_handle(&self, handle: u64) -> Option<&SessionRecord> {
@@ -112,15 +116,22 @@ impl State {
         self.newest_session = self.newest_session.max(record.created);
         if record.online {
             self.activity.insert(record.handle, now);
+            let mut came_online = false;
             self.online
                 .entry(record.user_key.clone())
-                .or_insert_with(|| OnlineUser {
-                    name: record.user.clone(),
-                    status,
-                    sessions: BTreeSet::new(),
+                .or_insert_with(|| {
+                    came_online = true;
+                    OnlineUser {
+                        name: record.user.clone(),
+                        status,
+                        sessions: BTreeSet::new(),
+                    }
                 })
                 .sessions
                 .insert(record.handle);
+            if came_online {
+                self.online_names.add(&record.user);
+            }
         }
         self.handles.insert(record.handle, record.token_hash);
         self.sessions.insert(record.token_hash, record);
@@ -141,7 +152,9 @@ impl State {
             Some(user) => {
                 user.sessions.remove(&handle);
                 if user.sessions.is_empty() {
-                    self.online.remove(&key);
+                    if let Some(gone) = self.online.remove(&key) {
+                        self.online_names.remove(&gone.name);
+                    }
                     true
                 } else {
                     false

@@ -18,6 +18,7 @@ mod mail;
 mod mail_recorder;
 mod metrics;
 mod model;
+mod names;
 mod offline;
 mod operations;
 mod races;
