@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backup;
 pub mod chat;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -5,6 +5,7 @@ mod assets;
 mod http;
 mod logged;
 mod public;
+mod request_log;
 mod routes;
 mod status;
 
@@ -12,7 +13,8 @@ use crate::auth::cookie::CookieSigner;
 use crate::chat::{Service, SessionInfo};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::ratelimit::{RateLimits, client_ip};
+use crate::client_addr::client_ip;
+use crate::ratelimit::RateLimits;
 use crate::server::PeerAddr;
 use crate::telemetry;
 use bytes::Bytes;
@@ -56,7 +58,7 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// Path parameters (`verifyEmail/{user}/{token}`), percent-decoded.
     pub params: Vec<String>,
-    /// The client's address (see `ratelimit::client_ip`).
+    /// The client's address (see `client_addr::client_ip`).
     pub client_ip: Option<IpAddr>,
 }
 
@@ -178,6 +180,7 @@ where
     B: warp::Buf,
 {
     let started = Instant::now();
+    let client = client_of(&ctx, peer, &headers);
     let path = tail.as_str();
     // Looked up once: the request, the metrics label and the log line all use this row.
     let found = routes::find(path);
@@ -204,11 +207,8 @@ where
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-        let forwarded = headers
-            .get(&http::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok());
         let req = ApiRequest {
-            client_ip: client_ip(&ctx.config, peer.map(|p| p.ip()), forwarded),
+            client_ip: client,
             method: method.clone(),
             query,
             headers,
@@ -233,15 +233,30 @@ where
     if telemetry::enabled() {
         telemetry::request(routes::metric_label(matched), response.status(), elapsed);
     }
-    log::info!(
-        "{method} /api/{} {} {}ms{}{}",
-        routes::loggable_path(matched, path),
-        response.status().as_u16(),
-        elapsed.as_millis(),
-        if user.is_some() { " user=" } else { "" },
-        user.as_deref().unwrap_or_default()
-    );
+    request_log::log(&request_log::RequestLine {
+        method: &method,
+        path: &format!("/api/{}", routes::loggable_path(matched, path)),
+        status: response.status(),
+        elapsed,
+        client,
+        user: user.as_deref(),
+    });
     response
+}
+
+/// The address the rate limits count and the log shows, from the peer and `X-Forwarded-For`.
+fn client_of(ctx: &Ctx, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let lines = headers.get_all(&http::X_FORWARDED_FOR);
+    client_ip(
+        &ctx.config,
+        peer.map(|p| p.ip()),
+        lines.iter().map(HeaderValue::as_bytes),
+    )
+}
+
+/// The peer address our accept loop attached to the request, if any.
+fn peer() -> impl Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0))
 }
 
 /// All routes: the API, `/healthz`, the web client, and a JSON 404 for anything else.
@@ -252,7 +267,7 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
         .and(warp::path::tail())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0)))
+        .and(peer())
         .and(warp::body::stream())
         .then(move |method, tail, query, headers, peer, body| {
             handle(api_ctx.clone(), method, tail, query, headers, peer, body)
@@ -263,29 +278,49 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .map(move || public::healthz(&health_ctx));
     let not_found = warp::any().map(|| http::error(&ApiError::NotFound));
-    let others = health
+    let log_ctx = ctx.clone();
+    let answer = health
         .or(assets::filter(ctx))
         .unify()
         .or(not_found)
         .unify()
-        .with(warp::log::custom(|info| {
-            if telemetry::enabled() {
-                let route = match (info.path(), info.status().as_u16()) {
-                    ("/healthz", _) => "healthz",
-                    (_, 404) => "not_found",
-                    _ => "assets",
-                };
-                telemetry::request(route, info.status(), info.elapsed());
-            }
-            log::info!(
-                "{} {} {} {}ms",
-                info.method(),
-                info.path(),
-                info.status().as_u16(),
-                info.elapsed().as_millis()
-            )
-        }))
         .map(warp::Reply::into_response);
+    // Read before the answer: the start time, and what the log line needs of the request.
+    let others = warp::any()
+        .map(Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(peer())
+        .and(answer)
+        .map(
+            move |started: Instant,
+                  method: Method,
+                  path: warp::path::FullPath,
+                  headers: HeaderMap,
+                  peer,
+                  response: Response| {
+                let elapsed = started.elapsed();
+                let status = response.status();
+                if telemetry::enabled() {
+                    let route = match (path.as_str(), status.as_u16()) {
+                        ("/healthz", _) => "healthz",
+                        (_, 404) => "not_found",
+                        _ => "assets",
+                    };
+                    telemetry::request(route, status, elapsed);
+                }
+                request_log::log(&request_log::RequestLine {
+                    method: &method,
+                    path: path.as_str(),
+                    status,
+                    elapsed,
+                    client: client_of(&log_ctx, peer, &headers),
+                    user: None,
+                });
+                response
+            },
+        );
     api.or(others)
         .unify()
         .map(|mut response: Response| {
