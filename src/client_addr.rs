@@ -121,10 +121,18 @@ mod tests {
         for garbage in ["unknown", "", "_hidden", "2001:db8::7:99999", "1.2.3.4.5"] {
             let lines = [format!("198.51.100.7, {garbage}")];
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            assert_eq!(client(&trusted, "127.0.0.1", &lines), ip("127.0.0.1"), "{garbage:?}");
+            assert_eq!(
+                client(&trusted, "127.0.0.1", &lines),
+                ip("127.0.0.1"),
+                "{garbage:?}"
+            );
             let lines = [format!("198.51.100.7, {garbage}, 10.0.0.9")];
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            assert_eq!(client(&trusted, "127.0.0.1", &lines), ip("10.0.0.9"), "{garbage:?}");
+            assert_eq!(
+                client(&trusted, "127.0.0.1", &lines),
+                ip("10.0.0.9"),
+                "{garbage:?}"
+            );
         }
         let bytes: [&[u8]; 1] = [b"198.51.100.7, \xff"];
         assert_eq!(

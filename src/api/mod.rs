@@ -11,9 +11,9 @@ mod status;
 
 use crate::auth::cookie::CookieSigner;
 use crate::chat::{Service, SessionInfo};
+use crate::client_addr::client_ip;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::client_addr::client_ip;
 use crate::ratelimit::RateLimits;
 use crate::server::PeerAddr;
 use crate::telemetry;
@@ -255,7 +255,8 @@ fn client_of(ctx: &Ctx, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option
 }
 
 /// The peer address our accept loop attached to the request, if any.
-fn peer() -> impl Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone {
+fn peer() -> impl Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone
+{
     warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0))
 }
 

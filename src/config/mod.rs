@@ -26,7 +26,7 @@ mod validate;
 mod test_support;
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -84,6 +84,55 @@ pub enum MailProvider {
     Log,
     /// No mail: registration and password reset answer 503.
     None,
+}
+
+/// `public_url`, and whether a source (file, environment) gave it. Unset, it follows the address
+/// served in dev mode, and `http://` plus the `Host` header counts as the own origin too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicUrl {
+    url: String,
+    set: bool,
+}
+
+impl PublicUrl {
+    /// The value while the key is unset, outside dev mode.
+    pub const DEFAULT: &str = "http://localhost:8080";
+
+    fn given(url: String) -> Self {
+        PublicUrl { url, set: true }
+    }
+
+    fn unset(url: String) -> Self {
+        PublicUrl { url, set: false }
+    }
+
+    /// Whether a source gave it.
+    pub fn is_set(&self) -> bool {
+        self.set
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::ops::Deref for PublicUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl PartialEq<&str> for PublicUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.url == *other
+    }
 }
 
 /// A secret string whose `Debug` and `Display` print `<redacted>`.
@@ -161,6 +210,15 @@ pub fn process_env() -> Vec<(String, String)> {
 }
 
 impl Config {
+    /// In dev mode without `public_url`, links name the address actually served: `http://localhost:PORT`
+    /// for a wildcard or loopback `listen`, else its address. Production keeps the default, which natter
+    /// warns about until `public_url` is set.
+    pub fn follow_served_address(&mut self, served: SocketAddr) {
+        if self.dev && !self.public_url.is_set() {
+            self.public_url = PublicUrl::unset(url::served_url(served));
+        }
+    }
+
     /// Whether cookies get the `Secure` attribute (public_url is https).
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
@@ -171,7 +229,7 @@ impl Config {
         match HttpUrl::parse(&self.public_url) {
             Ok(url) => url.origin(),
             // public_url was validated at load time; this only happens if a caller edited it since.
-            Err(_) => self.public_url.clone(),
+            Err(_) => self.public_url.to_string(),
         }
     }
 

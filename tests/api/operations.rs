@@ -253,9 +253,15 @@ fn a_failed_sign_in_logs_the_client_address_for_fail2ban() {
     let wrong = r#"{"user":"mallory","password":"not-the-password"}"#;
     let forwarded = "POST /api/authorize HTTP/1.1\r\nX-Forwarded-For: 198.51.100.23";
     assert_eq!(request(&served.addr, forwarded, wrong), 401);
-    assert_eq!(request(&served.addr, "POST /api/authorize HTTP/1.1", wrong), 401);
+    assert_eq!(
+        request(&served.addr, "POST /api/authorize HTTP/1.1", wrong),
+        401
+    );
     let guest = r#"{"user":"friendly"}"#;
-    assert_eq!(request(&served.addr, "POST /api/login HTTP/1.1", guest), 200);
+    assert_eq!(
+        request(&served.addr, "POST /api/login HTTP/1.1", guest),
+        200
+    );
     assert_eq!(request(&served.addr, "GET /style.css HTTP/1.1", ""), 200);
     wait_for_line(&served, 0, "GET /style.css 200");
 
@@ -272,4 +278,40 @@ fn a_failed_sign_in_logs_the_client_address_for_fail2ban() {
         let line = log.iter().find(|l| l.contains(request)).unwrap();
         assert!(line.contains("ms client=127.0.0.1"), "{line}");
     }
+}
+
+/// `PORT=N natter --dev` without public_url: mailed links name the port served (0: the bound one).
+#[test]
+fn dev_links_follow_the_port_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\npassword_iterations = 1000\n",
+            dir.path().join("d").display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start_with_env(
+        &["--dev".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &[("PORT", "0")],
+    );
+    let port = served.addr.rsplit(':').next().unwrap().to_owned();
+    assert_ne!(port, "0");
+    let addr = format!("127.0.0.1:{port}");
+    let body = r#"{"user":"porter","email":"porter@example.org","password":"password123"}"#;
+    assert_eq!(request(&addr, "POST /api/register HTTP/1.1", body), 200);
+    let line = wait_for_line(&served, 0, "activation link: ");
+    assert!(
+        line.contains(&format!(
+            "activation link: http://localhost:{port}/api/verifyEmail/porter/"
+        )),
+        "{line}"
+    );
+    let start = wait_for_line(&served, 0, "listening on");
+    assert!(
+        start.contains(&format!("public_url http://localhost:{port})")),
+        "{start}"
+    );
 }

@@ -98,3 +98,33 @@ async fn polls_refuse_navigations_and_foreign_cross_site_requests() {
         assert_eq!(get(&[]).await.status, 200);
     }
 }
+
+/// Behind a TLS proxy, `http://` plus our `Host` is not our origin: with `public_url` set, only its
+/// origin and `cors_origins` are.
+#[tokio::test]
+async fn with_public_url_set_a_plain_http_host_origin_is_foreign() {
+    let server = TestServer::production(
+        "public_url = \"https://chat.example.org\"\ncors_origins = [\"https://app.example.org\"]",
+    )
+    .await;
+    let c = server.client();
+    let login = |origin: String, name: &str| {
+        c.send(
+            c.http
+                .post(c.url("/api/login"))
+                .header("origin", origin)
+                .json(&json!({ "user": name })),
+        )
+    };
+    // reqwest sends `Host: <addr>`, so this origin is `http://` plus the Host header.
+    login(format!("http://{}", server.addr), "plain")
+        .await
+        .assert_error(403, "cross-origin request refused");
+    for (origin, name) in [
+        ("https://chat.example.org", "own"),
+        ("https://app.example.org", "listed"),
+    ] {
+        let r = login(origin.into(), name).await;
+        assert_eq!(r.status, 200, "{origin}: {}", r.body);
+    }
+}
