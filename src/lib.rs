@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod goflags;
 pub mod listener;
+pub mod log_spec;
 pub mod mail;
 pub mod model;
 pub mod ratelimit;

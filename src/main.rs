@@ -137,7 +137,8 @@ fn reload_log_level_on_sighup(
                 }
             };
             let new_level = loaded.log_level;
-            level = apply_log_level(&logger, level, new_level, &sources);
+            let dependencies = running.dependency_log_level;
+            level = apply_log_level(&logger, level, new_level, dependencies, &sources);
             let others_changed = Config {
                 log_level: running.log_level,
                 ..loaded
@@ -166,6 +167,7 @@ fn apply_log_level(
     logger: &flexi_logger::LoggerHandle,
     old: LogLevel,
     new: LogLevel,
+    dependencies: LogLevel,
     sources: &config::Sources,
 ) -> LogLevel {
     if new == old {
@@ -187,7 +189,7 @@ fn apply_log_level(
     if !shows_info {
         log::info!("{line}");
     }
-    if let Err(e) = logger.parse_new_spec(new.as_str()) {
+    if let Err(e) = logger.parse_new_spec(&natter::log_spec::spec(new, dependencies)) {
         log::warn!("SIGHUP: cannot switch the log level to {new}: {e}");
         return old;
     }
@@ -216,7 +218,8 @@ fn start_logging(
     } else {
         timestamped_format
     };
-    flexi_logger::Logger::try_with_str(config.log_level.as_str())?
+    let spec = natter::log_spec::spec(config.log_level, config.dependency_log_level);
+    flexi_logger::Logger::try_with_str(spec)?
         .log_to_stderr()
         .format(format)
         .write_mode(flexi_logger::WriteMode::BufferAndFlushWith(

@@ -21,6 +21,9 @@ config_keys! {
     pub struct Config from RawConfig {
         /// Log level: error, warn, info, debug or trace (also NATTER_LOG and --log-level).
         log_level: LogLevel = LogLevel::Info, plain;
+        /// Log level of the libraries natter uses, never louder than log_level (their debug lines hold SQL
+        /// parameters).
+        dependency_log_level: LogLevel = LogLevel::Info, plain;
         /// HTTP listen address; the PORT variable replaces only the port.
         listen: String => SocketAddr = "0.0.0.0:8080".into(), socket_addr;
         /// Base of links in emails; https:// turns on Secure cookies; unset: http://localhost:8080, in dev mode
