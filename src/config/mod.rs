@@ -148,6 +148,8 @@ pub struct Sources {
     pub dev: bool,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// How the operator spelled the log level flag (`-logLevel`), for messages; `None`: `--log-level`.
+    pub log_level_flag: Option<String>,
     /// The process environment (see [`process_env`]).
     pub env: Vec<(String, String)>,
 }
@@ -179,7 +181,7 @@ pub fn load_with_notes(src: &Sources) -> Result<Loaded, ConfigError> {
         layers.set(
             "log_level",
             toml::Value::String(level.clone()),
-            "--log-level",
+            src.log_level_flag.as_deref().unwrap_or("--log-level"),
         );
     }
     let config = layers.build(src.dev)?;
@@ -374,6 +376,7 @@ impl fmt::Debug for Sources {
             .field("config_path", &self.config_path)
             .field("dev", &self.dev)
             .field("log_level", &self.log_level)
+            .field("log_level_flag", &self.log_level_flag)
             .field("env", &env_names)
             .finish()
     }
