@@ -14,11 +14,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse_from(natter::goflags::normalize_go_flags(std::env::args_os()));
+    let normalized = natter::goflags::normalize(std::env::args_os());
+    let cli = Cli::parse_from(&normalized.args);
     let sources = config::Sources {
         config_path: cli.config.clone(),
         dev: cli.dev,
         log_level: cli.log_level.clone(),
+        log_level_flag: normalized.spelling("--log-level").map(str::to_owned),
         env: config::process_env(),
     };
     let config::Loaded { config, notes } = match config::load_with_notes(&sources) {
@@ -29,7 +31,8 @@ async fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
-    if !matches!(command, Command::Serve) {
+    let serving = matches!(command, Command::Serve);
+    if !serving {
         restore_default_sigpipe();
     }
     if let Command::CheckConfig = command {
@@ -74,7 +77,10 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| (e.message, e.code)),
     };
-    if let Err((message, _)) = &result {
+    // Said once: the server's failure as a log line like its others, a command's as a plain line.
+    if let Err((message, _)) = &result
+        && serving
+    {
         log::error!("{message}");
     }
     // The log is buffered: what is still in the buffer goes out before the process ends.
@@ -82,7 +88,9 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((message, code)) => {
-            eprintln!("natter: {message}");
+            if !serving {
+                eprintln!("natter: {message}");
+            }
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
