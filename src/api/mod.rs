@@ -71,16 +71,22 @@ fn authenticate(
     if access == Access::Public {
         return Ok(None);
     }
-    let hash = req
+    let session = req
         .headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| ctx.signer.from_header(v))
         .find_map(|value| ctx.signer.verify(value))
-        .ok_or(ApiError::NotLoggedIn)?;
-    let session = ctx.service.authenticate(&hash, access != Access::Session)?;
-    Ok(Some(session))
+        .ok_or(ApiError::NotLoggedIn)
+        .and_then(|hash| {
+            let online = matches!(access, Access::Online | Access::Admin);
+            ctx.service.authenticate(&hash, online)
+        });
+    match session {
+        Err(ApiError::NotLoggedIn) if access == Access::Optional => Ok(None),
+        session => session.map(Some),
+    }
 }
 
 /// The route's admin check and rate limit, for the caller `session`.
@@ -121,6 +127,10 @@ async fn dispatch(
         RequestResetPassword => public::request_reset_password(ctx, req).await,
         ResetPassword => public::reset_password(ctx, req).await,
         GuestLogin => public::guest_login(ctx, req).await,
+        SessionProbe => match session().ok() {
+            Some(session) => logged::session_login(ctx, session).await,
+            None => public::signed_out(),
+        },
         SessionLogin => logged::session_login(ctx, session()?).await,
         Logout => logged::logout(ctx, session()?).await,
         Keepalive => Ok(http::empty()),
