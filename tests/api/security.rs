@@ -188,8 +188,9 @@ async fn debug_logging_with_the_mirror_keeps_hashes_emails_and_texts_out_of_the_
     let signup = json!({"user": "dora", "email": email, "password": "correct horse 123"});
     assert_eq!(post(&dora, "/api/register", signup).await, 200);
     let link = wait_for("activation link: ");
-    let link = link.split("activation link: ").nth(1).unwrap();
-    assert_eq!(dora.get(link).send().await.unwrap().status(), 200);
+    let path = link.split_once("/api/").unwrap().1;
+    let verify = dora.get(format!("{base}/api/{path}")).send().await.unwrap();
+    assert_eq!(verify.status(), 200);
     let signin = json!({"user": "dora", "password": "correct horse 123"});
     assert_eq!(post(&dora, "/api/authorize", signin).await, 200);
     assert_eq!(
