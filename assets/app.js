@@ -114,17 +114,19 @@ function recoverSession() {
     recovery = (async () => {
       const current = generation;
       try {
-        const me = await api.restoreSession();
+        const me = await api.probeSession();
         if (current !== generation || !state.me) return false;
+        if (!me) {
+          signedOut('Your session has ended. Please sign in again.');
+          return false;
+        }
         state.me = me;
         view.setMe(me);
         // Memberships end while a session is offline; reload them.
         stream.requestResync();
         return true;
-      } catch (err) {
-        if (err instanceof ApiError && err.status === 401 && current === generation && state.me) {
-          signedOut('Your session has ended. Please sign in again.');
-        }
+      } catch {
+        // Unreachable or failing server: the request that asked gives up; the stream retries on its own.
         return false;
       } finally {
         recovery = null;
@@ -440,15 +442,16 @@ async function boot() {
   let failures = 0;
   for (;;) {
     try {
-      const me = await api.restoreSession();
-      enterMain(me);
-      return;
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 401) {
+      // Asked without an error status, so a signed-out page load leaves no 401 in the console.
+      const me = await api.probeSession();
+      if (me) {
+        enterMain(me);
+      } else {
         show(byId('loading-screen'), false);
         auth.open();
-        return;
       }
+      return;
+    } catch (err) {
       failures += 1;
       byId('loading-screen').querySelector('p').textContent = 'Cannot reach the server. Trying again…';
       await new Promise((resolve) => setTimeout(resolve, retryDelay(failures)));

@@ -37,14 +37,43 @@ const GO_FLAGS: [(&str, &str, Kind); 6] = [
 /// natter's short options whose value is the next argument; that value is never rewritten.
 const SHORT_WITH_VALUE: [&str; 1] = ["-c"];
 
+/// The arguments rewritten for clap, and how the operator spelled each flag that was read.
+pub struct Normalized {
+    pub args: Vec<OsString>,
+    /// natter's long flag and the name as typed (`--log-level`, `-logLevel`), in command-line order.
+    pub spellings: Vec<(&'static str, String)>,
+}
+
+impl Normalized {
+    /// The name the operator typed for the last `long` flag given (the one that wins), so that
+    /// messages name the flag they know.
+    pub fn spelling(&self, long: &str) -> Option<&str> {
+        self.spellings
+            .iter()
+            .rev()
+            .find(|(l, _)| *l == long)
+            .map(|(_, typed)| typed.as_str())
+    }
+}
+
 /// Rewrites the original's Go-style flags into natter's; the first argument (the program) is kept as it is.
 pub fn normalize_go_flags<I>(args: I) -> Vec<OsString>
 where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
+    normalize(args).args
+}
+
+/// [`normalize_go_flags`], remembering how each flag was spelled.
+pub fn normalize<I>(args: I) -> Normalized
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
     let mut args = args.into_iter().map(Into::into);
     let mut out: Vec<OsString> = args.next().into_iter().collect();
+    let mut spellings = Vec::new();
     while let Some(arg) = args.next() {
         let Some(text) = arg.to_str() else {
             out.push(arg);
@@ -64,6 +93,8 @@ where
             out.push(arg);
             continue;
         };
+        let typed = text.split_once('=').map_or(text, |(name, _)| name);
+        spellings.push((long, typed.to_owned()));
         match (kind, inline) {
             (_, Some(value)) => out.push(format!("{long}={value}").into()),
             (Kind::Bool, None) => out.push(long.into()),
@@ -78,7 +109,10 @@ where
             },
         }
     }
-    out
+    Normalized {
+        args: out,
+        spellings,
+    }
 }
 
 /// natter's long flag, its kind and the `=value` part, if `text` is one of the original's flags.
@@ -178,6 +212,33 @@ mod tests {
         );
         assert!(normalize_go_flags(Vec::<String>::new()).is_empty());
         assert_eq!(normalize_go_flags(["natter"]), ["natter"]);
+    }
+
+    #[test]
+    fn the_flag_is_remembered_as_typed() {
+        let spelled = |args: &[&str]| {
+            let mut all = vec!["natter"];
+            all.extend_from_slice(args);
+            super::normalize(all)
+                .spelling("--log-level")
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            spelled(&["-logLevel", "warning"]).as_deref(),
+            Some("-logLevel")
+        );
+        assert_eq!(spelled(&["-loglevel=loud"]).as_deref(), Some("-loglevel"));
+        assert_eq!(
+            spelled(&["--log-level", "x"]).as_deref(),
+            Some("--log-level")
+        );
+        // Given twice, the later one wins, as in clap.
+        assert_eq!(
+            spelled(&["--log-level=x", "check-config", "--LOGLEVEL", "y"]).as_deref(),
+            Some("--LOGLEVEL")
+        );
+        assert_eq!(spelled(&["-dev", "--", "-logLevel", "x"]), None);
+        assert_eq!(spelled(&["-c", "-logLevel"]), None);
     }
 
     #[cfg(unix)]

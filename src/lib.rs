@@ -8,11 +8,13 @@ pub mod auth;
 pub mod backup;
 pub mod chat;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod goflags;
 pub mod listener;
+pub mod log_spec;
 pub mod mail;
 pub mod model;
 pub mod ratelimit;
@@ -65,7 +67,14 @@ pub struct App {
 }
 
 /// Starts natter: storage, service, background tasks, then the listener.
-pub async fn build(config: Config) -> Result<App, StartError> {
+pub async fn build(mut config: Config) -> Result<App, StartError> {
+    // Bound first only when links must name a port that binding chooses (dev mode, port 0).
+    let mut early = None;
+    if config.dev && !config.public_url.is_set() && config.listen.port() == 0 {
+        let (listener, addr) = bind(config.listen).await?;
+        config.follow_served_address(addr);
+        early = Some((listener, addr));
+    }
     let config = Arc::new(config);
     // Installed first, so the flusher's first fsyncs are measured too.
     let metrics = match config.metrics.listen {
@@ -110,17 +119,15 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         background.push(tokio::spawn(mail::outbox::run(
             dyn_store,
             transport,
-            config.public_url.clone(),
+            config.public_url.to_string(),
             mail_wake,
         )));
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    let (listener, addr) = match early {
+        Some(bound) => bound,
+        None => bind(config.listen).await?,
+    };
     let metrics_listener = match config.metrics.listen {
         Some(addr) => Some(telemetry::bind(addr).await.map_err(StartError)?),
         None => None,
@@ -264,6 +271,17 @@ impl App {
         log::info!("stopped");
         Ok(())
     }
+}
+
+/// The API listener and the address it got (the real port when `listen` names port 0).
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    Ok((listener, addr))
 }
 
 /// Whether a URL names this machine (the default `http://localhost:8080` and the like).

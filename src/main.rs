@@ -7,11 +7,13 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse_from(natter::goflags::normalize_go_flags(std::env::args_os()));
+    let normalized = natter::goflags::normalize(std::env::args_os());
+    let cli = Cli::parse_from(&normalized.args);
     let sources = config::Sources {
         config_path: cli.config.clone(),
         dev: cli.dev,
         log_level: cli.log_level.clone(),
+        log_level_flag: normalized.spelling("--log-level").map(str::to_owned),
         env: config::process_env(),
     };
     let config::Loaded { config, notes } = match config::load_with_notes(&sources) {
@@ -22,7 +24,8 @@ async fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
-    if !matches!(command, Command::Serve) {
+    let serving = matches!(command, Command::Serve);
+    if !serving {
         restore_default_sigpipe();
     }
     if let Command::CheckConfig = command {
@@ -67,7 +70,10 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| (e.message, e.code)),
     };
-    if let Err((message, _)) = &result {
+    // Said once: the server's failure as a log line like its others, a command's as a plain line.
+    if let Err((message, _)) = &result
+        && serving
+    {
         log::error!("{message}");
     }
     // The log is buffered: what is still in the buffer goes out before the process ends.
@@ -75,7 +81,9 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((message, code)) => {
-            eprintln!("natter: {message}");
+            if !serving {
+                eprintln!("natter: {message}");
+            }
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
@@ -130,7 +138,8 @@ fn reload_log_level_on_sighup(
                 }
             };
             let new_level = loaded.log_level;
-            level = apply_log_level(&logger, level, new_level, &sources);
+            let dependencies = running.dependency_log_level;
+            level = apply_log_level(&logger, level, new_level, dependencies, &sources);
             let others_changed = Config {
                 log_level: running.log_level,
                 ..loaded
@@ -159,6 +168,7 @@ fn apply_log_level(
     logger: &flexi_logger::LoggerHandle,
     old: LogLevel,
     new: LogLevel,
+    dependencies: LogLevel,
     sources: &config::Sources,
 ) -> LogLevel {
     if new == old {
@@ -180,7 +190,7 @@ fn apply_log_level(
     if !shows_info {
         log::info!("{line}");
     }
-    if let Err(e) = logger.parse_new_spec(new.as_str()) {
+    if let Err(e) = logger.parse_new_spec(&natter::log_spec::spec(new, dependencies)) {
         log::warn!("SIGHUP: cannot switch the log level to {new}: {e}");
         return old;
     }
@@ -209,7 +219,8 @@ fn start_logging(
     } else {
         timestamped_format
     };
-    flexi_logger::Logger::try_with_str(config.log_level.as_str())?
+    let spec = natter::log_spec::spec(config.log_level, config.dependency_log_level);
+    flexi_logger::Logger::try_with_str(spec)?
         .log_to_stderr()
         .format(format)
         .write_mode(flexi_logger::WriteMode::BufferAndFlushWith(

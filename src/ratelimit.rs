@@ -1,7 +1,7 @@
 //! Rate limits (docs/api.md, Rate limits) with governor: per client IP on the open account routes, per account on
 //! reset requests, per session on everything else except polls.
 
-use crate::config::{Config, RateLimitConfig};
+use crate::config::RateLimitConfig;
 use crate::error::ApiError;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -117,53 +117,13 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest address in
-/// `X-Forwarded-For` that is not itself a trusted proxy.
-pub fn client_ip(
-    config: &Config,
-    peer: Option<IpAddr>,
-    forwarded_for: Option<&str>,
-) -> Option<IpAddr> {
-    let peer = peer?;
-    if !config.is_trusted_proxy(peer) {
-        return Some(peer);
-    }
-    let Some(header) = forwarded_for else {
-        return Some(peer);
-    };
-    let hops: Vec<IpAddr> = header
-        .split(',')
-        .filter_map(|hop| hop.trim().parse().ok())
-        .collect();
-    hops.iter()
-        .rev()
-        .find(|ip| !config.is_trusted_proxy(**ip))
-        .or(hops.first())
-        .copied()
-        .or(Some(peer))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn config(extra: &str) -> Config {
         crate::config::from_toml_str(extra, true).unwrap()
-    }
-
-    #[test]
-    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
-        let trusted = config("trusted_proxies = [\"10.0.0.0/8\"]");
-        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
-        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
-        let xff = Some("198.51.100.7, 10.9.9.9");
-        assert_eq!(
-            client_ip(&trusted, Some(proxy), xff),
-            "198.51.100.7".parse().ok()
-        );
-        assert_eq!(client_ip(&trusted, Some(stranger), xff), Some(stranger));
-        assert_eq!(client_ip(&trusted, Some(proxy), None), Some(proxy));
-        assert_eq!(client_ip(&config(""), Some(proxy), xff), Some(proxy));
     }
 
     #[test]

@@ -92,8 +92,8 @@ export const api = {
   resetPassword: (user, passwordResetToken, password) =>
     request('POST', '/api/resetPassword', { user, passwordResetToken, password }),
 
-  /** Brings back the session of the cookie, if any: 200 gives the user, 401 means signed out. */
-  restoreSession: () => request('POST', '/api/loggedonly/login', {}),
+  /** Brings back the session of the cookie, if any: the user, or null when signed out (never an error status). */
+  probeSession: () => request('POST', '/api/session', {}),
   logout: () => request('POST', '/api/loggedonly/logout', {}),
   keepalive: () => authed('PUT', '/api/loggedonly/keepalive', {}),
 

@@ -145,6 +145,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 /// Decides which origins may call the API with credentials.
 pub struct OriginPolicy {
     own: String,
+    /// Without `public_url`, `http://` plus the `Host` header is our own origin too.
+    own_by_host: bool,
     allowed: Vec<String>,
     dev_localhost: bool,
 }
@@ -153,6 +155,7 @@ impl OriginPolicy {
     pub fn new(config: &Config) -> Self {
         OriginPolicy {
             own: config.public_origin(),
+            own_by_host: !config.public_url.is_set(),
             allowed: config.cors_origins.clone(),
             dev_localhost: config.dev,
         }
@@ -163,11 +166,15 @@ impl OriginPolicy {
         self.allowed.iter().any(|o| o == origin) || (self.dev_localhost && is_localhost(origin))
     }
 
-    /// This server's own origin: `public_url`, or the plain-HTTP origin the browser used to
-    /// reach us (natter serves no TLS itself; behind a TLS proxy, `public_url` names the origin).
+    /// This server's own origin: `public_url`'s; without it, also the plain-HTTP origin the
+    /// browser used to reach us. Once set, only `public_url` names it: behind a TLS proxy a page
+    /// at `http://` plus our `Host` is not ours.
     fn is_own(&self, origin: &str, headers: &HeaderMap) -> bool {
         if origin == self.own {
             return true;
+        }
+        if !self.own_by_host {
+            return false;
         }
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let origin_host = origin.strip_prefix("http://");

@@ -5,14 +5,16 @@ mod assets;
 mod http;
 mod logged;
 mod public;
+mod request_log;
 mod routes;
 mod status;
 
 use crate::auth::cookie::CookieSigner;
 use crate::chat::{Service, SessionInfo};
+use crate::client_addr::client_ip;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::ratelimit::{RateLimits, client_ip};
+use crate::ratelimit::RateLimits;
 use crate::server::PeerAddr;
 use crate::telemetry;
 use bytes::Bytes;
@@ -56,7 +58,7 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// Path parameters (`verifyEmail/{user}/{token}`), percent-decoded.
     pub params: Vec<String>,
-    /// The client's address (see `ratelimit::client_ip`).
+    /// The client's address (see `client_addr::client_ip`).
     pub client_ip: Option<IpAddr>,
 }
 
@@ -69,16 +71,22 @@ fn authenticate(
     if access == Access::Public {
         return Ok(None);
     }
-    let hash = req
+    let session = req
         .headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| ctx.signer.from_header(v))
         .find_map(|value| ctx.signer.verify(value))
-        .ok_or(ApiError::NotLoggedIn)?;
-    let session = ctx.service.authenticate(&hash, access != Access::Session)?;
-    Ok(Some(session))
+        .ok_or(ApiError::NotLoggedIn)
+        .and_then(|hash| {
+            let online = matches!(access, Access::Online | Access::Admin);
+            ctx.service.authenticate(&hash, online)
+        });
+    match session {
+        Err(ApiError::NotLoggedIn) if access == Access::Optional => Ok(None),
+        session => session.map(Some),
+    }
 }
 
 /// The route's admin check and rate limit, for the caller `session`.
@@ -119,6 +127,10 @@ async fn dispatch(
         RequestResetPassword => public::request_reset_password(ctx, req).await,
         ResetPassword => public::reset_password(ctx, req).await,
         GuestLogin => public::guest_login(ctx, req).await,
+        SessionProbe => match session().ok() {
+            Some(session) => logged::session_login(ctx, session).await,
+            None => public::signed_out(),
+        },
         SessionLogin => logged::session_login(ctx, session()?).await,
         Logout => logged::logout(ctx, session()?).await,
         Keepalive => Ok(http::empty()),
@@ -178,6 +190,7 @@ where
     B: warp::Buf,
 {
     let started = Instant::now();
+    let client = client_of(&ctx, peer, &headers);
     let path = tail.as_str();
     // Looked up once: the request, the metrics label and the log line all use this row.
     let found = routes::find(path);
@@ -204,11 +217,8 @@ where
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-        let forwarded = headers
-            .get(&http::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok());
         let req = ApiRequest {
-            client_ip: client_ip(&ctx.config, peer.map(|p| p.ip()), forwarded),
+            client_ip: client,
             method: method.clone(),
             query,
             headers,
@@ -233,15 +243,31 @@ where
     if telemetry::enabled() {
         telemetry::request(routes::metric_label(matched), response.status(), elapsed);
     }
-    log::info!(
-        "{method} /api/{} {} {}ms{}{}",
-        routes::loggable_path(matched, path),
-        response.status().as_u16(),
-        elapsed.as_millis(),
-        if user.is_some() { " user=" } else { "" },
-        user.as_deref().unwrap_or_default()
-    );
+    request_log::log(&request_log::RequestLine {
+        method: &method,
+        path: &format!("/api/{}", routes::loggable_path(matched, path)),
+        status: response.status(),
+        elapsed,
+        client,
+        user: user.as_deref(),
+    });
     response
+}
+
+/// The address the rate limits count and the log shows, from the peer and `X-Forwarded-For`.
+fn client_of(ctx: &Ctx, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let lines = headers.get_all(&http::X_FORWARDED_FOR);
+    client_ip(
+        &ctx.config,
+        peer.map(|p| p.ip()),
+        lines.iter().map(HeaderValue::as_bytes),
+    )
+}
+
+/// The peer address our accept loop attached to the request, if any.
+fn peer() -> impl Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone
+{
+    warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0))
 }
 
 /// All routes: the API, `/healthz`, the web client, and a JSON 404 for anything else.
@@ -252,7 +278,7 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
         .and(warp::path::tail())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0)))
+        .and(peer())
         .and(warp::body::stream())
         .then(move |method, tail, query, headers, peer, body| {
             handle(api_ctx.clone(), method, tail, query, headers, peer, body)
@@ -263,29 +289,49 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .map(move || public::healthz(&health_ctx));
     let not_found = warp::any().map(|| http::error(&ApiError::NotFound));
-    let others = health
+    let log_ctx = ctx.clone();
+    let answer = health
         .or(assets::filter(ctx))
         .unify()
         .or(not_found)
         .unify()
-        .with(warp::log::custom(|info| {
-            if telemetry::enabled() {
-                let route = match (info.path(), info.status().as_u16()) {
-                    ("/healthz", _) => "healthz",
-                    (_, 404) => "not_found",
-                    _ => "assets",
-                };
-                telemetry::request(route, info.status(), info.elapsed());
-            }
-            log::info!(
-                "{} {} {} {}ms",
-                info.method(),
-                info.path(),
-                info.status().as_u16(),
-                info.elapsed().as_millis()
-            )
-        }))
         .map(warp::Reply::into_response);
+    // Read before the answer: the start time, and what the log line needs of the request.
+    let others = warp::any()
+        .map(Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(peer())
+        .and(answer)
+        .map(
+            move |started: Instant,
+                  method: Method,
+                  path: warp::path::FullPath,
+                  headers: HeaderMap,
+                  peer,
+                  response: Response| {
+                let elapsed = started.elapsed();
+                let status = response.status();
+                if telemetry::enabled() {
+                    let route = match (path.as_str(), status.as_u16()) {
+                        ("/healthz", _) => "healthz",
+                        (_, 404) => "not_found",
+                        _ => "assets",
+                    };
+                    telemetry::request(route, status, elapsed);
+                }
+                request_log::log(&request_log::RequestLine {
+                    method: &method,
+                    path: path.as_str(),
+                    status,
+                    elapsed,
+                    client: client_of(&log_ctx, peer, &headers),
+                    user: None,
+                });
+                response
+            },
+        );
     api.or(others)
         .unify()
         .map(|mut response: Response| {

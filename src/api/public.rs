@@ -35,6 +35,12 @@ pub(super) fn logged_in(ctx: &Ctx, issued: Issued) -> Result<Response, ApiError>
     Ok(response)
 }
 
+/// POST /api/session without a valid session: `null`, with status 200, so that a page asking
+/// whether it is signed in gets an answer, not an error.
+pub fn signed_out() -> Result<Response, ApiError> {
+    http::json(&None::<()>)
+}
+
 /// POST /api/register: a new unverified account; the activation link goes by mail.
 pub async fn register(ctx: &Ctx, req: &ApiRequest) -> Result<Response, ApiError> {
     let body = credentials(req)?;

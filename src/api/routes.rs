@@ -14,6 +14,7 @@ pub enum Endpoint {
     RequestResetPassword,
     ResetPassword,
     GuestLogin,
+    SessionProbe,
     SessionLogin,
     Logout,
     Keepalive,
@@ -39,6 +40,8 @@ pub enum Endpoint {
 pub enum Access {
     /// Anyone.
     Public,
+    /// Anyone; a valid session cookie (online or not) is read when there is one.
+    Optional,
     /// A valid session, online or not.
     Session,
     /// An online session.
@@ -108,7 +111,7 @@ use Endpoint::*;
 use Limit::{Messages, PerAddress, Requests};
 
 /// Every endpoint, once.
-pub static ROUTES: [Route; 24] = [
+pub static ROUTES: [Route; 25] = [
     row(Method::POST, "register", Public, PerAddress, Register),
     row(
         Method::GET,
@@ -133,6 +136,7 @@ pub static ROUTES: [Route; 24] = [
         ResetPassword,
     ),
     row(Method::POST, "login", Public, PerAddress, GuestLogin),
+    row(Method::POST, "session", Optional, Requests, SessionProbe),
     row(
         Method::POST,
         "loggedonly/login",

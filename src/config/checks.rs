@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::key_errors::{Invalid, invalid};
 use super::summary::short_duration;
 use super::url::HttpUrl;
-use super::{IpNet, Secret};
+use super::{IpNet, PublicUrl, Secret};
 
 /// No check of its own: serde already checked the type, or a rule in `validate` checks it with other keys.
 pub(super) fn plain<T>(_key: &str, value: T) -> Result<T, Invalid> {
@@ -44,6 +44,15 @@ pub(super) fn each<A, B>(
     check: impl Fn(&str, A) -> Result<B, Invalid>,
 ) -> impl Fn(&str, Vec<A>) -> Result<Vec<B>, Invalid> {
     move |key, items| items.into_iter().map(|item| check(key, item)).collect()
+}
+
+/// `public_url`: an http(s) URL when set; unset, the default that `validate` may adapt.
+pub(super) fn public_url(key: &str, value: Option<String>) -> Result<PublicUrl, Invalid> {
+    match value {
+        Some(text) => http_url("https://chat.example.com, optionally with a path")(key, text)
+            .map(PublicUrl::given),
+        None => Ok(PublicUrl::unset(PublicUrl::DEFAULT.into())),
+    }
 }
 
 /// An unset key means `value`; a rule in `validate` may choose otherwise.

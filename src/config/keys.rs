@@ -10,21 +10,25 @@ use std::time::Duration;
 
 use super::checks::{
     days, duration, each, hours, http_url, ip_range, mail_address, millis, mins, non_empty_dir,
-    non_empty_secret, optional, optional_dir, origin, plain, range, secs, socket_addr, unset_means,
+    non_empty_secret, optional, optional_dir, origin, plain, public_url, range, secs, socket_addr,
+    unset_means,
 };
 use super::macros::config_keys;
-use super::{DurabilityMode, IpNet, LogLevel, MailProvider, Secret};
+use super::{DurabilityMode, IpNet, LogLevel, MailProvider, PublicUrl, Secret};
 
 config_keys! {
     /// The effective, validated configuration.
     pub struct Config from RawConfig {
         /// Log level: error, warn, info, debug or trace (also NATTER_LOG and --log-level).
         log_level: LogLevel = LogLevel::Info, plain;
+        /// Log level of the libraries natter uses, never louder than log_level (their debug lines hold SQL
+        /// parameters).
+        dependency_log_level: LogLevel = LogLevel::Info, plain;
         /// HTTP listen address; the PORT variable replaces only the port.
         listen: String => SocketAddr = "0.0.0.0:8080".into(), socket_addr;
-        /// Base of links in emails; https:// turns on Secure cookies.
-        public_url: String = "http://localhost:8080".into(),
-            http_url("https://chat.example.com, optionally with a path");
+        /// Base of links in emails; https:// turns on Secure cookies; unset: http://localhost:8080, in dev mode
+        /// the port served.
+        public_url: Option<String> => PublicUrl = None, public_url;
         /// sled data directory.
         data_dir: PathBuf = "./natter-data".into(), non_empty_dir;
         /// Cookie signing key, at least 32 bytes (SECRET_KEY or SECRET_KEY_FILE); if unset, one is generated

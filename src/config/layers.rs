@@ -307,6 +307,7 @@ mod tests {
             config_path: Some(path.clone()),
             dev: true,
             log_level: Some("trace".into()),
+            log_level_flag: None,
             env: vars(&[("NATTER_LOG", "debug")]),
         })
         .unwrap();

@@ -26,7 +26,7 @@ mod validate;
 mod test_support;
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -86,6 +86,55 @@ pub enum MailProvider {
     None,
 }
 
+/// `public_url`, and whether a source (file, environment) gave it. Unset, it follows the address
+/// served in dev mode, and `http://` plus the `Host` header counts as the own origin too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicUrl {
+    url: String,
+    set: bool,
+}
+
+impl PublicUrl {
+    /// The value while the key is unset, outside dev mode.
+    pub const DEFAULT: &str = "http://localhost:8080";
+
+    fn given(url: String) -> Self {
+        PublicUrl { url, set: true }
+    }
+
+    fn unset(url: String) -> Self {
+        PublicUrl { url, set: false }
+    }
+
+    /// Whether a source gave it.
+    pub fn is_set(&self) -> bool {
+        self.set
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::ops::Deref for PublicUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl PartialEq<&str> for PublicUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.url == *other
+    }
+}
+
 /// A secret string whose `Debug` and `Display` print `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -99,6 +148,8 @@ pub struct Sources {
     pub dev: bool,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// How the operator spelled the log level flag (`-logLevel`), for messages; `None`: `--log-level`.
+    pub log_level_flag: Option<String>,
     /// The process environment (see [`process_env`]).
     pub env: Vec<(String, String)>,
 }
@@ -130,7 +181,7 @@ pub fn load_with_notes(src: &Sources) -> Result<Loaded, ConfigError> {
         layers.set(
             "log_level",
             toml::Value::String(level.clone()),
-            "--log-level",
+            src.log_level_flag.as_deref().unwrap_or("--log-level"),
         );
     }
     let config = layers.build(src.dev)?;
@@ -161,6 +212,15 @@ pub fn process_env() -> Vec<(String, String)> {
 }
 
 impl Config {
+    /// In dev mode without `public_url`, links name the address actually served: `http://localhost:PORT`
+    /// for a wildcard or loopback `listen`, else its address. Production keeps the default, which natter
+    /// warns about until `public_url` is set.
+    pub fn follow_served_address(&mut self, served: SocketAddr) {
+        if self.dev && !self.public_url.is_set() {
+            self.public_url = PublicUrl::unset(url::served_url(served));
+        }
+    }
+
     /// Whether cookies get the `Secure` attribute (public_url is https).
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
@@ -171,7 +231,7 @@ impl Config {
         match HttpUrl::parse(&self.public_url) {
             Ok(url) => url.origin(),
             // public_url was validated at load time; this only happens if a caller edited it since.
-            Err(_) => self.public_url.clone(),
+            Err(_) => self.public_url.to_string(),
         }
     }
 
@@ -316,6 +376,7 @@ impl fmt::Debug for Sources {
             .field("config_path", &self.config_path)
             .field("dev", &self.dev)
             .field("log_level", &self.log_level)
+            .field("log_level_flag", &self.log_level_flag)
             .field("env", &env_names)
             .finish()
     }

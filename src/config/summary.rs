@@ -91,6 +91,18 @@ impl Shown for String {
     }
 }
 
+// Unset, it is a default that follows the served port in dev mode: shown as unset, so that
+// a printed summary loaded again does not pin it.
+impl Shown for super::PublicUrl {
+    fn shown(&self) -> String {
+        quoted(self.as_str())
+    }
+
+    fn is_set(&self) -> bool {
+        self.is_set()
+    }
+}
+
 impl Shown for PathBuf {
     fn shown(&self) -> String {
         quoted(&self.display().to_string())

@@ -26,6 +26,7 @@ pub(super) fn load_with(
         config_path: Some(path),
         dev,
         log_level: None,
+        log_level_flag: None,
         env: vars(env),
     })
 }

@@ -1,7 +1,7 @@
 //! The one URL shape natter accepts, `http(s)://host[:port][/path]`, parsed and normalized by hand.
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 
 /// The parts of an `http(s)://host[:port][/path]` URL that natter uses, normalized: lowercase scheme and host,
 /// no default port, no trailing slash.
@@ -56,6 +56,17 @@ impl HttpUrl {
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.origin(), self.path)
+    }
+}
+
+/// `http://host:port` of a listening address, as a browser on this machine reaches it.
+pub(super) fn served_url(addr: SocketAddr) -> String {
+    let ip = addr.ip();
+    if ip.is_unspecified() || ip.is_loopback() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        // An IPv6 address is bracketed by SocketAddr's own formatting.
+        format!("http://{addr}")
     }
 }
 
@@ -143,5 +154,40 @@ mod tests {
         assert!(!dev.allows_cross_origin("https://example.com"));
         let c = from_toml_str("public_url = \"http://10.0.0.5:8080\"", false).unwrap();
         assert_eq!(c.public_origin(), "http://10.0.0.5:8080");
+    }
+
+    #[test]
+    fn without_public_url_dev_links_follow_the_served_port() {
+        use crate::config::test_support::load_with;
+        let c = load_with("", &[("PORT", "28411")], true).unwrap();
+        assert_eq!(c.public_url, "http://localhost:28411");
+        assert!(!c.public_url.is_set());
+        let c = from_toml_str("listen = \"10.0.0.5:9000\"", true).unwrap();
+        assert_eq!(c.public_url, "http://10.0.0.5:9000");
+        let c = from_toml_str("listen = \"[::]:9000\"", true).unwrap();
+        assert_eq!(c.public_url, "http://localhost:9000");
+        let c = from_toml_str("listen = \"[2001:db8::5]:9000\"", true).unwrap();
+        assert_eq!(c.public_url, "http://[2001:db8::5]:9000");
+        // Port 0 is followed once bound; a given public_url, and production, keep theirs.
+        let mut c = from_toml_str("listen = \"127.0.0.1:0\"", true).unwrap();
+        c.follow_served_address("127.0.0.1:41234".parse().unwrap());
+        assert_eq!(c.public_url, "http://localhost:41234");
+        let c = load_with(
+            "public_url = \"http://localhost:8080\"",
+            &[("PORT", "28411")],
+            true,
+        );
+        let c = c.unwrap();
+        assert_eq!(c.public_url, "http://localhost:8080");
+        assert!(c.public_url.is_set());
+        let c = load_with(
+            "",
+            &[("NATTER_PUBLIC_URL", "https://chat.example.org")],
+            true,
+        )
+        .unwrap();
+        assert!(c.public_url.is_set());
+        let c = load_with("", &[("PORT", "28411")], false).unwrap();
+        assert_eq!(c.public_url, "http://localhost:8080");
     }
 }

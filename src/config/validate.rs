@@ -23,6 +23,10 @@ pub(super) fn validate(raw: RawConfig, dev: bool, port: Option<u16>) -> Result<C
     if let Some(port) = port {
         config.listen.set_port(port);
     }
+    // Port 0 is known only once bound: `build` follows the bound address then.
+    if config.listen.port() != 0 {
+        config.follow_served_address(config.listen);
+    }
 
     // The rules that tie keys together, after every key passed its own check.
     validate_names(&config.chats, &config.admins, &config.bot.name)?;

@@ -60,6 +60,45 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     r.assert_error(429, "too many requests");
 }
 
+/// Behind a proxy that appends a header line of its own (HAProxy's `option forwardfor`) or writes
+/// `ip:port`, what the client wrote itself must not choose its address.
+#[tokio::test]
+async fn a_client_cannot_choose_its_address_through_forwarded_for() {
+    let limits = "[rate_limit]\naccount_burst = 2\naccount_interval = \"1h\"";
+    let server =
+        TestServer::with_config(&format!("trusted_proxies = [\"127.0.0.1\"]\n{limits}")).await;
+    let c = server.client();
+    // Each sign-in claims a new address; the proxy's own entry names the same client each time.
+    let proxied = |claimed: String, proxy_lines: &'static [&'static str], name: String| {
+        let mut request = c
+            .http
+            .post(c.url("/api/login"))
+            .header("x-forwarded-for", claimed);
+        for line in proxy_lines {
+            request = request.header("x-forwarded-for", *line);
+        }
+        c.send(request.json(&json!({ "user": name })))
+    };
+    let cases: [(&str, &[&str]); 4] = [
+        ("a second header line", &["203.0.113.5"]),
+        ("ip:port", &["203.0.113.6:51234"]),
+        ("[v6]:port", &["[2001:db8:6::1]:443"]),
+        ("a hop that does not parse", &["unknown"]),
+    ];
+    for (i, (case, proxy_lines)) in cases.into_iter().enumerate() {
+        for attempt in 0..3 {
+            let r = proxied(
+                format!("198.51.{i}.{attempt}"),
+                proxy_lines,
+                format!("x{i}y{attempt}"),
+            )
+            .await;
+            let expected = if attempt < 2 { 200 } else { 429 };
+            assert_eq!(r.status, expected, "{case}, attempt {attempt}: {}", r.body);
+        }
+    }
+}
+
 #[tokio::test]
 async fn posting_is_limited_per_session_and_polls_are_not() {
     let server = TestServer::with_config(

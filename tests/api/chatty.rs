@@ -116,17 +116,23 @@ fn every_go_flag_form_takes_effect_before_or_after_the_command() {
     }
     assert_eq!(case, 18);
 
-    // A bad value is still refused naming the key and the flag.
-    let out = natter(
-        dir.path(),
-        &["-config", config, "-loglevel=loud", "check-config"],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("log_level") && stderr.contains("--log-level"),
-        "{stderr}"
-    );
+    // A bad value is still refused naming the key and the flag, as the operator typed it.
+    for (args, flag) in [
+        (&["-loglevel=loud"][..], "(set by -loglevel)"),
+        (&["-logLevel", "warning"], "(set by -logLevel)"),
+        (&["--log-level", "warning"], "(set by --log-level)"),
+    ] {
+        let out = natter(
+            dir.path(),
+            &[&["-config", config], args, &["check-config"]].concat(),
+        );
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("log_level") && stderr.contains(flag),
+            "{args:?}: {stderr}"
+        );
+    }
     let out = natter(dir.path(), &["-dev=maybe", "check-config"]);
     assert_eq!(out.status.code(), Some(2), "clap's usage error");
 }

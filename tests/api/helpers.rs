@@ -421,14 +421,28 @@ impl Served {
         Served::start_binary_with_args(env!("CARGO_BIN_EXE_natter").as_ref(), args)
     }
 
+    /// [`Served::start_with_args`] with these environment variables added.
+    pub fn start_with_env(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Served {
+        Served::start_binary_with_env(env!("CARGO_BIN_EXE_natter").as_ref(), args, env)
+    }
+
     /// Starts `binary` with `--config config`, once it has announced its address.
     pub fn start_binary(binary: &std::path::Path, config: &std::path::Path) -> Served {
         Served::start_binary_with_args(binary, &["--config".as_ref(), config.as_os_str()])
     }
 
     fn start_binary_with_args(binary: &std::path::Path, args: &[&std::ffi::OsStr]) -> Served {
+        Served::start_binary_with_env(binary, args, &[])
+    }
+
+    fn start_binary_with_env(
+        binary: &std::path::Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> Served {
         let mut child = Command::new(binary)
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

@@ -5,6 +5,11 @@ mod accounts;
 mod backup;
 mod chats;
 mod chatty;
+// The mirror tests' throwaway PostgreSQL, for the API tests that need one.
+#[cfg(feature = "pg")]
+#[allow(dead_code)]
+#[path = "../mirror/cluster.rs"]
+mod cluster;
 mod connections;
 mod conventions;
 mod crash;

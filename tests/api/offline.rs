@@ -172,6 +172,33 @@ fn a_taken_port_is_a_clear_error_with_exit_code_1() {
     );
 }
 
+#[test]
+fn a_failing_command_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &dir.path().join("d"));
+    let out = natter(&path, &["user", "verify", "nobody"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("no registered user named nobody"))
+        .collect();
+    assert_eq!(
+        said,
+        ["natter: no registered user named nobody"],
+        "{stderr}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = format!("listen = \"{}\"\n", taken.local_addr().unwrap());
+    std::fs::write(&path, listen + &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let out = natter(&path, &["serve"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = stderr.lines().filter(|l| l.contains("cannot listen on"));
+    assert_eq!(said.count(), 1, "{stderr}");
+}
+
 fn serve_config(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(

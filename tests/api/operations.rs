@@ -200,3 +200,118 @@ fn sighup_rereads_the_log_level_and_ignores_a_broken_file() {
     served.signal("-TERM");
     assert_eq!(served.child.wait().unwrap().code(), Some(0));
 }
+
+/// One HTTP/1.1 request on its own connection; the answer's status code.
+fn request(addr: &str, head: &str, body: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "{head}\r\nHost: natter\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer[9..12].parse().unwrap()
+}
+
+/// The `failregex` of the README's fail2ban filter, as fail2ban applies it to a journal line's
+/// message (its prefix part matches the syslog-style prefix, absent here).
+fn readme_failregex() -> regex::Regex {
+    let readme = include_str!("../../README.md");
+    let failregex = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("failregex = "))
+        .expect("the README documents a fail2ban failregex");
+    let pattern = failregex
+        .replace("%(__prefix_line)s", "")
+        .replace("<HOST>", r"(?P<host>[0-9A-Fa-f.:]+)");
+    regex::Regex::new(&pattern).unwrap()
+}
+
+#[test]
+fn a_failed_sign_in_logs_the_client_address_for_fail2ban() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ntrusted_proxies = [\"127.0.0.1\"]\n\
+             password_iterations = 1000\n",
+            dir.path().join("d").display()
+        ),
+    )
+    .unwrap();
+    // Under journald natter writes no timestamps: the lines are the journal's messages.
+    let served = Served::start_with_env(
+        &["--dev".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &[("JOURNAL_STREAM", "8:1234")],
+    );
+    let wrong = r#"{"user":"mallory","password":"not-the-password"}"#;
+    let forwarded = "POST /api/authorize HTTP/1.1\r\nX-Forwarded-For: 198.51.100.23";
+    assert_eq!(request(&served.addr, forwarded, wrong), 401);
+    assert_eq!(
+        request(&served.addr, "POST /api/authorize HTTP/1.1", wrong),
+        401
+    );
+    let guest = r#"{"user":"friendly"}"#;
+    assert_eq!(
+        request(&served.addr, "POST /api/login HTTP/1.1", guest),
+        200
+    );
+    assert_eq!(request(&served.addr, "GET /style.css HTTP/1.1", ""), 200);
+    wait_for_line(&served, 0, "GET /style.css 200");
+
+    let log = served.log.lock().unwrap().clone();
+    let failregex = readme_failregex();
+    let banned: Vec<&str> = log
+        .iter()
+        .filter_map(|l| failregex.captures(l))
+        .map(|c| c.name("host").unwrap().as_str())
+        .collect();
+    assert_eq!(banned, ["198.51.100.23", "127.0.0.1"], "{log:?}");
+    // Every request line names its client, the ones that succeed too.
+    for request in ["POST /api/login 200", "GET /style.css 200"] {
+        let line = log.iter().find(|l| l.contains(request)).unwrap();
+        assert!(line.contains("ms client=127.0.0.1"), "{line}");
+    }
+}
+
+/// `PORT=N natter --dev` without public_url: mailed links name the port served (0: the bound one).
+#[test]
+fn dev_links_follow_the_port_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\npassword_iterations = 1000\n",
+            dir.path().join("d").display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start_with_env(
+        &["--dev".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &[("PORT", "0")],
+    );
+    let port = served.addr.rsplit(':').next().unwrap().to_owned();
+    assert_ne!(port, "0");
+    let addr = format!("127.0.0.1:{port}");
+    let body = r#"{"user":"porter","email":"porter@example.org","password":"password123"}"#;
+    assert_eq!(request(&addr, "POST /api/register HTTP/1.1", body), 200);
+    let line = wait_for_line(&served, 0, "activation link: ");
+    assert!(
+        line.contains(&format!(
+            "activation link: http://localhost:{port}/api/verifyEmail/porter/"
+        )),
+        "{line}"
+    );
+    let start = wait_for_line(&served, 0, "listening on");
+    assert!(
+        start.contains(&format!("public_url http://localhost:{port})")),
+        "{start}"
+    );
+}

@@ -212,3 +212,44 @@ async fn idle_guests_are_swept_with_the_full_cascade_and_release_their_name() {
         .assert_error(401, "user not logged in");
     server.client().guest("idler").await;
 }
+
+/// A page asks whether it is signed in without an error status: `POST /api/session` answers 200
+/// either way, `null` when signed out, and as `loggedonly/login` when the cookie names a session.
+#[tokio::test]
+async fn the_session_probe_answers_200_signed_in_or_out() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let r = c.post("/api/session", json!({})).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "null"), "{r:?}");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert!(r.header("set-cookie").is_none());
+    let stranger = c.send(
+        c.http
+            .post(c.url("/api/session"))
+            .header("cookie", "natter_session=forged.value"),
+    );
+    assert_eq!(stranger.await.body, "null");
+
+    c.guest("prober").await;
+    let r = c.post("/api/session", json!({})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        r#"{"user":"prober","verified":false,"admin":false,"bot":false}"#
+    );
+    assert!(
+        r.header("set-cookie")
+            .unwrap()
+            .starts_with("natter_session=")
+    );
+    c.join("Main").await;
+
+    c.post("/api/loggedonly/logout", json!({}))
+        .await
+        .assert_ok_empty();
+    let r = c.post("/api/session", json!({})).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "null"));
+}

@@ -317,7 +317,7 @@ export async function watchPage(page) {
     const text = message.text();
     const url = (message.location() && message.location().url) || '';
     // The browser logs every non-2xx answer as "Failed to load resource". For /api/ calls those are answers
-    // the client handles and shows (401 before sign-in, a wrong password, a server being restarted), not
+    // the client handles and shows (a wrong password, a server being restarted), not
     // faults of the page; anything else (a missing asset, a CSP violation, an exception) counts.
     if (text.startsWith('Failed to load resource') && /\/api\//.test(url)) return;
     page.consoleErrors.push(url ? `${text} (${url})` : text);

@@ -189,4 +189,28 @@ describe('the page as a person uses it', { skip, timeout: 120_000 }, () => {
       await dark.context.close();
     }
   });
+
+  test('a page load asks for the session without an error status, signed out or in', async () => {
+    const { context, page } = await openPerson(browser);
+    // Chromium prints every API answer with an error status in the console, where operators see it.
+    const failed = [];
+    page.on('response', (response) => {
+      if (response.url().includes('/api/') && response.status() >= 400) {
+        failed.push(`${response.status()} ${new URL(response.url()).pathname}`);
+      }
+    });
+    try {
+      await guestLogin(page, server, 'loader');
+      await page.reload();
+      await waitForMainScreen(page, 'loader');
+      await page.locator('#logout-button').click();
+      await page.locator('#auth-screen').waitFor({ state: 'visible' });
+      await page.reload();
+      await page.locator('#auth-screen').waitFor({ state: 'visible' });
+      assert.deepEqual(failed, []);
+      assertClean(page);
+    } finally {
+      await context.close();
+    }
+  });
 });

@@ -80,6 +80,15 @@ where
 
 /// The full error chain: tokio-postgres puts the useful part (refused, TLS) in the source.
 pub fn describe_error(e: tokio_postgres::Error) -> String {
+    // A server error's DETAIL can quote a row (an email, a hash): only its message goes to the log.
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "db error: {}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(inner) = source {
