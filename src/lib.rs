@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod goflags;
 pub mod listener;
 pub mod mail;

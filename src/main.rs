@@ -14,6 +14,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    natter::files::restrict_umask();
     let cli = Cli::parse_from(natter::goflags::normalize_go_flags(std::env::args_os()));
     let sources = config::Sources {
         config_path: cli.config.clone(),
@@ -48,9 +49,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // Read while loading, before the logger existed.
-    for note in &notes {
-        log::warn!("{note}");
+    // Read while loading, before the logger existed. Said by check-config and at a start, not
+    // again by every offline command.
+    if matches!(command, Command::Serve) {
+        for note in &notes {
+            log::warn!("{note}");
+        }
     }
     let result = match command {
         Command::Serve | Command::CheckConfig => serve(config, sources, logger.clone()).await,
