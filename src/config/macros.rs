@@ -133,8 +133,10 @@ macro_rules! config_keys {
 
         impl $Config {
             /// Each table's name (`""` for the top level) and its `key = value` pairs in file order, values as
-            /// TOML text with secrets redacted.
-            pub(super) fn summary_tables(&self) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
+            /// TOML text; unset keys and secrets are marked to be printed commented out.
+            pub(super) fn summary_tables(
+                &self,
+            ) -> Vec<(&'static str, Vec<(&'static str, $crate::config::summary::Printed)>)> {
                 use $crate::config::summary::shown;
                 vec![
                     ("", vec![

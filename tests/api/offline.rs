@@ -466,3 +466,51 @@ fn a_data_directory_natter_cannot_open_is_named_with_its_owner_and_the_user() {
     assert!(text.contains(&format!("natter runs as {user}")), "{text}");
     assert!(text.contains("belongs to root (uid 0)"), "{text}");
 }
+
+#[test]
+fn check_config_prints_a_config_that_loads_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("original.toml");
+    // chatty-server's keys, natter's, and a secret from the environment.
+    std::fs::write(
+        &original,
+        format!(
+            "ServerListenAddress = \":9090\"\nchats = [\"Main\", \"Ops\"]\ndata_dir = \"{}\"\n\
+             poll_timeout = \"44s\"\n[mail]\nfrom = \"chat@example.org\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let key = "0123456789abcdef0123456789abcdef";
+    let check = |config: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_natter"))
+            .arg("--config")
+            .arg(config)
+            .arg("check-config")
+            .env("SECRET_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let first = check(&original);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("`ServerListenAddress` is chatty-server's"),
+        "check-config names the mapped keys: {}",
+        stderr(&first)
+    );
+    let printed = String::from_utf8(first.stdout).unwrap();
+    assert!(!printed.contains(key), "{printed}");
+    assert!(printed.contains("\n# secret_key = \"<redacted>\"\n"), "{printed}");
+    assert!(printed.contains("\n# listen = \"<unset>\"\n"), "metrics.listen: {printed}");
+    let copy = dir.path().join("new.toml");
+    std::fs::write(&copy, &printed).unwrap();
+    let second = check(&copy);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(String::from_utf8_lossy(&second.stdout), printed);
+    assert_eq!(stderr(&second), "", "natter's own keys need no notes");
+
+    // Other offline commands do not repeat the notes about the original's keys.
+    let out = natter(&original, &["chat", "create", "Later"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("chatty-server's"), "{}", stderr(&out));
+}
