@@ -109,12 +109,13 @@ async fn serve(
     result
 }
 
-/// On every SIGHUP: loads the config again from the same sources (file, environment, flags) and
-/// applies its `log_level`; other changes wait for a restart. A broken file is logged and ignored.
+/// On every SIGHUP: loads the config again from the same sources (file, environment, flags),
+/// applies its `log_level`, and names the changed keys that wait for a restart. A broken file is
+/// logged and ignored.
 #[cfg(unix)]
 fn reload_log_level_on_sighup(
     sources: config::Sources,
-    running: Config,
+    mut running: Config,
     logger: flexi_logger::LoggerHandle,
 ) -> Option<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -142,14 +143,13 @@ fn reload_log_level_on_sighup(
             };
             let new_level = loaded.log_level;
             level = apply_log_level(&logger, level, new_level, &sources);
-            let others_changed = Config {
-                log_level: running.log_level,
-                ..loaded
-            } != running;
-            if others_changed {
-                log::warn!(
-                    "SIGHUP: config changes other than log_level take effect at the next restart"
-                );
+            let report = config::reload_report(&running, &loaded);
+            // Compared with what is in force: the level just applied, the rest as started.
+            running.log_level = level;
+            if running != loaded {
+                log::warn!("{report}");
+            } else {
+                log::info!("{report}");
             }
         }
     }))

@@ -18,6 +18,7 @@ mod keys;
 mod layers;
 mod macros;
 mod original;
+mod reload;
 mod summary;
 mod url;
 mod validate;
@@ -37,6 +38,7 @@ use layers::Layers;
 use url::HttpUrl;
 
 pub use ipnet::IpNet;
+pub use reload::reload_report;
 pub use keys::{BotConfig, Config, MailConfig, MetricsConfig, RateLimitConfig};
 
 /// Config file read from the working directory when no `--config` path is given.
