@@ -3,8 +3,8 @@
 use crate::auth::password;
 use crate::backup::Export;
 use crate::config::Config;
-use crate::model::{ChatName, Password, name_key};
 use crate::files::OwnerGuard;
+use crate::model::{ChatName, Password, name_key};
 use crate::store::sled::{ReadCopy, SledStore, SyncMode};
 use crate::store::{Store, StoreError};
 use clap::{Parser, Subcommand};

@@ -38,8 +38,8 @@ use layers::Layers;
 use url::HttpUrl;
 
 pub use ipnet::IpNet;
-pub use reload::reload_report;
 pub use keys::{BotConfig, Config, MailConfig, MetricsConfig, RateLimitConfig};
+pub use reload::reload_report;
 
 /// Config file read from the working directory when no `--config` path is given.
 pub const DEFAULT_CONFIG_FILE: &str = "config.toml";

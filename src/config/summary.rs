@@ -230,8 +230,14 @@ mod tests {
             "{summary}"
         );
         // The summary is itself a loadable config file: placeholders are comments.
-        assert!(summary.contains("\n# secret_key = \"<unset>\"\n"), "{summary}");
-        assert!(summary.contains("[metrics]\n# listen = \"<unset>\""), "{summary}");
+        assert!(
+            summary.contains("\n# secret_key = \"<unset>\"\n"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("[metrics]\n# listen = \"<unset>\""),
+            "{summary}"
+        );
         assert_eq!(from_toml_str(&summary, true), from_toml_str("", true));
 
         let sources = Sources {

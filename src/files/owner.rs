@@ -23,8 +23,8 @@ pub fn hand_to_owner(dir: &Path) -> Result<usize, String> {
         let (uid, gid) = (top.uid(), top.gid());
         let mut changed = 0;
         for path in entries_under(dir)? {
-            let meta = std::fs::symlink_metadata(&path)
-                .map_err(|e| super::io_error("read", &path, &e))?;
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|e| super::io_error("read", &path, &e))?;
             if (meta.uid(), meta.gid()) != (uid, gid) {
                 std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
                     .map_err(|e| super::io_error("change the owner of", &path, &e))?;

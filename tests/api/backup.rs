@@ -511,14 +511,26 @@ async fn a_restore_run_as_root_or_as_the_service_user_leaves_the_data_to_the_ser
         } else {
             crate::offline::natter_as(&user, &config, &args)
         };
-        assert!(out.status.success(), "root: {run_as_root}: {}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "root: {run_as_root}: {}",
+            stderr(&out)
+        );
         let meta = std::fs::metadata(&data).unwrap();
-        assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700), "the directory kept");
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o777),
+            (uid, 0o700),
+            "the directory kept"
+        );
         for entry in std::fs::read_dir(&data).unwrap() {
             let entry = entry.unwrap();
             let name = entry.file_name().to_string_lossy().into_owned();
             assert!(!name.starts_with(".import"), "staging left behind: {name}");
-            assert_eq!(entry.metadata().unwrap().uid(), uid, "{name} not handed over");
+            assert_eq!(
+                entry.metadata().unwrap().uid(),
+                uid,
+                "{name} not handed over"
+            );
         }
         let leftovers: Vec<_> = std::fs::read_dir(&parent).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "nothing staged beside data_dir");

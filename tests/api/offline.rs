@@ -319,7 +319,11 @@ fn the_data_directory_and_the_export_are_private_and_no_symlink_is_followed() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     assert!(std::fs::symlink_metadata(&output).unwrap().is_file());
     assert_eq!(mode(&output), 0o600, "the dump holds every password hash");
-    assert!(std::fs::read_to_string(&output).unwrap().contains("\"Ops\""));
+    assert!(
+        std::fs::read_to_string(&output)
+            .unwrap()
+            .contains("\"Ops\"")
+    );
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -367,7 +371,11 @@ fn io_errors_name_the_path_and_the_user() {
     // A read-only command on a directory that was never made says which one.
     let out = natter(&config, &["user", "list"], None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("holds no natter data"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds no natter data"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir.path().join("data").exists(), "user list created it");
 }
 
@@ -376,12 +384,20 @@ fn io_errors_name_the_path_and_the_user() {
 pub fn test_service_user() -> Option<(String, u32)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("NOTICE: not root: the tests with a second user are skipped (CI runs them as root)");
+        eprintln!(
+            "NOTICE: not root: the tests with a second user are skipped (CI runs them as root)"
+        );
         return None;
     }
     let name = "natter-offline-test";
     let _ = Command::new("useradd")
-        .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ])
         .output()
         .unwrap();
     let out = Command::new("id").args(["-u", name]).output().unwrap();
@@ -500,8 +516,14 @@ fn check_config_prints_a_config_that_loads_back_the_same() {
     );
     let printed = String::from_utf8(first.stdout).unwrap();
     assert!(!printed.contains(key), "{printed}");
-    assert!(printed.contains("\n# secret_key = \"<redacted>\"\n"), "{printed}");
-    assert!(printed.contains("\n# listen = \"<unset>\"\n"), "metrics.listen: {printed}");
+    assert!(
+        printed.contains("\n# secret_key = \"<redacted>\"\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("\n# listen = \"<unset>\"\n"),
+        "metrics.listen: {printed}"
+    );
     let copy = dir.path().join("new.toml");
     std::fs::write(&copy, &printed).unwrap();
     let second = check(&copy);
@@ -512,5 +534,9 @@ fn check_config_prints_a_config_that_loads_back_the_same() {
     // Other offline commands do not repeat the notes about the original's keys.
     let out = natter(&original, &["chat", "create", "Later"], None);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("chatty-server's"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("chatty-server's"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -32,7 +32,11 @@ impl ReadCopy {
                     log_path.display()
                 )));
             }
-            Err(e) => return Err(StoreError::Disk(crate::files::io_error("open", &log_path, &e))),
+            Err(e) => {
+                return Err(StoreError::Disk(crate::files::io_error(
+                    "open", &log_path, &e,
+                )));
+            }
         };
         match log.try_lock() {
             Ok(()) => {}
@@ -40,7 +44,9 @@ impl ReadCopy {
                 return Err(StoreError::Locked(dir.to_path_buf()));
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StoreError::Disk(crate::files::io_error("lock", &log_path, &e)));
+                return Err(StoreError::Disk(crate::files::io_error(
+                    "lock", &log_path, &e,
+                )));
             }
         }
         let copy = tempfile::Builder::new()
@@ -126,7 +132,13 @@ mod tests {
         let before = listing(&data);
         std::thread::sleep(std::time::Duration::from_millis(20));
         let copy = ReadCopy::open(&data).unwrap();
-        let names: Vec<String> = copy.store().chats().unwrap().into_iter().map(|c| c.name).collect();
+        let names: Vec<String> = copy
+            .store()
+            .chats()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         assert_eq!(names, ["Ops"]);
         drop(copy);
         assert_eq!(listing(&data), before);
@@ -141,7 +153,10 @@ mod tests {
         drop(store);
         let missing = dir.path().join("absent");
         let e = ReadCopy::open(&missing).err().unwrap().to_string();
-        assert!(e.contains("holds no natter data") && e.contains("absent"), "{e}");
+        assert!(
+            e.contains("holds no natter data") && e.contains("absent"),
+            "{e}"
+        );
         assert!(!missing.exists());
     }
 }
