@@ -55,10 +55,10 @@ for file in usr/bin/natter etc/natter/config.toml "$unit_path" usr/share/doc/nat
   [ -f "$tmp/root/$file" ] || fail "the package lacks /$file"
 done
 grep -qx /etc/natter/config.toml "$tmp/control/conffiles" || fail "/etc/natter/config.toml is not a conffile"
-# A never-configured natter must not start at the next boot: the operator enables it.
-if grep -q 'deb-systemd-helper enable natter.service' "$tmp/control/postinst"; then
-  fail "postinst enables natter.service; the operator enables it after configuring"
-fi
+# A never-configured natter must not start at the next boot: the operator enables it. With
+# cargo-deb's enable = false, postinst enables only a unit that was installed and enabled before.
+grep -q 'if deb-systemd-helper debian-installed natter.service; then' "$tmp/control/postinst" ||
+  fail "postinst enables natter.service at install; the operator enables it after configuring"
 if grep -Eq 'deb-systemd-invoke (start|restart) ' "$tmp/control/postinst"; then
   fail "postinst starts natter.service; the operator starts it after configuring"
 fi
@@ -87,7 +87,7 @@ if [ "$install" = 1 ]; then
   [ -z "$out" ] || fail "systemd-analyze verify complained: $out"
   [ ! -e /etc/systemd/system/multi-user.target.wants/natter.service ] || fail "installing enabled natter.service"
   # The operator enables it; purging disables it again and deletes the data.
-  deb-systemd-helper enable natter.service
+  systemctl enable natter.service
   [ -L /etc/systemd/system/multi-user.target.wants/natter.service ] || fail "natter.service cannot be enabled"
   mkdir -p /var/lib/private/natter && echo data >/var/lib/private/natter/db
   env -i /usr/bin/natter --config /etc/natter/config.toml check-config >/dev/null ||

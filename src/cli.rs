@@ -194,6 +194,7 @@ pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliEr
     let _owner = OwnerGuard::new(&config.data_dir);
     let store = open(config)?;
     match command {
+        // Answered from a copy above.
         UserCommand::List => {}
         UserCommand::Verify { name } => update_user(&store, &name, |u| {
             u.verified = true;
@@ -283,6 +284,7 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
     let _owner = OwnerGuard::new(&config.data_dir);
     let store = open(config)?;
     match command {
+        // Answered from a copy above.
         ChatCommand::List => {}
         ChatCommand::Create { name } => {
             let chat = ChatName::parse(&name)
