@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the .deb with cargo-deb and checks what it ships: its files and conffile, the maintainer
-# scripts (the service is enabled, not started), the systemd unit (`systemd-analyze verify` silent,
+# scripts (the service is neither enabled nor started; a purge deletes the data), the systemd unit (`systemd-analyze verify` silent,
 # `systemd-analyze security` exposure at most 2.0), and the packaged binary with the packaged config
 # (check-config, then a start, /healthz and a clean SIGTERM).
 #
@@ -55,11 +55,17 @@ for file in usr/bin/natter etc/natter/config.toml "$unit_path" usr/share/doc/nat
   [ -f "$tmp/root/$file" ] || fail "the package lacks /$file"
 done
 grep -qx /etc/natter/config.toml "$tmp/control/conffiles" || fail "/etc/natter/config.toml is not a conffile"
-grep -q 'deb-systemd-helper enable natter.service' "$tmp/control/postinst" ||
-  fail "postinst does not enable natter.service"
+# A never-configured natter must not start at the next boot: the operator enables it. With
+# cargo-deb's enable = false, postinst enables only a unit that was installed and enabled before.
+grep -q 'if deb-systemd-helper debian-installed natter.service; then' "$tmp/control/postinst" ||
+  fail "postinst enables natter.service at install; the operator enables it after configuring"
 if grep -Eq 'deb-systemd-invoke (start|restart) ' "$tmp/control/postinst"; then
   fail "postinst starts natter.service; the operator starts it after configuring"
 fi
+grep -q 'rm -rf /var/lib/private/natter /var/lib/natter' "$tmp/control/postrm" ||
+  fail "postrm does not delete the data on purge"
+grep -q 'deb-systemd-helper purge natter.service' "$tmp/control/postrm" ||
+  fail "cargo-deb's systemd part is missing from postrm (#DEBHELPER#)"
 cmp -s packaging/natter.service "$tmp/root/$unit_path" || fail "the packaged unit differs from packaging/natter.service"
 
 echo "== systemd-analyze security"
@@ -79,7 +85,11 @@ if [ "$install" = 1 ]; then
   installed_unit=$(dpkg -L natter | grep '/systemd/system/natter.service$')
   out=$(systemd-analyze verify "$installed_unit" 2>&1) || fail "systemd-analyze verify failed: $out"
   [ -z "$out" ] || fail "systemd-analyze verify complained: $out"
-  [ -L /etc/systemd/system/multi-user.target.wants/natter.service ] || fail "natter.service is not enabled"
+  [ ! -e /etc/systemd/system/multi-user.target.wants/natter.service ] || fail "installing enabled natter.service"
+  # The operator enables it; purging disables it again and deletes the data.
+  systemctl enable natter.service
+  [ -L /etc/systemd/system/multi-user.target.wants/natter.service ] || fail "natter.service cannot be enabled"
+  mkdir -p /var/lib/private/natter && echo data >/var/lib/private/natter/db
   env -i /usr/bin/natter --config /etc/natter/config.toml check-config >/dev/null ||
     fail "the installed natter rejects the installed config"
   # An upgrade (here: the same package again) keeps the operator's edits to the conffile.
@@ -90,7 +100,9 @@ if [ "$install" = 1 ]; then
   dpkg --purge natter
   [ ! -e /etc/natter/config.toml ] && [ ! -e /usr/bin/natter ] || fail "purging left files behind"
   [ ! -e /etc/systemd/system/multi-user.target.wants/natter.service ] || fail "purging left the service enabled"
-  echo "installed, verified ($installed_unit: silent), enabled, reinstalled keeping the config, purged"
+  [ ! -e /var/lib/private/natter ] || fail "purging left the data in /var/lib/private/natter"
+  echo "installed (not enabled), verified ($installed_unit: silent), enabled, reinstalled keeping the config," \
+    "purged with its data"
 else
   out=$(systemd-analyze verify "$tmp/root/$unit_path" 2>&1) || true
   rest=$(grep -v 'Command /usr/bin/natter is not executable' <<<"$out" || true)

@@ -3,8 +3,9 @@
 use crate::auth::password;
 use crate::backup::Export;
 use crate::config::Config;
+use crate::files::OwnerGuard;
 use crate::model::{ChatName, Password, name_key};
-use crate::store::sled::{SledStore, SyncMode};
+use crate::store::sled::{ReadCopy, SledStore, SyncMode};
 use crate::store::{Store, StoreError};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -149,7 +150,14 @@ impl From<StoreError> for CliError {
     }
 }
 
-/// Opens the data directory; with a mirror configured, changes queue for it like the server's.
+/// Opens a private copy of the data directory for a command that only reads: the data
+/// directory itself is not written (README, Command line).
+fn open_for_reading(config: &Config) -> Result<ReadCopy, CliError> {
+    Ok(ReadCopy::open(&config.data_dir)?)
+}
+
+/// Opens the data directory to change it; with a mirror configured, changes queue for it like
+/// the server's. Hold an [`OwnerGuard`] from before this call.
 fn open(config: &Config) -> Result<std::sync::Arc<SledStore>, CliError> {
     if cfg!(feature = "pg") && config.database_url.is_some() {
         return Ok(SledStore::open_mirrored(
@@ -169,20 +177,25 @@ fn finish(store: &SledStore) -> Result<(), CliError> {
 
 /// Runs `natter user ...`.
 pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliError> {
-    let store = open(config)?;
-    match command {
-        UserCommand::List => {
+    if let UserCommand::List = command {
+        let copy = open_for_reading(config)?;
+        println!(
+            "{:<32} {:<40} {:<8} {:<5}",
+            "NAME", "EMAIL", "VERIFIED", "ADMIN"
+        );
+        for user in copy.store().users()? {
             println!(
                 "{:<32} {:<40} {:<8} {:<5}",
-                "NAME", "EMAIL", "VERIFIED", "ADMIN"
+                user.name, user.email, user.verified, user.admin
             );
-            for user in store.users()? {
-                println!(
-                    "{:<32} {:<40} {:<8} {:<5}",
-                    user.name, user.email, user.verified, user.admin
-                );
-            }
         }
+        return Ok(());
+    }
+    let _owner = OwnerGuard::new(&config.data_dir);
+    let store = open(config)?;
+    match command {
+        // Answered from a copy above.
+        UserCommand::List => {}
         UserCommand::Verify { name } => update_user(&store, &name, |u| {
             u.verified = true;
             u.activation = None;
@@ -260,15 +273,19 @@ fn read_password() -> Result<Password, CliError> {
 
 /// Runs `natter chat ...`.
 pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
+    if let ChatCommand::List = command {
+        let mut chats = open_for_reading(config)?.store().chats()?;
+        chats.sort_by(|a, b| a.name.cmp(&b.name));
+        for chat in chats {
+            println!("{}", chat.name);
+        }
+        return Ok(());
+    }
+    let _owner = OwnerGuard::new(&config.data_dir);
     let store = open(config)?;
     match command {
-        ChatCommand::List => {
-            let mut chats = store.chats()?;
-            chats.sort_by(|a, b| a.name.cmp(&b.name));
-            for chat in chats {
-                println!("{}", chat.name);
-            }
-        }
+        // Answered from a copy above.
+        ChatCommand::List => {}
         ChatCommand::Create { name } => {
             let chat = ChatName::parse(&name)
                 .map_err(|_| CliError::failed(format!("invalid chat name: {name:?}")))?;
@@ -294,8 +311,8 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
 
 /// Runs `natter export`: the dump goes to `output`, or to standard output.
 pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError> {
-    let store = open(config)?;
-    let export = Export::offline(store.clone(), crate::chat::now())?;
+    let copy = open_for_reading(config)?;
+    let export = Export::offline(copy.store().clone(), crate::chat::now())?;
     let counts = match output {
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -305,7 +322,6 @@ pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError
         }
         Some(path) => write_export_file(export, path)?,
     };
-    finish(&store)?;
     // Standard output may be the dump itself: the summary goes to standard error.
     eprintln!(
         "exported {} users, {} chats, {} messages",
@@ -314,29 +330,45 @@ pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError
     Ok(())
 }
 
-/// Writes beside `path` and renames when complete, so `path` never holds half a dump.
+/// Writes a new file beside `path` under an unpredictable name, mode 0600 (the dump holds
+/// every password hash), and renames it to `path` when complete, so `path` never holds half a
+/// dump. The new file is created exclusively, so no symlink planted beside `path` is followed,
+/// and the rename replaces a symlink at `path` itself rather than writing through it.
 fn write_export_file(export: Export, path: &Path) -> Result<crate::backup::Counts, CliError> {
-    let failed =
-        |e: std::io::Error| CliError::failed(format!("cannot write {}: {e}", path.display()));
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let written = (|| {
-        let file = std::fs::File::create(&partial)?;
-        let mut out = std::io::BufWriter::new(file);
-        let counts = export.write_to(&mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&partial, path)?;
-        Ok(counts)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    written.map_err(failed)
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let failed = |action: &str, at: &Path, e: std::io::Error| {
+        CliError::failed(crate::files::io_error(action, at, &e))
+    };
+    // tempfile removes the partial file if anything below fails.
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.as_deref().unwrap_or("export")))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| failed("create a file in", dir, e))?;
+    let mut out = std::io::BufWriter::new(partial);
+    let counts = export
+        .write_to(&mut out)
+        .map_err(|e| failed("write the export to", path, e))?;
+    let partial = out
+        .into_inner()
+        .map_err(|e| failed("write the export to", path, e.into_error()))?;
+    partial
+        .as_file()
+        .sync_all()
+        .map_err(|e| failed("write the export to", path, e))?;
+    partial
+        .persist(path)
+        .map_err(|e| failed("rename the export to", path, e.error))?;
+    Ok(counts)
 }
 
 /// Runs `natter import PATH`: checks the whole dump, then loads it into the empty `data_dir`.
 pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
+    let _owner = OwnerGuard::new(&config.data_dir);
     let counts = crate::backup::import(path, &config.data_dir)
         .map_err(|e| CliError::failed(format!("{} was not imported: {e}", path.display())))?;
     println!(
@@ -358,6 +390,7 @@ pub async fn run_import_chatty(
     dry_run: bool,
 ) -> Result<(), CliError> {
     use crate::store::mirror::chatty;
+    let _owner = OwnerGuard::new(&config.data_dir);
     let store = if dry_run && !config.data_dir.exists() {
         None
     } else {

@@ -12,6 +12,7 @@ pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod goflags;
 pub mod listener;
 pub mod log_spec;

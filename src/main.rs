@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    natter::files::restrict_umask();
     let normalized = natter::goflags::normalize(std::env::args_os());
     let cli = Cli::parse_from(&normalized.args);
     let sources = config::Sources {
@@ -44,9 +45,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // Read while loading, before the logger existed.
-    for note in &notes {
-        log::warn!("{note}");
+    // Read while loading, before the logger existed. Said by check-config and at a start, not
+    // again by every offline command.
+    if matches!(command, Command::Serve) {
+        for note in &notes {
+            log::warn!("{note}");
+        }
     }
     let result = match command {
         Command::Serve | Command::CheckConfig => serve(config, sources, logger.clone()).await,
@@ -106,12 +110,13 @@ async fn serve(
     result
 }
 
-/// On every SIGHUP: loads the config again from the same sources (file, environment, flags) and
-/// applies its `log_level`; other changes wait for a restart. A broken file is logged and ignored.
+/// On every SIGHUP: loads the config again from the same sources (file, environment, flags),
+/// applies its `log_level`, and names the changed keys that wait for a restart. A broken file is
+/// logged and ignored.
 #[cfg(unix)]
 fn reload_log_level_on_sighup(
     sources: config::Sources,
-    running: Config,
+    mut running: Config,
     logger: flexi_logger::LoggerHandle,
 ) -> Option<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -140,14 +145,13 @@ fn reload_log_level_on_sighup(
             let new_level = loaded.log_level;
             let dependencies = running.dependency_log_level;
             level = apply_log_level(&logger, level, new_level, dependencies, &sources);
-            let others_changed = Config {
-                log_level: running.log_level,
-                ..loaded
-            } != running;
-            if others_changed {
-                log::warn!(
-                    "SIGHUP: config changes other than log_level take effect at the next restart"
-                );
+            let report = config::reload_report(&running, &loaded);
+            // Compared with what is in force: the level just applied, the rest as started.
+            running.log_level = level;
+            if running != loaded {
+                log::warn!("{report}");
+            } else {
+                log::info!("{report}");
             }
         }
     }))

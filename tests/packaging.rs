@@ -209,6 +209,9 @@ fn the_packaged_config_serves_and_logs_a_start_summary() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // Outside systemd too, the data directory is natter's alone.
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
 }
 
 /// A child that a failing test must not leave running.
@@ -219,4 +222,40 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn the_package_neither_enables_natter_nor_keeps_its_data_after_a_purge() {
+    let manifest = std::fs::read_to_string(repo("Cargo.toml")).unwrap();
+    // A never-configured natter must not start at the next boot on 0.0.0.0:8080 without mail.
+    assert!(
+        manifest
+            .lines()
+            .any(|l| l.starts_with("systemd-units = { enable = false, start = false")),
+        "the package must not enable natter.service"
+    );
+    assert!(manifest.contains(r#"maintainer-scripts = "packaging""#));
+    let postrm = std::fs::read_to_string(repo("packaging/postrm")).unwrap();
+    assert!(postrm.starts_with("#!/bin/sh\n"), "{postrm}");
+    assert!(
+        postrm.contains("\n#DEBHELPER#\n"),
+        "cargo-deb's systemd part goes here"
+    );
+    let purge = postrm
+        .split("if [ \"$1\" = \"purge\" ]; then")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no purge branch: {postrm}"));
+    assert!(
+        purge.contains("rm -rf /var/lib/private/natter /var/lib/natter"),
+        "{postrm}"
+    );
+    let out = Command::new("sh")
+        .arg("-n")
+        .arg(repo("packaging/postrm"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    assert!(readme.contains("systemctl enable --now natter"));
+    assert!(readme.contains("dpkg --purge natter"));
 }

@@ -1,6 +1,7 @@
 //! Reading a dump back (`natter import`): the whole file is checked before anything is written,
-//! then loaded into a fresh directory beside `data_dir` that is moved into place only when
-//! complete. A damaged or cut-off dump is refused, naming its line, and writes nothing.
+//! then loaded into a hidden staging directory inside `data_dir` (the one place the service may
+//! write) whose files are moved up only when complete. A damaged or cut-off dump is refused,
+//! naming its line, and writes nothing.
 
 use super::{Counts, FORMAT_VERSION, Header, Line};
 use crate::store::sled::{SledStore, SyncMode};
@@ -8,7 +9,7 @@ use crate::store::{Author, ChatRecord, MessageRecord, NextIds, Restored, Store, 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Longest line accepted; a message is at most `max_message_chars` characters, far below this.
 const MAX_LINE_BYTES: u64 = 16 << 20;
@@ -61,20 +62,43 @@ pub fn validate(path: &Path) -> Result<(Header, Counts), ImportError> {
 pub fn import(path: &Path, data_dir: &Path) -> Result<Counts, ImportError> {
     ensure_empty(data_dir)?;
     let (header, counts) = validate(path)?;
-    let staging = staging_dir(data_dir);
-    std::fs::create_dir(&staging)
-        .map_err(|e| ImportError::general(format!("cannot create {}: {e}", staging.display())))?;
-    let loaded = load(path, &staging, header).and_then(|()| move_into_place(&staging, data_dir));
-    if loaded.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    loaded.map(|()| counts)
+    crate::files::create_private_dir(data_dir).map_err(ImportError::general)?;
+    // Removed with whatever it holds if anything below fails; empty once the files moved up.
+    let staging = tempfile::Builder::new()
+        .prefix(".import-")
+        .tempdir_in(data_dir)
+        .map_err(|e| {
+            ImportError::general(crate::files::io_error(
+                "create a staging directory in",
+                data_dir,
+                &e,
+            ))
+        })?;
+    load(path, staging.path(), header)?;
+    move_into_place(staging.path(), data_dir)?;
+    end_load(data_dir)?;
+    Ok(counts)
+}
+
+/// What the "import" mark on disk says while the files move up: a start or another import
+/// that meets it refuses the half-moved directory instead of serving part of the dump.
+const LOAD_MARK: &str = "import";
+
+fn storage(e: crate::store::StoreError) -> ImportError {
+    ImportError::general(e.to_string())
+}
+
+/// Clears the mark in the moved store: the import is complete.
+fn end_load(data_dir: &Path) -> Result<(), ImportError> {
+    let store = SledStore::open(data_dir, SyncMode::Relaxed).map_err(storage)?;
+    store.end_load().map_err(storage)?;
+    store.close().map_err(storage)
 }
 
 /// Writes every record of the (already validated) dump into a new store at `dir`.
 fn load(path: &Path, dir: &Path, header: Header) -> Result<(), ImportError> {
-    let storage = |e: crate::store::StoreError| ImportError::general(e.to_string());
     let store = SledStore::open(dir, SyncMode::Relaxed).map_err(storage)?;
+    store.begin_load(LOAD_MARK).map_err(storage)?;
     let next = NextIds {
         chat: header.next_chat_id,
         message: header.next_message_id,
@@ -97,9 +121,8 @@ fn load(path: &Path, dir: &Path, header: Header) -> Result<(), ImportError> {
 fn ensure_empty(data_dir: &Path) -> Result<(), ImportError> {
     match std::fs::read_dir(data_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ImportError::general(format!(
-            "cannot read {}: {e}",
-            data_dir.display()
+        Err(e) => Err(ImportError::general(crate::files::io_error(
+            "read", data_dir, &e,
         ))),
         Ok(mut entries) => match entries.next() {
             None => Ok(()),
@@ -111,44 +134,24 @@ fn ensure_empty(data_dir: &Path) -> Result<(), ImportError> {
     }
 }
 
-/// A directory beside `data_dir`, on the same file system, so the final move is a rename.
-fn staging_dir(data_dir: &Path) -> PathBuf {
-    let name = data_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "natter-data".into());
-    let parent = data_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parent.join(format!(".{name}.import-{}", std::process::id()))
-}
-
-/// Renames the finished store to `data_dir`. An empty `data_dir` that cannot be replaced (a
-/// mount point) receives the store's files one by one instead.
+/// Moves the finished store's files from `staging` up into `data_dir`, the log file first:
+/// cut short, the directory then holds the "import" mark and is refused, never served.
 fn move_into_place(staging: &Path, data_dir: &Path) -> Result<(), ImportError> {
     let failed = |what: &Path, e: std::io::Error| {
-        ImportError::general(format!(
-            "cannot move the import into {}: {e}",
-            what.display()
-        ))
+        ImportError::general(crate::files::io_error("move the import into", what, &e))
     };
-    ensure_empty(data_dir)?;
-    let replaceable = !data_dir.exists() || std::fs::remove_dir(data_dir).is_ok();
-    if replaceable {
-        std::fs::rename(staging, data_dir).map_err(|e| failed(data_dir, e))?;
-    } else {
-        for entry in std::fs::read_dir(staging).map_err(|e| failed(staging, e))? {
-            let entry = entry.map_err(|e| failed(staging, e))?;
-            let target = data_dir.join(entry.file_name());
-            std::fs::rename(entry.path(), &target).map_err(|e| failed(&target, e))?;
-        }
-        std::fs::remove_dir(staging).map_err(|e| failed(staging, e))?;
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(staging)
+        .map_err(|e| failed(staging, e))?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| failed(staging, e))?;
+    names.sort_by_key(|name| name != "db");
+    for name in names {
+        let target = data_dir.join(&name);
+        std::fs::rename(staging.join(&name), &target).map_err(|e| failed(&target, e))?;
     }
-    // The rename itself is durable once the parent directory is synced (best effort).
-    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty())
-        && let Ok(dir) = File::open(parent)
-    {
+    // The renames are durable once the directory is synced (best effort).
+    if let Ok(dir) = File::open(data_dir) {
         let _ = dir.sync_all();
     }
     Ok(())
@@ -175,7 +178,7 @@ struct DumpReader {
 impl DumpReader {
     fn open(path: &Path) -> Result<DumpReader, ImportError> {
         let file = File::open(path)
-            .map_err(|e| ImportError::general(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| ImportError::general(crate::files::io_error("open", path, &e)))?;
         let mut reader = DumpReader {
             input: BufReader::with_capacity(1 << 16, file),
             line: 0,

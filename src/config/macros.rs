@@ -132,9 +132,23 @@ macro_rules! config_keys {
         )*
 
         impl $Config {
+            /// The dotted names of the keys whose values differ from `other`'s, in file order.
+            pub fn changed_keys(&self, other: &Self) -> Vec<&'static str> {
+                let mut changed = Vec::new();
+                $(if self.$key != other.$key {
+                    changed.push(stringify!($key));
+                })*
+                $($(if self.$sect.$field != other.$sect.$field {
+                    changed.push(concat!(stringify!($sect), ".", stringify!($field)));
+                })*)*
+                changed
+            }
+
             /// Each table's name (`""` for the top level) and its `key = value` pairs in file order, values as
-            /// TOML text with secrets redacted.
-            pub(super) fn summary_tables(&self) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
+            /// TOML text; unset keys and secrets are marked to be printed commented out.
+            pub(super) fn summary_tables(
+                &self,
+            ) -> Vec<(&'static str, Vec<(&'static str, $crate::config::summary::Printed)>)> {
                 use $crate::config::summary::shown;
                 vec![
                     ("", vec![

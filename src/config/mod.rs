@@ -18,6 +18,7 @@ mod keys;
 mod layers;
 mod macros;
 mod original;
+mod reload;
 mod summary;
 mod url;
 mod validate;
@@ -38,6 +39,7 @@ use url::HttpUrl;
 
 pub use ipnet::IpNet;
 pub use keys::{BotConfig, Config, MailConfig, MetricsConfig, RateLimitConfig};
+pub use reload::reload_report;
 
 /// Config file read from the working directory when no `--config` path is given.
 pub const DEFAULT_CONFIG_FILE: &str = "config.toml";

@@ -1,4 +1,5 @@
-//! The effective configuration printed back as a loadable config file, with secrets redacted.
+//! The effective configuration printed back as a loadable config file: unset keys and secrets
+//! (never printed) are commented out, so `check-config > new.toml` gives a file that loads.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,17 +11,30 @@ impl Config {
     /// Every effective key as `key = value` lines in config-file order, with secrets redacted.
     pub fn effective_summary(&self) -> String {
         let mode = if self.dev { "dev" } else { "production" };
-        let mut out = format!("# natter effective configuration ({mode} mode)\n");
+        let mut out = format!(
+            "# natter effective configuration ({mode} mode)\n\
+             # Commented out: keys without a value, and secrets (never printed; give them through the\n\
+             # environment or a *_FILE credential).\n"
+        );
         for (table, entries) in self.summary_tables() {
             if !table.is_empty() {
                 out.push_str(&format!("\n[{table}]\n"));
             }
-            for (key, value) in entries {
-                out.push_str(&format!("{key} = {value}\n"));
+            for (key, printed) in entries {
+                let comment = if printed.commented { "# " } else { "" };
+                out.push_str(&format!("{comment}{key} = {}\n", printed.text));
             }
         }
         out
     }
+}
+
+/// A key's value as the summary prints it.
+pub(crate) struct Printed {
+    /// TOML text, or a placeholder (`"<unset>"`, `"<redacted>"`).
+    pub text: String,
+    /// Printed as a comment: the key has no value, or its value is a secret.
+    pub commented: bool,
 }
 
 /// A typed value as the summary prints it: TOML text, as the file would write it.
@@ -35,11 +49,18 @@ pub(super) trait Shown {
 }
 
 /// The summary's text for a key's value; a secret key shows only whether it is set.
-pub(super) fn shown<T: Shown>(secret: bool, value: &T) -> String {
+pub(super) fn shown<T: Shown>(secret: bool, value: &T) -> Printed {
+    let placeholder = |text: &str| Printed {
+        text: quoted(text),
+        commented: true,
+    };
     match (secret, value.is_set()) {
-        (true, true) => quoted("<redacted>"),
-        (_, false) => quoted("<unset>"),
-        (false, true) => value.shown(),
+        (true, true) => placeholder("<redacted>"),
+        (_, false) => placeholder("<unset>"),
+        (false, true) => Printed {
+            text: value.shown(),
+            commented: false,
+        },
     }
 }
 
@@ -220,12 +241,16 @@ mod tests {
             summary.starts_with("# natter effective configuration (dev mode)"),
             "{summary}"
         );
-        // The summary is itself a loadable config file once the placeholders are dropped.
-        let loadable: Vec<&str> = summary.lines().filter(|l| !l.contains("<unset>")).collect();
-        assert_eq!(
-            from_toml_str(&loadable.join("\n"), true),
-            from_toml_str("", true)
+        // The summary is itself a loadable config file: placeholders are comments.
+        assert!(
+            summary.contains("\n# secret_key = \"<unset>\"\n"),
+            "{summary}"
         );
+        assert!(
+            summary.contains("[metrics]\n# listen = \"<unset>\""),
+            "{summary}"
+        );
+        assert_eq!(from_toml_str(&summary, true), from_toml_str("", true));
 
         let sources = Sources {
             env: vars(&[("SECRET_KEY", KEY32)]),

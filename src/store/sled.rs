@@ -1,8 +1,11 @@
 //! The sled implementation of `Store`: one tree per record kind, bincode values, group commit.
 
+mod copy;
 mod engine;
 mod mirrored;
 mod recovery;
+
+pub use copy::ReadCopy;
 
 pub use mirrored::new_instance;
 
@@ -938,6 +941,20 @@ fn open_error(dir: &Path, e: sled::Error) -> StoreError {
             || err.to_string().contains("could not acquire lock"))
     {
         return StoreError::Locked(dir.to_path_buf());
+    }
+    if let sled::Error::Io(err) = &e {
+        // sled's own message names no file: find the one this process cannot use.
+        let culprit = match crate::files::find_inaccessible(dir) {
+            Some(found) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                format!("; {found}")
+            }
+            _ => String::new(),
+        };
+        return StoreError::Disk(format!(
+            "cannot open the data directory {}: {err}{culprit} (natter runs as {})",
+            dir.display(),
+            crate::files::process_user()
+        ));
     }
     io(e)
 }

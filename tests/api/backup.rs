@@ -471,3 +471,73 @@ async fn a_large_export_streams_from_its_cut_while_other_requests_are_served() {
     assert!(!dump.contains("during the export"));
     server.stop().await;
 }
+
+/// The package's restore recipe (README, Restoring into the package): the service stopped,
+/// `natter import` run as root into the emptied data directory the service owns, inside a
+/// parent nobody but root may write (as /var/lib under ProtectSystem=strict); then the service's
+/// user opens it.
+#[tokio::test]
+async fn a_restore_run_as_root_or_as_the_service_user_leaves_the_data_to_the_service() {
+    let Some((user, uid)) = crate::offline::test_service_user() else {
+        return;
+    };
+    let mut source = TestServer::start().await;
+    populate(&source).await;
+    source.stop().await;
+    let shared = crate::offline::shared_tempdir();
+    let dump = shared.path().join("dump.jsonl");
+    let config = offline_config(source.dir.path(), &source.data_dir());
+    let out = natter(&config, &["export", "--output", dump.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(&dump, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    for run_as_root in [true, false] {
+        // /var/lib: root's, read-only to the service; /var/lib/natter: the service's.
+        let parent = shared.path().join(format!("lib-{run_as_root}"));
+        std::fs::create_dir(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = parent.join("natter");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(uid), Some(uid)).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let config = shared.path().join(format!("config-{run_as_root}.toml"));
+        std::fs::write(&config, format!("data_dir = \"{}\"\n", data.display())).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let args = ["import", dump.to_str().unwrap()];
+        let out = if run_as_root {
+            natter(&config, &args)
+        } else {
+            crate::offline::natter_as(&user, &config, &args)
+        };
+        assert!(
+            out.status.success(),
+            "root: {run_as_root}: {}",
+            stderr(&out)
+        );
+        let meta = std::fs::metadata(&data).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o777),
+            (uid, 0o700),
+            "the directory kept"
+        );
+        for entry in std::fs::read_dir(&data).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with(".import"), "staging left behind: {name}");
+            assert_eq!(
+                entry.metadata().unwrap().uid(),
+                uid,
+                "{name} not handed over"
+            );
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&parent).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "nothing staged beside data_dir");
+        // The service's user reads and writes what was restored.
+        let out = crate::offline::natter_as(&user, &config, &["chat", "create", "Later"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = crate::offline::natter_as(&user, &config, &["user", "list"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Pat"));
+    }
+}

@@ -3,6 +3,9 @@
 
 use crate::helpers::{Served, TestServer};
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn natter(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
@@ -279,4 +282,288 @@ async fn acknowledged_writes_and_sessions_survive_kill_9_and_pollers_are_told_to
     assert_eq!(first["type"], "ResyncEvent", "{first}");
     served.signal("-TERM");
     assert_eq!(served.child.wait().unwrap().code(), Some(0));
+}
+
+/// Every entry under `dir` with its length, modification time and owner.
+fn tree_listing(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime, u32)> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            found.insert(
+                entry.path(),
+                (meta.len(), meta.modified().unwrap(), meta.uid()),
+            );
+        }
+    }
+    found
+}
+
+/// `natter` under the shell's usual umask 022, as an operator's shell runs it.
+fn natter_umask_022(config: &Path, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_natter"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_data_directory_and_the_export_are_private_and_no_symlink_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &data);
+    let out = natter_umask_022(&config, &["chat", "create", "Ops"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    for (path, _) in tree_listing(&data) {
+        let expected = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&path), expected, "{}", path.display());
+    }
+
+    // A link planted where the old code wrote its partial file, pointing at a file the
+    // operator may write but the dump must not land in.
+    let output = dir.path().join("backup.jsonl");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("backup.jsonl.partial")).unwrap();
+    let out = natter_umask_022(&config, &["export", "--output", output.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(std::fs::symlink_metadata(&output).unwrap().is_file());
+    assert_eq!(mode(&output), 0o600, "the dump holds every password hash");
+    assert!(
+        std::fs::read_to_string(&output)
+            .unwrap()
+            .contains("\"Ops\"")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial") && n != "backup.jsonl.partial")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn commands_that_only_read_leave_the_data_directory_untouched() {
+    let mut server = TestServer::start().await;
+    let c = server.client();
+    c.registered("reader").await;
+    c.join("Main").await;
+    c.say("Main", "a message the server wrote").await;
+    server.stop().await;
+    let config = write_config(server.dir.path(), &server.data_dir());
+    let before = tree_listing(&server.data_dir());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    for args in [&["user", "list"][..], &["chat", "list"], &["export"]] {
+        let out = natter(&config, args, None);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            tree_listing(&server.data_dir()),
+            before,
+            "{args:?} wrote into the data directory"
+        );
+    }
+    let out = natter(&config, &["user", "list"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reader"));
+}
+
+#[test]
+fn io_errors_name_the_path_and_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &dir.path().join("data"));
+    let missing = dir.path().join("no-such-dump.jsonl");
+    let out = natter(&config, &["import", missing.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&missing.display().to_string()) && text.contains("natter runs as"),
+        "{text}"
+    );
+    // A read-only command on a directory that was never made says which one.
+    let out = natter(&config, &["user", "list"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("holds no natter data"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("data").exists(), "user list created it");
+}
+
+/// A system account for the tests that need a second user; `None` (after a notice) when not
+/// root, where neither creating it nor changing owners is possible.
+pub fn test_service_user() -> Option<(String, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "NOTICE: not root: the tests with a second user are skipped (CI runs them as root)"
+        );
+        return None;
+    }
+    let name = "natter-offline-test";
+    let _ = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ])
+        .output()
+        .unwrap();
+    let out = Command::new("id").args(["-u", name]).output().unwrap();
+    assert!(out.status.success(), "useradd {name} failed");
+    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    Some((name.to_string(), uid))
+}
+
+/// `natter` run as `user` through runuser.
+pub fn natter_as(user: &str, config: &Path, args: &[&str]) -> Output {
+    Command::new("runuser")
+        .args(["-u", user, "--"])
+        .arg(env!("CARGO_BIN_EXE_natter"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A directory other users can enter (a tempdir is 0700), for files the second user reads.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn changes_made_as_root_are_handed_to_the_data_directory_owner() {
+    let Some((user, uid)) = test_service_user() else {
+        return;
+    };
+    let dir = shared_tempdir();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &data);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The service made its directory and data...
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(uid), Some(uid)).unwrap();
+    let out = natter_as(&user, &config, &["chat", "create", "Ops"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // ...root changes and reads it under umask 077...
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("umask 077 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_natter"))
+        .arg("--config")
+        .arg(&config)
+        .args(["chat", "create", "Root"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = natter(&config, &["export"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root_owned: Vec<_> = tree_listing(&data)
+        .into_iter()
+        .filter(|(_, (_, _, owner))| *owner != uid)
+        .collect();
+    assert!(root_owned.is_empty(), "{root_owned:?}");
+    // ...and the service can still write it.
+    let out = natter_as(&user, &config, &["chat", "create", "After"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_data_directory_natter_cannot_open_is_named_with_its_owner_and_the_user() {
+    let Some((user, _)) = test_service_user() else {
+        return;
+    };
+    let dir = shared_tempdir();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &data);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Root's data: the directory others may enter, its files not.
+    let out = natter(&config, &["chat", "create", "Ops"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = natter_as(&user, &config, &["chat", "create", "Theirs"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains(&data.display().to_string()), "{text}");
+    assert!(text.contains(&format!("natter runs as {user}")), "{text}");
+    assert!(text.contains("belongs to root (uid 0)"), "{text}");
+}
+
+#[test]
+fn check_config_prints_a_config_that_loads_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("original.toml");
+    // chatty-server's keys, natter's, and a secret from the environment.
+    std::fs::write(
+        &original,
+        format!(
+            "ServerListenAddress = \":9090\"\nchats = [\"Main\", \"Ops\"]\ndata_dir = \"{}\"\n\
+             poll_timeout = \"44s\"\n[mail]\nfrom = \"chat@example.org\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let key = "0123456789abcdef0123456789abcdef";
+    let check = |config: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_natter"))
+            .arg("--config")
+            .arg(config)
+            .arg("check-config")
+            .env("SECRET_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let first = check(&original);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("`ServerListenAddress` is chatty-server's"),
+        "check-config names the mapped keys: {}",
+        stderr(&first)
+    );
+    let printed = String::from_utf8(first.stdout).unwrap();
+    assert!(!printed.contains(key), "{printed}");
+    assert!(
+        printed.contains("\n# secret_key = \"<redacted>\"\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("\n# listen = \"<unset>\"\n"),
+        "metrics.listen: {printed}"
+    );
+    let copy = dir.path().join("new.toml");
+    std::fs::write(&copy, &printed).unwrap();
+    let second = check(&copy);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(String::from_utf8_lossy(&second.stdout), printed);
+    assert_eq!(stderr(&second), "", "natter's own keys need no notes");
+
+    // Other offline commands do not repeat the notes about the original's keys.
+    let out = natter(&original, &["chat", "create", "Later"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("chatty-server's"),
+        "{}",
+        stderr(&out)
+    );
 }

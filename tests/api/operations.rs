@@ -315,3 +315,33 @@ fn dev_links_follow_the_port_served() {
         "{start}"
     );
 }
+
+#[test]
+fn sighup_names_the_changed_keys_and_those_that_need_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "info");
+    let mut served = Served::start(&config);
+    let mark = served.log.lock().unwrap().len();
+    served.signal("-HUP");
+    wait_for_line(&served, mark, "SIGHUP: config reloaded, no key changed");
+
+    let mark = served.log.lock().unwrap().len();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("log_level = \"info\"", "log_level = \"warn\"")
+            .replace("127.0.0.1:0", "127.0.0.1:1")
+            + "chats = [\"Main\", \"Ops\"]\n",
+    )
+    .unwrap();
+    served.signal("-HUP");
+    let line = wait_for_line(&served, mark, "SIGHUP: config reloaded; changed:");
+    assert!(
+        line.contains(
+            "changed: log_level (applied now); listen, chats (take effect only after a restart"
+        ),
+        "{line}"
+    );
+    served.signal("-TERM");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
+}

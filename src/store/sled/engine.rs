@@ -29,6 +29,8 @@ pub(super) struct Engine {
 impl Engine {
     /// Opens the directory, finishes what a crash cut short, and reads the next ids on disk.
     pub fn open(dir: &Path, cache_bytes: u64) -> StoreResult<(Engine, NextIds)> {
+        // Created here rather than by sled, which would leave it open to every local user.
+        crate::files::create_private_dir(dir).map_err(crate::store::StoreError::Disk)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
