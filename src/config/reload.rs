@@ -44,10 +44,11 @@ mod tests {
             true,
         )
         .unwrap();
+        // In dev mode an unset public_url follows listen's port, so it changes with it.
         assert_eq!(
             reload_report(&running, &loaded),
-            "SIGHUP: config reloaded; changed: log_level (applied now); listen, mail.from \
-             (take effect only after a restart: systemctl restart natter)"
+            "SIGHUP: config reloaded; changed: log_level (applied now); listen, public_url, \
+             mail.from (take effect only after a restart: systemctl restart natter)"
         );
     }
 }
