@@ -7,6 +7,8 @@ pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod chat;
+#[cfg(feature = "pg")]
+pub mod chatty_url;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -59,7 +59,10 @@ pub async fn migrate(client: &mut Client) -> Result<(), String> {
         // Not even schema_migrations is created in a database that holds someone else's tables.
         return Err(
             "the database has a users table that natter did not create (is it \
-                    chatty-server's?); the mirror needs a database of its own"
+             chatty-server's?); the mirror needs a database of its own. Coming from \
+             chatty-server: stop natter, move its data over with `natter import-chatty \
+             OLD_DATABASE_URL` into an empty data_dir, then give DATABASE_URL a new, empty \
+             database for the mirror (or unset it)"
                 .into(),
         );
     }

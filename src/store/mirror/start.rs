@@ -46,7 +46,7 @@ pub async fn open_store(
     }
     #[cfg(feature = "pg")]
     if let Some(pg) = &target {
-        super::restore::prepare(&store, pg).await?;
+        super::restore::prepare(&store, pg, config).await?;
     }
     Ok((store, target))
 }
