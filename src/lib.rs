@@ -98,7 +98,11 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         tokio::spawn(service.clone().publish_durable_events()),
     ];
     if let Some(target) = mirror {
-        background.push(store::mirror::start::spawn_worker(store.clone(), target));
+        background.push(store::mirror::start::spawn_worker(
+            store.clone(),
+            target,
+            &config,
+        ));
     }
     if let Some(transport) = transport {
         background.push(tokio::spawn(mail::outbox::run(

@@ -89,16 +89,32 @@ async fn adopt_instance(client: &Client) -> Result<String, String> {
     Ok(instance)
 }
 
+/// Waits up to `PATIENCE` for PostgreSQL: the wait is logged once, then its outcome.
 async fn connect_patiently(config: &Config, target: &str) -> Result<Client, String> {
-    let deadline = Instant::now() + PATIENCE;
+    let started = Instant::now();
+    let deadline = started + PATIENCE;
+    let mut waiting = false;
     loop {
         match pg::connect(config).await {
-            Ok(client) => return Ok(client),
+            Ok(client) => {
+                if waiting {
+                    log::info!(
+                        "the PostgreSQL mirror {target} answered after {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(client);
+            }
             Err(e) if Instant::now() < deadline => {
-                log::warn!(
-                    "the data directory is empty and the PostgreSQL mirror {target} cannot be \
-                     reached yet ({e}); waiting for it to check for data to restore"
-                );
+                if !waiting {
+                    log::warn!(
+                        "the data directory is empty and the PostgreSQL mirror {target} cannot \
+                         be reached yet ({e}); waiting up to {} s for it to check for data to \
+                         restore",
+                        PATIENCE.as_secs()
+                    );
+                    waiting = true;
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {

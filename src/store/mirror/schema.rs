@@ -44,6 +44,31 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 /// Key of the advisory lock that keeps two natters from migrating at once.
 const LOCK_KEY: i64 = 0x6e61_7474_6572; // "natter"
 
+/// Key of the session advisory lock the mirror's one writer holds while connected.
+const WRITER_LOCK_KEY: i64 = 0x6e61_7474_6572_77; // "natterw"
+
+/// Takes the writer's lock for this session (released when the connection ends), or says who
+/// holds it: two natters writing one mirror would mix their copies.
+pub async fn lock_writer(client: &Client, target: &str) -> Result<(), String> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK_KEY])
+        .await
+        .map_err(|e| {
+            format!(
+                "taking the mirror's lock failed: {}",
+                super::pg::describe_error(e)
+            )
+        })?;
+    if row.get::<_, bool>(0) {
+        return Ok(());
+    }
+    Err(format!(
+        "another natter is writing to the mirror database {target} (it holds the mirror's \
+         advisory lock): two writers would mix their copies; stop the other one or give this \
+         one a database of its own"
+    ))
+}
+
 /// Applies every migration not yet recorded, each in its own transaction.
 pub async fn migrate(client: &mut Client) -> Result<(), String> {
     let fail =

@@ -72,11 +72,15 @@ fn target(config: &Config) -> Result<Option<Target>, String> {
 
 /// Starts the worker that drains the outbox into PostgreSQL.
 #[cfg(feature = "pg")]
-pub fn spawn_worker(store: Arc<SledStore>, target: Target) -> JoinHandle<()> {
-    tokio::spawn(super::worker::run(store, target))
+pub fn spawn_worker(store: Arc<SledStore>, target: Target, config: &Config) -> JoinHandle<()> {
+    let options = super::worker::Options {
+        target,
+        replace_foreign: config.mirror_replace_foreign,
+    };
+    tokio::spawn(super::worker::run(store, options))
 }
 
 #[cfg(not(feature = "pg"))]
-pub fn spawn_worker(_store: Arc<SledStore>, _target: Target) -> JoinHandle<()> {
+pub fn spawn_worker(_store: Arc<SledStore>, _target: Target, _config: &Config) -> JoinHandle<()> {
     tokio::spawn(async {})
 }

@@ -222,7 +222,12 @@ impl SledStore {
                 }
                 Ok(())
             };
-            let instance = new_instance()?;
+            // The label stays the data directory's for good: a database that carries another
+            // one holds another natter's copy, which the worker will not replace unasked.
+            let instance = match self.mirror_instance()? {
+                Some(label) => label,
+                None => new_instance()?,
+            };
             push(Entry::Reset {
                 instance: instance.clone(),
             })?;
