@@ -639,3 +639,62 @@ async fn waiting_for_postgresql_at_an_empty_data_directory_is_said_once() {
     assert_eq!(waits, 1, "{:#?}", server.log.lock().unwrap());
     server.stop();
 }
+
+/// Whether the connection `client` uses is encrypted.
+async fn on_tls(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn sslmode_prefer_tries_tls_first_and_sslrootcert_is_read() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    use ::natter::store::mirror::pg::{connect, exposure_warning, parse};
+    // Without TLS on the server, prefer falls back to plain text.
+    let plain = connect(&parse(&pg.url("postgres")).unwrap()).await.unwrap();
+    assert!(!on_tls(&plain).await);
+    let ca = pg.enable_tls();
+    for url in [
+        pg.url("postgres"),
+        format!("{}?sslmode=prefer", pg.url("postgres")),
+    ] {
+        let client = connect(&parse(&url).unwrap()).await.unwrap();
+        assert!(on_tls(&client).await, "{url} tries TLS first");
+    }
+    let pinned = format!(
+        "{}?sslmode=require&sslrootcert={}",
+        pg.url("postgres"),
+        ca.display()
+    );
+    let client = connect(&parse(&pinned).unwrap()).await.unwrap();
+    assert!(on_tls(&client).await);
+    // require checks the certificate: the system's roots do not know this authority.
+    let unknown = format!("{}?sslmode=require", pg.url("postgres"));
+    assert!(connect(&parse(&unknown).unwrap()).await.is_err());
+    let disabled = format!("{}?sslmode=disable", pg.url("postgres"));
+    assert!(!on_tls(&connect(&parse(&disabled).unwrap()).await.unwrap()).await);
+
+    assert_eq!(
+        exposure_warning(&parse(&pg.url("x")).unwrap()),
+        None,
+        "loopback"
+    );
+    assert_eq!(
+        exposure_warning(&parse("host=/run/postgresql dbname=x").unwrap()),
+        None
+    );
+    let remote = exposure_warning(&parse("postgres://db.example.org/x").unwrap()).unwrap();
+    assert!(remote.contains("sslmode=prefer") && remote.contains("sslmode=require"));
+    assert_eq!(
+        exposure_warning(&parse("postgres://db.example.org/x?sslmode=require").unwrap()),
+        None
+    );
+}

@@ -1,6 +1,7 @@
 //! Start-up with the mirror on: an empty data directory is filled from a non-empty mirror; a
 //! data directory the mirror has not followed is copied into it whole.
 
+use super::pg::Target;
 use super::{pg, schema};
 use crate::config::Config as Rules;
 use crate::store::incoming::{self, Incoming};
@@ -8,7 +9,7 @@ use crate::store::sled::SledStore;
 use crate::store::{ChatRecord, MessageRecord, UserRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 /// How long an empty data directory waits for PostgreSQL before natter gives up starting.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -17,7 +18,7 @@ const PAGE: i64 = 10_000;
 
 /// Brings sled and the mirror in line before the server starts; returns once it is safe to
 /// serve. Only an empty data directory needs PostgreSQL now: anything else goes to the outbox.
-pub async fn prepare(store: &Arc<SledStore>, config: &Config, rules: &Rules) -> Result<(), String> {
+pub async fn prepare(store: &Arc<SledStore>, config: &Target, rules: &Rules) -> Result<(), String> {
     let target = pg::describe(config);
     let store_err = |e: crate::store::StoreError| e.to_string();
     if store.unfinished_load().map_err(store_err)?.as_deref() == Some("restore") {
@@ -90,7 +91,7 @@ async fn adopt_instance(client: &Client) -> Result<String, String> {
 }
 
 /// Waits up to `PATIENCE` for PostgreSQL: the wait is logged once, then its outcome.
-async fn connect_patiently(config: &Config, target: &str) -> Result<Client, String> {
+async fn connect_patiently(config: &Target, target: &str) -> Result<Client, String> {
     let started = Instant::now();
     let deadline = started + PATIENCE;
     let mut waiting = false;

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 /// Where the mirror goes: PostgreSQL connection settings (nothing in a build without `pg`).
 #[cfg(feature = "pg")]
-pub type Target = tokio_postgres::Config;
+pub type Target = super::pg::Target;
 #[cfg(not(feature = "pg"))]
 pub type Target = ();
 
@@ -43,6 +43,10 @@ pub async fn open_store(
                 }
             ));
         }
+    }
+    #[cfg(feature = "pg")]
+    if let Some(warning) = target.as_ref().and_then(super::pg::exposure_warning) {
+        log::warn!("{warning}");
     }
     #[cfg(feature = "pg")]
     if let Some(pg) = &target {

@@ -3,12 +3,13 @@
 
 use super::apply::{Statements, apply};
 use super::outbox::Queued;
+use super::pg::Target;
 use super::status::{MirrorReport, MirrorState};
 use super::{pg, schema};
 use crate::store::sled::SledStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 /// Entries applied per PostgreSQL transaction.
 const BATCH: usize = 500;
@@ -28,7 +29,7 @@ struct Connection {
 
 /// What the worker needs besides the store: where the mirror is and what it may replace.
 pub struct Options {
-    pub target: Config,
+    pub target: Target,
     /// `mirror_replace_foreign`: a database labelled by another natter may be replaced.
     pub replace_foreign: bool,
 }
@@ -103,7 +104,7 @@ pub async fn run(store: Arc<SledStore>, options: Options) {
 }
 
 async fn open(
-    config: &Config,
+    config: &Target,
     store: &Arc<SledStore>,
     target: &str,
     replace_foreign: bool,
