@@ -45,7 +45,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 const LOCK_KEY: i64 = 0x6e61_7474_6572; // "natter"
 
 /// Key of the session advisory lock the mirror's one writer holds while connected.
-const WRITER_LOCK_KEY: i64 = 0x6e61_7474_6572_77; // "natterw"
+const WRITER_LOCK_KEY: i64 = 0x006e_6174_7465_7277; // "natterw"
 
 /// Takes the writer's lock for this session (released when the connection ends), or says who
 /// holds it: two natters writing one mirror would mix their copies.
