@@ -83,14 +83,25 @@ pub enum Command {
     },
     /// Fill an empty data directory from chatty-server's PostgreSQL database (server stopped).
     #[cfg(feature = "pg")]
-    ImportChatty {
-        /// chatty-server's DATABASE_URL.
-        #[arg(value_name = "DATABASE_URL")]
-        database_url: String,
-        /// Read and report, write nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    ImportChatty(ImportChattyArgs),
+}
+
+/// `natter import-chatty`'s arguments.
+#[cfg(feature = "pg")]
+#[derive(Debug, clap::Args)]
+pub struct ImportChattyArgs {
+    /// chatty-server's DATABASE_URL ("-" reads it from standard input). Without it:
+    /// CHATTY_DATABASE_URL, CHATTY_DATABASE_URL_FILE, or standard input. An argument shows in
+    /// `ps` and the shell's history.
+    #[arg(value_name = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Read and report, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep chatty-server's admin flags (anyone could set them at registration there); without
+    /// it every account comes in without admin and the former admins are listed.
+    #[arg(long)]
+    pub keep_admins: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,14 +161,15 @@ impl From<StoreError> for CliError {
     }
 }
 
-/// Opens a private copy of the data directory for a command that only reads: the data
-/// directory itself is not written (README, Command line).
+/// Opens a private copy of the data directory for a command that only reads: neither the data
+/// directory nor the mirror's bookkeeping is touched (README, Command line).
 fn open_for_reading(config: &Config) -> Result<ReadCopy, CliError> {
     Ok(ReadCopy::open(&config.data_dir)?)
 }
 
 /// Opens the data directory to change it; with a mirror configured, changes queue for it like
-/// the server's. Hold an [`OwnerGuard`] from before this call.
+/// the server's; without one, says first that the mirror will be copied again in full. Hold an
+/// [`OwnerGuard`] from before this call.
 fn open(config: &Config) -> Result<std::sync::Arc<SledStore>, CliError> {
     if cfg!(feature = "pg") && config.database_url.is_some() {
         return Ok(SledStore::open_mirrored(
@@ -165,7 +177,17 @@ fn open(config: &Config) -> Result<std::sync::Arc<SledStore>, CliError> {
             SyncMode::Relaxed,
         )?);
     }
-    Ok(SledStore::open(&config.data_dir, SyncMode::Relaxed)?)
+    let store = SledStore::open_leaving_mirror(&config.data_dir, SyncMode::Relaxed)?;
+    if store.feeds_mirror()? {
+        log::warn!(
+            "this data directory feeds a PostgreSQL mirror, but database_url is not set for this \
+             command: the change will not reach the mirror, and the next start with \
+             database_url copies everything to it again (give the command the service's \
+             database_url to avoid that)"
+        );
+        store.forget_mirror()?;
+    }
+    Ok(store)
 }
 
 /// Flushes and closes the store after an offline change.
@@ -369,8 +391,14 @@ fn write_export_file(export: Export, path: &Path) -> Result<crate::backup::Count
 /// Runs `natter import PATH`: checks the whole dump, then loads it into the empty `data_dir`.
 pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
     let _owner = OwnerGuard::new(&config.data_dir);
-    let counts = crate::backup::import(path, &config.data_dir)
-        .map_err(|e| CliError::failed(format!("{} was not imported: {e}", path.display())))?;
+    let checks =
+        crate::store::incoming::Incoming::new(&config.bot.name, config.password_iterations);
+    let crate::backup::Checked { counts, admins, .. } =
+        crate::backup::import(path, &config.data_dir, checks)
+            .map_err(|e| CliError::failed(format!("{} was not imported: {e}", path.display())))?;
+    if !admins.is_empty() {
+        println!("admin accounts in the backup: {}", admins.join(", "));
+    }
     println!(
         "imported {} users, {} chats, {} messages into {}",
         counts.users,
@@ -381,20 +409,21 @@ pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Runs `natter import-chatty DATABASE_URL [--dry-run]`: reports each skipped row on one line
-/// and ends with a summary; refuses a data directory that already holds data.
+/// Runs `natter import-chatty [DATABASE_URL] [--dry-run] [--keep-admins]`: reports each skipped
+/// row on one line and ends with a summary; refuses a data directory that already holds data.
 #[cfg(feature = "pg")]
-pub async fn run_import_chatty(
-    config: &Config,
-    database_url: &str,
-    dry_run: bool,
-) -> Result<(), CliError> {
+pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Result<(), CliError> {
     use crate::store::mirror::chatty;
     let _owner = OwnerGuard::new(&config.data_dir);
+    let dry_run = args.dry_run;
     let store = if dry_run && !config.data_dir.exists() {
         None
     } else {
-        Some(SledStore::open(&config.data_dir, SyncMode::Relaxed)?)
+        // Left alone until it is known to be empty: a refused run changes nothing.
+        Some(SledStore::open_leaving_mirror(
+            &config.data_dir,
+            SyncMode::Relaxed,
+        )?)
     };
     let unfinished = match &store {
         Some(s) => s.unfinished_load()?,
@@ -407,7 +436,9 @@ pub async fn run_import_chatty(
         )));
     }
     let store = if dry_run { None } else { store };
-    let client = chatty::connect(database_url)
+    let database_url =
+        crate::chatty_url::resolve(args.database_url.as_deref()).map_err(CliError::failed)?;
+    let client = chatty::connect(&database_url)
         .await
         .map_err(CliError::failed)?;
     let mut report = |line: String| println!("{line}");
@@ -416,15 +447,18 @@ pub async fn run_import_chatty(
         .await
         .map_err(CliError::failed)?;
     let total = rows.len() as u64;
-    let users = chatty::plan_users(rows, &config.bot.name, now, &mut report);
+    let mut checks =
+        crate::store::incoming::Incoming::new(&config.bot.name, config.password_iterations);
+    let users = chatty::plan_users(rows, &mut checks, args.keep_admins, now, &mut report);
+    report_flags(&users, args.keep_admins);
     let rows = chatty::read_chats(&client)
         .await
         .map_err(CliError::failed)?;
     let chats = chatty::plan_chats(rows, now, &mut report);
     let mut summary = chatty::Summary {
         users: chatty::Tally {
-            imported: users.len() as u64,
-            skipped: total - users.len() as u64,
+            imported: users.users.len() as u64,
+            skipped: total - users.users.len() as u64,
         },
         chats: chatty::Tally {
             imported: chats.chats.len() as u64,
@@ -433,8 +467,10 @@ pub async fn run_import_chatty(
         ..chatty::Summary::default()
     };
     if let Some(store) = &store {
+        // An empty directory has nothing the mirror should keep; its next start seeds it.
+        store.forget_mirror()?;
         store.begin_load("import-chatty")?;
-        store.load_users(&users)?;
+        store.load_users(&users.users)?;
         store.load_chats(&chats.chats)?;
     }
     let mut after = 0;
@@ -447,7 +483,7 @@ pub async fn run_import_chatty(
         };
         after = last.id;
         let read = rows.len() as u64;
-        let kept = chatty::plan_messages(rows, &chats, &mut report);
+        let kept = chatty::plan_messages(rows, &chats, &users, &mut report);
         summary.messages.imported += kept.len() as u64;
         summary.messages.skipped += read - kept.len() as u64;
         if let Some(store) = &store {
@@ -460,6 +496,30 @@ pub async fn run_import_chatty(
     }
     println!("{}", summary.line(dry_run));
     Ok(())
+}
+
+/// Names the accounts whose admin and bot flags came from chatty-server, where anyone could
+/// set them at registration.
+#[cfg(feature = "pg")]
+fn report_flags(users: &crate::store::mirror::chatty::UserPlan, keep_admins: bool) {
+    if !users.admins.is_empty() {
+        let names = users.admins.join(", ");
+        if keep_admins {
+            println!("kept admin (--keep-admins) for chatty-server's admins: {names}");
+        } else {
+            println!(
+                "imported without admin: chatty-server's admins {names} (anyone could make \
+                 themselves admin there); grant it through the `admins` config key or \
+                 `natter user grant-admin NAME`, or import again with --keep-admins"
+            );
+        }
+    }
+    for name in &users.bots {
+        println!(
+            "warning: account {name} carries chatty-server's bot flag (anyone could set it at \
+             registration there): its messages show as a bot's"
+        );
+    }
 }
 
 #[cfg(test)]

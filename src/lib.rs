@@ -7,6 +7,8 @@ pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod chat;
+#[cfg(feature = "pg")]
+pub mod chatty_url;
 pub mod cli;
 pub mod client_addr;
 pub mod config;
@@ -114,7 +116,11 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
         tokio::spawn(service.clone().publish_durable_events()),
     ];
     if let Some(target) = mirror {
-        background.push(store::mirror::start::spawn_worker(store.clone(), target));
+        background.push(store::mirror::start::spawn_worker(
+            store.clone(),
+            target,
+            &config,
+        ));
     }
     if let Some(transport) = transport {
         background.push(tokio::spawn(mail::outbox::run(

@@ -67,10 +67,7 @@ async fn main() -> ExitCode {
             natter::cli::run_import(&config, &path).map_err(|e| (e.message, e.code))
         }
         #[cfg(feature = "pg")]
-        Command::ImportChatty {
-            database_url,
-            dry_run,
-        } => natter::cli::run_import_chatty(&config, &database_url, dry_run)
+        Command::ImportChatty(args) => natter::cli::run_import_chatty(&config, args)
             .await
             .map_err(|e| (e.message, e.code)),
     };

@@ -4,9 +4,9 @@
 //! naming its line, and writes nothing.
 
 use super::{Counts, FORMAT_VERSION, Header, Line};
+use crate::store::incoming::{Incoming, MAX_ID};
 use crate::store::sled::{SledStore, SyncMode};
 use crate::store::{Author, ChatRecord, MessageRecord, NextIds, Restored, Store, UserRecord};
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -51,17 +51,29 @@ impl std::fmt::Display for ImportError {
 
 impl std::error::Error for ImportError {}
 
-/// Checks a whole dump without writing anything; returns its header and counts.
-pub fn validate(path: &Path) -> Result<(Header, Counts), ImportError> {
-    let mut reader = DumpReader::open(path)?;
+/// What a whole dump holds: its header, its counts and the names of its admin accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub header: Header,
+    pub counts: Counts,
+    pub admins: Vec<String>,
+}
+
+/// Checks a whole dump without writing anything, every row as the API would (`checks` is fresh).
+pub fn validate(path: &Path, checks: Incoming) -> Result<Checked, ImportError> {
+    let mut reader = DumpReader::open(path, checks)?;
     while reader.next_record()?.is_some() {}
-    Ok((reader.header, reader.counts))
+    Ok(Checked {
+        header: reader.header,
+        counts: reader.counts,
+        admins: reader.admins,
+    })
 }
 
 /// Loads the dump at `path` into `data_dir`, which must be missing or empty.
-pub fn import(path: &Path, data_dir: &Path) -> Result<Counts, ImportError> {
+pub fn import(path: &Path, data_dir: &Path, checks: Incoming) -> Result<Checked, ImportError> {
     ensure_empty(data_dir)?;
-    let (header, counts) = validate(path)?;
+    let checked = validate(path, checks.clone())?;
     crate::files::create_private_dir(data_dir).map_err(ImportError::general)?;
     // Removed with whatever it holds if anything below fails; empty once the files moved up.
     let staging = tempfile::Builder::new()
@@ -74,10 +86,10 @@ pub fn import(path: &Path, data_dir: &Path) -> Result<Counts, ImportError> {
                 &e,
             ))
         })?;
-    load(path, staging.path(), header)?;
+    load(path, staging.path(), checked.header, checks)?;
     move_into_place(staging.path(), data_dir)?;
     end_load(data_dir)?;
-    Ok(counts)
+    Ok(checked)
 }
 
 /// What the "import" mark on disk says while the files move up: a start or another import
@@ -96,14 +108,14 @@ fn end_load(data_dir: &Path) -> Result<(), ImportError> {
 }
 
 /// Writes every record of the (already validated) dump into a new store at `dir`.
-fn load(path: &Path, dir: &Path, header: Header) -> Result<(), ImportError> {
+fn load(path: &Path, dir: &Path, header: Header, checks: Incoming) -> Result<(), ImportError> {
     let store = SledStore::open(dir, SyncMode::Relaxed).map_err(storage)?;
     store.begin_load(LOAD_MARK).map_err(storage)?;
     let next = NextIds {
         chat: header.next_chat_id,
         message: header.next_message_id,
     };
-    let mut reader = DumpReader::open(path)?;
+    let mut reader = DumpReader::open(path, checks)?;
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(record) = reader.next_record()? {
         batch.push(record);
@@ -158,25 +170,23 @@ fn move_into_place(staging: &Path, data_dir: &Path) -> Result<(), ImportError> {
 }
 
 /// Reads a dump line by line and checks everything an import relies on: the header's version,
-/// each line's shape, unique names, emails and ids, messages in increasing id order in chats
-/// listed before them, ids below the header's counters, and the end marker with matching counts
-/// as the last line.
+/// each line's shape, each row as the API would take it (`Incoming`: names, emails, hashes,
+/// ids, no duplicates), messages in increasing id order in chats listed before them, ids below
+/// the header's counters, and the end marker with matching counts as the last line.
 struct DumpReader {
     input: BufReader<File>,
     /// The number of the line read last.
     line: u64,
     header: Header,
     counts: Counts,
-    user_keys: HashSet<String>,
-    emails: HashSet<String>,
-    chat_ids: HashSet<u64>,
-    chat_keys: HashSet<String>,
+    checks: Incoming,
+    admins: Vec<String>,
     last_message: u64,
     ended: bool,
 }
 
 impl DumpReader {
-    fn open(path: &Path) -> Result<DumpReader, ImportError> {
+    fn open(path: &Path, checks: Incoming) -> Result<DumpReader, ImportError> {
         let file = File::open(path)
             .map_err(|e| ImportError::general(crate::files::io_error("open", path, &e)))?;
         let mut reader = DumpReader {
@@ -189,10 +199,8 @@ impl DumpReader {
                 next_message_id: 1,
             },
             counts: Counts::default(),
-            user_keys: HashSet::new(),
-            emails: HashSet::new(),
-            chat_ids: HashSet::new(),
-            chat_keys: HashSet::new(),
+            checks,
+            admins: Vec::new(),
             last_message: 0,
             ended: false,
         };
@@ -246,23 +254,7 @@ impl DumpReader {
                 bot,
                 created,
             } => {
-                if name.is_empty() || password_hash.is_empty() {
-                    return Err(ImportError::at(
-                        line,
-                        "a user needs a name and a password hash",
-                    ));
-                }
-                if !self.user_keys.insert(name.to_lowercase()) {
-                    return Err(ImportError::at(line, format!("user {name} appears twice")));
-                }
-                if !self.emails.insert(email.to_lowercase()) {
-                    return Err(ImportError::at(
-                        line,
-                        format!("email {email} appears twice"),
-                    ));
-                }
-                self.counts.users += 1;
-                Restored::User(UserRecord {
+                let user = UserRecord {
                     name,
                     email,
                     password_hash,
@@ -272,26 +264,29 @@ impl DumpReader {
                     created,
                     activation: None,
                     reset: None,
-                })
+                };
+                self.checks.user(&user).map_err(|why| {
+                    ImportError::at(line, format!("account {:?}: {why}", user.name))
+                })?;
+                if user.admin {
+                    self.admins.push(user.name.clone());
+                }
+                self.counts.users += 1;
+                Restored::User(user)
             }
             Line::Chat { id, name, created } => {
-                if id == 0 || id >= self.header.next_chat_id {
+                if id >= self.header.next_chat_id {
                     return Err(ImportError::at(
                         line,
-                        format!("chat id {id} is not between 1 and next_chat_id"),
+                        format!("chat id {id} is not below next_chat_id"),
                     ));
                 }
-                if name.is_empty() {
-                    return Err(ImportError::at(line, "a chat needs a name"));
-                }
-                if !self.chat_ids.insert(id) || !self.chat_keys.insert(name.to_lowercase()) {
-                    return Err(ImportError::at(
-                        line,
-                        format!("chat {id} ({name}) appears twice"),
-                    ));
-                }
+                let chat = ChatRecord { id, name, created };
+                self.checks
+                    .chat(&chat)
+                    .map_err(|why| ImportError::at(line, format!("chat {id}: {why}")))?;
                 self.counts.chats += 1;
-                Restored::Chat(ChatRecord { id, name, created })
+                Restored::Chat(chat)
             }
             Line::Message {
                 id,
@@ -313,17 +308,7 @@ impl DumpReader {
                         ),
                     ));
                 }
-                if !self.chat_ids.contains(&chat_id) {
-                    return Err(ImportError::at(
-                        line,
-                        format!(
-                            "message {id} belongs to chat {chat_id}, which is not listed before it"
-                        ),
-                    ));
-                }
-                self.last_message = id;
-                self.counts.messages += 1;
-                Restored::Message(MessageRecord {
+                let message = MessageRecord {
                     id,
                     chat_id,
                     user,
@@ -333,7 +318,13 @@ impl DumpReader {
                     text,
                     time,
                     author: author.map(Author::Account),
-                })
+                };
+                self.checks
+                    .message(&message)
+                    .map_err(|why| ImportError::at(line, format!("message {id}: {why}")))?;
+                self.last_message = id;
+                self.counts.messages += 1;
+                Restored::Message(message)
             }
             Line::End {
                 users,
@@ -381,8 +372,12 @@ fn parse_header(bytes: &[u8]) -> Result<Header, ImportError> {
     }
     let header: Header = serde_json::from_value(value)
         .map_err(|e| ImportError::at(1, format!("not a natter export header: {e}")))?;
-    if header.next_chat_id == 0 || header.next_message_id == 0 {
-        return Err(ImportError::at(1, "the next ids must be at least 1"));
+    let range = 1..=MAX_ID + 1;
+    if !range.contains(&header.next_chat_id) || !range.contains(&header.next_message_id) {
+        return Err(ImportError::at(
+            1,
+            format!("the next ids must be between 1 and {}", MAX_ID + 1),
+        ));
     }
     Ok(header)
 }

@@ -17,7 +17,7 @@ mod export;
 mod import;
 
 pub use export::Export;
-pub use import::{ImportError, import, validate};
+pub use import::{Checked, ImportError, import, validate};
 
 use crate::store::{Author, ChatRecord, MessageRecord, UserRecord};
 use serde::{Deserialize, Serialize};

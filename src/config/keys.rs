@@ -107,6 +107,8 @@ config_keys! {
         static_dir: Option<PathBuf> = None, optional_dir;
         /// PostgreSQL mirror connection string (DATABASE_URL or DATABASE_URL_FILE).
         database_url: Option<String> => Option<Secret> = None, non_empty_secret, secret;
+        /// Let the mirror replace a database that holds another natter's copy (another label).
+        mirror_replace_foreign: bool = false, plain;
     }
 
     /// Outgoing email.

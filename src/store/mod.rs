@@ -2,6 +2,7 @@
 
 #[cfg(test)]
 pub mod faulty;
+pub mod incoming;
 pub mod mirror;
 pub mod sled;
 

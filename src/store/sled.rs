@@ -110,6 +110,12 @@ impl SledStore {
         Self::open_with(dir, mode, true, TOOL_CACHE_BYTES)
     }
 
+    /// Opens the data directory without the mirror and without touching its bookkeeping (the
+    /// outbox and the target stay): for offline commands that change no data.
+    pub fn open_leaving_mirror(dir: &Path, mode: SyncMode) -> StoreResult<Arc<SledStore>> {
+        Self::open_outbox_as(dir, mode, mirrored::Outbox::Leave, TOOL_CACHE_BYTES)
+    }
+
     /// Opens the data directory with or without the mirror, sled caching `cache_bytes` of it.
     pub fn open_with(
         dir: &Path,
@@ -117,8 +123,22 @@ impl SledStore {
         mirrored: bool,
         cache_bytes: u64,
     ) -> StoreResult<Arc<SledStore>> {
+        let outbox = if mirrored {
+            mirrored::Outbox::Fill
+        } else {
+            mirrored::Outbox::Drop
+        };
+        Self::open_outbox_as(dir, mode, outbox, cache_bytes)
+    }
+
+    fn open_outbox_as(
+        dir: &Path,
+        mode: SyncMode,
+        outbox: mirrored::Outbox,
+        cache_bytes: u64,
+    ) -> StoreResult<Arc<SledStore>> {
         let (engine, next) = Engine::open(dir, cache_bytes)?;
-        let mirror = mirrored::open_outbox(&engine.outbox, &engine.meta, mirrored)?;
+        let mirror = mirrored::open_outbox(&engine.outbox, &engine.meta, outbox)?;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             cache_bytes,

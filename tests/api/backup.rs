@@ -541,3 +541,109 @@ async fn a_restore_run_as_root_or_as_the_service_user_leaves_the_data_to_the_ser
         assert!(String::from_utf8_lossy(&out.stdout).contains("Pat"));
     }
 }
+
+#[tokio::test]
+async fn rows_the_api_would_refuse_are_refused_by_line_and_admins_are_named() {
+    let mut server = TestServer::start().await;
+    populate(&server).await;
+    server.stop().await;
+    let dir = server.dir.path();
+    let config = offline_config(dir, &server.data_dir());
+    let dump = String::from_utf8(natter(&config, &["export"]).stdout).unwrap();
+    let all = lines(&dump);
+    let at = |kind: &str| {
+        all.iter()
+            .position(|l| l["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} line"))
+    };
+    let (user, chat, message) = (at("user"), at("chat"), at("message"));
+    let quick = all[user]["password_hash"].as_str().unwrap().to_owned();
+    let cost31 = {
+        let b = bcrypt::hash("sixchr", 4).unwrap();
+        format!("$2b$31{}", &b[6..])
+    };
+    let email_of_other = all[user + 1]["email"].as_str().unwrap().to_uppercase();
+    let edit = |line: usize, field: &str, value: Value| {
+        let mut copy = all.clone();
+        copy[line][field] = value;
+        copy.iter().map(|l| format!("{l}\n")).collect::<String>()
+    };
+    let cases: Vec<(&str, String, usize)> = vec![
+        (
+            "a name with a space",
+            edit(user, "name", json!("a b")),
+            user,
+        ),
+        (
+            "a name with markup",
+            edit(user, "name", json!("<b>x</b>")),
+            user,
+        ),
+        ("the bot's name", edit(user, "name", json!("bot")), user),
+        ("a bad email", edit(user, "email", json!("nobody")), user),
+        (
+            "a duplicate email",
+            edit(user, "email", json!(email_of_other)),
+            user + 1,
+        ),
+        (
+            "a cost-31 hash",
+            edit(user, "password_hash", json!(cost31)),
+            user,
+        ),
+        (
+            "no hash at all",
+            edit(user, "password_hash", json!("x")),
+            user,
+        ),
+        (
+            "a chat name with a newline",
+            edit(chat, "name", json!("a\nb")),
+            chat,
+        ),
+        (
+            "the largest message id",
+            {
+                let mut copy = all.clone();
+                copy[0]["next_message_id"] = json!(u64::MAX);
+                copy.iter().map(|l| format!("{l}\n")).collect()
+            },
+            0,
+        ),
+        (
+            "an author name with markup",
+            edit(message, "user", json!("<i>")),
+            message,
+        ),
+    ];
+    assert!(quick.starts_with("$pbkdf2"));
+    for (what, text, index) in cases {
+        let file = dir.join("planted.jsonl");
+        std::fs::write(&file, &text).unwrap();
+        let target = dir.join("target");
+        let out = natter(
+            &offline_config(dir, &target),
+            &["import", file.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("line {}: ", index + 1)),
+            "{what}: expected line {}: {}",
+            index + 1,
+            stderr(&out)
+        );
+        assert!(!target.exists(), "{what}: the data directory was created");
+    }
+    let file = dir.join("good.jsonl");
+    std::fs::write(&file, &dump).unwrap();
+    let out = natter(
+        &offline_config(dir, &dir.join("restored")),
+        &["import", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("admin accounts in the backup: root"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

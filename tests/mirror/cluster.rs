@@ -135,6 +135,84 @@ impl Cluster {
         );
     }
 
+    /// Turns TLS on with a certificate for 127.0.0.1 signed by a new certificate authority;
+    /// returns the authority's certificate (PEM file).
+    pub fn enable_tls(&self) -> PathBuf {
+        let dir = self.dir.path();
+        let ssl = |args: &[&str]| run_ok(Command::new("openssl").args(args).current_dir(dir));
+        ssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        ssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        if self.as_postgres {
+            run_ok(
+                Command::new("chown")
+                    .args(["postgres", "server.key", "server.crt"])
+                    .current_dir(dir),
+            );
+        }
+        run_ok(
+            Command::new("chmod")
+                .args(["600", "server.key"])
+                .current_dir(dir),
+        );
+        let conf = self.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n",
+            dir.display()
+        ));
+        std::fs::write(&conf, text).unwrap();
+        self.stop_server();
+        self.start_server();
+        dir.join("ca.pem")
+    }
+
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }

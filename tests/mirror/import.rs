@@ -165,6 +165,10 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
     let run = natter::command(&config, &["import-chatty", &url]);
     let report = text(&run);
     assert!(run.status.success(), "{report}");
+    assert!(
+        report.contains("imported without admin: chatty-server's admins Boss"),
+        "{report}"
+    );
     let skipped: Vec<&str> = report
         .lines()
         .filter(|l| l.starts_with("skipped"))
@@ -253,7 +257,11 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
             json!({"user": "boss", "password": "bosspassword"}),
         )
         .await;
-    assert_eq!((status, &body["admin"]), (200, &json!(true)));
+    assert_eq!(
+        (status, &body["admin"]),
+        (200, &json!(false)),
+        "chatty-server's admin flag stays behind without --keep-admins"
+    );
 
     let main = alice.join("Main").await["messages"].clone();
     let main: Vec<(u64, &str, &str, i64, bool)> = main
@@ -318,9 +326,13 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
     // chatty-server's own database as natter's mirror: refused loudly, its tables untouched.
     let mirrored = natter::config(dir.path(), Some(&url));
     let server = Natter::start(&mirrored);
-    server
+    let line = server
         .wait_log("the mirror needs a database of its own")
         .await;
+    assert!(
+        line.contains("natter import-chatty") && line.contains("new, empty database"),
+        "the way forward is named: {line}"
+    );
     assert_eq!(server.mirror_state().await, "down");
     server.stop();
     let chatty = pg.client("chatty").await;
@@ -377,5 +389,168 @@ fn a_cut_short_import_keeps_the_server_from_starting() {
         text(&again).contains("already holds data"),
         "{}",
         text(&again)
+    );
+}
+
+/// Rows a chatty-server user could plant: self-made admin, bot and verified flags, a bcrypt hash
+/// of cost 31, a case-duplicate account with its own messages.
+async fn plant(db: &tokio_postgres::Client) {
+    let quick = bcrypt::hash("robopassword", 4).unwrap();
+    let cost31 = format!("$2b$31{}", &quick[6..]);
+    for (name, email, hash, admin, bot) in [
+        ("Robo", "robo@example.org", quick.as_str(), false, true),
+        ("slow", "slow@example.org", cost31.as_str(), false, false),
+        ("Chief", "chief@example.org", quick.as_str(), true, false),
+    ] {
+        db.execute(
+            "INSERT INTO users (\"user\", email, email_activation_token, verified, password_hash,
+                                admin, bot)
+             VALUES ($1, $2, 'tok', true, $3, $4, $5)",
+            &[&name, &email, &hash, &admin, &bot],
+        )
+        .await
+        .unwrap();
+    }
+    // 10: by the skipped ALICE (user 5); 11: a guest that set verified and bot on its message.
+    db.batch_execute(
+        "INSERT INTO messages (id, user_id, \"user\", chat, text, time, verified, bot) VALUES
+            (10, 5, 'ALICE', 'Main', 'by the other alice', '2024-01-06 00:00:00', true, false),
+            (11, -1, 'visitor', 'Main', 'a guest posing', '2024-01-06 00:00:01', true, true)",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_chatty_drops_self_made_flags_and_authors_by_user_id() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("chatty").await;
+    let db = pg.client("chatty").await;
+    fill(&db).await;
+    plant(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), None);
+
+    // The URL from standard input: nothing on the command line.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["--dev", "--config"])
+        .arg(&config)
+        .arg("import-chatty")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{url}\n").as_bytes(),
+    )
+    .unwrap();
+    let run = child.wait_with_output().unwrap();
+    let report = text(&run);
+    assert!(run.status.success(), "{report}");
+    assert!(
+        report.contains("imported without admin: chatty-server's admins Boss, Chief"),
+        "{report}"
+    );
+    assert!(report.contains("account Robo carries chatty-server's bot flag"));
+    assert!(
+        report.contains("skipped user 7 \"slow\": the bcrypt password hash has cost 31"),
+        "{report}"
+    );
+
+    let server = Natter::start(&config);
+    let alice = server.client();
+    let (status, body) = alice
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "sixchr"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let messages = alice.join("Main").await["messages"].clone();
+    let posing = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 11)
+        .unwrap();
+    assert_eq!(
+        (&posing["verified"], &posing["bot"]),
+        (&json!(false), &json!(false)),
+        "a guest's message keeps neither flag: {posing}"
+    );
+    let (status, body) = alice
+        .post(
+            "/api/loggedonly/deleteMessage",
+            json!({"chat": "Main", "id": 10}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (403, &json!("not allowed")),
+        "the skipped ALICE's message is not alice's: {body}"
+    );
+    let (status, _) = alice
+        .post(
+            "/api/loggedonly/deleteMessage",
+            json!({"chat": "Main", "id": 9}),
+        )
+        .await;
+    assert_eq!(status, 200, "alice's own (user id 1) stays hers");
+    let (status, body) = server
+        .client()
+        .post(
+            "/api/authorize",
+            json!({"user": "Chief", "password": "robopassword"}),
+        )
+        .await;
+    assert_eq!((status, &body["admin"]), (200, &json!(false)));
+    server.stop();
+
+    // --keep-admins, the URL from CHATTY_DATABASE_URL_FILE.
+    let kept = tempfile::tempdir().unwrap();
+    let config = natter::config(kept.path(), None);
+    let secret = kept.path().join("chatty-url");
+    std::fs::write(&secret, format!("{url}\n")).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["--dev", "--config"])
+        .arg(&config)
+        .args(["import-chatty", "--keep-admins"])
+        .env("CHATTY_DATABASE_URL_FILE", &secret)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let report = text(&run);
+    assert!(run.status.success(), "{report}");
+    assert!(report.contains("kept admin (--keep-admins) for chatty-server's admins: Boss, Chief"));
+    let server = Natter::start(&config);
+    let (status, body) = server
+        .client()
+        .post(
+            "/api/authorize",
+            json!({"user": "Chief", "password": "robopassword"}),
+        )
+        .await;
+    assert_eq!((status, &body["admin"]), (200, &json!(true)));
+    server.stop();
+
+    // CHATTY_DATABASE_URL, for a dry run.
+    let third = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["--dev", "--config"])
+        .arg(natter::config(third.path(), None))
+        .args(["import-chatty", "--dry-run"])
+        .env("CHATTY_DATABASE_URL", &url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(
+        text(&run).contains("would import: 5 users"),
+        "{}",
+        text(&run)
     );
 }

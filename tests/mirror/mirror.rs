@@ -367,3 +367,334 @@ async fn a_replaced_mirror_database_is_copied_again_in_full() {
     assert_eq!(pending, 0);
     assert_eq!(pg_snapshot(&db).await, sled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_skips_rows_the_api_would_refuse_and_names_its_admins() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), Some(&url));
+    let server = Natter::start(&config);
+    server.registered("root", "rootpassword").await;
+    let alice = server.registered("alice", "alicepassword").await;
+    alice.join("Main").await;
+    alice.say("Main", "kept").await;
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(10), "the mirror", || async {
+        pg_message_ids(&db).await.len() == 1
+    })
+    .await;
+    server.stop();
+
+    // Rows planted in the mirror while natter was away.
+    let quick = bcrypt::hash("plantedpass", 4).unwrap();
+    let cost31 = format!("$2b$31{}", &quick[6..]);
+    db.batch_execute("ALTER TABLE users ALTER COLUMN email DROP NOT NULL")
+        .await
+        .unwrap();
+    for (key, name, email, hash, admin) in [
+        (
+            "mallory",
+            "mallory",
+            Some("m@example.org"),
+            quick.as_str(),
+            true,
+        ),
+        ("bot", "Bot", Some("b@example.org"), quick.as_str(), false),
+        ("a b", "a b", Some("ab@example.org"), quick.as_str(), false),
+        (
+            "<b>x</b>",
+            "<b>x</b>",
+            Some("x@example.org"),
+            quick.as_str(),
+            false,
+        ),
+        (
+            "twin",
+            "twin",
+            Some("ALICE@example.org"),
+            quick.as_str(),
+            false,
+        ),
+        (
+            "slow",
+            "slow",
+            Some("s@example.org"),
+            cost31.as_str(),
+            false,
+        ),
+        ("nulled", "nulled", None, quick.as_str(), false),
+    ] {
+        db.execute(
+            "INSERT INTO users VALUES ($1, $2, $3, $4, true, $5, false, now())",
+            &[&key, &name, &email, &hash, &admin],
+        )
+        .await
+        .unwrap();
+    }
+    db.batch_execute(
+        "INSERT INTO chats VALUES (-1, 'Minus', now());
+         INSERT INTO messages VALUES (4611686018427387904, 1, 'alice', 'huge', now(),
+                                      true, false, false);",
+    )
+    .await
+    .unwrap();
+
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    let server = Natter::start(&config);
+    let log = server.log.lock().unwrap().clone();
+    let skipped: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("restore: skipped"))
+        .collect();
+    assert_eq!(skipped.len(), 8, "one line per refused row: {log:#?}");
+    for needle in [
+        "account \"bot\": the name is reserved",
+        "account \"a b\": the name breaks",
+        "account \"<b>x</b>\": the name breaks",
+        "account \"twin\": the same email as account \"alice\"",
+        "account \"slow\": the bcrypt password hash has cost 31",
+        "account \"nulled\": its email is NULL",
+        "chat -1: chat id -1 is negative",
+        "message 4611686018427387904: message id 4611686018427387904 is outside",
+    ] {
+        assert!(
+            skipped.iter().any(|l| l.contains(needle)),
+            "{needle}: {skipped:#?}"
+        );
+    }
+    assert!(
+        server.log_has("restore: the mirror makes these accounts admins: mallory, root"),
+        "{log:#?}"
+    );
+    // Ids stay usable: a new chat and a new message are created.
+    let root = server.client();
+    let (status, _) = root
+        .post(
+            "/api/authorize",
+            json!({"user": "root", "password": "rootpassword"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        root.post("/api/adminonly/createChat", json!({"chat": "After"}))
+            .await
+            .0,
+        200
+    );
+    root.join("Main").await;
+    let id = root.say("Main", "after the restore").await["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(id, 2);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_natters_mirror_is_left_alone_and_a_second_writer_is_refused() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    let production = tempfile::tempdir().unwrap();
+    let config = natter::config(production.path(), Some(&url));
+    let server = Natter::start(&config);
+    let alice = server.registered("alice", "alicepassword").await;
+    alice.join("Main").await;
+    alice.say("Main", "production's").await;
+    let db = pg.client("natter").await;
+    wait_for(Duration::from_secs(10), "the mirror", || async {
+        pg_message_ids(&db).await.len() == 1
+    })
+    .await;
+
+    // A second natter with its own data on the same database, while the first still writes.
+    let staging = tempfile::tempdir().unwrap();
+    let staging_plain = natter::config(staging.path(), None);
+    let second = Natter::start(&staging_plain);
+    second.client().guest("tester").await;
+    second.stop();
+    let staging_config = natter::config(staging.path(), Some(&url));
+    let second = Natter::start(&staging_config);
+    second
+        .wait_log("another natter is writing to the mirror database")
+        .await;
+    assert_eq!(second.mirror_state().await, "down");
+    second.stop();
+    server.stop();
+
+    // The first one stopped: the label still says the database is not staging's.
+    let second = Natter::start(&staging_config);
+    second.wait_log("holds another natter's copy").await;
+    assert_eq!(second.mirror_state().await, "down");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pg_message_ids(&db).await,
+        [1],
+        "production's copy is untouched"
+    );
+    second.stop();
+
+    // Asked explicitly, staging replaces it.
+    let text = std::fs::read_to_string(&staging_config).unwrap();
+    std::fs::write(
+        &staging_config,
+        text.replacen(
+            "database_url",
+            "mirror_replace_foreign = true\ndatabase_url",
+            1,
+        ),
+    )
+    .unwrap();
+    let second = Natter::start(&staging_config);
+    wait_for(Duration::from_secs(20), "the replacement", || async {
+        second.mirror_state().await == "ok"
+    })
+    .await;
+    second.stop();
+    let (sled, pending) = sled_snapshot(&staging.path().join("data"));
+    assert_eq!(pending, 0);
+    assert_eq!(pg_snapshot(&db).await, sled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_offline_commands_leave_the_mirror_alone() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), Some(&url));
+    let server = Natter::start(&config);
+    server.registered("alice", "alicepassword").await;
+    server.stop();
+    // The admin's shell has no database_url.
+    let plain = dir.path().join("plain.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("database_url"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&plain, without).unwrap();
+    for args in [
+        vec!["user", "list"],
+        vec!["chat", "list"],
+        vec!["export"],
+        vec!["import-chatty", "postgres://127.0.0.1:1/x"],
+    ] {
+        let out = natter::command(&plain, &args);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!said.contains("dropping"), "{args:?}: {said}");
+    }
+    let server = Natter::start(&config);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !server.log_has("queued a full copy"),
+        "{:#?}",
+        server.log.lock().unwrap()
+    );
+    server.stop();
+
+    // A command that changes data says so before it starts.
+    let out = natter::command(&plain, &["chat", "create", "Later"]);
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("feeds a PostgreSQL mirror, but database_url is not set"),
+        "{said}"
+    );
+    let server = Natter::start(&config);
+    server.wait_log("queued a full copy").await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_postgresql_at_an_empty_data_directory_is_said_once() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("natter").await;
+    pg.stop_server();
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), Some(&url));
+    let starting = std::thread::spawn(move || Natter::start(&config));
+    std::thread::sleep(Duration::from_secs(4));
+    pg.start_server();
+    let server = starting.join().unwrap();
+    server.wait_log("answered after").await;
+    let waits = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("cannot be reached yet"))
+        .count();
+    assert_eq!(waits, 1, "{:#?}", server.log.lock().unwrap());
+    server.stop();
+}
+
+/// Whether the connection `client` uses is encrypted.
+async fn on_tls(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn sslmode_prefer_tries_tls_first_and_sslrootcert_is_read() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    use ::natter::store::mirror::pg::{connect, exposure_warning, parse};
+    // Without TLS on the server, prefer falls back to plain text.
+    let plain = connect(&parse(&pg.url("postgres")).unwrap()).await.unwrap();
+    assert!(!on_tls(&plain).await);
+    let ca = pg.enable_tls();
+    for url in [
+        pg.url("postgres"),
+        format!("{}?sslmode=prefer", pg.url("postgres")),
+    ] {
+        let client = connect(&parse(&url).unwrap()).await.unwrap();
+        assert!(on_tls(&client).await, "{url} tries TLS first");
+    }
+    let pinned = format!(
+        "{}?sslmode=require&sslrootcert={}",
+        pg.url("postgres"),
+        ca.display()
+    );
+    let client = connect(&parse(&pinned).unwrap()).await.unwrap();
+    assert!(on_tls(&client).await);
+    // require checks the certificate: the system's roots do not know this authority.
+    let unknown = format!("{}?sslmode=require", pg.url("postgres"));
+    assert!(connect(&parse(&unknown).unwrap()).await.is_err());
+    let disabled = format!("{}?sslmode=disable", pg.url("postgres"));
+    assert!(!on_tls(&connect(&parse(&disabled).unwrap()).await.unwrap()).await);
+
+    assert_eq!(
+        exposure_warning(&parse(&pg.url("x")).unwrap()),
+        None,
+        "loopback"
+    );
+    assert_eq!(
+        exposure_warning(&parse("host=/run/postgresql dbname=x").unwrap()),
+        None
+    );
+    let remote = exposure_warning(&parse("postgres://db.example.org/x").unwrap()).unwrap();
+    assert!(remote.contains("sslmode=prefer") && remote.contains("sslmode=require"));
+    assert_eq!(
+        exposure_warning(&parse("postgres://db.example.org/x?sslmode=require").unwrap()),
+        None
+    );
+}

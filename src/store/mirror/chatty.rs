@@ -2,7 +2,8 @@
 //! hold; every row it cannot is reported on one line and skipped, never stopping the run.
 
 use super::pg;
-use crate::model::{ChatName, UserName, name_key};
+use crate::model::{ChatName, name_key};
+use crate::store::incoming::Incoming;
 use crate::store::{ChatRecord, MessageRecord, UserRecord};
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::Client;
@@ -66,51 +67,72 @@ impl Summary {
     }
 }
 
+/// The accounts to import and what the operator must hear about them.
+#[derive(Debug, Default)]
+pub struct UserPlan {
+    pub users: Vec<UserRecord>,
+    /// chatty-server's user id to the natter key of the account kept for it: authorship of
+    /// messages goes by this id, never by a name.
+    pub keys: HashMap<i32, String>,
+    /// Accounts that were admins in chatty-server (its register handler let anyone set it).
+    pub admins: Vec<String>,
+    /// Accounts with chatty-server's bot flag (settable at registration there too).
+    pub bots: Vec<String>,
+}
+
 /// Keeps the accounts natter can hold, first by id wins; `report` gets one line per skip.
+/// Every account comes in without admin unless `keep_admins`.
 pub fn plan_users(
     rows: Vec<ChattyUser>,
-    bot_name: &str,
+    checks: &mut Incoming,
+    keep_admins: bool,
     created: i64,
     report: &mut dyn FnMut(String),
-) -> Vec<UserRecord> {
+) -> UserPlan {
     let mut names: HashMap<String, (i32, String)> = HashMap::new();
     let mut emails: HashMap<String, (i32, String)> = HashMap::new();
-    let mut kept = Vec::new();
+    let mut plan = UserPlan::default();
     for row in rows {
         let skip = |why: String| format!("skipped user {} {:?}: {why}", row.id, row.name);
         let key = name_key(&row.name);
         let email_key = row.email.to_lowercase();
-        if UserName::parse(&row.name).is_err() {
-            report(skip(
-                "the name breaks natter's rules (1-32 letters, digits, _ - .)".into(),
-            ));
-        } else if key == name_key(bot_name) {
-            report(skip("the name is natter's bot's".into()));
-        } else if let Some((id, name)) = names.get(&key) {
-            report(skip(format!(
-                "the same name as user {id} {name:?} ignoring case"
-            )));
+        let record = UserRecord {
+            name: row.name.clone(),
+            email: row.email.clone(),
+            password_hash: row.password_hash.clone(),
+            verified: row.verified,
+            admin: row.admin && keep_admins,
+            bot: row.bot,
+            created,
+            activation: None,
+            reset: None,
+        };
+        // The original's ids name the first holder of a name or email; the rest is the API's rules.
+        let why = if let Some((id, name)) = names.get(&key) {
+            Some(format!("the same name as user {id} {name:?} ignoring case"))
         } else if let Some((id, name)) = emails.get(&email_key) {
-            report(skip(format!(
+            Some(format!(
                 "the same email as user {id} {name:?} ignoring case"
-            )));
+            ))
         } else {
-            names.insert(key, (row.id, row.name.clone()));
-            emails.insert(email_key, (row.id, row.name.clone()));
-            kept.push(UserRecord {
-                name: row.name,
-                email: row.email,
-                password_hash: row.password_hash,
-                verified: row.verified,
-                admin: row.admin,
-                bot: row.bot,
-                created,
-                activation: None,
-                reset: None,
-            });
+            checks.user(&record).err()
+        };
+        if let Some(why) = why {
+            report(skip(why));
+            continue;
         }
+        names.insert(key.clone(), (row.id, row.name.clone()));
+        emails.insert(email_key, (row.id, row.name.clone()));
+        plan.keys.insert(row.id, key);
+        if row.admin {
+            plan.admins.push(row.name.clone());
+        }
+        if row.bot {
+            plan.bots.push(row.name.clone());
+        }
+        plan.users.push(record);
     }
-    kept
+    plan
 }
 
 /// Chats natter can hold, with fresh ids from 1, and the names it had to skip.
@@ -151,10 +173,12 @@ pub fn plan_chats(rows: Vec<String>, created: i64, report: &mut dyn FnMut(String
     plan
 }
 
-/// Messages of kept chats, with their ids; guests' (user_id -1) stay guests' messages.
+/// Messages of kept chats, with their ids; guests' (user_id -1) stay guests' messages, without
+/// the verified and bot flags a guest could set in chatty-server.
 pub fn plan_messages(
     rows: Vec<ChattyMessage>,
     chats: &ChatPlan,
+    users: &UserPlan,
     report: &mut dyn FnMut(String),
 ) -> Vec<MessageRecord> {
     let mut kept = Vec::with_capacity(rows.len());
@@ -162,19 +186,23 @@ pub fn plan_messages(
         let why = match chats.ids.get(&row.chat) {
             _ if row.id <= 0 => Some("its id is not positive".to_owned()),
             Some(&chat_id) => {
+                let guest = row.user_id < 0;
                 kept.push(MessageRecord {
                     id: row.id as u64,
                     chat_id,
                     user: row.user.clone(),
                     // chatty-server kept no admin flag on messages.
-                    verified: row.verified,
+                    verified: row.verified && !guest,
                     admin: false,
-                    bot: row.bot,
+                    bot: row.bot && !guest,
                     text: row.text,
                     time: row.time,
-                    // A registered author may delete their message; a guest's right ended with chatty.
-                    author: (row.user_id >= 0)
-                        .then(|| super::super::Author::Account(row.user.to_lowercase())),
+                    // The imported account of that user id may delete it; nobody else (a
+                    // guest's right ended with chatty, a skipped account's never starts).
+                    author: users
+                        .keys
+                        .get(&row.user_id)
+                        .map(|key| super::super::Author::Account(key.clone())),
                 });
                 None
             }
@@ -276,7 +304,7 @@ mod tests {
             id,
             name: name.into(),
             email: email.into(),
-            password_hash: "$2a$04$x".into(),
+            password_hash: bcrypt::hash("sixchr", 4).unwrap(),
             verified: true,
             admin: false,
             bot: false,
@@ -309,12 +337,17 @@ mod tests {
                 user(5, "bot", "bot@x.org"),
                 user(6, "Cid", "cid@x.org"),
             ],
-            "Bot",
+            &mut Incoming::new("Bot", 1000),
+            false,
             9,
             &mut report,
         );
         assert_eq!(
-            users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            users
+                .users
+                .iter()
+                .map(|u| u.name.as_str())
+                .collect::<Vec<_>>(),
             ["Ann", "Cid"]
         );
         let chats = plan_chats(
@@ -332,6 +365,7 @@ mod tests {
                 message(9, "Two"),
             ],
             &chats,
+            &users,
             &mut report,
         );
         assert_eq!(
@@ -346,6 +380,62 @@ mod tests {
             lines
                 .iter()
                 .any(|l| l.contains("\"Gone\" no longer exists"))
+        );
+    }
+
+    #[test]
+    fn flags_anyone_could_set_in_chatty_do_not_come_over() {
+        let mut admin = user(1, "Boss", "boss@x.org");
+        admin.admin = true;
+        let mut bot = user(2, "Robo", "robo@x.org");
+        bot.bot = true;
+        let rows = vec![
+            admin,
+            bot,
+            user(3, "alice", "a@x.org"),
+            user(4, "ALICE", "b@x.org"),
+        ];
+        let mut lines = Vec::new();
+        let plan = plan_users(
+            rows.clone(),
+            &mut Incoming::new("Bot", 1000),
+            false,
+            9,
+            &mut |l| lines.push(l),
+        );
+        assert!(plan.users.iter().all(|u| !u.admin));
+        assert_eq!(plan.admins, ["Boss"]);
+        assert_eq!(plan.bots, ["Robo"]);
+        let kept = plan_users(rows, &mut Incoming::new("Bot", 1000), true, 9, &mut |_| {});
+        assert!(kept.users[0].admin, "--keep-admins keeps it");
+
+        let chats = plan_chats(vec!["Main".into()], 9, &mut |_| {});
+        let mut guest = message(1, "Main");
+        guest.verified = true;
+        guest.bot = true;
+        let by = |id, user_id, name: &str| ChattyMessage {
+            user_id,
+            user: name.into(),
+            ..message(id, "Main")
+        };
+        let out = plan_messages(
+            vec![guest, by(2, 3, "alice"), by(3, 4, "ALICE")],
+            &chats,
+            &plan,
+            &mut |_| {},
+        );
+        assert!(
+            !out[0].verified && !out[0].bot,
+            "a guest's flags are dropped"
+        );
+        assert_eq!(out[0].author, None);
+        assert_eq!(
+            out[1].author,
+            Some(crate::store::Author::Account("alice".into()))
+        );
+        assert_eq!(
+            out[2].author, None,
+            "the skipped ALICE's message is nobody's to delete"
         );
     }
 }

@@ -10,11 +10,15 @@ pub mod apply;
 #[cfg(feature = "pg")]
 pub mod chatty;
 #[cfg(feature = "pg")]
+mod conninfo;
+#[cfg(feature = "pg")]
 pub mod pg;
 #[cfg(feature = "pg")]
 pub mod restore;
 #[cfg(feature = "pg")]
 pub mod schema;
+#[cfg(feature = "pg")]
+mod unverified;
 #[cfg(feature = "pg")]
 pub mod worker;
 

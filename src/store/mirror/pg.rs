@@ -1,10 +1,21 @@
-//! Connecting to PostgreSQL: the connection string, TLS when it asks for it, and a name for the
-//! database that holds no password.
+//! Connecting to PostgreSQL: the connection string, TLS as libpq does it (`prefer` tries it
+//! first, `require` insists and checks the certificate), and a name for the database that holds
+//! no password.
 
+use super::conninfo;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
+
+/// A parsed connection string: tokio-postgres's settings plus what it does not read itself.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub postgres: Config,
+    /// `sslrootcert`: the certificates that sign the server's (instead of the system's roots).
+    pub root_cert: Option<PathBuf>,
+}
 
 /// Used when the connection string sets no `connect_timeout`: a dead host must not stall the
 /// worker for minutes.
@@ -12,18 +23,57 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parses a `postgres://` URL or a `key=value` string. The error never repeats the string (it
 /// may hold a password).
-pub fn parse(url: &str) -> Result<Config, String> {
-    let mut config: Config = url
+pub fn parse(url: &str) -> Result<Target, String> {
+    let (rest, root_cert) = conninfo::take(url, "sslrootcert")?;
+    let mut config: Config = rest
         .parse()
         .map_err(|e| format!("the PostgreSQL connection string does not parse: {e}"))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    Ok(config)
+    Ok(Target {
+        postgres: config,
+        root_cert: root_cert.map(PathBuf::from),
+    })
+}
+
+/// Whether every host is a Unix socket or a loopback address.
+fn is_local(config: &Config) -> bool {
+    config.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        Host::Unix(_) => true,
+    })
+}
+
+/// A warning when the mirror is reached over the network without `sslmode=require`: the
+/// traffic (password hashes, messages) could be read or changed on the way.
+pub fn exposure_warning(target: &Target) -> Option<String> {
+    let config = &target.postgres;
+    if is_local(config) || config.get_ssl_mode() == SslMode::Require {
+        return None;
+    }
+    let mode = match config.get_ssl_mode() {
+        SslMode::Disable => "disable",
+        _ => "prefer",
+    };
+    Some(format!(
+        "the PostgreSQL mirror {} is reached over the network with sslmode={mode}: its traffic \
+         (password hashes, messages) can be read or changed on the way; add sslmode=require to \
+         database_url (and sslrootcert=PATH for a private certificate authority)",
+        describe(target)
+    ))
 }
 
 /// "host:port/dbname", to log and to tell one mirror database from another.
-pub fn describe(config: &Config) -> String {
+pub fn describe(target: &Target) -> String {
+    let config = &target.postgres;
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -53,19 +103,30 @@ pub fn describe(config: &Config) -> String {
     )
 }
 
-/// Connects, with rustls when the string says `sslmode=require` (the server certificate is
-/// checked against the system's trusted roots), in plain text otherwise. The connection runs
-/// on its own task; the client reports it closed when that task ends.
-pub async fn connect(config: &Config) -> Result<Client, String> {
-    if config.get_ssl_mode() == SslMode::Require {
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config()?);
-        let (client, connection) = config.connect(tls).await.map_err(describe_error)?;
-        tokio::spawn(run(connection));
-        Ok(client)
-    } else {
-        let (client, connection) = config.connect(NoTls).await.map_err(describe_error)?;
-        tokio::spawn(run(connection));
-        Ok(client)
+/// Connects as libpq does: `disable` in plain text; `prefer` (the default) tries TLS first,
+/// without checking the certificate unless `sslrootcert` is given, and falls back to plain text
+/// when the server has no TLS; `require` insists on TLS with a certificate signed by
+/// `sslrootcert` or the system's trusted roots. The connection runs on its own task; the client
+/// reports it closed when that task ends.
+pub async fn connect(target: &Target) -> Result<Client, String> {
+    let config = &target.postgres;
+    let tls = match config.get_ssl_mode() {
+        SslMode::Disable => None,
+        SslMode::Require => Some(tls_config(target, true)?),
+        _ => Some(tls_config(target, false)?),
+    };
+    match tls {
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let (client, connection) = config.connect(tls).await.map_err(describe_error)?;
+            tokio::spawn(run(connection));
+            Ok(client)
+        }
+        None => {
+            let (client, connection) = config.connect(NoTls).await.map_err(describe_error)?;
+            tokio::spawn(run(connection));
+            Ok(client)
+        }
     }
 }
 
@@ -99,21 +160,47 @@ pub fn describe_error(e: tokio_postgres::Error) -> String {
     text
 }
 
-fn tls_config() -> Result<rustls::ClientConfig, String> {
+/// The TLS settings: certificates checked against `sslrootcert` or the system's roots, or (for
+/// `prefer` without `sslrootcert`, as libpq) encryption without checking who answers.
+fn tls_config(target: &Target, verify: bool) -> Result<rustls::ClientConfig, String> {
+    // Named explicitly: other crates in the build may enable a second rustls provider.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    if !verify && target.root_cert.is_none() {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(super::unverified::Unverified(provider)))
+            .with_no_client_auth());
+    }
+    Ok(builder
+        .with_root_certificates(roots(target)?)
+        .with_no_client_auth())
+}
+
+/// `sslrootcert`'s certificates, else the system's trusted roots.
+fn roots(target: &Target) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
+    if let Some(path) = &target.root_cert {
+        let failed = |e: String| format!("cannot read sslrootcert {}: {e}", path.display());
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| failed(e.to_string()))? {
+            let cert = cert.map_err(|e| failed(e.to_string()))?;
+            roots.add(cert).map_err(|e| failed(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(failed("no certificate in it".into()));
+        }
+        return Ok(roots);
+    }
+    for cert in rustls_native_certs::load_native_certs().certs {
         // One unreadable system certificate must not stop the others.
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
         return Err("sslmode=require, but no trusted root certificates were found".into());
     }
-    // Named explicitly: other crates in the build may enable a second rustls provider.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(roots)
 }

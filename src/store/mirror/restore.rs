@@ -1,12 +1,15 @@
 //! Start-up with the mirror on: an empty data directory is filled from a non-empty mirror; a
 //! data directory the mirror has not followed is copied into it whole.
 
+use super::pg::Target;
 use super::{pg, schema};
+use crate::config::Config as Rules;
+use crate::store::incoming::{self, Incoming};
 use crate::store::sled::SledStore;
 use crate::store::{ChatRecord, MessageRecord, UserRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 /// How long an empty data directory waits for PostgreSQL before natter gives up starting.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -15,7 +18,7 @@ const PAGE: i64 = 10_000;
 
 /// Brings sled and the mirror in line before the server starts; returns once it is safe to
 /// serve. Only an empty data directory needs PostgreSQL now: anything else goes to the outbox.
-pub async fn prepare(store: &Arc<SledStore>, config: &Config) -> Result<(), String> {
+pub async fn prepare(store: &Arc<SledStore>, config: &Target, rules: &Rules) -> Result<(), String> {
     let target = pg::describe(config);
     let store_err = |e: crate::store::StoreError| e.to_string();
     if store.unfinished_load().map_err(store_err)?.as_deref() == Some("restore") {
@@ -47,7 +50,7 @@ pub async fn prepare(store: &Arc<SledStore>, config: &Config) -> Result<(), Stri
         .await
         .map_err(|e| e.to_string())?
         .map_err(store_err)?;
-    let (users, chats, messages) = restore(&client, store).await?;
+    let (users, chats, messages) = restore(&client, store, rules).await?;
     if users + chats + messages == 0 {
         log::info!("PostgreSQL mirror {target} is empty: nothing to restore");
     } else {
@@ -87,16 +90,32 @@ async fn adopt_instance(client: &Client) -> Result<String, String> {
     Ok(instance)
 }
 
-async fn connect_patiently(config: &Config, target: &str) -> Result<Client, String> {
-    let deadline = Instant::now() + PATIENCE;
+/// Waits up to `PATIENCE` for PostgreSQL: the wait is logged once, then its outcome.
+async fn connect_patiently(config: &Target, target: &str) -> Result<Client, String> {
+    let started = Instant::now();
+    let deadline = started + PATIENCE;
+    let mut waiting = false;
     loop {
         match pg::connect(config).await {
-            Ok(client) => return Ok(client),
+            Ok(client) => {
+                if waiting {
+                    log::info!(
+                        "the PostgreSQL mirror {target} answered after {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(client);
+            }
             Err(e) if Instant::now() < deadline => {
-                log::warn!(
-                    "the data directory is empty and the PostgreSQL mirror {target} cannot be \
-                     reached yet ({e}); waiting for it to check for data to restore"
-                );
+                if !waiting {
+                    log::warn!(
+                        "the data directory is empty and the PostgreSQL mirror {target} cannot \
+                         be reached yet ({e}); waiting up to {} s for it to check for data to \
+                         restore",
+                        PATIENCE.as_secs()
+                    );
+                    waiting = true;
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {
@@ -110,52 +129,69 @@ async fn connect_patiently(config: &Config, target: &str) -> Result<Client, Stri
     }
 }
 
-/// Copies the mirror into sled; returns the counts of accounts, chats and messages.
-async fn restore(client: &Client, store: &Arc<SledStore>) -> Result<(u64, u64, u64), String> {
+/// Copies the mirror into sled, each row checked as the API would (`Incoming`); a row that fails
+/// is logged on one line and left out. Returns the counts of accounts, chats and messages.
+async fn restore(
+    client: &Client,
+    store: &Arc<SledStore>,
+    rules: &Rules,
+) -> Result<(u64, u64, u64), String> {
     let fail =
         |e: tokio_postgres::Error| format!("reading the mirror failed: {}", pg::describe_error(e));
-    let users: Vec<UserRecord> = client
+    let mut incoming = Incoming::new(&rules.bot.name, rules.password_iterations);
+    let skipped = |what: &str, id: &str, why: String| {
+        log::warn!("restore: skipped the mirror's {what} {id}: {why}");
+    };
+    let mut users = Vec::new();
+    for row in client
         .query(
-            "SELECT name, email, password_hash, verified, admin, bot,
+            "SELECT key, name, email, password_hash, verified, admin, bot,
                     extract(epoch FROM created)::bigint FROM users ORDER BY key",
             &[],
         )
         .await
         .map_err(fail)?
-        .iter()
-        .map(|r| UserRecord {
-            name: r.get(0),
-            email: r.get(1),
-            password_hash: r.get(2),
-            verified: r.get(3),
-            admin: r.get(4),
-            bot: r.get(5),
-            created: r.get(6),
-            activation: None,
-            reset: None,
-        })
-        .collect();
-    let chats: Vec<ChatRecord> = client
+    {
+        let key: String = row
+            .try_get::<_, Option<String>>(0)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match user_row(&row).and_then(|u| incoming.user(&u).map(|()| u)) {
+            Ok(user) => users.push(user),
+            Err(why) => skipped("account", &format!("{key:?}"), why),
+        }
+    }
+    let mut chats = Vec::new();
+    for row in client
         .query(
             "SELECT id, name, extract(epoch FROM created)::bigint FROM chats ORDER BY id",
             &[],
         )
         .await
         .map_err(fail)?
-        .iter()
-        .map(|r| ChatRecord {
-            id: r.get::<_, i64>(0) as u64,
-            name: r.get(1),
-            created: r.get(2),
-        })
-        .collect();
+    {
+        let id = row
+            .try_get::<_, Option<i64>>(0)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match chat_row(&row).and_then(|c| incoming.chat(&c).map(|()| c)) {
+            Ok(chat) => chats.push(chat),
+            Err(why) => skipped("chat", &id.to_string(), why),
+        }
+    }
+    if let Some(admins) = incoming::admins_line(&users) {
+        log::warn!("restore: the mirror makes these accounts admins: {admins}");
+    }
     let counts = (users.len() as u64, chats.len() as u64);
     blocking(store, move |s| {
         s.load_users(&users)?;
         s.load_chats(&chats)
     })
     .await?;
-    let mut after = 0i64;
+    // From the lowest BIGINT, so that a negative id is reported too.
+    let mut after = i64::MIN;
     let mut messages = 0u64;
     loop {
         let rows = client
@@ -170,26 +206,71 @@ async fn restore(client: &Client, store: &Arc<SledStore>) -> Result<(u64, u64, u
         let Some(last) = rows.last() else {
             break;
         };
-        after = last.get(0);
-        let page: Vec<MessageRecord> = rows
-            .iter()
-            .map(|r| MessageRecord {
-                id: r.get::<_, i64>(0) as u64,
-                chat_id: r.get::<_, i64>(1) as u64,
-                user: r.get(2),
-                text: r.get(3),
-                time: r.get(4),
-                verified: r.get(5),
-                admin: r.get(6),
-                bot: r.get(7),
-                // The mirror keeps no author: restored messages are deleted by admins only.
-                author: None,
-            })
-            .collect();
+        after = last
+            .try_get(0)
+            .map_err(|e| format!("reading the mirror failed: {e}"))?;
+        let mut page = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id = row.try_get::<_, i64>(0).unwrap_or_default();
+            match message_row(row).and_then(|m| incoming.message(&m).map(|()| m)) {
+                Ok(message) => page.push(message),
+                Err(why) => skipped("message", &id.to_string(), why),
+            }
+        }
         messages += page.len() as u64;
         blocking(store, move |s| s.load_messages(&page)).await?;
     }
     Ok((counts.0, counts.1, messages))
+}
+
+/// Column `i` of `row`, which must not be NULL.
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    i: usize,
+) -> Result<T, String> {
+    let name = row.columns().get(i).map_or("?", |c| c.name());
+    match row.try_get::<_, Option<T>>(i) {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => Err(format!("its {name} is NULL")),
+        Err(e) => Err(format!("its {name} cannot be read: {e}")),
+    }
+}
+
+fn user_row(r: &tokio_postgres::Row) -> Result<UserRecord, String> {
+    Ok(UserRecord {
+        name: column(r, 1)?,
+        email: column(r, 2)?,
+        password_hash: column(r, 3)?,
+        verified: column(r, 4)?,
+        admin: column(r, 5)?,
+        bot: column(r, 6)?,
+        created: column(r, 7)?,
+        activation: None,
+        reset: None,
+    })
+}
+
+fn chat_row(r: &tokio_postgres::Row) -> Result<ChatRecord, String> {
+    Ok(ChatRecord {
+        id: incoming::id_from_pg("chat", column(r, 0)?)?,
+        name: column(r, 1)?,
+        created: column(r, 2)?,
+    })
+}
+
+fn message_row(r: &tokio_postgres::Row) -> Result<MessageRecord, String> {
+    Ok(MessageRecord {
+        id: incoming::id_from_pg("message", column(r, 0)?)?,
+        chat_id: incoming::id_from_pg("chat", column(r, 1)?)?,
+        user: column(r, 2)?,
+        text: column(r, 3)?,
+        time: column(r, 4)?,
+        verified: column(r, 5)?,
+        admin: column(r, 6)?,
+        bot: column(r, 7)?,
+        // The mirror keeps no author: restored messages are deleted by admins only.
+        author: None,
+    })
 }
 
 async fn blocking(

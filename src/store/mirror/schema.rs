@@ -44,6 +44,31 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 /// Key of the advisory lock that keeps two natters from migrating at once.
 const LOCK_KEY: i64 = 0x6e61_7474_6572; // "natter"
 
+/// Key of the session advisory lock the mirror's one writer holds while connected.
+const WRITER_LOCK_KEY: i64 = 0x006e_6174_7465_7277; // "natterw"
+
+/// Takes the writer's lock for this session (released when the connection ends), or says who
+/// holds it: two natters writing one mirror would mix their copies.
+pub async fn lock_writer(client: &Client, target: &str) -> Result<(), String> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK_KEY])
+        .await
+        .map_err(|e| {
+            format!(
+                "taking the mirror's lock failed: {}",
+                super::pg::describe_error(e)
+            )
+        })?;
+    if row.get::<_, bool>(0) {
+        return Ok(());
+    }
+    Err(format!(
+        "another natter is writing to the mirror database {target} (it holds the mirror's \
+         advisory lock): two writers would mix their copies; stop the other one or give this \
+         one a database of its own"
+    ))
+}
+
 /// Applies every migration not yet recorded, each in its own transaction.
 pub async fn migrate(client: &mut Client) -> Result<(), String> {
     let fail =
@@ -59,7 +84,10 @@ pub async fn migrate(client: &mut Client) -> Result<(), String> {
         // Not even schema_migrations is created in a database that holds someone else's tables.
         return Err(
             "the database has a users table that natter did not create (is it \
-                    chatty-server's?); the mirror needs a database of its own"
+             chatty-server's?); the mirror needs a database of its own. Coming from \
+             chatty-server: stop natter, move its data over with `natter import-chatty \
+             OLD_DATABASE_URL` into an empty data_dir, then give DATABASE_URL a new, empty \
+             database for the mirror (or unset it)"
                 .into(),
         );
     }

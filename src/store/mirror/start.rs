@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 /// Where the mirror goes: PostgreSQL connection settings (nothing in a build without `pg`).
 #[cfg(feature = "pg")]
-pub type Target = tokio_postgres::Config;
+pub type Target = super::pg::Target;
 #[cfg(not(feature = "pg"))]
 pub type Target = ();
 
@@ -45,8 +45,12 @@ pub async fn open_store(
         }
     }
     #[cfg(feature = "pg")]
+    if let Some(warning) = target.as_ref().and_then(super::pg::exposure_warning) {
+        log::warn!("{warning}");
+    }
+    #[cfg(feature = "pg")]
     if let Some(pg) = &target {
-        super::restore::prepare(&store, pg).await?;
+        super::restore::prepare(&store, pg, config).await?;
     }
     Ok((store, target))
 }
@@ -72,11 +76,15 @@ fn target(config: &Config) -> Result<Option<Target>, String> {
 
 /// Starts the worker that drains the outbox into PostgreSQL.
 #[cfg(feature = "pg")]
-pub fn spawn_worker(store: Arc<SledStore>, target: Target) -> JoinHandle<()> {
-    tokio::spawn(super::worker::run(store, target))
+pub fn spawn_worker(store: Arc<SledStore>, target: Target, config: &Config) -> JoinHandle<()> {
+    let options = super::worker::Options {
+        target,
+        replace_foreign: config.mirror_replace_foreign,
+    };
+    tokio::spawn(super::worker::run(store, options))
 }
 
 #[cfg(not(feature = "pg"))]
-pub fn spawn_worker(_store: Arc<SledStore>, _target: Target) -> JoinHandle<()> {
+pub fn spawn_worker(_store: Arc<SledStore>, _target: Target, _config: &Config) -> JoinHandle<()> {
     tokio::spawn(async {})
 }

@@ -3,12 +3,13 @@
 
 use super::apply::{Statements, apply};
 use super::outbox::Queued;
+use super::pg::Target;
 use super::status::{MirrorReport, MirrorState};
 use super::{pg, schema};
 use crate::store::sled::SledStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 /// Entries applied per PostgreSQL transaction.
 const BATCH: usize = 500;
@@ -26,8 +27,16 @@ struct Connection {
     statements: Statements,
 }
 
+/// What the worker needs besides the store: where the mirror is and what it may replace.
+pub struct Options {
+    pub target: Target,
+    /// `mirror_replace_foreign`: a database labelled by another natter may be replaced.
+    pub replace_foreign: bool,
+}
+
 /// Runs until the task is aborted (shutdown). What it has not applied stays in the outbox.
-pub async fn run(store: Arc<SledStore>, config: Config) {
+pub async fn run(store: Arc<SledStore>, options: Options) {
+    let config = options.target;
     let Some(shared) = store.mirror_shared() else {
         return;
     };
@@ -38,7 +47,7 @@ pub async fn run(store: Arc<SledStore>, config: Config) {
     loop {
         if connection.as_ref().is_none_or(|c| c.client.is_closed()) {
             connection = None;
-            match open(&config, &store, &target).await {
+            match open(&config, &store, &target, options.replace_foreign).await {
                 Ok(c) => {
                     shared.set_connected(true);
                     log::info!("PostgreSQL mirror connected to {target}");
@@ -94,21 +103,29 @@ pub async fn run(store: Arc<SledStore>, config: Config) {
     }
 }
 
-async fn open(config: &Config, store: &Arc<SledStore>, target: &str) -> Result<Connection, String> {
+async fn open(
+    config: &Target,
+    store: &Arc<SledStore>,
+    target: &str,
+    replace_foreign: bool,
+) -> Result<Connection, String> {
     let mut client = pg::connect(config).await?;
     schema::migrate(&mut client).await?;
-    check_instance(&client, store, target).await?;
+    schema::lock_writer(&client, target).await?;
+    check_instance(&client, store, target, replace_foreign).await?;
     let statements = Statements::prepare(&client).await?;
     Ok(Connection { client, statements })
 }
 
-/// A database that does not carry this data directory's label was replaced, emptied or
-/// restored from elsewhere since natter last wrote to it: the changes queued since then would
-/// not make it whole, so everything is copied again.
+/// A database that does not carry this data directory's label was emptied or replaced since
+/// natter last wrote to it: the changes queued since then would not make it whole, so
+/// everything is copied again. One that carries another natter's label is left alone unless
+/// `replace_foreign`: it is most likely that natter's live copy.
 async fn check_instance(
     client: &Client,
     store: &Arc<SledStore>,
     target: &str,
+    replace_foreign: bool,
 ) -> Result<(), String> {
     let theirs: Option<String> = client
         .query_opt("SELECT id FROM mirror_instance LIMIT 1", &[])
@@ -118,19 +135,31 @@ async fn check_instance(
     let (s, t) = (store.clone(), target.to_owned());
     tokio::task::spawn_blocking(move || {
         let ours = s.mirror_instance()?;
+        if let Some(label) = theirs.as_deref()
+            && ours.as_deref() != Some(label)
+            && !replace_foreign
+        {
+            return Ok(Err(format!(
+                "the mirror database {t} holds another natter's copy (label {label}, this data \
+                 directory's is {}): refusing to replace it. Give database_url a database of its \
+                 own, or set mirror_replace_foreign = true to replace its contents with this \
+                 data directory's",
+                ours.as_deref().unwrap_or("none")
+            )));
+        }
         // A queued reset is a full copy on its way; it labels the database when applied.
         if (theirs.is_some() && theirs == ours) || s.reset_pending()? {
-            return Ok(());
+            return Ok(Ok(()));
         }
         log::warn!(
             "the mirror database {t} is not the copy this data directory has been filling (it \
              was replaced, emptied or restored from elsewhere): copying everything again"
         );
-        s.seed_mirror(&t).map(|_| ())
+        s.seed_mirror(&t).map(|_| Ok(()))
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?
 }
 
 async fn read_batch(store: &Arc<SledStore>) -> Result<Vec<(u64, Queued)>, String> {

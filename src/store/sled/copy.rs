@@ -61,7 +61,8 @@ impl ReadCopy {
             })?;
         copy_tree(dir, copy.path())?;
         drop(log);
-        let store = SledStore::open(copy.path(), SyncMode::Relaxed)?;
+        // The copy is read and dropped: its mirror bookkeeping stays as it was.
+        let store = SledStore::open_leaving_mirror(copy.path(), SyncMode::Relaxed)?;
         Ok(ReadCopy { store, _dir: copy })
     }
 

@@ -23,22 +23,36 @@ pub fn new_instance() -> StoreResult<String> {
 /// Entries per sled batch when seeding or loading.
 const LOAD_BATCH: usize = 5000;
 
+/// What an open does with the mirror's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outbox {
+    /// The mirror is on: changes queue for it.
+    Fill,
+    /// The mirror is off and changes may follow: the outbox goes, and the next mirrored start
+    /// re-seeds (changes made meanwhile are not queued).
+    Drop,
+    /// Nothing will change: the outbox and the target stay as they are.
+    Leave,
+}
+
 /// At open: with the mirror on, counts the outbox; with it off, drops it and forgets the target
 /// so that turning the mirror on again re-seeds it (changes made meanwhile were not queued).
 pub(super) fn open_outbox(
     outbox: &Tree,
     meta: &Tree,
-    mirrored: bool,
+    mode: Outbox,
 ) -> StoreResult<Option<Arc<MirrorShared>>> {
-    if !mirrored {
-        if !outbox.is_empty() || meta.contains_key(META_MIRROR_TARGET).map_err(io)? {
+    if mode == Outbox::Leave {
+        return Ok(None);
+    }
+    if mode == Outbox::Drop {
+        if feeds_mirror(outbox, meta)? {
             log::info!(
                 "the PostgreSQL mirror is off: dropping {} unsent mirror changes; \
                  the next start with database_url re-seeds the mirror",
                 outbox.len()
             );
-            outbox.clear().map_err(io)?;
-            meta.remove(META_MIRROR_TARGET).map_err(io)?;
+            drop_outbox(outbox, meta)?;
         }
         return Ok(None);
     }
@@ -52,6 +66,18 @@ pub(super) fn open_outbox(
     Ok(Some(Arc::new(shared)))
 }
 
+/// Whether the data directory has been feeding a mirror (a target, or changes waiting).
+fn feeds_mirror(outbox: &Tree, meta: &Tree) -> StoreResult<bool> {
+    Ok(!outbox.is_empty() || meta.contains_key(META_MIRROR_TARGET).map_err(io)?)
+}
+
+/// Forgets the mirror's waiting changes and target, so that the next mirrored start re-seeds.
+fn drop_outbox(outbox: &Tree, meta: &Tree) -> StoreResult<()> {
+    outbox.clear().map_err(io)?;
+    meta.remove(META_MIRROR_TARGET).map_err(io)?;
+    Ok(())
+}
+
 fn key_of(key: &[u8]) -> StoreResult<u64> {
     key.try_into()
         .map(u64::from_be_bytes)
@@ -62,6 +88,21 @@ impl SledStore {
     /// The shared mirror state, when the mirror is on.
     pub fn mirror_shared(&self) -> Option<Arc<MirrorShared>> {
         self.shared.mirror.clone()
+    }
+
+    /// Whether this data directory has been feeding a PostgreSQL mirror.
+    pub fn feeds_mirror(&self) -> StoreResult<bool> {
+        self.with(|e| feeds_mirror(&e.outbox, &e.meta))
+    }
+
+    /// Forgets the mirror's waiting changes and target (opened without the mirror, about to
+    /// change data): the next start with database_url copies everything again.
+    pub fn forget_mirror(&self) -> StoreResult<()> {
+        self.with(|e| {
+            drop_outbox(&e.outbox, &e.meta)?;
+            self.committed();
+            Ok(())
+        })
     }
 
     /// State and lag of the mirror.
@@ -181,7 +222,12 @@ impl SledStore {
                 }
                 Ok(())
             };
-            let instance = new_instance()?;
+            // The label stays the data directory's for good: a database that carries another
+            // one holds another natter's copy, which the worker will not replace unasked.
+            let instance = match self.mirror_instance()? {
+                Some(label) => label,
+                None => new_instance()?,
+            };
             push(Entry::Reset {
                 instance: instance.clone(),
             })?;
