@@ -109,12 +109,17 @@ async fn served_soon(addr: SocketAddr) -> TcpStream {
 async fn half_sent_headers_are_cut_after_the_header_read_timeout() {
     let server = TestServer::with_config("header_read_timeout = \"1s\"").await;
     let mut stream = connect(server.addr).await;
+    half_sent_head_is_cut_after_about_a_second(&mut stream).await;
+}
+
+/// Sends half a request head and expects the connection cut after ~1 s with no answer but 408.
+async fn half_sent_head_is_cut_after_about_a_second(stream: &mut TcpStream) {
     let started = Instant::now();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: natter\r\nX-Stalled: ye")
         .await
         .unwrap();
-    let (received, closed) = read_until_closed(&mut stream, Duration::from_secs(3))
+    let (received, closed) = read_until_closed(stream, Duration::from_secs(3))
         .await
         .expect("the stalled connection is closed within 3 s");
     let after = closed - started;
@@ -237,24 +242,9 @@ async fn idle_kept_alive_connections_are_closed_cleanly_after_the_idle_timeout()
 async fn a_next_request_head_is_still_due_within_the_header_read_timeout() {
     let server =
         TestServer::with_config("header_read_timeout = \"1s\"\nidle_timeout = \"60s\"").await;
+    // A connection served once: its second head is timed from its first byte, not idle_timeout.
     let mut stream = served_connection(server.addr).await;
-    let started = Instant::now();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: natter\r\nX-Stalled: ye")
-        .await
-        .unwrap();
-    let (received, closed) = read_until_closed(&mut stream, Duration::from_secs(3))
-        .await
-        .expect("the half-sent second request is cut within 3 s, not after idle_timeout");
-    let after = closed - started;
-    assert!(
-        after >= Duration::from_millis(900),
-        "closed after {after:?}"
-    );
-    assert!(
-        received.is_empty() || received.starts_with("HTTP/1.1 408"),
-        "no answer but a timeout: {received:?}"
-    );
+    half_sent_head_is_cut_after_about_a_second(&mut stream).await;
 }
 
 #[tokio::test]
