@@ -33,11 +33,17 @@ pub fn config(dir: &Path, database_url: Option<&str>) -> PathBuf {
 
 /// Runs an offline command.
 pub fn command(config: &Path, args: &[&str]) -> Output {
+    command_with_env(config, args, &[])
+}
+
+/// Runs an offline command with `env` added to its environment.
+pub fn command_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_natter"))
         .arg("--dev")
         .arg("--config")
         .arg(config)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap()
