@@ -311,9 +311,14 @@ fn natter_umask_022(config: &Path, args: &[&str]) -> Output {
 
 /// `natter` run by a shell that first sets `umask`.
 fn natter_under_umask(umask: &str, config: &Path, args: &[&str]) -> Output {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+    let script = format!("umask {umask} && exec \"$0\" \"$@\"");
+    natter_through(&["sh", "-c", &script], config, args)
+}
+
+/// `natter` started by the command `wrapper` (program and arguments), which runs what follows.
+fn natter_through(wrapper: &[&str], config: &Path, args: &[&str]) -> Output {
+    Command::new(wrapper[0])
+        .args(&wrapper[1..])
         .arg(env!("CARGO_BIN_EXE_natter"))
         .arg("--config")
         .arg(config)
@@ -440,14 +445,7 @@ pub fn test_service_user() -> Option<(String, u32)> {
 
 /// `natter` run as `user` through runuser.
 pub fn natter_as(user: &str, config: &Path, args: &[&str]) -> Output {
-    Command::new("runuser")
-        .args(["-u", user, "--"])
-        .arg(env!("CARGO_BIN_EXE_natter"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
+    natter_through(&["runuser", "-u", user, "--"], config, args)
 }
 
 /// A directory other users can enter (a tempdir is 0700), for files the second user reads.
