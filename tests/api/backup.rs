@@ -249,14 +249,20 @@ async fn offline_export_matches_the_online_one_and_round_trips() {
     assert!(stderr(&out).contains("is not empty"), "{}", stderr(&out));
 }
 
-#[tokio::test]
-async fn a_damaged_or_truncated_dump_is_refused_by_line_and_writes_nothing() {
+/// A populated server, stopped, and its data as `natter export` writes it.
+async fn stopped_with_dump() -> (TestServer, String) {
     let mut server = TestServer::start().await;
     populate(&server).await;
     server.stop().await;
-    let dir = server.dir.path();
-    let config = offline_config(dir, &server.data_dir());
+    let config = offline_config(server.dir.path(), &server.data_dir());
     let dump = String::from_utf8(natter(&config, &["export"]).stdout).unwrap();
+    (server, dump)
+}
+
+#[tokio::test]
+async fn a_damaged_or_truncated_dump_is_refused_by_line_and_writes_nothing() {
+    let (server, dump) = stopped_with_dump().await;
+    let dir = server.dir.path();
     let all: Vec<&str> = dump.lines().collect();
     let n = all.len();
     let joined = |lines: &[&str]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
@@ -544,12 +550,8 @@ async fn a_restore_run_as_root_or_as_the_service_user_leaves_the_data_to_the_ser
 
 #[tokio::test]
 async fn rows_the_api_would_refuse_are_refused_by_line_and_admins_are_named() {
-    let mut server = TestServer::start().await;
-    populate(&server).await;
-    server.stop().await;
+    let (server, dump) = stopped_with_dump().await;
     let dir = server.dir.path();
-    let config = offline_config(dir, &server.data_dir());
-    let dump = String::from_utf8(natter(&config, &["export"]).stdout).unwrap();
     let all = lines(&dump);
     let at = |kind: &str| {
         all.iter()

@@ -306,9 +306,19 @@ fn tree_listing(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime, u3
 
 /// `natter` under the shell's usual umask 022, as an operator's shell runs it.
 fn natter_umask_022(config: &Path, args: &[&str]) -> Output {
-    Command::new("sh")
-        .arg("-c")
-        .arg("umask 022 && exec \"$0\" \"$@\"")
+    natter_under_umask("022", config, args)
+}
+
+/// `natter` run by a shell that first sets `umask`.
+fn natter_under_umask(umask: &str, config: &Path, args: &[&str]) -> Output {
+    let script = format!("umask {umask} && exec \"$0\" \"$@\"");
+    natter_through(&["sh", "-c", &script], config, args)
+}
+
+/// `natter` started by the command `wrapper` (program and arguments), which runs what follows.
+fn natter_through(wrapper: &[&str], config: &Path, args: &[&str]) -> Output {
+    Command::new(wrapper[0])
+        .args(&wrapper[1..])
         .arg(env!("CARGO_BIN_EXE_natter"))
         .arg("--config")
         .arg(config)
@@ -435,14 +445,7 @@ pub fn test_service_user() -> Option<(String, u32)> {
 
 /// `natter` run as `user` through runuser.
 pub fn natter_as(user: &str, config: &Path, args: &[&str]) -> Output {
-    Command::new("runuser")
-        .args(["-u", user, "--"])
-        .arg(env!("CARGO_BIN_EXE_natter"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
+    natter_through(&["runuser", "-u", user, "--"], config, args)
 }
 
 /// A directory other users can enter (a tempdir is 0700), for files the second user reads.
@@ -452,30 +455,28 @@ pub fn shared_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// A shared directory with a data directory path and a config both users can read.
+fn shared_setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = shared_tempdir();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &data);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    (dir, data, config)
+}
+
 #[test]
 fn changes_made_as_root_are_handed_to_the_data_directory_owner() {
     let Some((user, uid)) = test_service_user() else {
         return;
     };
-    let dir = shared_tempdir();
-    let data = dir.path().join("data");
-    let config = write_config(dir.path(), &data);
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_dir, data, config) = shared_setup();
     // The service made its directory and data...
     std::fs::create_dir(&data).unwrap();
     std::os::unix::fs::chown(&data, Some(uid), Some(uid)).unwrap();
     let out = natter_as(&user, &config, &["chat", "create", "Ops"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // ...root changes and reads it under umask 077...
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("umask 077 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_natter"))
-        .arg("--config")
-        .arg(&config)
-        .args(["chat", "create", "Root"])
-        .output()
-        .unwrap();
+    let out = natter_under_umask("077", &config, &["chat", "create", "Root"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = natter(&config, &["export"], None);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -494,10 +495,7 @@ fn a_data_directory_natter_cannot_open_is_named_with_its_owner_and_the_user() {
     let Some((user, _)) = test_service_user() else {
         return;
     };
-    let dir = shared_tempdir();
-    let data = dir.path().join("data");
-    let config = write_config(dir.path(), &data);
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_dir, data, config) = shared_setup();
     // Root's data: the directory others may enter, its files not.
     let out = natter(&config, &["chat", "create", "Ops"], None);
     assert!(out.status.success(), "{}", stderr(&out));

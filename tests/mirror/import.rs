@@ -421,6 +421,18 @@ async fn plant(db: &tokio_postgres::Client) {
     .unwrap();
 }
 
+/// Chief's sign-in on `server`: the status and the admin flag it answers with.
+async fn chief_signs_in(server: &Natter) -> (u16, serde_json::Value) {
+    let (status, body) = server
+        .client()
+        .post(
+            "/api/authorize",
+            json!({"user": "Chief", "password": "robopassword"}),
+        )
+        .await;
+    (status, body["admin"].clone())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_chatty_drops_self_made_flags_and_authors_by_user_id() {
     let Some(pg) = Cluster::start().await else {
@@ -500,14 +512,7 @@ async fn import_chatty_drops_self_made_flags_and_authors_by_user_id() {
         )
         .await;
     assert_eq!(status, 200, "alice's own (user id 1) stays hers");
-    let (status, body) = server
-        .client()
-        .post(
-            "/api/authorize",
-            json!({"user": "Chief", "password": "robopassword"}),
-        )
-        .await;
-    assert_eq!((status, &body["admin"]), (200, &json!(false)));
+    assert_eq!(chief_signs_in(&server).await, (200, json!(false)));
     server.stop();
 
     // --keep-admins, the URL from CHATTY_DATABASE_URL_FILE.
@@ -515,38 +520,25 @@ async fn import_chatty_drops_self_made_flags_and_authors_by_user_id() {
     let config = natter::config(kept.path(), None);
     let secret = kept.path().join("chatty-url");
     std::fs::write(&secret, format!("{url}\n")).unwrap();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
-        .args(["--dev", "--config"])
-        .arg(&config)
-        .args(["import-chatty", "--keep-admins"])
-        .env("CHATTY_DATABASE_URL_FILE", &secret)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let run = natter::command_with_env(
+        &config,
+        &["import-chatty", "--keep-admins"],
+        &[("CHATTY_DATABASE_URL_FILE", secret.to_str().unwrap())],
+    );
     let report = text(&run);
     assert!(run.status.success(), "{report}");
     assert!(report.contains("kept admin (--keep-admins) for chatty-server's admins: Boss, Chief"));
     let server = Natter::start(&config);
-    let (status, body) = server
-        .client()
-        .post(
-            "/api/authorize",
-            json!({"user": "Chief", "password": "robopassword"}),
-        )
-        .await;
-    assert_eq!((status, &body["admin"]), (200, &json!(true)));
+    assert_eq!(chief_signs_in(&server).await, (200, json!(true)));
     server.stop();
 
     // CHATTY_DATABASE_URL, for a dry run.
     let third = tempfile::tempdir().unwrap();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
-        .args(["--dev", "--config"])
-        .arg(natter::config(third.path(), None))
-        .args(["import-chatty", "--dry-run"])
-        .env("CHATTY_DATABASE_URL", &url)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let run = natter::command_with_env(
+        &natter::config(third.path(), None),
+        &["import-chatty", "--dry-run"],
+        &[("CHATTY_DATABASE_URL", &url)],
+    );
     assert!(run.status.success(), "{}", text(&run));
     assert!(
         text(&run).contains("would import: 5 users"),

@@ -2,18 +2,29 @@
 //! source of a restore.
 
 use crate::cluster::Cluster;
-use crate::natter::{self, Natter, pg_message_ids, pg_snapshot, sled_snapshot, wait_for};
+use crate::natter::{
+    self, Natter, pg_message_ids, sled_snapshot, stop_and_compare, wait_for, wait_for_mirrored,
+};
 use serde_json::json;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mirror_equals_sled_after_a_scripted_workload() {
-    let Some(pg) = Cluster::start().await else {
-        return;
-    };
+/// What most tests here start from: a cluster with an empty `natter` database, and the config of
+/// a fresh data directory (in the temp dir) mirrored into it. `None` where `Cluster::start`
+/// skips.
+async fn mirrored() -> Option<(Cluster, tempfile::TempDir, PathBuf)> {
+    let pg = Cluster::start().await?;
     let url = pg.create_db("natter").await;
     let dir = tempfile::tempdir().unwrap();
     let config = natter::config(dir.path(), Some(&url));
+    Some((pg, dir, config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_equals_sled_after_a_scripted_workload() {
+    let Some((pg, dir, config)) = mirrored().await else {
+        return;
+    };
     let server = Natter::start(&config);
     // "down" until the worker's first connection, a moment after start.
     wait_for(Duration::from_secs(10), "healthz ok", || async {
@@ -74,10 +85,11 @@ async fn mirror_equals_sled_after_a_scripted_workload() {
         200
     );
     let db = pg.client("natter").await;
-    let lag = wait_for(
+    let lag = wait_for_mirrored(
+        &db,
+        1000,
         Duration::from_secs(30),
         "1,000 messages mirrored",
-        || async { pg_message_ids(&db).await.len() == 1000 },
     )
     .await;
     eprintln!("posted 1,000 messages in {posting:?}; mirror complete {lag:?} later");
@@ -102,16 +114,11 @@ async fn mirror_equals_sled_after_a_scripted_workload() {
         },
     )
     .await;
-    let log = server.stop();
+    let (sled, log) = stop_and_compare(server, dir.path(), &db).await;
     assert!(!log.iter().any(|l| l.contains("ERROR")), "{log:#?}");
-
-    let (sled, pending) = sled_snapshot(&dir.path().join("data"));
-    assert_eq!(pending, 0, "the outbox is empty");
-    let mirror = pg_snapshot(&db).await;
     assert_eq!(sled.users.len(), 2);
     assert_eq!(sled.chats.len(), 2, "Main and Second; Doomed is gone");
     assert_eq!(sled.messages.len(), 1000);
-    assert_eq!(mirror, sled);
     let migrations: i64 = db
         .query_one("SELECT count(*) FROM schema_migrations", &[])
         .await
@@ -122,21 +129,16 @@ async fn mirror_equals_sled_after_a_scripted_workload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_never_slows_requests_and_the_mirror_catches_up_exactly() {
-    let Some(pg) = Cluster::start().await else {
+    let Some((pg, _dir, config)) = mirrored().await else {
         return;
     };
-    let url = pg.create_db("natter").await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Natter::start(&natter::config(dir.path(), Some(&url)));
+    let server = Natter::start(&config);
     let guest = server.client();
     guest.guest("walker").await;
     guest.join("Main").await;
     guest.say("Main", "before").await;
     let db = pg.client("natter").await;
-    wait_for(Duration::from_secs(10), "the first message", || async {
-        pg_message_ids(&db).await.len() == 1
-    })
-    .await;
+    wait_for_mirrored(&db, 1, Duration::from_secs(10), "the first message").await;
 
     pg.stop_server();
     let mut slowest = Duration::ZERO;
@@ -179,12 +181,9 @@ async fn an_outage_never_slows_requests_and_the_mirror_catches_up_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_a_full_outbox_loses_and_doubles_nothing() {
-    let Some(pg) = Cluster::start().await else {
+    let Some((pg, dir, config)) = mirrored().await else {
         return;
     };
-    let url = pg.create_db("natter").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = natter::config(dir.path(), Some(&url));
     let server = Natter::start(&config);
     let guest = server.client();
     guest.guest("crash").await;
@@ -193,10 +192,7 @@ async fn kill_9_with_a_full_outbox_loses_and_doubles_nothing() {
         guest.say("Main", &format!("early {i}")).await;
     }
     let db = pg.client("natter").await;
-    wait_for(Duration::from_secs(10), "early messages", || async {
-        pg_message_ids(&db).await.len() == 10
-    })
-    .await;
+    wait_for_mirrored(&db, 10, Duration::from_secs(10), "early messages").await;
     pg.stop_server();
     for i in 0..20 {
         guest.say("Main", &format!("late {i}")).await;
@@ -226,20 +222,14 @@ async fn kill_9_with_a_full_outbox_loses_and_doubles_nothing() {
         .collect::<Vec<_>>();
     assert_eq!(history.len(), 30);
     assert_eq!(pg_message_ids(&db).await, history);
-    server.stop();
-    let (sled, pending) = sled_snapshot(&dir.path().join("data"));
-    assert_eq!(pending, 0);
-    assert_eq!(pg_snapshot(&db).await, sled);
+    stop_and_compare(server, dir.path(), &db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_data_directory_is_restored_from_the_mirror() {
-    let Some(pg) = Cluster::start().await else {
+    let Some((pg, dir, config)) = mirrored().await else {
         return;
     };
-    let url = pg.create_db("natter").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = natter::config(dir.path(), Some(&url));
     let server = Natter::start(&config);
     let root = server.registered("root", "rootpassword").await;
     let alice = server.registered("Alice", "alicepassword").await;
@@ -257,10 +247,7 @@ async fn an_empty_data_directory_is_restored_from_the_mirror() {
     let main_before = alice.history_ids("Main").await;
     let second_before = alice.history_ids("Second").await;
     let db = pg.client("natter").await;
-    wait_for(Duration::from_secs(10), "the mirror", || async {
-        pg_message_ids(&db).await.len() == 30
-    })
-    .await;
+    wait_for_mirrored(&db, 30, Duration::from_secs(10), "the mirror").await;
     server.stop();
     let (before, _) = sled_snapshot(&dir.path().join("data"));
 
@@ -330,12 +317,9 @@ async fn sslmode_require_uses_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_mirror_database_is_copied_again_in_full() {
-    let Some(pg) = Cluster::start().await else {
+    let Some((pg, dir, config)) = mirrored().await else {
         return;
     };
-    let url = pg.create_db("natter").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = natter::config(dir.path(), Some(&url));
     let server = Natter::start(&config);
     let guest = server.client();
     guest.guest("keeper").await;
@@ -344,10 +328,7 @@ async fn a_replaced_mirror_database_is_copied_again_in_full() {
         guest.say("Main", &format!("kept {i}")).await;
     }
     let db = pg.client("natter").await;
-    wait_for(Duration::from_secs(10), "the mirror", || async {
-        pg_message_ids(&db).await.len() == 20
-    })
-    .await;
+    wait_for_mirrored(&db, 20, Duration::from_secs(10), "the mirror").await;
     server.stop();
     drop(db);
 
@@ -358,34 +339,22 @@ async fn a_replaced_mirror_database_is_copied_again_in_full() {
     let server = Natter::start(&config);
     server.wait_log("copying everything again").await;
     let db = pg.client("natter").await;
-    wait_for(Duration::from_secs(20), "the full copy", || async {
-        pg_message_ids(&db).await.len() == 20
-    })
-    .await;
-    server.stop();
-    let (sled, pending) = sled_snapshot(&dir.path().join("data"));
-    assert_eq!(pending, 0);
-    assert_eq!(pg_snapshot(&db).await, sled);
+    wait_for_mirrored(&db, 20, Duration::from_secs(20), "the full copy").await;
+    stop_and_compare(server, dir.path(), &db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_skips_rows_the_api_would_refuse_and_names_its_admins() {
-    let Some(pg) = Cluster::start().await else {
+    let Some((pg, dir, config)) = mirrored().await else {
         return;
     };
-    let url = pg.create_db("natter").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = natter::config(dir.path(), Some(&url));
     let server = Natter::start(&config);
     server.registered("root", "rootpassword").await;
     let alice = server.registered("alice", "alicepassword").await;
     alice.join("Main").await;
     alice.say("Main", "kept").await;
     let db = pg.client("natter").await;
-    wait_for(Duration::from_secs(10), "the mirror", || async {
-        pg_message_ids(&db).await.len() == 1
-    })
-    .await;
+    wait_for_mirrored(&db, 1, Duration::from_secs(10), "the mirror").await;
     server.stop();
 
     // Rows planted in the mirror while natter was away.
@@ -494,21 +463,16 @@ async fn a_restore_skips_rows_the_api_would_refuse_and_names_its_admins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_natters_mirror_is_left_alone_and_a_second_writer_is_refused() {
-    let Some(pg) = Cluster::start().await else {
+    let Some((pg, _production, config)) = mirrored().await else {
         return;
     };
-    let url = pg.create_db("natter").await;
-    let production = tempfile::tempdir().unwrap();
-    let config = natter::config(production.path(), Some(&url));
+    let url = pg.url("natter");
     let server = Natter::start(&config);
     let alice = server.registered("alice", "alicepassword").await;
     alice.join("Main").await;
     alice.say("Main", "production's").await;
     let db = pg.client("natter").await;
-    wait_for(Duration::from_secs(10), "the mirror", || async {
-        pg_message_ids(&db).await.len() == 1
-    })
-    .await;
+    wait_for_mirrored(&db, 1, Duration::from_secs(10), "the mirror").await;
 
     // A second natter with its own data on the same database, while the first still writes.
     let staging = tempfile::tempdir().unwrap();
@@ -553,20 +517,14 @@ async fn another_natters_mirror_is_left_alone_and_a_second_writer_is_refused() {
         second.mirror_state().await == "ok"
     })
     .await;
-    second.stop();
-    let (sled, pending) = sled_snapshot(&staging.path().join("data"));
-    assert_eq!(pending, 0);
-    assert_eq!(pg_snapshot(&db).await, sled);
+    stop_and_compare(second, staging.path(), &db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_offline_commands_leave_the_mirror_alone() {
-    let Some(pg) = Cluster::start().await else {
+    let Some((_pg, dir, config)) = mirrored().await else {
         return;
     };
-    let url = pg.create_db("natter").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = natter::config(dir.path(), Some(&url));
     let server = Natter::start(&config);
     server.registered("alice", "alicepassword").await;
     server.stop();
@@ -617,13 +575,10 @@ async fn read_only_offline_commands_leave_the_mirror_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_postgresql_at_an_empty_data_directory_is_said_once() {
-    let Some(pg) = Cluster::start().await else {
+    let Some((pg, _dir, config)) = mirrored().await else {
         return;
     };
-    let url = pg.create_db("natter").await;
     pg.stop_server();
-    let dir = tempfile::tempdir().unwrap();
-    let config = natter::config(dir.path(), Some(&url));
     let starting = std::thread::spawn(move || Natter::start(&config));
     std::thread::sleep(Duration::from_secs(4));
     pg.start_server();

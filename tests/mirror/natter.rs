@@ -33,11 +33,17 @@ pub fn config(dir: &Path, database_url: Option<&str>) -> PathBuf {
 
 /// Runs an offline command.
 pub fn command(config: &Path, args: &[&str]) -> Output {
+    command_with_env(config, args, &[])
+}
+
+/// Runs an offline command with `env` added to its environment.
+pub fn command_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_natter"))
         .arg("--dev")
         .arg("--config")
         .arg(config)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -266,6 +272,33 @@ impl Client {
 pub type UserRow = (String, String, String, String, bool, bool, bool, i64);
 /// A message row: id, chat, user, text, time, verified, admin, bot.
 pub type MessageRow = (i64, i64, String, String, i64, bool, bool, bool);
+
+/// Waits up to `limit` until the mirror holds exactly `count` messages; returns how long it took.
+pub async fn wait_for_mirrored(
+    db: &tokio_postgres::Client,
+    count: usize,
+    limit: Duration,
+    what: &str,
+) -> Duration {
+    wait_for(limit, what, || async {
+        pg_message_ids(db).await.len() == count
+    })
+    .await
+}
+
+/// Stops `server` and checks that its outbox (in `dir`'s data directory) is empty and the
+/// mirror equals sled; returns sled's snapshot and the server's log.
+pub async fn stop_and_compare(
+    server: Natter,
+    dir: &Path,
+    db: &tokio_postgres::Client,
+) -> (Snapshot, Vec<String>) {
+    let log = server.stop();
+    let (sled, pending) = sled_snapshot(&dir.join("data"));
+    assert_eq!(pending, 0, "the outbox is empty");
+    assert_eq!(pg_snapshot(db).await, sled);
+    (sled, log)
+}
 
 /// Comparable rows of sled or the mirror; chats are (id, name, created).
 #[derive(Debug, PartialEq, Eq)]

@@ -152,11 +152,7 @@ async fn restore(
         .await
         .map_err(fail)?
     {
-        let key: String = row
-            .try_get::<_, Option<String>>(0)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let key: String = row_key(&row);
         match user_row(&row).and_then(|u| incoming.user(&u).map(|()| u)) {
             Ok(user) => users.push(user),
             Err(why) => skipped("account", &format!("{key:?}"), why),
@@ -171,11 +167,7 @@ async fn restore(
         .await
         .map_err(fail)?
     {
-        let id = row
-            .try_get::<_, Option<i64>>(0)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let id: i64 = row_key(&row);
         match chat_row(&row).and_then(|c| incoming.chat(&c).map(|()| c)) {
             Ok(chat) => chats.push(chat),
             Err(why) => skipped("chat", &id.to_string(), why),
@@ -211,7 +203,7 @@ async fn restore(
             .map_err(|e| format!("reading the mirror failed: {e}"))?;
         let mut page = Vec::with_capacity(rows.len());
         for row in &rows {
-            let id = row.try_get::<_, i64>(0).unwrap_or_default();
+            let id: i64 = row_key(row);
             match message_row(row).and_then(|m| incoming.message(&m).map(|()| m)) {
                 Ok(message) => page.push(message),
                 Err(why) => skipped("message", &id.to_string(), why),
@@ -221,6 +213,15 @@ async fn restore(
         blocking(store, move |s| s.load_messages(&page)).await?;
     }
     Ok((counts.0, counts.1, messages))
+}
+
+/// The first column of `row`, its key or id, to name a skipped row by; the default where it is
+/// NULL or cannot be read.
+fn row_key<'a, T: tokio_postgres::types::FromSql<'a> + Default>(row: &'a tokio_postgres::Row) -> T {
+    row.try_get::<_, Option<T>>(0)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// Column `i` of `row`, which must not be NULL.
