@@ -54,6 +54,10 @@ for file in usr/bin/natter etc/natter/config.toml "$unit_path" usr/share/doc/nat
   usr/share/doc/natter/copyright; do
   [ -f "$tmp/root/$file" ] || fail "the package lacks /$file"
 done
+# The documentation pages the README links, each beside it as in the repository.
+for page in docs/*.md; do
+  cmp -s "$page" "$tmp/root/usr/share/doc/natter/$page" || fail "the package lacks /usr/share/doc/natter/$page"
+done
 grep -qx /etc/natter/config.toml "$tmp/control/conffiles" || fail "/etc/natter/config.toml is not a conffile"
 # A never-configured natter must not start at the next boot: the operator enables it. With
 # cargo-deb's enable = false, postinst enables only a unit that was installed and enabled before.

@@ -162,7 +162,7 @@ impl From<StoreError> for CliError {
 }
 
 /// Opens a private copy of the data directory for a command that only reads: neither the data
-/// directory nor the mirror's bookkeeping is touched (README, Command line).
+/// directory nor the mirror's bookkeeping is touched (docs/configuration.md, Command line).
 fn open_for_reading(config: &Config) -> Result<ReadCopy, CliError> {
     Ok(ReadCopy::open(&config.data_dir)?)
 }

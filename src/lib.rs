@@ -26,7 +26,7 @@ pub mod store;
 pub mod telemetry;
 
 /// jemalloc keeps size classes apart and returns idle pages, so a busy spell does not leave RSS
-/// high (README, Performance). Declared here rather than in the binary so that every build, debug
+/// high (docs/performance.md). Declared here rather than in the binary so that every build, debug
 /// and release, and every test and bench linking this library runs on the same allocator.
 /// (Unoptimised builds used to crash at thread start in jemalloc's sized free: a stack overflow in
 /// flexi_logger's minimum-size flusher stacks, see docs/flexi_logger-stacks.md.)

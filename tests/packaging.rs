@@ -255,7 +255,7 @@ fn the_package_neither_enables_natter_nor_keeps_its_data_after_a_purge() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
-    assert!(readme.contains("systemctl enable --now natter"));
-    assert!(readme.contains("dpkg --purge natter"));
+    let operations = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
+    assert!(operations.contains("systemctl enable --now natter"));
+    assert!(operations.contains("dpkg --purge natter"));
 }

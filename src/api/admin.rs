@@ -60,7 +60,7 @@ pub async fn kick(
     Ok(http::empty())
 }
 
-/// GET /api/adminonly/export: the JSON Lines backup, streamed from a consistent cut (README,
+/// GET /api/adminonly/export: the JSON Lines backup, streamed from a consistent cut (docs/operations.md,
 /// Backup and restore). The dump is written on a blocking thread into a bounded channel, so a
 /// large export neither holds the state lock nor ties up an async worker, and a slow client
 /// only slows its own export. A failure midway aborts the response: the dump then lacks its end

@@ -1,7 +1,7 @@
 //! The request log: one line per request, `METHOD PATH STATUS DURATIONms client=ADDRESS[ user=NAME]`.
 //!
 //! `client=` is the address the rate limits count (see `client_addr`), so tools such as fail2ban
-//! can ban what natter limits (README, Operations). The path is already made loggable by the caller.
+//! can ban what natter limits (docs/operations.md, Operations). The path is already made loggable by the caller.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! Backups (README, Backup and restore): a JSON Lines dump of accounts, chats and messages,
+//! Backups (docs/operations.md, Backup and restore): a JSON Lines dump of accounts, chats and messages,
 //! written by `GET /api/adminonly/export` while natter runs and by `natter export` while it is
 //! stopped, and loaded by `natter import` into an empty data directory.
 //!

@@ -56,7 +56,7 @@ impl Service {
     }
 
     /// What a metrics scrape reads: one short look under the state lock, one under the hub's,
-    /// and the mail outbox's length (README, Metrics).
+    /// and the mail outbox's length (docs/operations.md, Metrics).
     pub fn metrics_sample(&self) -> Sample {
         let (online_users, sessions, sessions_online) = {
             let st = self.lock();

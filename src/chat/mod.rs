@@ -162,7 +162,7 @@ impl Service {
         Ok(())
     }
 
-    /// Grants admin to the registered users named in `admins` (never revokes: see README).
+    /// Grants admin to the registered users named in `admins` (never revokes: see docs/design.md).
     fn apply_admin_list(&self) -> StoreResult<()> {
         for name in &self.config.admins {
             if let Some(mut user) = self.store.user(&crate::model::name_key(name))?

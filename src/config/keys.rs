@@ -1,6 +1,6 @@
 //! Every config key, declared once: raw type, typed type, default, check, doc line and whether it is a secret.
 //!
-//! Adding a key is one row here, its line in `config.toml` and its row in the README; a rule that ties it to
+//! Adding a key is one row here, its line in `config.toml` and its row in docs/configuration.md; a rule that ties it to
 //! other keys goes into `validate`. Each row's doc line is the key's comment line in `config.toml` (a test
 //! checks both it and the value there against this table).
 

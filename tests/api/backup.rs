@@ -1,4 +1,4 @@
-//! Backup and restore (README, Backup and restore): the export route while the server runs,
+//! Backup and restore (docs/operations.md, Backup and restore): the export route while the server runs,
 //! `natter export` while it is stopped, and `natter import` into an empty data directory.
 
 use crate::helpers::{Client, TestServer};
@@ -478,7 +478,7 @@ async fn a_large_export_streams_from_its_cut_while_other_requests_are_served() {
     server.stop().await;
 }
 
-/// The package's restore recipe (README, Restoring into the package): the service stopped,
+/// The package's restore recipe (docs/operations.md, Restoring the package's data): the service stopped,
 /// `natter import` run as root into the emptied data directory the service owns, inside a
 /// parent nobody but root may write (as /var/lib under ProtectSystem=strict); then the service's
 /// user opens it.

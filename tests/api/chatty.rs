@@ -1,4 +1,4 @@
-//! Coming from chatty-server (README): its command line in every Go `flag` form, and its config.toml, against the
+//! Coming from chatty-server (docs/migrating.md): its command line in every Go `flag` form, and its config.toml, against the
 //! real binary.
 
 use crate::helpers::Served;

@@ -286,7 +286,7 @@ async fn scenario(durability: &str) {
     let acknowledged: Vec<String> = tally.acknowledged.iter().map(|(_, t)| t.clone()).collect();
     if durability == "relaxed" {
         // Relaxed writes are acknowledged before sled's own flush writes them: those that
-        // flush never wrote are lost, as in a crash (README, durability). Older ones stay.
+        // flush never wrote are lost, as in a crash (docs/operations.md, Durability). Older ones stay.
         assert!(
             acknowledged.starts_with(&shown),
             "history after recovery: {shown:?}"

@@ -1,4 +1,4 @@
-//! Metrics (README, Metrics): the opt-in Prometheus listener, the series it serves, and no
+//! Metrics (docs/operations.md, Metrics): the opt-in Prometheus listener, the series it serves, and no
 //! listener at all when `metrics.listen` is unset. The listener test runs natter as a process,
 //! because the metrics recorder is process-wide.
 
@@ -155,7 +155,7 @@ async fn the_listener_serves_every_documented_series_and_they_move_with_traffic(
     assert!(text.contains("route=\"verifyEmail/{user}/{token}\",status=\"400\""));
     assert!(text.contains("route=\"unknown\",status=\"404\""));
     assert!(!text.contains("s3cr3t"));
-    // Every series the README documents is there, with its type.
+    // Every series docs/operations.md documents is there, with its type.
     for &(name, kind, _, _) in SERIES {
         let kind = match kind {
             Kind::Counter => "counter",

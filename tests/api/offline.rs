@@ -1,5 +1,5 @@
 //! The `natter` binary as a process: offline commands and how they refuse while a server runs
-//! (README, Command line), exit codes, SIGTERM, and what survives `kill -9`.
+//! (docs/configuration.md, Command line), exit codes, SIGTERM, and what survives `kill -9`.
 
 use crate::helpers::{Served, TestServer};
 use serde_json::json;

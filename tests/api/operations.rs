@@ -218,14 +218,14 @@ fn request(addr: &str, head: &str, body: &str) -> u16 {
     answer[9..12].parse().unwrap()
 }
 
-/// The `failregex` of the README's fail2ban filter, as fail2ban applies it to a journal line's
-/// message (its prefix part matches the syslog-style prefix, absent here).
-fn readme_failregex() -> regex::Regex {
-    let readme = include_str!("../../README.md");
-    let failregex = readme
+/// The `failregex` of the fail2ban filter in docs/operations.md, as fail2ban applies it to a
+/// journal line's message (its prefix part matches the syslog-style prefix, absent here).
+fn documented_failregex() -> regex::Regex {
+    let operations = include_str!("../../docs/operations.md");
+    let failregex = operations
         .lines()
         .find_map(|l| l.strip_prefix("failregex = "))
-        .expect("the README documents a fail2ban failregex");
+        .expect("docs/operations.md documents a fail2ban failregex");
     let pattern = failregex
         .replace("%(__prefix_line)s", "")
         .replace("<HOST>", r"(?P<host>[0-9A-Fa-f.:]+)");
@@ -266,7 +266,7 @@ fn a_failed_sign_in_logs_the_client_address_for_fail2ban() {
     wait_for_line(&served, 0, "GET /style.css 200");
 
     let log = served.log.lock().unwrap().clone();
-    let failregex = readme_failregex();
+    let failregex = documented_failregex();
     let banned: Vec<&str> = log
         .iter()
         .filter_map(|l| failregex.captures(l))
