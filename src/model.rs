@@ -2,6 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Unix seconds now: the clock every stored time and expiry is read against.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 /// `{"user": string}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {

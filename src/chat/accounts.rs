@@ -2,7 +2,8 @@
 
 use super::presence::Issued;
 use super::state::State;
-use super::{Service, now};
+use super::Service;
+use crate::model::now;
 use crate::auth::cookie::CookieSigner;
 use crate::auth::password;
 use crate::auth::tokens::{self, TokenCheck};

@@ -1,7 +1,8 @@
 //! The online backup's cut (README, Backup and restore; src/backup/export.rs says why it is
 //! consistent).
 
-use super::{Service, now};
+use super::Service;
+use crate::model::now;
 use crate::backup::Export;
 use crate::error::ApiError;
 

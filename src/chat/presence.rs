@@ -2,7 +2,8 @@
 
 use super::lookalike;
 use super::state::State;
-use super::{Outbox, Service, now};
+use super::{Outbox, Service};
+use crate::model::now;
 use crate::auth::cookie::CookieSigner;
 use crate::error::ApiError;
 use crate::events::{ChatLeaveEvent, Event, PresenceEvent, SystemMessageEvent};
