@@ -2,9 +2,9 @@
 //! consistent).
 
 use super::Service;
-use crate::model::now;
 use crate::backup::Export;
 use crate::error::ApiError;
+use crate::model::now;
 
 impl Service {
     /// `GET /api/adminonly/export`: accounts, chats and the next message id, read together

@@ -1,7 +1,7 @@
 //! Delivers the durable outbox in the background, retrying with backoff; no request waits on it.
 
 use super::{Transport, render};
-use crate::store::{QueuedMail, Store};
+use crate::store::{Mail, QueuedMail, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -93,7 +93,7 @@ async fn deliver_due(
 }
 
 /// A mail to send as soon as possible.
-pub fn queued_now(mail: super::Mail) -> QueuedMail {
+pub fn queued_now(mail: Mail) -> QueuedMail {
     QueuedMail {
         mail,
         attempts: 0,
