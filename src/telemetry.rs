@@ -1,7 +1,7 @@
-//! Prometheus metrics recording (README, Metrics): the series natter exports, the process-wide
-//! recorder, and the helpers that record into it. A leaf: it imports nothing of natter's, so
-//! the store and the API can record without depending on whoever serves `/metrics`
-//! (`server::metrics`, started from `lib.rs` when `metrics.listen` is set).
+//! Prometheus metrics recording (docs/operations.md, Metrics): the series natter exports, the
+//! process-wide recorder, and the helpers that record into it. A leaf: it imports nothing of
+//! natter's, so the store and the API can record without depending on whoever serves
+//! `/metrics` (`server::metrics`, started from `lib.rs` when `metrics.listen` is set).
 //!
 //! Two kinds of series, so collecting costs the request path next to nothing:
 //! - **Recorded** where they happen: requests and their latency, messages stored, fsync
@@ -13,7 +13,7 @@
 //!
 //! The recorder is process-wide (the `metrics` facade has one global recorder), so one natter
 //! process serves one set of series. Every series is declared once in `SERIES`, with the help
-//! text that `/metrics` and the README show.
+//! text that `/metrics` and docs/operations.md show.
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -54,7 +54,8 @@ pub enum Kind {
     Histogram,
 }
 
-/// Every series natter exports: name, type, labels, meaning (the README's table says the same).
+/// Every series natter exports: name, type, labels, meaning (docs/operations.md's table says
+/// the same).
 pub const SERIES: &[(&str, Kind, &str, &str)] = &[
     (
         HTTP_REQUESTS,

@@ -1,6 +1,6 @@
-//! The opt-in Prometheus listener (README, Metrics): `GET /metrics` on a listener of its own,
-//! started from `lib.rs` when `metrics.listen` is set. What it serves is recorded by
-//! `telemetry`; the figures read at scrape time come from a closure, so this listener knows
+//! The opt-in Prometheus listener (docs/operations.md, Metrics): `GET /metrics` on a listener
+//! of its own, started from `lib.rs` when `metrics.listen` is set. What it serves is recorded
+//! by `telemetry`; the figures read at scrape time come from a closure, so this listener knows
 //! nothing of the service behind them.
 
 use super::Timeouts;
