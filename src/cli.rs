@@ -312,7 +312,7 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
             let chat = ChatName::parse(&name)
                 .map_err(|_| CliError::failed(format!("invalid chat name: {name:?}")))?;
             let created = store
-                .create_chat(chat.as_str(), crate::chat::now())?
+                .create_chat(chat.as_str(), crate::model::now())?
                 .ok_or_else(|| CliError::failed(format!("chat {name} already exists")))?;
             println!("created chat {}", created.name);
         }
@@ -334,7 +334,7 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
 /// Runs `natter export`: the dump goes to `output`, or to standard output.
 pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError> {
     let copy = open_for_reading(config)?;
-    let export = Export::offline(copy.store().clone(), crate::chat::now())?;
+    let export = Export::offline(copy.store().clone(), crate::model::now())?;
     let counts = match output {
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -442,7 +442,7 @@ pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Resul
         .await
         .map_err(CliError::failed)?;
     let mut report = |line: String| println!("{line}");
-    let now = crate::chat::now();
+    let now = crate::model::now();
     let rows = chatty::read_users(&client)
         .await
         .map_err(CliError::failed)?;

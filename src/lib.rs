@@ -136,7 +136,7 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
         None => bind(config.listen).await?,
     };
     let metrics_listener = match config.metrics.listen {
-        Some(addr) => Some(telemetry::bind(addr).await.map_err(StartError)?),
+        Some(addr) => Some(server::metrics::bind(addr).await.map_err(StartError)?),
         None => None,
     };
     let signer = auth::cookie::CookieSigner::new(secret, config.secure_cookies());
@@ -187,10 +187,11 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
         if let Some(bound) = metrics_addr {
             log::info!("serving metrics on http://{bound}/metrics");
         }
-        background.extend(telemetry::spawn(
+        let service = service.clone();
+        background.extend(server::metrics::spawn(
             listener,
             handle,
-            service.clone(),
+            move || service.metrics_sample(),
             timeouts,
         ));
     }

@@ -13,6 +13,7 @@
 //! HTTP/2 is not offered: hyper-util's HTTP/1-or-2 detection reads the first bytes without any
 //! timeout, and browsers only speak HTTP/2 over TLS, which a reverse proxy terminates.
 
+pub mod metrics;
 mod own_head;
 mod phases;
 

@@ -1,41 +1,30 @@
-//! Prometheus metrics (README, Metrics): opt-in with `metrics.listen`, served on a listener of
-//! their own at `GET /metrics`.
+//! Prometheus metrics recording (docs/operations.md, Metrics): the series natter exports, the
+//! process-wide recorder, and the helpers that record into it. A leaf: it imports nothing of
+//! natter's, so the store and the API can record without depending on whoever serves
+//! `/metrics` (`server::metrics`, started from `lib.rs` when `metrics.listen` is set).
 //!
 //! Two kinds of series, so collecting costs the request path next to nothing:
-//! - **Recorded** where they happen, through the `metrics` macros: requests and their latency,
-//!   messages stored, fsync latency, the mirror's state. Each helper here first checks one
-//!   atomic flag, so with metrics off they do nothing at all.
+//! - **Recorded** where they happen: requests and their latency, messages stored, fsync
+//!   latency. Each helper here first checks one atomic flag, so with metrics off they do
+//!   nothing at all.
 //! - **Sampled** when Prometheus scrapes: everything that needs a lock to read (online users,
-//!   sessions, queues, parked polls, the hub's counters, the mail outbox) is read once per
-//!   scrape from `Service::metrics_sample`, never updated on every event.
+//!   sessions, queues, parked polls, the hub's counters, the mail outbox, the mirror) arrives
+//!   once per scrape as a plain `Sample` of numbers, never updated on every event.
 //!
 //! The recorder is process-wide (the `metrics` facade has one global recorder), so one natter
 //! process serves one set of series. Every series is declared once in `SERIES`, with the help
-//! text that `/metrics` and the README show.
+//! text that `/metrics` and docs/operations.md show.
 
-use crate::chat::Service;
-use crate::listener::ConnectionLimits;
-use crate::store::mirror::{MirrorReport, MirrorState};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use warp::Filter;
-use warp::http::{HeaderValue, StatusCode, header};
-use warp::reply::Response;
 
 /// True once the Prometheus recorder is installed; every recording helper checks it first.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// The process-wide recorder's handle, installed once.
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// How often histogram samples are folded into their buckets between scrapes.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-/// The metrics listener is for one or two scrapers, not for the public.
-const MAX_CONNECTIONS: usize = 64;
-const MAX_CONNECTIONS_PER_IP: usize = 16;
 
 pub const HTTP_REQUESTS: &str = "natter_http_requests_total";
 pub const HTTP_DURATION: &str = "natter_http_request_duration_seconds";
@@ -65,7 +54,8 @@ pub enum Kind {
     Histogram,
 }
 
-/// Every series natter exports: name, type, labels, meaning (the README's table says the same).
+/// Every series natter exports: name, type, labels, meaning (docs/operations.md's table says
+/// the same).
 pub const SERIES: &[(&str, Kind, &str, &str)] = &[
     (
         HTTP_REQUESTS,
@@ -212,7 +202,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     counter!(MESSAGES_STORED).absolute(0);
     counter!(FSYNC_FAILURES).absolute(0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    record_mirror(MirrorState::Off, 0, Duration::ZERO);
+    record_mirror("off", 0, Duration::ZERO);
     Ok(handle)
 }
 
@@ -226,9 +216,9 @@ fn describe_all() {
     }
 }
 
-/// One answered HTTP request. `route` is a route table pattern (or `healthz`, `assets`,
-/// `unknown`), never the raw path, which can carry tokens.
-pub fn request(route: &'static str, status: StatusCode, elapsed: Duration) {
+/// One answered HTTP request with its status code. `route` is a route table pattern (or
+/// `healthz`, `assets`, `unknown`), never the raw path, which can carry tokens.
+pub fn request(route: &'static str, status: u16, elapsed: Duration) {
     if !enabled() {
         return;
     }
@@ -237,8 +227,8 @@ pub fn request(route: &'static str, status: StatusCode, elapsed: Duration) {
 }
 
 /// The statuses natter answers with, without allocating; anything else is formatted.
-fn status_label(status: StatusCode) -> metrics::SharedString {
-    let label = match status.as_u16() {
+fn status_label(status: u16) -> metrics::SharedString {
+    let label = match status {
         200 => "200",
         304 => "304",
         400 => "400",
@@ -277,29 +267,24 @@ pub fn fsync(elapsed: Duration, ok: bool) {
     }
 }
 
-/// Every state the mirror gauge has a series for.
-const MIRROR_STATES: [MirrorState; 4] = [
-    MirrorState::Off,
-    MirrorState::Ok,
-    MirrorState::Behind,
-    MirrorState::Down,
-];
+/// Every state the mirror gauge has a series for (the mirror's own names for its states).
+pub const MIRROR_STATES: [&str; 4] = ["off", "ok", "behind", "down"];
 
-/// The PostgreSQL mirror's state, outbox length and lag (the age of the oldest change not yet
-/// applied, zero when caught up). Does nothing while metrics are off.
-pub fn record_mirror(state: MirrorState, outbox_entries: u64, lag: Duration) {
+/// The PostgreSQL mirror's state (one of `MIRROR_STATES`), outbox length and lag (the age of
+/// the oldest change not yet applied, zero when caught up). Does nothing while metrics are off.
+fn record_mirror(state: &str, outbox_entries: u64, lag: Duration) {
     if !enabled() {
         return;
     }
     for each in MIRROR_STATES {
         let value = if each == state { 1.0 } else { 0.0 };
-        gauge!(MIRROR_STATE, "state" => each.as_str()).set(value);
+        gauge!(MIRROR_STATE, "state" => each).set(value);
     }
     gauge!(MIRROR_OUTBOX).set(outbox_entries as f64);
     gauge!(MIRROR_LAG).set(lag.as_secs_f64());
 }
 
-/// What a scrape reads from the service: values behind locks, read once per scrape.
+/// What a scrape reads from the running server: values behind locks, read once per scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
     pub online_users: usize,
@@ -314,7 +299,11 @@ pub struct Sample {
     pub queues_evicted: u64,
     /// `None` when the outbox could not be read (the gauge keeps its last value).
     pub mail_outbox: Option<usize>,
-    pub mirror: MirrorReport,
+    /// The mirror's state, one of `MIRROR_STATES`.
+    pub mirror_state: &'static str,
+    pub mirror_outbox: u64,
+    /// Age of the oldest change not yet in PostgreSQL; zero when caught up.
+    pub mirror_lag: Duration,
 }
 
 impl Sample {
@@ -332,74 +321,14 @@ impl Sample {
         if let Some(mails) = self.mail_outbox {
             gauge!(MAIL_OUTBOX).set(mails as f64);
         }
-        let lag = self.mirror.oldest_age.unwrap_or_default();
-        record_mirror(self.mirror.state, self.mirror.outbox_len, lag);
+        record_mirror(self.mirror_state, self.mirror_outbox, self.mirror_lag);
     }
 }
 
-/// The `/metrics` text: samples the service, then renders every series.
-pub fn render(handle: &PrometheusHandle, service: &Service) -> String {
-    service.metrics_sample().publish();
+/// The `/metrics` text: publishes this scrape's sample, then renders every series.
+pub fn render(handle: &PrometheusHandle, sample: &Sample) -> String {
+    sample.publish();
     handle.render()
-}
-
-/// Binds the metrics listener (before anything starts, so a taken port stops natter early).
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} (metrics.listen): {e}"))
-}
-
-/// Serves `GET /metrics` on `listener` until the returned tasks are aborted; the second task
-/// folds histogram samples into their buckets between scrapes.
-pub fn spawn(
-    listener: tokio::net::TcpListener,
-    handle: PrometheusHandle,
-    service: Arc<Service>,
-    timeouts: crate::server::Timeouts,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let scrape_handle = handle.clone();
-    let metrics = warp::path("metrics")
-        .and(warp::path::end())
-        .and(warp::get())
-        .then(move || {
-            let (handle, service) = (scrape_handle.clone(), service.clone());
-            async move {
-                // Sampling takes short locks and counts the mail outbox: off the async workers.
-                match tokio::task::spawn_blocking(move || render(&handle, &service)).await {
-                    Ok(text) => text_response(StatusCode::OK, text),
-                    Err(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, String::new()),
-                }
-            }
-        });
-    let not_found = warp::any().map(|| text_response(StatusCode::NOT_FOUND, "not found\n".into()));
-    let routes = metrics.or(not_found).unify().boxed();
-    let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, Vec::new());
-    let server = tokio::spawn(crate::server::serve(
-        listener,
-        routes,
-        limits,
-        timeouts,
-        std::future::pending(),
-    ));
-    let upkeep = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
-        loop {
-            ticker.tick().await;
-            handle.run_upkeep();
-        }
-    });
-    vec![server, upkeep]
-}
-
-fn text_response(status: StatusCode, body: String) -> Response {
-    let mut response = Response::new(body.into());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
 }
 
 #[cfg(test)]
@@ -431,8 +360,18 @@ mod tests {
     }
 
     #[test]
+    fn recording_imports_nothing_of_natters() {
+        // A leaf: the store records here, so an import of natter's would run back up the layers.
+        let source = include_str!("telemetry.rs");
+        let product = source.split("#[cfg(test)]").next().unwrap_or(source);
+        for upward in ["crate::", "super::", "natter::", "warp", "hyper"] {
+            assert!(!product.contains(upward), "telemetry.rs names {upward}");
+        }
+    }
+
+    #[test]
     fn status_labels_are_the_codes() {
-        assert_eq!(&*status_label(StatusCode::OK), "200");
-        assert_eq!(&*status_label(StatusCode::IM_A_TEAPOT), "418");
+        assert_eq!(&*status_label(200), "200");
+        assert_eq!(&*status_label(418), "418");
     }
 }

@@ -94,7 +94,7 @@ pub async fn export(ctx: &Ctx) -> Result<Response, ApiError> {
     );
     let disposition = format!(
         "attachment; filename=\"natter-export-{}.jsonl\"",
-        crate::chat::now()
+        crate::model::now()
     );
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);

@@ -241,7 +241,11 @@ where
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let elapsed = started.elapsed();
     if telemetry::enabled() {
-        telemetry::request(routes::metric_label(matched), response.status(), elapsed);
+        telemetry::request(
+            routes::metric_label(matched),
+            response.status().as_u16(),
+            elapsed,
+        );
     }
     request_log::log(&request_log::RequestLine {
         method: &method,
@@ -319,7 +323,7 @@ pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
                         (_, 404) => "not_found",
                         _ => "assets",
                     };
-                    telemetry::request(route, status, elapsed);
+                    telemetry::request(route, status.as_u16(), elapsed);
                 }
                 request_log::log(&request_log::RequestLine {
                     method: &method,

@@ -1,16 +1,15 @@
 //! Registered accounts: register, verify the email, sign in, reset the password (docs/api.md, Routes; docs/design.md, Mail).
 
+use super::Service;
 use super::presence::Issued;
 use super::state::State;
-use super::{Service, now};
 use crate::auth::cookie::CookieSigner;
 use crate::auth::password;
 use crate::auth::tokens::{self, TokenCheck};
 use crate::error::ApiError;
-use crate::mail::Mail;
 use crate::mail::outbox::queued_now;
-use crate::model::{Email, Invalid, Password, UserName, name_key};
-use crate::store::{Taken, UserRecord};
+use crate::model::{Email, Invalid, Password, UserName, name_key, now};
+use crate::store::{Mail, Taken, UserRecord};
 use std::time::Instant;
 
 impl Service {

@@ -1,9 +1,10 @@
 //! The online backup's cut (docs/operations.md, Backup and restore; src/backup/export.rs says why it is
 //! consistent).
 
-use super::{Service, now};
+use super::Service;
 use crate::backup::Export;
 use crate::error::ApiError;
+use crate::model::now;
 
 impl Service {
     /// `GET /api/adminonly/export`: accounts, chats and the next message id, read together

@@ -63,6 +63,7 @@ impl Service {
             (st.online.len(), st.sessions.len(), st.activity.len())
         };
         let hub = self.hub.stats();
+        let mirror = self.store.mirror_report();
         Sample {
             online_users,
             sessions,
@@ -75,7 +76,29 @@ impl Service {
             queue_overflows: hub.overflowed,
             queues_evicted: hub.evicted,
             mail_outbox: self.store.pending_mail_count().ok(),
-            mirror: self.store.mirror_report(),
+            mirror_state: mirror.state.as_str(),
+            mirror_outbox: mirror.outbox_len,
+            mirror_lag: mirror.oldest_age.unwrap_or_default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::mirror::MirrorState;
+    use crate::telemetry::MIRROR_STATES;
+
+    #[test]
+    fn every_mirror_state_has_its_metrics_series() {
+        let states = [
+            MirrorState::Off,
+            MirrorState::Ok,
+            MirrorState::Behind,
+            MirrorState::Down,
+        ];
+        for state in states {
+            assert!(MIRROR_STATES.contains(&state.as_str()), "{state:?}");
+        }
+        assert_eq!(states.len(), MIRROR_STATES.len());
     }
 }

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::Event;
 use crate::events::hub::Hub;
-use crate::model::UserStatus;
+use crate::model::{UserStatus, now};
 use crate::store::{self, Store, StoreError, StoreResult, UserRecord};
 use state::State;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,11 +45,6 @@ pub struct Service {
     /// Exports hold it shared while they stream; deleting a removed chat's messages takes it
     /// exclusively, so an export's cut keeps every message it promised.
     purges: Arc<tokio::sync::RwLock<()>>,
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 impl Service {

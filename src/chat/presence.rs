@@ -2,11 +2,11 @@
 
 use super::lookalike;
 use super::state::State;
-use super::{Outbox, Service, now};
+use super::{Outbox, Service};
 use crate::auth::cookie::CookieSigner;
 use crate::error::ApiError;
 use crate::events::{ChatLeaveEvent, Event, PresenceEvent, SystemMessageEvent};
-use crate::model::{UserName, UserStatus, UserWithStatus};
+use crate::model::{UserName, UserStatus, UserWithStatus, now};
 use crate::store::{ChatRecord, SessionRecord};
 use std::time::{Duration, Instant};
 

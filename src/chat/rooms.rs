@@ -2,10 +2,12 @@
 
 use super::presence::{SessionInfo, leave_events};
 use super::state::State;
-use super::{Outbox, Service, now};
+use super::{Outbox, Service};
 use crate::error::ApiError;
 use crate::events::{ChatEvent, ChatJoinEvent, Event, MessageDeletedEvent, SystemMessageEvent};
-use crate::model::{ChatName, ChatReport, Message, UserWithStatus, check_message_text, name_key};
+use crate::model::{
+    ChatName, ChatReport, Message, UserWithStatus, check_message_text, name_key, now,
+};
 use crate::store::{Author, ChatRecord, MemberRecord, MessageRecord, NewMessage};
 
 /// Most messages one `getMessages` page holds.

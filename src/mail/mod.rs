@@ -1,29 +1,11 @@
-//! Outgoing mail: what is sent (`Mail`), how it reads (`render`), and how it leaves (`Transport`).
-//! Every mail goes through the durable outbox in the store; `outbox` delivers it.
+//! Outgoing mail: how it reads (`render`) and how it leaves (`Transport`). What is sent
+//! (`store::Mail`) is a store record: every mail goes through the durable outbox in the store,
+//! and `outbox` delivers it.
 
 pub mod outbox;
 pub mod sendgrid;
 
-use serde::{Deserialize, Serialize};
-
-/// A message for a person's inbox, as queued.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mail {
-    /// The verification link after registration.
-    Activation {
-        to: String,
-        user: String,
-        link: String,
-    },
-    /// A password reset token to type into the reset form.
-    Reset {
-        to: String,
-        user: String,
-        token: String,
-    },
-    /// Someone tried to register with an address that already has an account.
-    AddressInUse { to: String, user: String },
-}
+use crate::store::Mail;
 
 /// A mail ready for a provider: recipient, subject, plain text and HTML.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Delivers the durable outbox in the background, retrying with backoff; no request waits on it.
 
 use super::{Transport, render};
-use crate::store::{QueuedMail, Store};
+use crate::store::{Mail, QueuedMail, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -39,11 +39,11 @@ pub async fn run(
                 } else {
                     log::error!("the mail outbox cannot be read: {e}");
                 }
-                Some(crate::chat::now() + 5)
+                Some(crate::model::now() + 5)
             }
         };
         let wait = next_due
-            .map(|due| Duration::from_secs(u64::try_from(due - crate::chat::now()).unwrap_or(0)))
+            .map(|due| Duration::from_secs(u64::try_from(due - crate::model::now()).unwrap_or(0)))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = &mut notified => {}
@@ -61,7 +61,7 @@ async fn deliver_due(
     // The earliest attempt still ahead; i64::MAX while none is.
     let mut next_due = i64::MAX;
     for (id, mut queued) in store.pending_mail()? {
-        if queued.next_attempt > crate::chat::now() {
+        if queued.next_attempt > crate::model::now() {
             next_due = next_due.min(queued.next_attempt);
             continue;
         }
@@ -78,7 +78,7 @@ async fn deliver_due(
                     store.delete_mail(id)?;
                     continue;
                 }
-                queued.next_attempt = crate::chat::now() + backoff_secs(queued.attempts);
+                queued.next_attempt = crate::model::now() + backoff_secs(queued.attempts);
                 log::warn!(
                     "mail delivery failed (attempt {}), retrying in {} s: {e}",
                     queued.attempts,
@@ -93,11 +93,11 @@ async fn deliver_due(
 }
 
 /// A mail to send as soon as possible.
-pub fn queued_now(mail: super::Mail) -> QueuedMail {
+pub fn queued_now(mail: Mail) -> QueuedMail {
     QueuedMail {
         mail,
         attempts: 0,
-        next_attempt: crate::chat::now(),
+        next_attempt: crate::model::now(),
     }
 }
 

@@ -152,10 +152,29 @@ pub struct SessionRecord {
     pub online: bool,
 }
 
+/// A message for a person's inbox, as queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mail {
+    /// The verification link after registration.
+    Activation {
+        to: String,
+        user: String,
+        link: String,
+    },
+    /// A password reset token to type into the reset form.
+    Reset {
+        to: String,
+        user: String,
+        token: String,
+    },
+    /// Someone tried to register with an address that already has an account.
+    AddressInUse { to: String, user: String },
+}
+
 /// A mail in the durable outbox: it stays until delivered, so a crash or an outage loses none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedMail {
-    pub mail: crate::mail::Mail,
+    pub mail: Mail,
     /// Failed delivery attempts so far.
     pub attempts: u32,
     /// Unix seconds of the next attempt.

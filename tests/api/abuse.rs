@@ -240,7 +240,7 @@ async fn expired_tokens_are_refused() {
     server.stop().await;
     // Move the token's expiry into the past, as 24 hours would.
     server.edit_stored_user("late", |u| {
-        u.activation.as_mut().unwrap().expires = natter::chat::now() - 1
+        u.activation.as_mut().unwrap().expires = natter::model::now() - 1
     });
     server.restart(&[&c]).await;
     assert_eq!(c.get(&path).await.status, 400);
