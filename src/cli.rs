@@ -440,12 +440,12 @@ pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Resul
         crate::chatty_url::resolve(args.database_url.as_deref()).map_err(CliError::failed)?;
     let client = chatty::connect(&database_url)
         .await
-        .map_err(CliError::failed)?;
+        .map_err(|e| CliError::failed(e.to_string()))?;
     let mut report = |line: String| println!("{line}");
     let now = crate::model::now();
     let rows = chatty::read_users(&client)
         .await
-        .map_err(CliError::failed)?;
+        .map_err(|e| CliError::failed(e.to_string()))?;
     let total = rows.len() as u64;
     let mut checks =
         crate::store::incoming::Incoming::new(&config.bot.name, config.password_iterations);
@@ -453,7 +453,7 @@ pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Resul
     report_flags(&users, args.keep_admins);
     let rows = chatty::read_chats(&client)
         .await
-        .map_err(CliError::failed)?;
+        .map_err(|e| CliError::failed(e.to_string()))?;
     let chats = chatty::plan_chats(rows, now, &mut report);
     let mut summary = chatty::Summary {
         users: chatty::Tally {
@@ -477,7 +477,7 @@ pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Resul
     loop {
         let rows = chatty::read_messages(&client, after)
             .await
-            .map_err(CliError::failed)?;
+            .map_err(|e| CliError::failed(e.to_string()))?;
         let Some(last) = rows.last() else {
             break;
         };

@@ -91,7 +91,7 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
     // With database_url: the outbox on, and an empty data directory restored from the mirror.
     let (store, mirror) = store::mirror::start::open_store(&config, mode)
         .await
-        .map_err(StartError)?;
+        .map_err(|e| StartError(e.to_string()))?;
     let secret = secret_key(&config).map_err(StartError)?;
     let transport = mail_transport(&config)?;
     let hub = Arc::new(

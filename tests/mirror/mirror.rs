@@ -309,7 +309,8 @@ async fn sslmode_require_uses_tls() {
     let err = ::natter::store::mirror::pg::connect(&config)
         .await
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.to_lowercase().contains("tls"), "{err}");
     let plain = ::natter::store::mirror::pg::parse(&pg.url("postgres")).unwrap();
     assert!(::natter::store::mirror::pg::connect(&plain).await.is_ok());

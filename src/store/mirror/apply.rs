@@ -1,8 +1,19 @@
 //! Applying outbox entries in PostgreSQL with idempotent statements.
 
 use super::outbox::{Entry, Queued};
+use super::pg::PgError;
 use crate::store::MessageRecord;
 use tokio_postgres::{Client, Statement};
+
+/// Why a batch was not applied; the worker reconnects and tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("preparing a statement failed: {0}")]
+    Prepare(PgError),
+    /// A statement of the batch's transaction, or its commit.
+    #[error(transparent)]
+    Write(#[from] PgError),
+}
 
 /// Statements prepared once per connection.
 pub struct Statements {
@@ -16,14 +27,12 @@ pub struct Statements {
 }
 
 impl Statements {
-    pub async fn prepare(client: &Client) -> Result<Statements, String> {
+    pub async fn prepare(client: &Client) -> Result<Statements, ApplyError> {
         let prepare = |sql: &'static str| async move {
-            client.prepare(sql).await.map_err(|e| {
-                format!(
-                    "preparing a statement failed: {}",
-                    super::pg::describe_error(e)
-                )
-            })
+            client
+                .prepare(sql)
+                .await
+                .map_err(|e| ApplyError::Prepare(PgError(e)))
         };
         Ok(Statements {
             user: prepare(
@@ -61,8 +70,8 @@ pub async fn apply(
     client: &mut Client,
     st: &Statements,
     batch: &[(u64, Queued)],
-) -> Result<(), String> {
-    let fail = |e: tokio_postgres::Error| super::pg::describe_error(e);
+) -> Result<(), ApplyError> {
+    let fail = |e| ApplyError::Write(PgError(e));
     let tx = client.transaction().await.map_err(fail)?;
     let mut i = 0;
     while i < batch.len() {

@@ -1,7 +1,7 @@
 //! `natter import-chatty`: reads chatty-server's PostgreSQL tables and keeps what natter can
 //! hold; every row it cannot is reported on one line and skipped, never stopping the run.
 
-use super::pg;
+use super::pg::{self, ConnectError, PgError, UrlError};
 use crate::model::{ChatName, name_key};
 use crate::store::incoming::Incoming;
 use crate::store::{ChatRecord, MessageRecord, UserRecord};
@@ -223,22 +223,34 @@ pub fn plan_messages(
     kept
 }
 
+/// Why reading chatty-server's database failed; a row natter cannot hold is no error (it is
+/// reported and skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum ChattyError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("cannot connect to {target}: {error}")]
+    Connect { target: String, error: ConnectError },
+    #[error("reading chatty-server's tables failed (is this its database?): {0}")]
+    Read(PgError),
+}
+
 /// Connects to chatty-server's database.
-pub async fn connect(url: &str) -> Result<Client, String> {
+pub async fn connect(url: &str) -> Result<Client, ChattyError> {
     let config = pg::parse(url)?;
     pg::connect(&config)
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", pg::describe(&config)))
+        .map_err(|error| ChattyError::Connect {
+            target: pg::describe(&config),
+            error,
+        })
 }
 
-fn read_error(e: tokio_postgres::Error) -> String {
-    format!(
-        "reading chatty-server's tables failed (is this its database?): {}",
-        pg::describe_error(e)
-    )
+fn read_error(e: tokio_postgres::Error) -> ChattyError {
+    ChattyError::Read(PgError(e))
 }
 
-pub async fn read_users(client: &Client) -> Result<Vec<ChattyUser>, String> {
+pub async fn read_users(client: &Client) -> Result<Vec<ChattyUser>, ChattyError> {
     let rows = client
         .query(
             "SELECT id, \"user\", email, password_hash, verified, admin, bot FROM users ORDER BY id",
@@ -260,7 +272,7 @@ pub async fn read_users(client: &Client) -> Result<Vec<ChattyUser>, String> {
         .collect())
 }
 
-pub async fn read_chats(client: &Client) -> Result<Vec<String>, String> {
+pub async fn read_chats(client: &Client) -> Result<Vec<String>, ChattyError> {
     let rows = client
         .query("SELECT chat FROM chats", &[])
         .await
@@ -269,7 +281,7 @@ pub async fn read_chats(client: &Client) -> Result<Vec<String>, String> {
 }
 
 /// The next page of messages with ids above `after`, in id order.
-pub async fn read_messages(client: &Client, after: i32) -> Result<Vec<ChattyMessage>, String> {
+pub async fn read_messages(client: &Client, after: i32) -> Result<Vec<ChattyMessage>, ChattyError> {
     let rows = client
         .query(
             // TIMESTAMP without zone holds UTC; extract reads it as such.

@@ -1,9 +1,14 @@
 //! Takes a parameter that tokio-postgres does not read (`sslrootcert`) out of a connection
 //! string, in either of libpq's forms: a `postgres://` URL or `key=value` pairs.
 
-/// The string without `key`, and `key`'s value if it was there. The error never repeats the
-/// string (it may hold a password).
-pub fn take(conninfo: &str, key: &str) -> Result<(String, Option<String>), String> {
+/// A connection string that is neither form. It never repeats the string (it may hold a
+/// password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the PostgreSQL connection string does not parse")]
+pub struct Unparsable;
+
+/// The string without `key`, and `key`'s value if it was there.
+pub fn take(conninfo: &str, key: &str) -> Result<(String, Option<String>), Unparsable> {
     if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
         return Ok(take_from_url(conninfo, key));
     }
@@ -37,8 +42,7 @@ fn take_from_url(url: &str, key: &str) -> (String, Option<String>) {
 }
 
 /// `key = value` pairs; a value may be single-quoted with `\` escapes.
-fn take_from_pairs(text: &str, key: &str) -> Result<(String, Option<String>), String> {
-    let bad = || "the PostgreSQL connection string does not parse".to_owned();
+fn take_from_pairs(text: &str, key: &str) -> Result<(String, Option<String>), Unparsable> {
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
     let mut rest = String::new();
@@ -59,7 +63,7 @@ fn take_from_pairs(text: &str, key: &str) -> Result<(String, Option<String>), St
             i += 1;
         }
         if chars.get(i) != Some(&'=') {
-            return Err(bad());
+            return Err(Unparsable);
         }
         i += 1;
         while i < chars.len() && chars[i].is_whitespace() {
@@ -70,10 +74,10 @@ fn take_from_pairs(text: &str, key: &str) -> Result<(String, Option<String>), St
             i += 1;
             loop {
                 match chars.get(i) {
-                    None => return Err(bad()),
+                    None => return Err(Unparsable),
                     Some('\'') => break,
                     Some('\\') => {
-                        value.push(*chars.get(i + 1).ok_or_else(bad)?);
+                        value.push(*chars.get(i + 1).ok_or(Unparsable)?);
                         i += 2;
                     }
                     Some(c) => {

@@ -1,5 +1,5 @@
 //! The PostgreSQL mirror: sled stays the truth; every change also lands in an outbox tree that a
-//! worker replays into PostgreSQL (SPEC 9).
+//! worker replays into PostgreSQL (docs/operations.md, The PostgreSQL mirror).
 
 pub mod outbox;
 pub mod start;

@@ -3,6 +3,7 @@
 //! no password.
 
 use super::conninfo;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,13 +22,69 @@ pub struct Target {
 /// worker for minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Parses a `postgres://` URL or a `key=value` string. The error never repeats the string (it
-/// may hold a password).
-pub fn parse(url: &str) -> Result<Target, String> {
+/// A connection string that does not parse. Neither kind repeats the string (it may hold a
+/// password).
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    /// Neither a URL nor `key=value` pairs.
+    #[error(transparent)]
+    Unparsable(#[from] conninfo::Unparsable),
+    /// tokio-postgres refused it (an unknown key, a bad value).
+    #[error("the PostgreSQL connection string does not parse: {0}")]
+    Rejected(tokio_postgres::Error),
+}
+
+/// Why connecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("TLS setup failed: {0}")]
+    Tls(rustls::Error),
+    #[error("cannot read sslrootcert {}: {problem}", path.display())]
+    RootCert {
+        path: PathBuf,
+        problem: RootCertProblem,
+    },
+    #[error("sslmode=require, but no trusted root certificates were found")]
+    NoRoots,
+    /// Refused, unreachable, the TLS handshake, authentication.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+}
+
+/// What is wrong with the `sslrootcert` file.
+#[derive(Debug, thiserror::Error)]
+pub enum RootCertProblem {
+    #[error("{0}")]
+    Read(rustls::pki_types::pem::Error),
+    #[error("{0}")]
+    Rejected(rustls::Error),
+    #[error("no certificate in it")]
+    Empty,
+}
+
+/// A tokio-postgres error as natter logs it: see `describe_error`.
+#[derive(Debug)]
+pub struct PgError(pub tokio_postgres::Error);
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe_error(&self.0))
+    }
+}
+
+// No source: the message already holds the whole chain.
+impl std::error::Error for PgError {}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError(e)
+    }
+}
+
+/// Parses a `postgres://` URL or a `key=value` string.
+pub fn parse(url: &str) -> Result<Target, UrlError> {
     let (rest, root_cert) = conninfo::take(url, "sslrootcert")?;
-    let mut config: Config = rest
-        .parse()
-        .map_err(|e| format!("the PostgreSQL connection string does not parse: {e}"))?;
+    let mut config: Config = rest.parse().map_err(UrlError::Rejected)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -108,7 +165,7 @@ pub fn describe(target: &Target) -> String {
 /// when the server has no TLS; `require` insists on TLS with a certificate signed by
 /// `sslrootcert` or the system's trusted roots. The connection runs on its own task; the client
 /// reports it closed when that task ends.
-pub async fn connect(target: &Target) -> Result<Client, String> {
+pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
     let config = &target.postgres;
     let tls = match config.get_ssl_mode() {
         SslMode::Disable => None,
@@ -118,12 +175,12 @@ pub async fn connect(target: &Target) -> Result<Client, String> {
     match tls {
         Some(tls) => {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-            let (client, connection) = config.connect(tls).await.map_err(describe_error)?;
+            let (client, connection) = config.connect(tls).await.map_err(PgError)?;
             tokio::spawn(run(connection));
             Ok(client)
         }
         None => {
-            let (client, connection) = config.connect(NoTls).await.map_err(describe_error)?;
+            let (client, connection) = config.connect(NoTls).await.map_err(PgError)?;
             tokio::spawn(run(connection));
             Ok(client)
         }
@@ -140,7 +197,7 @@ where
 }
 
 /// The full error chain: tokio-postgres puts the useful part (refused, TLS) in the source.
-pub fn describe_error(e: tokio_postgres::Error) -> String {
+fn describe_error(e: &tokio_postgres::Error) -> String {
     // A server error's DETAIL can quote a row (an email, a hash): only its message goes to the log.
     if let Some(db) = e.as_db_error() {
         return format!(
@@ -151,7 +208,7 @@ pub fn describe_error(e: tokio_postgres::Error) -> String {
         );
     }
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = std::error::Error::source(e);
     while let Some(inner) = source {
         text.push_str(": ");
         text.push_str(&inner.to_string());
@@ -162,12 +219,12 @@ pub fn describe_error(e: tokio_postgres::Error) -> String {
 
 /// The TLS settings: certificates checked against `sslrootcert` or the system's roots, or (for
 /// `prefer` without `sslrootcert`, as libpq) encryption without checking who answers.
-fn tls_config(target: &Target, verify: bool) -> Result<rustls::ClientConfig, String> {
+fn tls_config(target: &Target, verify: bool) -> Result<rustls::ClientConfig, ConnectError> {
     // Named explicitly: other crates in the build may enable a second rustls provider.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?;
+        .map_err(ConnectError::Tls)?;
     if !verify && target.root_cert.is_none() {
         return Ok(builder
             .dangerous()
@@ -180,18 +237,24 @@ fn tls_config(target: &Target, verify: bool) -> Result<rustls::ClientConfig, Str
 }
 
 /// `sslrootcert`'s certificates, else the system's trusted roots.
-fn roots(target: &Target) -> Result<rustls::RootCertStore, String> {
+fn roots(target: &Target) -> Result<rustls::RootCertStore, ConnectError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     if let Some(path) = &target.root_cert {
-        let failed = |e: String| format!("cannot read sslrootcert {}: {e}", path.display());
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| failed(e.to_string()))? {
-            let cert = cert.map_err(|e| failed(e.to_string()))?;
-            roots.add(cert).map_err(|e| failed(e.to_string()))?;
+        let failed = |problem| ConnectError::RootCert {
+            path: path.clone(),
+            problem,
+        };
+        let read = |e| failed(RootCertProblem::Read(e));
+        for cert in CertificateDer::pem_file_iter(path).map_err(read)? {
+            let cert = cert.map_err(read)?;
+            roots
+                .add(cert)
+                .map_err(|e| failed(RootCertProblem::Rejected(e)))?;
         }
         if roots.is_empty() {
-            return Err(failed("no certificate in it".into()));
+            return Err(failed(RootCertProblem::Empty));
         }
         return Ok(roots);
     }
@@ -200,7 +263,7 @@ fn roots(target: &Target) -> Result<rustls::RootCertStore, String> {
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
-        return Err("sslmode=require, but no trusted root certificates were found".into());
+        return Err(ConnectError::NoRoots);
     }
     Ok(roots)
 }

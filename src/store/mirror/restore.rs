@@ -1,14 +1,15 @@
 //! Start-up with the mirror on: an empty data directory is filled from a non-empty mirror; a
 //! data directory the mirror has not followed is copied into it whole.
 
-use super::pg::Target;
-use super::{pg, schema};
+use super::pg::{self, ConnectError, PgError, Target};
+use super::schema::{self, SchemaError};
 use crate::config::Config as Rules;
 use crate::store::incoming::{self, Incoming};
 use crate::store::sled::SledStore;
-use crate::store::{ChatRecord, MessageRecord, UserRecord};
+use crate::store::{ChatRecord, MessageRecord, StoreError, UserRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::task::JoinError;
 use tokio_postgres::Client;
 
 /// How long an empty data directory waits for PostgreSQL before natter gives up starting.
@@ -16,24 +17,72 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Messages read per query while restoring.
 const PAGE: i64 = 10_000;
 
+/// Why the server cannot start with this data directory and mirror.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking storage task ended without an answer.
+    #[error(transparent)]
+    Task(#[from] JoinError),
+    #[error(
+        "the data directory is empty and the PostgreSQL mirror {target} cannot be reached \
+         ({error}), so natter cannot tell whether to restore from it; start again once \
+         PostgreSQL is up"
+    )]
+    Unreachable { target: String, error: ConnectError },
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// Reading the mirror's label.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    /// Reading the mirror's rows.
+    #[error("reading the mirror failed: {0}")]
+    Read(PgError),
+    /// Reading the last id of a page of messages.
+    #[error("reading the mirror failed: {0}")]
+    Column(tokio_postgres::Error),
+}
+
+/// Why one of the mirror's rows is left out of a restore (logged on one line, never fatal).
+#[derive(Debug, thiserror::Error)]
+enum Skip {
+    #[error("its {column} is NULL")]
+    Null { column: String },
+    #[error("its {column} cannot be read: {error}")]
+    Unreadable {
+        column: String,
+        error: tokio_postgres::Error,
+    },
+    /// Refused by the checks the API applies (`Incoming`), or an id natter cannot hold.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for Skip {
+    fn from(why: String) -> Self {
+        Skip::Refused(why)
+    }
+}
+
 /// Brings sled and the mirror in line before the server starts; returns once it is safe to
 /// serve. Only an empty data directory needs PostgreSQL now: anything else goes to the outbox.
-pub async fn prepare(store: &Arc<SledStore>, config: &Target, rules: &Rules) -> Result<(), String> {
+pub async fn prepare(
+    store: &Arc<SledStore>,
+    config: &Target,
+    rules: &Rules,
+) -> Result<(), RestoreError> {
     let target = pg::describe(config);
-    let store_err = |e: crate::store::StoreError| e.to_string();
-    if store.unfinished_load().map_err(store_err)?.as_deref() == Some("restore") {
+    if store.unfinished_load()?.as_deref() == Some("restore") {
         // A crash cut the last restore short: what it loaded must not pass for the whole.
         log::warn!("the last restore from the mirror did not finish; starting it over");
-        store.clear_loaded().map_err(store_err)?;
-    } else if store.mirror_target().map_err(store_err)?.as_deref() == Some(target.as_str()) {
+        store.clear_loaded()?;
+    } else if store.mirror_target()?.as_deref() == Some(target.as_str()) {
         return Ok(());
     }
     if !store.is_empty() {
         let (seeding, t) = (store.clone(), target.clone());
-        let queued = tokio::task::spawn_blocking(move || seeding.seed_mirror(&t))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(store_err)?;
+        let queued = tokio::task::spawn_blocking(move || seeding.seed_mirror(&t)).await??;
         log::info!(
             "PostgreSQL mirror {target} has not followed this data directory: queued a full \
              copy ({queued} changes), which replaces the mirror's tables"
@@ -46,10 +95,7 @@ pub async fn prepare(store: &Arc<SledStore>, config: &Target, rules: &Rules) -> 
     schema::migrate(&mut client).await?;
     let started = Instant::now();
     let marked = store.clone();
-    tokio::task::spawn_blocking(move || marked.begin_load("restore"))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(store_err)?;
+    tokio::task::spawn_blocking(move || marked.begin_load("restore")).await??;
     let (users, chats, messages) = restore(&client, store, rules).await?;
     if users + chats + messages == 0 {
         log::info!("PostgreSQL mirror {target} is empty: nothing to restore");
@@ -67,31 +113,29 @@ pub async fn prepare(store: &Arc<SledStore>, config: &Target, rules: &Rules) -> 
         s.set_mirror_target(&t)?;
         s.end_load()
     })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(store_err)
+    .await??;
+    Ok(())
 }
 
 /// The mirror's instance label, created when it has none (a new database).
-async fn adopt_instance(client: &Client) -> Result<String, String> {
-    let fail = |e: tokio_postgres::Error| pg::describe_error(e);
+async fn adopt_instance(client: &Client) -> Result<String, RestoreError> {
     if let Some(row) = client
         .query_opt("SELECT id FROM mirror_instance LIMIT 1", &[])
         .await
-        .map_err(fail)?
+        .map_err(PgError)?
     {
         return Ok(row.get(0));
     }
-    let instance = crate::store::sled::new_instance().map_err(|e| e.to_string())?;
+    let instance = crate::store::sled::new_instance()?;
     client
         .execute("INSERT INTO mirror_instance (id) VALUES ($1)", &[&instance])
         .await
-        .map_err(fail)?;
+        .map_err(PgError)?;
     Ok(instance)
 }
 
 /// Waits up to `PATIENCE` for PostgreSQL: the wait is logged once, then its outcome.
-async fn connect_patiently(config: &Target, target: &str) -> Result<Client, String> {
+async fn connect_patiently(config: &Target, target: &str) -> Result<Client, RestoreError> {
     let started = Instant::now();
     let deadline = started + PATIENCE;
     let mut waiting = false;
@@ -118,12 +162,11 @@ async fn connect_patiently(config: &Target, target: &str) -> Result<Client, Stri
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => {
-                return Err(format!(
-                    "the data directory is empty and the PostgreSQL mirror {target} cannot be \
-                     reached ({e}), so natter cannot tell whether to restore from it; start \
-                     again once PostgreSQL is up"
-                ));
+            Err(error) => {
+                return Err(RestoreError::Unreachable {
+                    target: target.to_owned(),
+                    error,
+                });
             }
         }
     }
@@ -135,11 +178,10 @@ async fn restore(
     client: &Client,
     store: &Arc<SledStore>,
     rules: &Rules,
-) -> Result<(u64, u64, u64), String> {
-    let fail =
-        |e: tokio_postgres::Error| format!("reading the mirror failed: {}", pg::describe_error(e));
+) -> Result<(u64, u64, u64), RestoreError> {
+    let fail = |e| RestoreError::Read(PgError(e));
     let mut incoming = Incoming::new(&rules.bot.name, rules.password_iterations);
-    let skipped = |what: &str, id: &str, why: String| {
+    let skipped = |what: &str, id: &str, why: Skip| {
         log::warn!("restore: skipped the mirror's {what} {id}: {why}");
     };
     let mut users = Vec::new();
@@ -153,7 +195,7 @@ async fn restore(
         .map_err(fail)?
     {
         let key: String = row_key(&row);
-        match user_row(&row).and_then(|u| incoming.user(&u).map(|()| u)) {
+        match user_row(&row).and_then(|u| incoming.user(&u).map(|()| u).map_err(Skip::Refused)) {
             Ok(user) => users.push(user),
             Err(why) => skipped("account", &format!("{key:?}"), why),
         }
@@ -168,7 +210,7 @@ async fn restore(
         .map_err(fail)?
     {
         let id: i64 = row_key(&row);
-        match chat_row(&row).and_then(|c| incoming.chat(&c).map(|()| c)) {
+        match chat_row(&row).and_then(|c| incoming.chat(&c).map(|()| c).map_err(Skip::Refused)) {
             Ok(chat) => chats.push(chat),
             Err(why) => skipped("chat", &id.to_string(), why),
         }
@@ -198,13 +240,13 @@ async fn restore(
         let Some(last) = rows.last() else {
             break;
         };
-        after = last
-            .try_get(0)
-            .map_err(|e| format!("reading the mirror failed: {e}"))?;
+        after = last.try_get(0).map_err(RestoreError::Column)?;
         let mut page = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: i64 = row_key(row);
-            match message_row(row).and_then(|m| incoming.message(&m).map(|()| m)) {
+            match message_row(row)
+                .and_then(|m| incoming.message(&m).map(|()| m).map_err(Skip::Refused))
+            {
                 Ok(message) => page.push(message),
                 Err(why) => skipped("message", &id.to_string(), why),
             }
@@ -228,16 +270,19 @@ fn row_key<'a, T: tokio_postgres::types::FromSql<'a> + Default>(row: &'a tokio_p
 fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a tokio_postgres::Row,
     i: usize,
-) -> Result<T, String> {
-    let name = row.columns().get(i).map_or("?", |c| c.name());
+) -> Result<T, Skip> {
+    let column = || row.columns().get(i).map_or("?", |c| c.name()).to_owned();
     match row.try_get::<_, Option<T>>(i) {
         Ok(Some(value)) => Ok(value),
-        Ok(None) => Err(format!("its {name} is NULL")),
-        Err(e) => Err(format!("its {name} cannot be read: {e}")),
+        Ok(None) => Err(Skip::Null { column: column() }),
+        Err(error) => Err(Skip::Unreadable {
+            column: column(),
+            error,
+        }),
     }
 }
 
-fn user_row(r: &tokio_postgres::Row) -> Result<UserRecord, String> {
+fn user_row(r: &tokio_postgres::Row) -> Result<UserRecord, Skip> {
     Ok(UserRecord {
         name: column(r, 1)?,
         email: column(r, 2)?,
@@ -251,7 +296,7 @@ fn user_row(r: &tokio_postgres::Row) -> Result<UserRecord, String> {
     })
 }
 
-fn chat_row(r: &tokio_postgres::Row) -> Result<ChatRecord, String> {
+fn chat_row(r: &tokio_postgres::Row) -> Result<ChatRecord, Skip> {
     Ok(ChatRecord {
         id: incoming::id_from_pg("chat", column(r, 0)?)?,
         name: column(r, 1)?,
@@ -259,7 +304,7 @@ fn chat_row(r: &tokio_postgres::Row) -> Result<ChatRecord, String> {
     })
 }
 
-fn message_row(r: &tokio_postgres::Row) -> Result<MessageRecord, String> {
+fn message_row(r: &tokio_postgres::Row) -> Result<MessageRecord, Skip> {
     Ok(MessageRecord {
         id: incoming::id_from_pg("message", column(r, 0)?)?,
         chat_id: incoming::id_from_pg("chat", column(r, 1)?)?,
@@ -277,10 +322,7 @@ fn message_row(r: &tokio_postgres::Row) -> Result<MessageRecord, String> {
 async fn blocking(
     store: &Arc<SledStore>,
     work: impl FnOnce(&SledStore) -> crate::store::StoreResult<()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), RestoreError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || work(&store))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    Ok(tokio::task::spawn_blocking(move || work(&store)).await??)
 }

@@ -1,7 +1,44 @@
 //! The mirror's tables: versioned migrations embedded in the binary, applied at connect and
 //! recorded in `schema_migrations`.
 
+use super::pg::PgError;
 use tokio_postgres::Client;
+
+/// Why the mirror's tables are not ready, or not this natter's alone to write.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("taking the mirror's lock failed: {0}")]
+    Lock(PgError),
+    #[error(
+        "another natter is writing to the mirror database {target} (it holds the mirror's \
+         advisory lock): two writers would mix their copies; stop the other one or give this \
+         one a database of its own"
+    )]
+    Locked { target: String },
+    /// A users table natter did not create, most likely chatty-server's.
+    #[error(
+        "the database has a users table that natter did not create (is it \
+         chatty-server's?); the mirror needs a database of its own. Coming from \
+         chatty-server: stop natter, move its data over with `natter import-chatty \
+         OLD_DATABASE_URL` into an empty data_dir, then give DATABASE_URL a new, empty \
+         database for the mirror (or unset it)"
+    )]
+    Foreign,
+    /// A step around the migrations: reading the catalog, locking, recording.
+    #[error("{step} failed: {error}")]
+    Step { step: &'static str, error: PgError },
+    #[error("migration {version} ({name}) failed; the mirror needs a database of its own: {error}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        error: PgError,
+    },
+    #[error(
+        "the mirror database has schema version {newest}, newer than this natter knows \
+         ({known}); upgrade natter"
+    )]
+    Newer { newest: i64, known: i64 },
+}
 
 /// (version, name, SQL). Append only: a shipped migration never changes.
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -49,47 +86,37 @@ const WRITER_LOCK_KEY: i64 = 0x006e_6174_7465_7277; // "natterw"
 
 /// Takes the writer's lock for this session (released when the connection ends), or says who
 /// holds it: two natters writing one mirror would mix their copies.
-pub async fn lock_writer(client: &Client, target: &str) -> Result<(), String> {
+pub async fn lock_writer(client: &Client, target: &str) -> Result<(), SchemaError> {
     let row = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK_KEY])
         .await
-        .map_err(|e| {
-            format!(
-                "taking the mirror's lock failed: {}",
-                super::pg::describe_error(e)
-            )
-        })?;
+        .map_err(|e| SchemaError::Lock(PgError(e)))?;
     if row.get::<_, bool>(0) {
         return Ok(());
     }
-    Err(format!(
-        "another natter is writing to the mirror database {target} (it holds the mirror's \
-         advisory lock): two writers would mix their copies; stop the other one or give this \
-         one a database of its own"
-    ))
+    Err(SchemaError::Locked {
+        target: target.to_owned(),
+    })
 }
 
 /// Applies every migration not yet recorded, each in its own transaction.
-pub async fn migrate(client: &mut Client) -> Result<(), String> {
-    let fail =
-        |what: &str, e: tokio_postgres::Error| format!("{what}: {}", super::pg::describe_error(e));
+pub async fn migrate(client: &mut Client) -> Result<(), SchemaError> {
+    let fail = |step: &'static str| {
+        move |e| SchemaError::Step {
+            step,
+            error: PgError(e),
+        }
+    };
     let row = client
         .query_one(
             "SELECT to_regclass('users') IS NOT NULL, to_regclass('schema_migrations') IS NOT NULL",
             &[],
         )
         .await
-        .map_err(|e| fail("reading the catalog failed", e))?;
+        .map_err(fail("reading the catalog"))?;
     if row.get::<_, bool>(0) && !row.get::<_, bool>(1) {
         // Not even schema_migrations is created in a database that holds someone else's tables.
-        return Err(
-            "the database has a users table that natter did not create (is it \
-             chatty-server's?); the mirror needs a database of its own. Coming from \
-             chatty-server: stop natter, move its data over with `natter import-chatty \
-             OLD_DATABASE_URL` into an empty data_dir, then give DATABASE_URL a new, empty \
-             database for the mirror (or unset it)"
-                .into(),
-        );
+        return Err(SchemaError::Foreign);
     }
     client
         .batch_execute(
@@ -102,56 +129,50 @@ pub async fn migrate(client: &mut Client) -> Result<(), String> {
             )",
         )
         .await
-        .map_err(|e| fail("creating schema_migrations failed", e))?;
+        .map_err(fail("creating schema_migrations"))?;
     for &(version, name, sql) in MIGRATIONS {
         let tx = client
             .transaction()
             .await
-            .map_err(|e| fail("starting a migration failed", e))?;
+            .map_err(fail("starting a migration"))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
             .await
-            .map_err(|e| fail("locking for migrations failed", e))?;
+            .map_err(fail("locking for migrations"))?;
         let done = tx
             .query_opt(
                 "SELECT 1 FROM schema_migrations WHERE version = $1",
                 &[&version],
             )
             .await
-            .map_err(|e| fail("reading schema_migrations failed", e))?;
+            .map_err(fail("reading schema_migrations"))?;
         if done.is_some() {
             continue;
         }
-        tx.batch_execute(sql).await.map_err(|e| {
-            fail(
-                &format!(
-                    "migration {version} ({name}) failed; the mirror needs a database of its own"
-                ),
-                e,
-            )
-        })?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| SchemaError::Migration {
+                version,
+                name,
+                error: PgError(e),
+            })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
             &[&version, &name],
         )
         .await
-        .map_err(|e| fail("recording a migration failed", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| fail("committing a migration failed", e))?;
+        .map_err(fail("recording a migration"))?;
+        tx.commit().await.map_err(fail("committing a migration"))?;
         log::info!("PostgreSQL mirror: applied migration {version} ({name})");
     }
     let newest = client
         .query_one("SELECT max(version) FROM schema_migrations", &[])
         .await
-        .map_err(|e| fail("reading schema_migrations failed", e))?
+        .map_err(fail("reading schema_migrations"))?
         .get::<_, Option<i64>>(0)
         .unwrap_or(0);
     let known = MIGRATIONS.last().map_or(0, |m| m.0);
     if newest > known {
-        return Err(format!(
-            "the mirror database has schema version {newest}, newer than this natter knows \
-             ({known}); upgrade natter"
-        ));
+        return Err(SchemaError::Newer { newest, known });
     }
     Ok(())
 }

@@ -1,14 +1,17 @@
 //! The mirror worker: drains the outbox into PostgreSQL in order, in batches, one transaction
 //! per batch, and retries with backoff while PostgreSQL is away.
 
-use super::apply::{Statements, apply};
+use super::apply::{ApplyError, Statements, apply};
 use super::outbox::Queued;
-use super::pg::Target;
+use super::pg::{self, ConnectError, PgError, Target};
+use super::schema::{self, SchemaError};
 use super::status::{MirrorReport, MirrorState};
-use super::{pg, schema};
+use crate::store::StoreError;
 use crate::store::sled::SledStore;
+use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::task::JoinError;
 use tokio_postgres::Client;
 
 /// Entries applied per PostgreSQL transaction.
@@ -20,6 +23,36 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// While down or behind, the log is reminded this often.
 const REMIND_EVERY: Duration = Duration::from_secs(60);
+
+/// Why the worker is not applying: logged, then retried with backoff.
+#[derive(Debug, thiserror::Error)]
+enum WorkerError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Reading the mirror's label.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    #[error(
+        "the mirror database {target} holds another natter's copy (label {label}, this data \
+         directory's is {ours}): refusing to replace it. Give database_url a database of its \
+         own, or set mirror_replace_foreign = true to replace its contents with this data \
+         directory's"
+    )]
+    Foreign {
+        target: String,
+        label: String,
+        ours: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking storage task ended without an answer.
+    #[error(transparent)]
+    Task(#[from] JoinError),
+}
 
 /// A live connection with its prepared statements.
 struct Connection {
@@ -108,7 +141,7 @@ async fn open(
     store: &Arc<SledStore>,
     target: &str,
     replace_foreign: bool,
-) -> Result<Connection, String> {
+) -> Result<Connection, WorkerError> {
     let mut client = pg::connect(config).await?;
     schema::migrate(&mut client).await?;
     schema::lock_writer(&client, target).await?;
@@ -126,11 +159,11 @@ async fn check_instance(
     store: &Arc<SledStore>,
     target: &str,
     replace_foreign: bool,
-) -> Result<(), String> {
+) -> Result<(), WorkerError> {
     let theirs: Option<String> = client
         .query_opt("SELECT id FROM mirror_instance LIMIT 1", &[])
         .await
-        .map_err(pg::describe_error)?
+        .map_err(PgError)?
         .map(|row| row.get(0));
     let (s, t) = (store.clone(), target.to_owned());
     tokio::task::spawn_blocking(move || {
@@ -139,13 +172,11 @@ async fn check_instance(
             && ours.as_deref() != Some(label)
             && !replace_foreign
         {
-            return Ok(Err(format!(
-                "the mirror database {t} holds another natter's copy (label {label}, this data \
-                 directory's is {}): refusing to replace it. Give database_url a database of its \
-                 own, or set mirror_replace_foreign = true to replace its contents with this \
-                 data directory's",
-                ours.as_deref().unwrap_or("none")
-            )));
+            return Ok(Err(WorkerError::Foreign {
+                target: t,
+                label: label.to_owned(),
+                ours: ours.unwrap_or_else(|| "none".into()),
+            }));
         }
         // A queued reset is a full copy on its way; it labels the database when applied.
         if (theirs.is_some() && theirs == ours) || s.reset_pending()? {
@@ -157,17 +188,12 @@ async fn check_instance(
         );
         s.seed_mirror(&t).map(|_| Ok(()))
     })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?
+    .await??
 }
 
-async fn read_batch(store: &Arc<SledStore>) -> Result<Vec<(u64, Queued)>, String> {
+async fn read_batch(store: &Arc<SledStore>) -> Result<Vec<(u64, Queued)>, WorkerError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.outbox_batch(BATCH))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    Ok(tokio::task::spawn_blocking(move || store.outbox_batch(BATCH)).await??)
 }
 
 /// Logs the mirror falling behind, going down and catching up, once per change of state.
@@ -185,7 +211,13 @@ impl LagLog {
         self.applied += n as u64;
     }
 
-    fn failed(&mut self, target: &str, error: &str, report: &MirrorReport, retry: Duration) {
+    fn failed(
+        &mut self,
+        target: &str,
+        error: &dyn Display,
+        report: &MirrorReport,
+        retry: Duration,
+    ) {
         let now = Instant::now();
         if self.enter(MirrorState::Down, now) {
             log::warn!(

@@ -1,7 +1,8 @@
 //! Model check: random sequences of operations by several clients (guest login, sign-in,
 //! session login, logout, join, leave, post, sweep, create and remove chat, restart) run
 //! against a real server, and every answer, every client's event stream and every
-//! getChats/getUsers/getLastMessages compared with a small in-memory model of SPEC.md.
+//! getChats/getUsers/getLastMessages compared with a small in-memory model of docs/api.md
+//! and docs/design.md.
 
 mod ops;
 mod reference;

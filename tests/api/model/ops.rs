@@ -26,7 +26,7 @@ fn account_name() -> impl Strategy<Value = &'static str> {
 
 /// Chat names as requests spell them: the two config chats, one an admin may create, and
 /// case variants. Every spelling starts with a distinct capital, so sorting by name is the
-/// same whether case counts or not (SPEC does not say which).
+/// same whether case counts or not (docs/api.md does not say which).
 pub const CHAT_NAMES: &[&str] = &["Main", "MAIN", "Side", "SIDE", "Zed"];
 
 /// Which client performs an operation.

@@ -1,6 +1,7 @@
-//! The model: what SPEC sections 4 to 7 (and docs/design.md on session limits) say the server
-//! holds, answers and sends, kept in memory. Each operation predicts its answer and changes
-//! the model; events land in the pending lists of the sessions they reach.
+//! The model: what docs/api.md (Validation, Routes, Events) and docs/design.md (Sessions and
+//! presence, Event delivery) say the server holds, answers and sends, kept in memory. Each
+//! operation predicts its answer and changes the model; events land in the pending lists of the
+//! sessions they reach.
 
 use super::stream::Expected;
 use serde_json::{Value, json};
@@ -37,7 +38,7 @@ fn user_with_status(name: &str, status: Status) -> Value {
     json!({ "user": name, "verified": status.verified, "admin": status.admin, "bot": false })
 }
 
-/// Names are unique case-insensitively (SPEC 4).
+/// Names are unique case-insensitively (docs/api.md, Validation).
 fn key(name: &str) -> String {
     name.to_lowercase()
 }
@@ -56,7 +57,8 @@ struct Account {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Presence {
     Online,
-    /// A registered session that stays valid and can come back (SPEC 5).
+    /// A registered session that stays valid and can come back (docs/design.md, Sessions and
+    /// presence).
     Offline,
     Ended,
 }
@@ -274,8 +276,8 @@ impl Reference {
         }
     }
 
-    /// SPEC 5: LogoutEvent to everyone else, then the user leaves every chat, each telling
-    /// its remaining members (chats in name order).
+    /// The logout cascade (docs/api.md, Events): LogoutEvent to everyone else, then the user
+    /// leaves every chat, each telling its remaining members (chats in name order).
     fn cascade(&mut self, key: &str, name: &str) -> Outbox {
         let logout = event(
             "LogoutEvent",
@@ -452,7 +454,7 @@ impl Reference {
     }
 
     /// A graceful restart: nothing changes for clients, except that a removed config chat is
-    /// created again, which everyone online hears of (SPEC 7.1 ChatCreatedEvent).
+    /// created again, which everyone online hears of (docs/api.md, Events: ChatCreatedEvent).
     pub fn restart(&mut self) {
         for &name in self.limits.config_chats {
             if self.find_chat(name).is_none() {

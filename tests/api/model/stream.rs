@@ -8,8 +8,8 @@ use serde_json::Value;
 pub enum Expected {
     One(Value),
     /// Blocks of events that may come in any order, each block kept together: the logout
-    /// cascades of users one sweep takes offline (SPEC orders changes, and each user's going
-    /// offline is its own change).
+    /// cascades of users one sweep takes offline (one lock orders changes, docs/design.md, Event
+    /// delivery, and each user's going offline is its own change).
     AnyOrder(Vec<Vec<Value>>),
 }
 

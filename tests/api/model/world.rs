@@ -27,7 +27,8 @@ const CHATS: &[&str] = &["Main", "Side", "Zed"];
 const EVENT_WAIT: Duration = Duration::from_secs(5);
 
 /// How a client reads its events: the legacy `/poll` of its default queue, acknowledging with
-/// `last_event_id`, or an explicit queue through `/events` (SPEC 7.3).
+/// `last_event_id`, or an explicit queue through `/events` (docs/api.md,
+/// Reading events).
 #[derive(Debug, Clone, Copy)]
 enum ReadMode {
     Poll,

@@ -1,7 +1,8 @@
 //! The binary gets SIGTERM while clients are parked on `/events` and the legacy `/poll`, and is
 //! started again on the same data directory and port: parked polls get their empty 200, the
 //! process exits 0, and after the restart every listener gets every stored message once, in order,
-//! with the same cookies and queue ids (SPEC 1.5, 7.6).
+//! with the same cookies and queue ids (docs/design.md, Sessions and presence; Event delivery,
+//! Restarts).
 
 mod listening;
 
