@@ -267,6 +267,102 @@ fn put_pending(outbox: &TransactionalTree, pending: &Option<Pending<'_>>) -> TxR
     Ok(())
 }
 
+impl SledStore {
+    /// A write the mirror follows, in the one order every such write keeps: encode its outbox
+    /// entry and take the outbox sequence (mirror on); run `apply` in one transaction over
+    /// `trees`, whose last tree is the outbox, and store the entry in that transaction if
+    /// `apply` changed anything; then move the sequence on and wake the mirror worker, set the
+    /// next-id counter held across the transaction (if any) to its new value, and give the
+    /// write its epoch. A write that changed nothing queues nothing and takes no epoch.
+    fn mirrored_write<Trees, T>(
+        &self,
+        trees: Trees,
+        entry: impl FnOnce() -> Entry,
+        next: Option<(MutexGuard<'_, u64>, u64)>,
+        apply: impl Fn(&Trees::View) -> TxResult<T>,
+    ) -> StoreResult<T>
+    where
+        Trees: Transactional<StoreError>,
+        Trees::View: OutboxLast,
+        T: Changed,
+    {
+        let pending = self.pending(entry)?;
+        let outcome = trees
+            .transaction(|view| -> TxResult<T> {
+                let outcome = apply(view)?;
+                if outcome.changed() {
+                    put_pending(view.outbox(), &pending)?;
+                }
+                Ok(outcome)
+            })
+            .map_err(tx_error)?;
+        if outcome.changed() {
+            self.queued(pending);
+            if let Some((mut next, after)) = next {
+                *next = after;
+            }
+            self.committed();
+        }
+        Ok(outcome)
+    }
+}
+
+/// The trees of a mirrored write's transaction, the outbox last.
+trait OutboxLast {
+    fn outbox(&self) -> &TransactionalTree;
+}
+
+impl OutboxLast for (TransactionalTree, TransactionalTree) {
+    fn outbox(&self) -> &TransactionalTree {
+        &self.1
+    }
+}
+
+impl OutboxLast for (TransactionalTree, TransactionalTree, TransactionalTree) {
+    fn outbox(&self) -> &TransactionalTree {
+        &self.2
+    }
+}
+
+impl OutboxLast
+    for (
+        TransactionalTree,
+        TransactionalTree,
+        TransactionalTree,
+        TransactionalTree,
+    )
+{
+    fn outbox(&self) -> &TransactionalTree {
+        &self.3
+    }
+}
+
+/// Whether a write's transaction changed anything, and so is queued for the mirror and committed.
+trait Changed {
+    fn changed(&self) -> bool;
+}
+
+/// A write that always changes something.
+impl Changed for () {
+    fn changed(&self) -> bool {
+        true
+    }
+}
+
+/// False when there was nothing to change (a missing row, a lost race).
+impl Changed for bool {
+    fn changed(&self) -> bool {
+        *self
+    }
+}
+
+/// A refused insert changes nothing.
+impl Changed for Result<(), Taken> {
+    fn changed(&self) -> bool {
+        self.is_ok()
+    }
+}
+
 impl Drop for SledStore {
     fn drop(&mut self) {
         if let Err(e) = self.close() {

@@ -13,7 +13,7 @@ pub(super) fn create_chat(
 ) -> StoreResult<Option<ChatRecord>> {
     store.with(|e| {
         let key = name.to_lowercase();
-        let mut next = lock(&store.next_chat);
+        let next = lock(&store.next_chat);
         let chat = ChatRecord {
             id: *next,
             name: name.to_string(),
@@ -21,26 +21,20 @@ pub(super) fn create_chat(
         };
         let after = counter_after(chat.id)?;
         let (value, counter) = (encode(&chat)?, encode(&after)?);
-        let pending = store.pending(|| Entry::Chat(chat.clone()))?;
-        let done = (&e.chats, &e.meta, &e.outbox)
-            .transaction(|(chats, meta, mirror)| -> TxResult<bool> {
+        let done = store.mirrored_write(
+            (&e.chats, &e.meta, &e.outbox),
+            || Entry::Chat(chat.clone()),
+            Some((next, after)),
+            |(chats, meta, _)| -> TxResult<bool> {
                 if chats.get(&key)?.is_some() {
                     return Ok(false);
                 }
                 chats.insert(key.as_bytes(), value.as_slice())?;
                 meta.insert(META_NEXT_CHAT, counter.as_slice())?;
-                put_pending(mirror, &pending)?;
                 Ok(true)
-            })
-            .map_err(tx_error)?;
-        if !done {
-            return Ok(None);
-        }
-        store.queued(pending);
-        *next = after;
-        drop(next);
-        store.committed();
-        Ok(Some(chat))
+            },
+        )?;
+        Ok(done.then_some(chat))
     })
 }
 
@@ -55,9 +49,11 @@ pub(super) fn remove_chat(store: &SledStore, chat_id: u64) -> StoreResult<bool> 
             .keys()
             .collect::<Result<Vec<IVec>, _>>()
             .map_err(io)?;
-        let pending = store.pending(|| Entry::RemoveChat { id: chat_id })?;
-        let removed = (&e.chats, &e.members, &e.outbox)
-            .transaction(|(chats, members, mirror)| -> TxResult<bool> {
+        store.mirrored_write(
+            (&e.chats, &e.members, &e.outbox),
+            || Entry::RemoveChat { id: chat_id },
+            None,
+            |(chats, members, _)| -> TxResult<bool> {
                 let Some(value) = chats.get(&key)? else {
                     return Ok(false);
                 };
@@ -68,16 +64,9 @@ pub(super) fn remove_chat(store: &SledStore, chat_id: u64) -> StoreResult<bool> 
                 for member in &member_keys {
                     members.remove(member)?;
                 }
-                put_pending(mirror, &pending)?;
                 Ok(true)
-            })
-            .map_err(tx_error)?;
-        if !removed {
-            return Ok(false);
-        }
-        store.queued(pending);
-        store.committed();
-        Ok(true)
+            },
+        )
     })
 }
 

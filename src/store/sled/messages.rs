@@ -4,7 +4,7 @@ use super::*;
 
 pub(super) fn append_message(store: &SledStore, message: NewMessage) -> StoreResult<MessageRecord> {
     store.with(|e| {
-        let mut next = lock(&store.next_message);
+        let next = lock(&store.next_message);
         let record = MessageRecord {
             id: *next,
             chat_id: message.chat_id,
@@ -19,19 +19,16 @@ pub(super) fn append_message(store: &SledStore, message: NewMessage) -> StoreRes
         let after = counter_after(record.id)?;
         let (value, counter) = (encode_message(&record)?, encode(&after)?);
         let key = message_key(record.chat_id, record.id);
-        let pending = store.pending(|| Entry::Message(record.clone()))?;
-        (&e.messages, &e.meta, &e.outbox)
-            .transaction(|(messages, meta, mirror)| -> TxResult<()> {
+        store.mirrored_write(
+            (&e.messages, &e.meta, &e.outbox),
+            || Entry::Message(record.clone()),
+            Some((next, after)),
+            |(messages, meta, _)| -> TxResult<()> {
                 messages.insert(&key[..], value.as_slice())?;
                 meta.insert(META_NEXT_MESSAGE, counter.as_slice())?;
-                put_pending(mirror, &pending)?;
                 Ok(())
-            })
-            .map_err(tx_error)?;
-        store.queued(pending);
-        *next = after;
-        drop(next);
-        store.committed();
+            },
+        )?;
         crate::telemetry::message_stored();
         Ok(record)
     })
@@ -71,21 +68,17 @@ pub(super) fn messages_before(
 pub(super) fn delete_message(store: &SledStore, chat_id: u64, id: u64) -> StoreResult<bool> {
     store.with(|e| {
         let key = message_key(chat_id, id);
-        let pending = store.pending(|| Entry::DeleteMessage { id })?;
-        let removed = (&e.messages, &e.outbox)
-            .transaction(|(messages, mirror)| -> TxResult<bool> {
+        store.mirrored_write(
+            (&e.messages, &e.outbox),
+            || Entry::DeleteMessage { id },
+            None,
+            |(messages, _)| -> TxResult<bool> {
                 if messages.remove(&key[..])?.is_none() {
                     return Ok(false);
                 }
-                put_pending(mirror, &pending)?;
                 Ok(true)
-            })
-            .map_err(tx_error)?;
-        if removed {
-            store.queued(pending);
-            store.committed();
-        }
-        Ok(removed)
+            },
+        )
     })
 }
 

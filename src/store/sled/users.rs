@@ -20,31 +20,25 @@ pub(super) fn insert_user(
         let email_key = user.email.to_lowercase();
         let (value, owner) = (encode(user)?, encode(&key)?);
         let mail = store.mail_entry(mail)?;
-        let pending = store.pending(|| Entry::User(MirroredUser::from(user)))?;
-        let outcome = (&e.users, &e.emails, &e.mail, &e.outbox)
-            .transaction(
-                |(users, emails, outbox, mirror)| -> TxResult<Result<(), Taken>> {
-                    if users.get(&key)?.is_some() {
-                        return Ok(Err(Taken::Name));
-                    }
-                    if emails.get(&email_key)?.is_some() {
-                        return Ok(Err(Taken::Email));
-                    }
-                    users.insert(key.as_bytes(), value.as_slice())?;
-                    emails.insert(email_key.as_bytes(), owner.as_slice())?;
-                    if let Some((id, queued)) = &mail {
-                        outbox.insert(&id[..], queued.as_slice())?;
-                    }
-                    put_pending(mirror, &pending)?;
-                    Ok(Ok(()))
-                },
-            )
-            .map_err(tx_error)?;
-        if outcome.is_ok() {
-            store.queued(pending);
-            store.committed();
-        }
-        Ok(outcome)
+        store.mirrored_write(
+            (&e.users, &e.emails, &e.mail, &e.outbox),
+            || Entry::User(MirroredUser::from(user)),
+            None,
+            |(users, emails, outbox, _)| -> TxResult<Result<(), Taken>> {
+                if users.get(&key)?.is_some() {
+                    return Ok(Err(Taken::Name));
+                }
+                if emails.get(&email_key)?.is_some() {
+                    return Ok(Err(Taken::Email));
+                }
+                users.insert(key.as_bytes(), value.as_slice())?;
+                emails.insert(email_key.as_bytes(), owner.as_slice())?;
+                if let Some((id, queued)) = &mail {
+                    outbox.insert(&id[..], queued.as_slice())?;
+                }
+                Ok(Ok(()))
+            },
+        )
     })
 }
 
@@ -59,9 +53,11 @@ pub(super) fn update_user(
         let email_key = user.email.to_lowercase();
         let (value, owner) = (encode(user)?, encode(&key)?);
         let mail = store.mail_entry(mail)?;
-        let pending = store.pending(|| Entry::User(MirroredUser::from(user)))?;
-        let updated = (&e.users, &e.emails, &e.mail, &e.outbox)
-            .transaction(|(users, emails, outbox, mirror)| -> TxResult<bool> {
+        store.mirrored_write(
+            (&e.users, &e.emails, &e.mail, &e.outbox),
+            || Entry::User(MirroredUser::from(user)),
+            None,
+            |(users, emails, outbox, _)| -> TxResult<bool> {
                 let Some(old) = users.get(&key)? else {
                     return Ok(false);
                 };
@@ -83,25 +79,22 @@ pub(super) fn update_user(
                 if let Some((id, queued)) = &mail {
                     outbox.insert(&id[..], queued.as_slice())?;
                 }
-                put_pending(mirror, &pending)?;
                 Ok(true)
-            })
-            .map_err(tx_error)?;
-        if updated {
-            store.queued(pending);
-            store.committed();
-        }
+            },
+        )?;
         Ok(())
     })
 }
 
 pub(super) fn delete_user(store: &SledStore, key: &str) -> StoreResult<bool> {
     store.with(|e| {
-        let pending = store.pending(|| Entry::DeleteUser {
-            key: key.to_owned(),
-        })?;
-        let deleted = (&e.users, &e.emails, &e.outbox)
-            .transaction(|(users, emails, mirror)| -> TxResult<bool> {
+        store.mirrored_write(
+            (&e.users, &e.emails, &e.outbox),
+            || Entry::DeleteUser {
+                key: key.to_owned(),
+            },
+            None,
+            |(users, emails, _)| -> TxResult<bool> {
                 let Some(old) = users.remove(key.as_bytes())? else {
                     return Ok(false);
                 };
@@ -110,15 +103,9 @@ pub(super) fn delete_user(store: &SledStore, key: &str) -> StoreResult<bool> {
                 if email_owner(emails, &email_key)?.as_deref() == Some(key) {
                     emails.remove(email_key.as_bytes())?;
                 }
-                put_pending(mirror, &pending)?;
                 Ok(true)
-            })
-            .map_err(tx_error)?;
-        if deleted {
-            store.queued(pending);
-            store.committed();
-        }
-        Ok(deleted)
+            },
+        )
     })
 }
 
