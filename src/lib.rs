@@ -18,6 +18,7 @@ pub mod files;
 pub mod goflags;
 pub mod listener;
 pub mod log_spec;
+pub mod logging;
 pub mod mail;
 pub mod model;
 pub mod ratelimit;
