@@ -35,10 +35,9 @@ pub mod telemetry;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use chat::Service;
-use config::{Config, MailProvider};
+use config::Config;
 use events::hub::{Hub, HubLimits, HubStats};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use store::Store;
@@ -93,8 +92,8 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
     let (store, mirror) = store::mirror::start::open_store(&config, mode)
         .await
         .map_err(|e| StartError(e.to_string()))?;
-    let secret = secret_key(&config).map_err(StartError)?;
-    let transport = mail_transport(&config)?;
+    let secret = auth::secret_key::load(&config).map_err(StartError)?;
+    let transport = mail::Transport::from_config(&config).map_err(StartError)?;
     let hub = Arc::new(
         Hub::new(HubLimits {
             capacity: config.event_queue_capacity,
@@ -370,88 +369,9 @@ impl StopSignals {
     }
 }
 
-/// The configured way out for mail; `None` with `provider = "none"`.
-fn mail_transport(config: &Config) -> Result<Option<mail::Transport>, StartError> {
-    match config.mail.provider {
-        MailProvider::Log => Ok(Some(mail::Transport::Log)),
-        MailProvider::None => Ok(None),
-        MailProvider::Sendgrid => {
-            // Config validation already demands a key with this provider.
-            let key = config.mail.sendgrid_key.as_ref().ok_or_else(|| {
-                StartError("mail.sendgrid_key is required with provider \"sendgrid\"".into())
-            })?;
-            let client = mail::sendgrid::SendGrid::new(
-                &config.mail.sendgrid_api_url,
-                key.expose(),
-                &config.mail.from,
-            )
-            .map_err(StartError)?;
-            Ok(Some(mail::Transport::SendGrid(client)))
-        }
-    }
-}
-
-/// The cookie signing key: from the config, or generated once and kept in `data_dir/secret_key`.
-fn secret_key(config: &Config) -> Result<Vec<u8>, String> {
-    if let Some(secret) = &config.secret_key {
-        let key = secret.expose().as_bytes();
-        if key.len() < config::MIN_SECRET_KEY_BYTES {
-            // Only dev mode gets here: validation refuses a short key in production.
-            log::warn!(
-                "secret_key is only {} bytes long: stretched to {} with SHA-256 for development; production \
-                 refuses it (generate one with `openssl rand -base64 32`)",
-                key.len(),
-                config::MIN_SECRET_KEY_BYTES
-            );
-            return Ok(stretch_dev_secret(key));
-        }
-        return Ok(key.to_vec());
-    }
-    let path = config.data_dir.join("secret_key");
-    match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
-        Ok(_) => Err(format!(
-            "{} is shorter than 32 bytes; delete it to generate a new one",
-            path.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => generate_secret(&path),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
-}
-
-/// A short dev-mode key made 32 bytes long, the same on every start so that cookies survive a restart. It is no
-/// stronger than the short key, which is why only dev mode accepts one.
-fn stretch_dev_secret(key: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    hash.update(b"natter dev secret_key\0");
-    hash.update(key);
-    hash.finalize().to_vec()
-}
-
-fn generate_secret(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Write;
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| format!("the OS random generator failed: {e}"))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    file.write_all(&key)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    log::info!("generated a new secret key in {}", path.display());
-    Ok(key.to_vec())
-}
-
 #[cfg(test)]
 mod tests {
     use super::points_here;
-    use super::{secret_key, stretch_dev_secret};
-    use crate::config::from_toml_str;
 
     #[test]
     fn local_public_urls_are_recognized() {
@@ -471,33 +391,5 @@ mod tests {
         ] {
             assert!(!points_here(url), "{url}");
         }
-    }
-
-    #[test]
-    fn a_short_secret_key_is_stretched_in_dev_mode_only() {
-        let short = "secret_key = \"1234567890\"";
-        let e = from_toml_str(short, false).unwrap_err().to_string();
-        assert!(
-            e.contains("at least 32 bytes long (it has 10")
-                && e.contains("openssl rand -base64 32")
-                && e.contains("/dev/urandom"),
-            "{e}"
-        );
-        assert!(!e.contains("1234567890"), "{e}");
-        let config = from_toml_str(short, true).unwrap();
-        let key = secret_key(&config).unwrap();
-        assert_eq!(key.len(), 32);
-        assert_eq!(key, stretch_dev_secret(b"1234567890"));
-        assert_ne!(key, stretch_dev_secret(b"1234567891"));
-        // A long enough key is used as it is, in both modes.
-        let long = "secret_key = \"0123456789abcdef0123456789abcdef\"";
-        for dev in [false, true] {
-            let config = from_toml_str(long, dev).unwrap();
-            assert_eq!(
-                secret_key(&config).unwrap(),
-                b"0123456789abcdef0123456789abcdef"
-            );
-        }
-        assert!(from_toml_str("secret_key = \" \"", true).is_err());
     }
 }
