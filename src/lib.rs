@@ -37,6 +37,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use chat::Service;
 use config::Config;
 use events::hub::{Hub, HubLimits, HubStats};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,8 @@ use store::Store;
 use store::sled::{SledStore, SyncMode};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
 
 /// Why the server could not start; the message is for the operator.
 #[derive(Debug)]
@@ -72,45 +75,112 @@ pub struct App {
 /// Starts natter: storage, service, background tasks, then the listener.
 pub async fn build(mut config: Config) -> Result<App, StartError> {
     // Bound first only when links must name a port that binding chooses (dev mode, port 0).
-    let mut early = None;
-    if config.dev && !config.public_url.is_set() && config.listen.port() == 0 {
-        let (listener, addr) = bind(config.listen).await?;
-        config.follow_served_address(addr);
-        early = Some((listener, addr));
-    }
+    let early = bind_before_start(&mut config).await?;
     let config = Arc::new(config);
     // Installed first, so the flusher's first fsyncs are measured too.
-    let metrics = match config.metrics.listen {
-        Some(_) => Some(telemetry::install().map_err(StartError)?),
-        None => None,
-    };
-    let mode = match config.durability {
-        config::DurabilityMode::Sync => SyncMode::Sync,
-        config::DurabilityMode::Relaxed => SyncMode::Relaxed,
-    };
+    let metrics = install_metrics(&config)?;
     // With database_url: the outbox on, and an empty data directory restored from the mirror.
-    let (store, mirror) = store::mirror::start::open_store(&config, mode)
-        .await
-        .map_err(|e| StartError(e.to_string()))?;
+    let (store, mirror) = open_store(&config).await?;
     let secret = auth::secret_key::load(&config).map_err(StartError)?;
     let transport = mail::Transport::from_config(&config).map_err(StartError)?;
-    let hub = Arc::new(
-        Hub::new(HubLimits {
-            capacity: config.event_queue_capacity,
-            queues_per_session: config.max_queues_per_session,
-        })
-        .with_batch_delay(config.event_batch_delay),
-    );
-    let dyn_store: Arc<dyn Store> = store.clone();
+    let hub = new_hub(&config);
     let mail_wake = Arc::new(tokio::sync::Notify::new());
     let service = Service::start(
         config.clone(),
-        dyn_store.clone(),
+        store.clone(),
         hub.clone(),
         mail_wake.clone(),
     )
     .await
     .map_err(StartError)?;
+    let mut background = spawn_background(&config, &service, &store, mirror, transport, mail_wake);
+    let (listener, addr) = match early {
+        Some(bound) => bound,
+        None => bind(config.listen).await?,
+    };
+    let metrics_listener = bind_metrics(&config).await?;
+    let (routes, forget_limits) = api_routes(&config, &service, secret);
+    background.push(forget_limits);
+    // The API and the metrics listener stall-protect their connections alike.
+    let timeouts = timeouts(&config);
+    let (stop_server, server) = spawn_server(&config, listener, routes, timeouts);
+    announce(&config, addr);
+    let metrics_addr = serve_metrics(
+        metrics_listener,
+        metrics,
+        &service,
+        timeouts,
+        &mut background,
+    );
+    // The startup lines out now, not at the log's next flush: operators and scripts wait for them.
+    log::logger().flush();
+    // Tells systemd (Type=notify) we are ready; a no-op elsewhere.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    Ok(App {
+        addr,
+        metrics_addr,
+        service,
+        hub,
+        store,
+        stop_server: Some(stop_server),
+        server,
+        background,
+    })
+}
+
+/// In dev mode with port 0 and no `public_url`: binds now and points `public_url` at the port
+/// that binding chose, so that links name it.
+async fn bind_before_start(
+    config: &mut Config,
+) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, StartError> {
+    if config.dev && !config.public_url.is_set() && config.listen.port() == 0 {
+        let (listener, addr) = bind(config.listen).await?;
+        config.follow_served_address(addr);
+        return Ok(Some((listener, addr)));
+    }
+    Ok(None)
+}
+
+/// The metrics recorder, when `metrics.listen` is set.
+fn install_metrics(config: &Config) -> Result<Option<PrometheusHandle>, StartError> {
+    match config.metrics.listen {
+        Some(_) => Ok(Some(telemetry::install().map_err(StartError)?)),
+        None => Ok(None),
+    }
+}
+
+/// The sled store with the configured durability, and the mirror's target when there is one.
+async fn open_store(
+    config: &Config,
+) -> Result<(Arc<SledStore>, Option<store::mirror::start::Target>), StartError> {
+    let mode = match config.durability {
+        config::DurabilityMode::Sync => SyncMode::Sync,
+        config::DurabilityMode::Relaxed => SyncMode::Relaxed,
+    };
+    store::mirror::start::open_store(config, mode)
+        .await
+        .map_err(|e| StartError(e.to_string()))
+}
+
+fn new_hub(config: &Config) -> Arc<Hub> {
+    Arc::new(
+        Hub::new(HubLimits {
+            capacity: config.event_queue_capacity,
+            queues_per_session: config.max_queues_per_session,
+        })
+        .with_batch_delay(config.event_batch_delay),
+    )
+}
+
+/// The presence sweeper, the event publisher, the mirror worker and the mail outbox sender.
+fn spawn_background(
+    config: &Config,
+    service: &Arc<Service>,
+    store: &Arc<SledStore>,
+    mirror: Option<store::mirror::start::Target>,
+    transport: Option<mail::Transport>,
+    mail_wake: Arc<tokio::sync::Notify>,
+) -> Vec<JoinHandle<()>> {
     let mut background = vec![
         tokio::spawn(service.clone().run_sweeper()),
         tokio::spawn(service.clone().publish_durable_events()),
@@ -119,10 +189,11 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
         background.push(store::mirror::start::spawn_worker(
             store.clone(),
             target,
-            &config,
+            config,
         ));
     }
     if let Some(transport) = transport {
+        let dyn_store: Arc<dyn Store> = store.clone();
         background.push(tokio::spawn(mail::outbox::run(
             dyn_store,
             transport,
@@ -130,31 +201,52 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
             mail_wake,
         )));
     }
+    background
+}
 
-    let (listener, addr) = match early {
-        Some(bound) => bound,
-        None => bind(config.listen).await?,
-    };
-    let metrics_listener = match config.metrics.listen {
-        Some(addr) => Some(server::metrics::bind(addr).await.map_err(StartError)?),
-        None => None,
-    };
+/// The metrics listener, when `metrics.listen` is set.
+async fn bind_metrics(config: &Config) -> Result<Option<tokio::net::TcpListener>, StartError> {
+    match config.metrics.listen {
+        Some(addr) => Ok(Some(server::metrics::bind(addr).await.map_err(StartError)?)),
+        None => Ok(None),
+    }
+}
+
+/// The API's routes, signing cookies with `secret`, and the task that forgets idle clients'
+/// rate limits.
+fn api_routes(
+    config: &Config,
+    service: &Arc<Service>,
+    secret: Vec<u8>,
+) -> (BoxedFilter<(Response,)>, JoinHandle<()>) {
     let signer = auth::cookie::CookieSigner::new(secret, config.secure_cookies());
     let limits = Arc::new(ratelimit::RateLimits::new(&config.rate_limit));
-    background.push(tokio::spawn(forget_idle_limits(limits.clone())));
+    let forget = tokio::spawn(forget_idle_limits(limits.clone()));
     let routes = api::routes(api::Ctx::new(service.clone(), signer, limits));
+    (routes, forget)
+}
+
+fn timeouts(config: &Config) -> server::Timeouts {
+    server::Timeouts {
+        header_read: config.header_read_timeout,
+        idle: config.idle_timeout,
+        write: config.write_timeout,
+    }
+}
+
+/// Serves the API on `listener` with the connection caps until the returned sender fires.
+fn spawn_server(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    routes: BoxedFilter<(Response,)>,
+    timeouts: server::Timeouts,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
     let (stop_server, stopped) = oneshot::channel::<()>();
     let connection_limits = listener::ConnectionLimits::new(
         config.max_connections,
         config.max_connections_per_ip,
         config.trusted_proxies.clone(),
     );
-    // The API and the metrics listener stall-protect their connections alike.
-    let timeouts = server::Timeouts {
-        header_read: config.header_read_timeout,
-        idle: config.idle_timeout,
-        write: config.write_timeout,
-    };
     let server = tokio::spawn(server::serve(
         listener,
         routes,
@@ -164,7 +256,12 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
             let _ = stopped.await;
         },
     ));
-    // One line an operator can grep for: where, how, and with what (no secrets).
+    (stop_server, server)
+}
+
+/// One line an operator can grep for: where, how, and with what (no secrets); and a warning
+/// when a production `public_url` still names this machine.
+fn announce(config: &Config, addr: SocketAddr) {
     log::info!(
         "natter {} listening on {addr} ({} mode, durability {}, data_dir {}, mail {}, public_url {})",
         env!("CARGO_PKG_VERSION"),
@@ -181,34 +278,31 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
             config.public_url
         );
     }
-    let mut metrics_addr = None;
-    if let (Some(listener), Some(handle)) = (metrics_listener, metrics) {
-        metrics_addr = listener.local_addr().ok();
-        if let Some(bound) = metrics_addr {
-            log::info!("serving metrics on http://{bound}/metrics");
-        }
-        let service = service.clone();
-        background.extend(server::metrics::spawn(
-            listener,
-            handle,
-            move || service.metrics_sample(),
-            timeouts,
-        ));
+}
+
+/// Serves `/metrics` on its listener, when both it and the recorder exist; returns its address.
+fn serve_metrics(
+    listener: Option<tokio::net::TcpListener>,
+    handle: Option<PrometheusHandle>,
+    service: &Arc<Service>,
+    timeouts: server::Timeouts,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Option<SocketAddr> {
+    let (Some(listener), Some(handle)) = (listener, handle) else {
+        return None;
+    };
+    let metrics_addr = listener.local_addr().ok();
+    if let Some(bound) = metrics_addr {
+        log::info!("serving metrics on http://{bound}/metrics");
     }
-    // The startup lines out now, not at the log's next flush: operators and scripts wait for them.
-    log::logger().flush();
-    // Tells systemd (Type=notify) we are ready; a no-op elsewhere.
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    Ok(App {
-        addr,
-        metrics_addr,
-        service,
-        hub,
-        store,
-        stop_server: Some(stop_server),
-        server,
-        background,
-    })
+    let service = service.clone();
+    background.extend(server::metrics::spawn(
+        listener,
+        handle,
+        move || service.metrics_sample(),
+        timeouts,
+    ));
+    metrics_addr
 }
 
 impl App {
