@@ -2,6 +2,7 @@
 
 pub mod cookie;
 pub mod password;
+pub mod secret_key;
 pub mod tokens;
 
 use crate::error::ApiError;

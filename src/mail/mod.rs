@@ -1,9 +1,12 @@
-//! Outgoing mail: how it reads (`render`) and how it leaves (`Transport`). What is sent
+//! Outgoing mail: how it reads (`render`) and how it leaves (`Transport`, chosen by the config). What is sent
 //! (`store::Mail`) is a store record: every mail goes through the durable outbox in the store,
 //! and `outbox` delivers it.
 
 pub mod outbox;
 pub mod sendgrid;
+mod transport;
+
+pub use transport::Transport;
 
 use crate::store::Mail;
 
@@ -83,34 +86,6 @@ fn escape(text: &str) -> String {
             other => other.to_string(),
         })
         .collect()
-}
-
-/// How queued mail leaves the server.
-pub enum Transport {
-    /// `provider = "log"`: links and tokens go to the log (dev mode and tests).
-    Log,
-    /// `provider = "sendgrid"`: the SendGrid v3 API.
-    SendGrid(sendgrid::SendGrid),
-}
-
-impl Transport {
-    /// Delivers one mail; an error means "try again later".
-    pub async fn deliver(&self, mail: &Mail, rendered: &Rendered) -> Result<(), String> {
-        match self {
-            Transport::Log => {
-                // The one deliberate exception to "no tokens in logs", and only with this provider.
-                match mail {
-                    Mail::Activation { link, .. } => log::info!("activation link: {link}"),
-                    Mail::Reset { token, .. } => log::info!("reset password token: {token}"),
-                    Mail::AddressInUse { user, .. } => {
-                        log::info!("address-in-use notice for the account {user}")
-                    }
-                }
-                Ok(())
-            }
-            Transport::SendGrid(client) => client.send(rendered).await,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,458 @@
+//! The running server: `build` takes the configuration and returns a started `App`, one call
+//! per step (storage, service, background tasks, routes, listener); `App` serves until a stop
+//! signal and shuts down gracefully.
+
+use crate::chat::Service;
+use crate::config::{self, Config};
+use crate::events::hub::{Hub, HubLimits, HubStats};
+use crate::store::sled::{SledStore, SyncMode};
+use crate::store::{self, Store};
+use crate::{api, auth, error, listener, mail, ratelimit, server, telemetry};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+/// Why the server could not start; the message is for the operator.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running server.
+pub struct App {
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    service: Arc<Service>,
+    hub: Arc<Hub>,
+    store: Arc<SledStore>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Starts natter: storage, service, background tasks, then the listener.
+pub async fn build(mut config: Config) -> Result<App, StartError> {
+    // Bound first only when links must name a port that binding chooses (dev mode, port 0).
+    let early = bind_before_start(&mut config).await?;
+    let config = Arc::new(config);
+    // Installed first, so the flusher's first fsyncs are measured too.
+    let metrics = install_metrics(&config)?;
+    // With database_url: the outbox on, and an empty data directory restored from the mirror.
+    let (store, mirror) = open_store(&config).await?;
+    let secret = auth::secret_key::load(&config).map_err(StartError)?;
+    let transport = mail::Transport::from_config(&config).map_err(StartError)?;
+    let hub = new_hub(&config);
+    let mail_wake = Arc::new(tokio::sync::Notify::new());
+    let service = Service::start(
+        config.clone(),
+        store.clone(),
+        hub.clone(),
+        mail_wake.clone(),
+    )
+    .await
+    .map_err(StartError)?;
+    let mut background = spawn_background(&config, &service, &store, mirror, transport, mail_wake);
+    let (listener, addr) = match early {
+        Some(bound) => bound,
+        None => bind(config.listen).await?,
+    };
+    let metrics_listener = bind_metrics(&config).await?;
+    let (routes, forget_limits) = api_routes(&config, &service, secret);
+    background.push(forget_limits);
+    // The API and the metrics listener stall-protect their connections alike.
+    let timeouts = timeouts(&config);
+    let (stop_server, server) = spawn_server(&config, listener, routes, timeouts);
+    announce(&config, addr);
+    let metrics_addr = serve_metrics(
+        metrics_listener,
+        metrics,
+        &service,
+        timeouts,
+        &mut background,
+    );
+    // The startup lines out now, not at the log's next flush: operators and scripts wait for them.
+    log::logger().flush();
+    // Tells systemd (Type=notify) we are ready; a no-op elsewhere.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    Ok(App {
+        addr,
+        metrics_addr,
+        service,
+        hub,
+        store,
+        stop_server: Some(stop_server),
+        server,
+        background,
+    })
+}
+
+/// In dev mode with port 0 and no `public_url`: binds now and points `public_url` at the port
+/// that binding chose, so that links name it.
+async fn bind_before_start(
+    config: &mut Config,
+) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, StartError> {
+    if config.dev && !config.public_url.is_set() && config.listen.port() == 0 {
+        let (listener, addr) = bind(config.listen).await?;
+        config.follow_served_address(addr);
+        return Ok(Some((listener, addr)));
+    }
+    Ok(None)
+}
+
+/// The metrics recorder, when `metrics.listen` is set.
+fn install_metrics(config: &Config) -> Result<Option<PrometheusHandle>, StartError> {
+    match config.metrics.listen {
+        Some(_) => Ok(Some(telemetry::install().map_err(StartError)?)),
+        None => Ok(None),
+    }
+}
+
+/// The sled store with the configured durability, and the mirror's target when there is one.
+async fn open_store(
+    config: &Config,
+) -> Result<(Arc<SledStore>, Option<store::mirror::start::Target>), StartError> {
+    let mode = match config.durability {
+        config::DurabilityMode::Sync => SyncMode::Sync,
+        config::DurabilityMode::Relaxed => SyncMode::Relaxed,
+    };
+    store::mirror::start::open_store(config, mode)
+        .await
+        .map_err(|e| StartError(e.to_string()))
+}
+
+fn new_hub(config: &Config) -> Arc<Hub> {
+    Arc::new(
+        Hub::new(HubLimits {
+            capacity: config.event_queue_capacity,
+            queues_per_session: config.max_queues_per_session,
+        })
+        .with_batch_delay(config.event_batch_delay),
+    )
+}
+
+/// The presence sweeper, the event publisher, the mirror worker and the mail outbox sender.
+fn spawn_background(
+    config: &Config,
+    service: &Arc<Service>,
+    store: &Arc<SledStore>,
+    mirror: Option<store::mirror::start::Target>,
+    transport: Option<mail::Transport>,
+    mail_wake: Arc<tokio::sync::Notify>,
+) -> Vec<JoinHandle<()>> {
+    let mut background = vec![
+        tokio::spawn(service.clone().run_sweeper()),
+        tokio::spawn(service.clone().publish_durable_events()),
+    ];
+    if let Some(target) = mirror {
+        background.push(store::mirror::start::spawn_worker(
+            store.clone(),
+            target,
+            config,
+        ));
+    }
+    if let Some(transport) = transport {
+        let dyn_store: Arc<dyn Store> = store.clone();
+        background.push(tokio::spawn(mail::outbox::run(
+            dyn_store,
+            transport,
+            config.public_url.to_string(),
+            mail_wake,
+        )));
+    }
+    background
+}
+
+/// The metrics listener, when `metrics.listen` is set.
+async fn bind_metrics(config: &Config) -> Result<Option<tokio::net::TcpListener>, StartError> {
+    match config.metrics.listen {
+        Some(addr) => Ok(Some(server::metrics::bind(addr).await.map_err(StartError)?)),
+        None => Ok(None),
+    }
+}
+
+/// The API's routes, signing cookies with `secret`, and the task that forgets idle clients'
+/// rate limits.
+fn api_routes(
+    config: &Config,
+    service: &Arc<Service>,
+    secret: Vec<u8>,
+) -> (BoxedFilter<(Response,)>, JoinHandle<()>) {
+    let signer = auth::cookie::CookieSigner::new(secret, config.secure_cookies());
+    let limits = Arc::new(ratelimit::RateLimits::new(&config.rate_limit));
+    let forget = tokio::spawn(forget_idle_limits(limits.clone()));
+    let routes = api::routes(api::Ctx::new(service.clone(), signer, limits));
+    (routes, forget)
+}
+
+fn timeouts(config: &Config) -> server::Timeouts {
+    server::Timeouts {
+        header_read: config.header_read_timeout,
+        idle: config.idle_timeout,
+        write: config.write_timeout,
+    }
+}
+
+/// Serves the API on `listener` with the connection caps until the returned sender fires.
+fn spawn_server(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    routes: BoxedFilter<(Response,)>,
+    timeouts: server::Timeouts,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let connection_limits = listener::ConnectionLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.trusted_proxies.clone(),
+    );
+    let server = tokio::spawn(server::serve(
+        listener,
+        routes,
+        connection_limits,
+        timeouts,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (stop_server, server)
+}
+
+/// One line an operator can grep for: where, how, and with what (no secrets); and a warning
+/// when a production `public_url` still names this machine.
+fn announce(config: &Config, addr: SocketAddr) {
+    log::info!(
+        "natter {} listening on {addr} ({} mode, durability {}, data_dir {}, mail {}, public_url {})",
+        env!("CARGO_PKG_VERSION"),
+        if config.dev { "dev" } else { "production" },
+        config.durability.as_str(),
+        config.data_dir.display(),
+        config.mail.provider.as_str(),
+        config.public_url
+    );
+    if !config.dev && points_here(&config.public_url) {
+        log::warn!(
+            "public_url is {}: set it to the address users open (mailed links, Secure cookies \
+             and the same-origin check behind a TLS proxy depend on it)",
+            config.public_url
+        );
+    }
+}
+
+/// Serves `/metrics` on its listener, when both it and the recorder exist; returns its address.
+fn serve_metrics(
+    listener: Option<tokio::net::TcpListener>,
+    handle: Option<PrometheusHandle>,
+    service: &Arc<Service>,
+    timeouts: server::Timeouts,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Option<SocketAddr> {
+    let (Some(listener), Some(handle)) = (listener, handle) else {
+        return None;
+    };
+    let metrics_addr = listener.local_addr().ok();
+    if let Some(bound) = metrics_addr {
+        log::info!("serving metrics on http://{bound}/metrics");
+    }
+    let service = service.clone();
+    background.extend(server::metrics::spawn(
+        listener,
+        handle,
+        move || service.metrics_sample(),
+        timeouts,
+    ));
+    metrics_addr
+}
+
+impl App {
+    /// The address the server listens on (the real port when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The metrics listener's address, when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The event hub's counters: sessions, queues, buffered events.
+    pub fn hub_stats(&self) -> HubStats {
+        self.hub.stats()
+    }
+
+    /// Runs one presence sweep now, taking offline every session idle since `cutoff`, as if
+    /// `inactivity_timeout` had passed since then (tests sweep deterministically through it).
+    pub async fn sweep_idle_since(
+        &self,
+        cutoff: std::time::Instant,
+    ) -> Result<(), error::ApiError> {
+        self.service.sweep_idle_since(Some(cutoff)).await
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_stopped(self, mut signals: StopSignals) -> Result<(), StartError> {
+        signals.recv().await;
+        log::info!("shutting down");
+        self.shutdown().await
+    }
+
+    /// Answers parked polls, stops the listener, saves event queues and flushes storage.
+    pub async fn shutdown(mut self) -> Result<(), StartError> {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.hub.shutdown();
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        // In-flight requests get a few seconds; parked polls already returned.
+        if tokio::time::timeout(Duration::from_secs(4), &mut self.server)
+            .await
+            .is_err()
+        {
+            log::warn!("requests still running after 4 s were cut off");
+            self.server.abort();
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        for task in self.background.drain(..) {
+            let _ = task.await;
+        }
+        let (service, hub, store) = (self.service, self.hub, self.store);
+        tokio::task::spawn_blocking(move || {
+            // Everything committed is flushed, so every staged event can reach its queue first.
+            store.flush()?;
+            hub.release(store.write_epoch());
+            store.save_queues(&hub.snapshot())?;
+            drop(service);
+            store.close()
+        })
+        .await
+        .map_err(|e| StartError(format!("shutdown failed: {e}")))?
+        .map_err(|e| StartError(format!("flushing storage at shutdown failed: {e}")))?;
+        log::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The API listener and the address it got (the real port when `listen` names port 0).
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    Ok((listener, addr))
+}
+
+/// Whether a URL names this machine (the default `http://localhost:8080` and the like).
+fn points_here(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Rate-limit state of idle clients is dropped every minute.
+async fn forget_idle_limits(limits: Arc<ratelimit::RateLimits>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        limits.forget_idle();
+    }
+}
+
+/// SIGINT and SIGTERM, caught from the moment this is created. Create it before `build`: once
+/// natter says it is listening (or tells systemd it is ready) a stop signal must shut it down
+/// gracefully, not kill it.
+pub struct StopSignals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Installs the handlers; needs a running tokio runtime.
+    pub fn install() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Waits for the first stop signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.term.is_none() && self.interrupt.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            tokio::select! {
+                () = next(&mut self.term) => {}
+                () = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::points_here;
+
+    #[test]
+    fn local_public_urls_are_recognized() {
+        for url in [
+            "http://localhost:8080",
+            "http://LOCALHOST",
+            "http://127.0.0.1:8080/chat",
+            "http://[::1]:8080",
+        ] {
+            assert!(points_here(url), "{url}");
+        }
+        for url in [
+            "https://chat.example.org",
+            "https://chat.example.org:8443/x",
+            "http://192.0.2.7:8080",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(!points_here(url), "{url}");
+        }
+    }
+}
