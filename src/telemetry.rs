@@ -352,10 +352,10 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_documents_every_series() {
-        let readme = include_str!("../docs/operations.md");
+    fn the_operations_page_documents_every_series() {
+        let page = include_str!("../docs/operations.md");
         for &(name, _, _, _) in SERIES {
-            assert!(readme.contains(&format!("`{name}`")), "{name} undocumented");
+            assert!(page.contains(&format!("`{name}`")), "{name} undocumented");
         }
     }
 
