@@ -10,15 +10,39 @@ pub(super) fn user_key_by_email(store: &SledStore, email_key: &str) -> StoreResu
     store.with(|e| get(&e.emails, email_key.as_bytes()))
 }
 
+/// What an account write stores: the record under its lowercased name, and the name under the
+/// lowercased email.
+struct UserRows {
+    key: String,
+    email_key: String,
+    value: Vec<u8>,
+    owner: Vec<u8>,
+}
+
+impl UserRows {
+    fn of(user: &UserRecord) -> StoreResult<UserRows> {
+        let key = user.name.to_lowercase();
+        Ok(UserRows {
+            email_key: user.email.to_lowercase(),
+            value: encode(user)?,
+            owner: encode(&key)?,
+            key,
+        })
+    }
+}
+
 pub(super) fn insert_user(
     store: &SledStore,
     user: &UserRecord,
     mail: Option<&QueuedMail>,
 ) -> StoreResult<Result<(), Taken>> {
     store.with(|e| {
-        let key = user.name.to_lowercase();
-        let email_key = user.email.to_lowercase();
-        let (value, owner) = (encode(user)?, encode(&key)?);
+        let UserRows {
+            key,
+            email_key,
+            value,
+            owner,
+        } = UserRows::of(user)?;
         let mail = store.mail_entry(mail)?;
         store.mirrored_write(
             (&e.users, &e.emails, &e.mail, &e.outbox),
@@ -49,9 +73,12 @@ pub(super) fn update_user(
     mail: Option<&QueuedMail>,
 ) -> StoreResult<()> {
     store.with(|e| {
-        let key = user.name.to_lowercase();
-        let email_key = user.email.to_lowercase();
-        let (value, owner) = (encode(user)?, encode(&key)?);
+        let UserRows {
+            key,
+            email_key,
+            value,
+            owner,
+        } = UserRows::of(user)?;
         let mail = store.mail_entry(mail)?;
         store.mirrored_write(
             (&e.users, &e.emails, &e.mail, &e.outbox),
