@@ -334,7 +334,8 @@ impl App {
             hub.release(store.write_epoch());
             store.save_queues(&hub.snapshot())?;
             drop(service);
-            store.close()
+            // Returns once offline commands (or a new server) can open the directory.
+            SledStore::close_and_release(store)
         })
         .await
         .map_err(|e| StartError(format!("shutdown failed: {e}")))?

@@ -191,9 +191,9 @@ fn open(config: &Config) -> Result<std::sync::Arc<SledStore>, CliError> {
 }
 
 /// Flushes and closes the store after an offline change.
-fn finish(store: &SledStore) -> Result<(), CliError> {
+fn finish(store: std::sync::Arc<SledStore>) -> Result<(), CliError> {
     store.flush()?;
-    store.close()?;
+    SledStore::close_and_release(store)?;
     Ok(())
 }
 
@@ -250,7 +250,7 @@ pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliEr
             }
         }
     }
-    finish(&store)
+    finish(store)
 }
 
 fn no_user(name: &str) -> CliError {
@@ -328,7 +328,7 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
             println!("removed chat {} and its {messages} messages", chat.name);
         }
     }
-    finish(&store)
+    finish(store)
 }
 
 /// Runs `natter export`: the dump goes to `output`, or to standard output.
@@ -490,7 +490,7 @@ pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Resul
             store.load_messages(&kept)?;
         }
     }
-    if let Some(store) = &store {
+    if let Some(store) = store {
         store.end_load()?;
         finish(store)?;
     }

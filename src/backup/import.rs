@@ -104,7 +104,7 @@ fn storage(e: crate::store::StoreError) -> ImportError {
 fn end_load(data_dir: &Path) -> Result<(), ImportError> {
     let store = SledStore::open(data_dir, SyncMode::Relaxed).map_err(storage)?;
     store.end_load().map_err(storage)?;
-    store.close().map_err(storage)
+    SledStore::close_and_release(store).map_err(storage)
 }
 
 /// Writes every record of the (already validated) dump into a new store at `dir`.
@@ -126,7 +126,7 @@ fn load(path: &Path, dir: &Path, header: Header, checks: Incoming) -> Result<(),
     }
     store.import(&batch, next).map_err(storage)?;
     store.flush().map_err(storage)?;
-    store.close().map_err(storage)
+    SledStore::close_and_release(store).map_err(storage)
 }
 
 /// `data_dir` may be missing or an empty directory; anything in it means it is in use.

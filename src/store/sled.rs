@@ -42,7 +42,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Leading byte of every stored value.
+/// How long closing waits for sled's threads to let go of the directory.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
 /// Layout of the trees and keys; a newer one on disk is refused.
 const SCHEMA_VERSION: u32 = 1;
 /// Page cache for offline tools and tests; the server uses `data_cache_bytes` (sled's own
@@ -200,6 +202,22 @@ impl SledStore {
             log::error!("the store flusher thread panicked");
         }
         self.flush()
+    }
+
+    /// Closes the store and returns once sled has let go of the directory, so the next open
+    /// finds it free: other handles (a chat purge finishing) and sled's own threads hold it a
+    /// moment longer.
+    pub fn close_and_release(store: Arc<SledStore>) -> StoreResult<()> {
+        store.close()?;
+        let dir = store.shared.dir.clone();
+        drop(store);
+        if !copy::wait_until_released(&dir, RELEASE_WAIT) {
+            log::warn!(
+                "{} was still locked {RELEASE_WAIT:?} after closing",
+                dir.display()
+            );
+        }
+        Ok(())
     }
 
     /// Successful flushes so far (group commit makes this far lower than the write count).

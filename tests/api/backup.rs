@@ -255,7 +255,9 @@ async fn stopped_with_dump() -> (TestServer, String) {
     populate(&server).await;
     server.stop().await;
     let config = offline_config(server.dir.path(), &server.data_dir());
-    let dump = String::from_utf8(natter(&config, &["export"]).stdout).unwrap();
+    let out = natter(&config, &["export"]);
+    assert_eq!(out.status.code(), Some(0), "export: {}", stderr(&out));
+    let dump = String::from_utf8(out.stdout).unwrap();
     (server, dump)
 }
 

@@ -11,6 +11,25 @@ use std::sync::Arc;
 /// sled's log file; sled holds an exclusive `flock` on it while the database is open.
 const LOG_FILE: &str = "db";
 
+/// Waits until no open store holds `dir` (sled's threads let go of its lock a moment after the
+/// last handle is dropped), so a stopped server's directory is ready for offline commands.
+/// False if it is still held after `within`.
+pub fn wait_until_released(dir: &Path, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let Ok(log) = File::open(dir.join(LOG_FILE)) else {
+            return true;
+        };
+        match log.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return false,
+            _ => return true,
+        }
+    }
+}
+
 /// A store opened on a copy of a data directory, removed again when dropped.
 pub struct ReadCopy {
     /// Declared first, so the store closes before its directory goes.
