@@ -5,9 +5,10 @@
 use crate::chat::Service;
 use crate::config::{self, Config};
 use crate::events::hub::{Hub, HubLimits, HubStats};
+use crate::server::{listener, ratelimit};
 use crate::store::sled::{SledStore, SyncMode};
 use crate::store::{self, Store};
-use crate::{api, auth, error, listener, mail, ratelimit, server, telemetry};
+use crate::{api, auth, error, mail, server, telemetry};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
 use std::sync::Arc;

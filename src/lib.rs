@@ -6,23 +6,16 @@
 pub mod api;
 mod app;
 pub mod auth;
-pub mod backup;
 pub mod chat;
-#[cfg(feature = "pg")]
-pub mod chatty_url;
 pub mod cli;
-pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod files;
-pub mod goflags;
-pub mod listener;
-pub mod log_spec;
+pub mod interchange;
 pub mod logging;
 pub mod mail;
 pub mod model;
-pub mod ratelimit;
 pub mod server;
 pub mod store;
 pub mod telemetry;

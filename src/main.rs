@@ -8,7 +8,7 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     natter::files::restrict_umask();
-    let normalized = natter::goflags::normalize(std::env::args_os());
+    let normalized = natter::cli::goflags::normalize(std::env::args_os());
     let cli = Cli::parse_from(&normalized.args);
     let sources = config::Sources {
         config_path: cli.config.clone(),

@@ -221,17 +221,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_model_imports_nothing_of_natters() {
-        // A leaf: every layer reads it (the clock included), so it must not read any of them.
-        let source = include_str!("model.rs");
-        let product = source.split("#[cfg(test)]").next().unwrap_or(source);
-        assert!(
-            !product.contains("crate::"),
-            "model.rs names a natter module"
-        );
-    }
-
-    #[test]
     fn user_names_follow_spec_rules() {
         assert_eq!(UserName::parse(""), Err(Invalid::UsernameEmpty));
         assert_eq!(UserName::parse("a b"), Err(Invalid::Username));

@@ -161,3 +161,53 @@ fn every_relative_link_in_the_docs_resolves() {
     assert!(checked > 0, "no relative links found");
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
+
+/// The paths in the first column of the README's code map, as `src/chat/`, `src/app.rs`.
+fn code_map_paths(readme: &str) -> Vec<String> {
+    let map = readme
+        .split("## Architecture")
+        .nth(1)
+        .and_then(|section| section.split("```").nth(1))
+        .expect("README.md has a code map in its Architecture section");
+    let (mut top, mut parent) = (String::new(), String::new());
+    let mut paths = Vec::new();
+    for line in map.lines().filter(|l| !l.trim().is_empty()) {
+        let indent = line.len() - line.trim_start().len();
+        if indent > 4 {
+            continue; // a description carried onto the next line
+        }
+        let first_column = line.trim_start().split("  ").next().unwrap();
+        for name in first_column.split(", ") {
+            let path = match indent {
+                0 => name.to_owned(),
+                2 => format!("{top}{name}"),
+                _ => format!("{parent}{name}"),
+            };
+            match indent {
+                0 => top = path.clone(),
+                2 => parent = path.clone(),
+                _ => {}
+            }
+            paths.push(path);
+        }
+    }
+    paths
+}
+
+#[test]
+fn the_readme_code_map_names_every_part_of_src_and_nothing_else() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let paths = code_map_paths(&readme);
+    let missing: Vec<&String> = paths.iter().filter(|p| !repo(p).exists()).collect();
+    assert!(missing.is_empty(), "the code map names paths that do not exist: {missing:?}");
+    let unmapped: Vec<String> = std::fs::read_dir(repo("src"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let slash = if entry.path().is_dir() { "/" } else { "" };
+            format!("src/{}{slash}", entry.file_name().to_string_lossy())
+        })
+        .filter(|path| !paths.contains(path))
+        .collect();
+    assert!(unmapped.is_empty(), "the code map leaves out {unmapped:?}");
+}

@@ -11,11 +11,11 @@ mod status;
 
 use crate::auth::cookie::CookieSigner;
 use crate::chat::{Service, SessionInfo};
-use crate::client_addr::client_ip;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::ratelimit::RateLimits;
 use crate::server::PeerAddr;
+use crate::server::client_addr::client_ip;
+use crate::server::ratelimit::RateLimits;
 use crate::telemetry;
 use bytes::Bytes;
 use http::OriginPolicy;

@@ -2,9 +2,19 @@
 
 use super::{hashes_equal, random_bytes, sha256};
 use crate::error::ApiError;
-use crate::store::TokenRecord;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+/// A single-use secret (activation or reset token), kept only as a SHA-256 hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub hash: [u8; 32],
+    /// Unix seconds after which the token is refused.
+    pub expires: i64,
+    /// Wrong guesses so far (reset tokens die after 5).
+    pub failures: u32,
+}
 
 /// Activation links stay valid for 24 hours.
 pub const ACTIVATION_TTL_SECS: i64 = 24 * 3600;

@@ -2,8 +2,8 @@
 //! consistent).
 
 use super::Service;
-use crate::backup::Export;
 use crate::error::ApiError;
+use crate::interchange::backup::Export;
 use crate::model::now;
 
 impl Service {

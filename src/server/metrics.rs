@@ -4,7 +4,7 @@
 //! nothing of the service behind them.
 
 use super::Timeouts;
-use crate::listener::ConnectionLimits;
+use crate::server::listener::ConnectionLimits;
 use crate::telemetry::{self, Sample};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@ pub mod incoming;
 pub mod mirror;
 pub mod sled;
 
+use crate::auth::tokens::TokenRecord;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tokio::sync::watch;
@@ -53,16 +54,6 @@ impl std::fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
-
-/// A single-use secret (activation or reset token), kept only as a SHA-256 hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    pub hash: [u8; 32],
-    /// Unix seconds after which the token is refused.
-    pub expires: i64,
-    /// Wrong guesses so far (reset tokens die after 5).
-    pub failures: u32,
-}
 
 /// A registered account, keyed by the lowercased name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,8 +8,6 @@ pub mod status;
 #[cfg(feature = "pg")]
 pub mod apply;
 #[cfg(feature = "pg")]
-pub mod chatty;
-#[cfg(feature = "pg")]
 mod conninfo;
 #[cfg(feature = "pg")]
 pub mod pg;

@@ -1,9 +1,11 @@
 //! `natter import-chatty`: reads chatty-server's PostgreSQL tables and keeps what natter can
 //! hold; every row it cannot is reported on one line and skipped, never stopping the run.
 
-use super::pg::{self, ConnectError, PgError, UrlError};
+pub mod url;
+
 use crate::model::{ChatName, name_key};
 use crate::store::incoming::Incoming;
+use crate::store::mirror::pg::{self, ConnectError, PgError, UrlError};
 use crate::store::{ChatRecord, MessageRecord, UserRecord};
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::Client;
@@ -202,7 +204,7 @@ pub fn plan_messages(
                     author: users
                         .keys
                         .get(&row.user_id)
-                        .map(|key| super::super::Author::Account(key.clone())),
+                        .map(|key| crate::store::Author::Account(key.clone())),
                 });
                 None
             }

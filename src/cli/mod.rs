@@ -1,9 +1,11 @@
 //! Command line (clap) and the offline commands that open the data directory directly.
 
+pub mod goflags;
+
 use crate::auth::password;
-use crate::backup::Export;
 use crate::config::Config;
 use crate::files::OwnerGuard;
+use crate::interchange::backup::Export;
 use crate::model::{ChatName, Password, name_key};
 use crate::store::sled::{ReadCopy, SledStore, SyncMode};
 use crate::store::{Store, StoreError};
@@ -356,7 +358,10 @@ pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError
 /// every password hash), and renames it to `path` when complete, so `path` never holds half a
 /// dump. The new file is created exclusively, so no symlink planted beside `path` is followed,
 /// and the rename replaces a symlink at `path` itself rather than writing through it.
-fn write_export_file(export: Export, path: &Path) -> Result<crate::backup::Counts, CliError> {
+fn write_export_file(
+    export: Export,
+    path: &Path,
+) -> Result<crate::interchange::backup::Counts, CliError> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -393,8 +398,8 @@ pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
     let _owner = OwnerGuard::new(&config.data_dir);
     let checks =
         crate::store::incoming::Incoming::new(&config.bot.name, config.password_iterations);
-    let crate::backup::Checked { counts, admins, .. } =
-        crate::backup::import(path, &config.data_dir, checks)
+    let crate::interchange::backup::Checked { counts, admins, .. } =
+        crate::interchange::backup::import(path, &config.data_dir, checks)
             .map_err(|e| CliError::failed(format!("{} was not imported: {e}", path.display())))?;
     if !admins.is_empty() {
         println!("admin accounts in the backup: {}", admins.join(", "));
@@ -413,7 +418,7 @@ pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
 /// row on one line and ends with a summary; refuses a data directory that already holds data.
 #[cfg(feature = "pg")]
 pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Result<(), CliError> {
-    use crate::store::mirror::chatty;
+    use crate::interchange::chatty;
     let _owner = OwnerGuard::new(&config.data_dir);
     let dry_run = args.dry_run;
     let store = if dry_run && !config.data_dir.exists() {
@@ -436,8 +441,8 @@ pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Resul
         )));
     }
     let store = if dry_run { None } else { store };
-    let database_url =
-        crate::chatty_url::resolve(args.database_url.as_deref()).map_err(CliError::failed)?;
+    let database_url = crate::interchange::chatty::url::resolve(args.database_url.as_deref())
+        .map_err(CliError::failed)?;
     let client = chatty::connect(&database_url)
         .await
         .map_err(|e| CliError::failed(e.to_string()))?;
@@ -501,7 +506,7 @@ pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Resul
 /// Names the accounts whose admin and bot flags came from chatty-server, where anyone could
 /// set them at registration.
 #[cfg(feature = "pg")]
-fn report_flags(users: &crate::store::mirror::chatty::UserPlan, keep_admins: bool) {
+fn report_flags(users: &crate::interchange::chatty::UserPlan, keep_admins: bool) {
     if !users.admins.is_empty() {
         let names = users.admins.join(", ");
         if keep_admins {
@@ -525,7 +530,7 @@ fn report_flags(users: &crate::store::mirror::chatty::UserPlan, keep_admins: boo
 #[cfg(test)]
 mod tests {
     use super::{Cli, Command};
-    use crate::goflags::normalize_go_flags;
+    use crate::cli::goflags::normalize_go_flags;
     use clap::Parser;
     use std::path::PathBuf;
 

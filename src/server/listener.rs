@@ -68,7 +68,7 @@ impl ConnectionLimits {
         let ip = if self.exempt.iter().any(|net| net.contains(&peer)) {
             IpSlot::exempt(peer)
         } else {
-            match self.per_ip.take(crate::ratelimit::limit_key(peer)) {
+            match self.per_ip.take(crate::server::ratelimit::limit_key(peer)) {
                 Some(ip) => ip,
                 None => {
                     self.per_ip_warning.warn(|skipped| {

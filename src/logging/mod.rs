@@ -1,6 +1,8 @@
 //! The log: flexi_logger on stderr with natter's spec (`log_spec`), buffered, and on SIGHUP the
 //! `log_level` reloaded from the config's sources.
 
+pub mod spec;
+
 use crate::config::{self, Config, LogLevel, Sources};
 
 /// How long a log line may wait in the buffer before it is written.
@@ -22,7 +24,7 @@ pub fn start(
     } else {
         timestamped_format
     };
-    let spec = crate::log_spec::spec(config.log_level, config.dependency_log_level);
+    let spec = crate::logging::spec::spec(config.log_level, config.dependency_log_level);
     flexi_logger::Logger::try_with_str(spec)?
         .log_to_stderr()
         .format(format)
@@ -139,7 +141,7 @@ fn apply_log_level(
     if !shows_info {
         log::info!("{line}");
     }
-    if let Err(e) = logger.parse_new_spec(&crate::log_spec::spec(new, dependencies)) {
+    if let Err(e) = logger.parse_new_spec(&crate::logging::spec::spec(new, dependencies)) {
         log::warn!("SIGHUP: cannot switch the log level to {new}: {e}");
         return old;
     }

@@ -13,16 +13,19 @@
 //! HTTP/2 is not offered: hyper-util's HTTP/1-or-2 detection reads the first bytes without any
 //! timeout, and browsers only speak HTTP/2 over TLS, which a reverse proxy terminates.
 
+pub mod client_addr;
+pub mod listener;
 pub mod metrics;
 mod own_head;
 mod phases;
+pub mod ratelimit;
 
-use crate::listener::ConnectionLimits;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use listener::ConnectionLimits;
 use phases::{ConnectionPhase, PhasedBody, PhasedStream};
 use std::convert::Infallible;
 use std::future::Future;
