@@ -1,4 +1,4 @@
-//! The online backup's cut (docs/operations.md, Backup and restore; src/backup/export.rs says why it is
+//! The online backup's cut (docs/operations.md, Backup and restore; src/interchange/backup/export.rs says why it is
 //! consistent).
 
 use super::Service;

@@ -1,4 +1,4 @@
-//! The log: flexi_logger on stderr with natter's spec (`log_spec`), buffered, and on SIGHUP the
+//! The log: flexi_logger on stderr with natter's spec (`spec`), buffered, and on SIGHUP the
 //! `log_level` reloaded from the config's sources.
 
 pub mod spec;
