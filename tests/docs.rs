@@ -199,7 +199,10 @@ fn the_readme_code_map_names_every_part_of_src_and_nothing_else() {
     let readme = std::fs::read_to_string(repo("README.md")).unwrap();
     let paths = code_map_paths(&readme);
     let missing: Vec<&String> = paths.iter().filter(|p| !repo(p).exists()).collect();
-    assert!(missing.is_empty(), "the code map names paths that do not exist: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the code map names paths that do not exist: {missing:?}"
+    );
     let unmapped: Vec<String> = std::fs::read_dir(repo("src"))
         .unwrap()
         .map(|entry| {
