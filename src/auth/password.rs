@@ -112,8 +112,9 @@ fn too_costly(stored: &str, password_iterations: u32) -> Option<String> {
     (rounds > max_rounds(password_iterations)).then(|| format!("{rounds} PBKDF2 rounds"))
 }
 
-/// Logs a too costly stored hash the first time it is met (the set holds only such hashes).
-fn log_too_costly_once(stored: &str, what: &str) {
+/// Logs a too costly stored hash, naming its account, the first time it is met (the set holds
+/// only such hashes).
+fn log_too_costly_once(account: &str, stored: &str, what: &str) {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
     let first = seen
@@ -122,9 +123,10 @@ fn log_too_costly_once(stored: &str, what: &str) {
         .insert(stored.to_owned());
     if first {
         log::warn!(
-            "a stored password hash asks for {what}, above natter's limit (bcrypt cost \
-             {MAX_BCRYPT_COST}, PBKDF2 4 times password_iterations): its sign-ins are refused as \
-             a wrong password; set a new password with `natter user set-password`"
+            "the stored password hash of {account:?} asks for {what}, above natter's limit \
+             (bcrypt cost {MAX_BCRYPT_COST}, PBKDF2 4 times password_iterations): its sign-ins are \
+             refused as a wrong password; set a new password with `natter user set-password \
+             {account}`"
         );
     }
 }
@@ -132,13 +134,13 @@ fn log_too_costly_once(stored: &str, what: &str) {
 /// Checks a password against a stored hash. With no stored hash (unknown user) it checks
 /// against `dummy` and answers false, so both paths cost the same time. A stored hash above the
 /// cost limits (derived from `dummy`'s rounds, which are `password_iterations`) is not run: it
-/// answers as a wrong password would.
-pub async fn verify(password: String, stored: Option<String>, dummy: &str) -> bool {
+/// answers as a wrong password would, and is logged once under `account`.
+pub async fn verify(password: String, account: &str, stored: Option<String>, dummy: &str) -> bool {
     let iterations = iterations_of(dummy).unwrap_or(DEFAULT_ITERATIONS);
     let stored = match stored {
         Some(hash) => match too_costly(&hash, iterations) {
             Some(what) => {
-                log_too_costly_once(&hash, &what);
+                log_too_costly_once(account, &hash, &what);
                 None
             }
             None => Some(hash),
@@ -205,9 +207,9 @@ mod tests {
         assert!(stored.starts_with("$pbkdf2-sha256$i=1000"));
         assert_eq!(iterations_of(&stored), Some(1000));
         let dummy = dummy_hash(1000).await.unwrap();
-        assert!(verify("correct horse".into(), Some(stored.clone()), &dummy).await);
-        assert!(!verify("wrong horse".into(), Some(stored), &dummy).await);
-        assert!(!verify("anything".into(), None, &dummy).await);
+        assert!(verify("correct horse".into(), "pat", Some(stored.clone()), &dummy).await);
+        assert!(!verify("wrong horse".into(), "pat", Some(stored), &dummy).await);
+        assert!(!verify("anything".into(), "pat", None, &dummy).await);
     }
 
     #[tokio::test]
@@ -223,8 +225,8 @@ mod tests {
                 .format_for_version(prefix);
             assert!(is_bcrypt(&stored), "{stored}");
             assert_eq!(iterations_of(&stored), None);
-            assert!(verify("sixchr".into(), Some(stored.clone()), &dummy).await);
-            assert!(!verify("sixchrs".into(), Some(stored), &dummy).await);
+            assert!(verify("sixchr".into(), "pat", Some(stored.clone()), &dummy).await);
+            assert!(!verify("sixchrs".into(), "pat", Some(stored), &dummy).await);
         }
         assert!(!is_bcrypt("$pbkdf2-sha256$i=1000,l=32$x$y"));
     }
@@ -239,18 +241,18 @@ mod tests {
     async fn hashes_above_the_cost_limits_answer_as_wrong_at_once() {
         let dummy = dummy_hash(1000).await.unwrap();
         let started = std::time::Instant::now();
-        assert!(!verify("sixchr".into(), Some(bcrypt_of_cost(31)), &dummy).await);
+        assert!(!verify("sixchr".into(), "pat", Some(bcrypt_of_cost(31)), &dummy).await);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         let rounds = max_rounds(1000) + 1;
         let planted = format!(
             "$pbkdf2-sha256$i={rounds},l=32$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
         );
         let started = std::time::Instant::now();
-        assert!(!verify("x".into(), Some(planted), &dummy).await);
+        assert!(!verify("x".into(), "pat", Some(planted), &dummy).await);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // Cost 12 still verifies.
         let twelve = bcrypt::hash("sixchr", 12).unwrap();
-        assert!(verify("sixchr".into(), Some(twelve), &dummy).await);
+        assert!(verify("sixchr".into(), "pat", Some(twelve), &dummy).await);
     }
 
     #[test]

@@ -153,8 +153,9 @@ impl Service {
         let key = name_key(raw_user);
         let user = self.store.user(&key)?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let account = user.as_ref().map_or(raw_user, |u| u.name.as_str());
         // Unknown users are checked against a dummy hash: same answer, same time.
-        if !password::verify(raw_password.to_owned(), stored, &self.dummy_hash).await {
+        if !password::verify(raw_password.to_owned(), account, stored, &self.dummy_hash).await {
             return Err(ApiError::WrongCredentials);
         }
         let Some(user) = user else {

@@ -206,7 +206,7 @@ impl TestServer {
         let mut user = store.user(name).unwrap().expect("the user exists");
         change(&mut user);
         store.update_user(&user, None).unwrap();
-        store.close().unwrap();
+        natter::store::sled::SledStore::close_and_release(store).unwrap();
     }
 }
 

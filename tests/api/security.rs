@@ -270,3 +270,42 @@ async fn debug_logging_with_the_mirror_keeps_hashes_emails_and_texts_out_of_the_
         assert!(leaks.is_empty(), "{secret:?} reached the log: {leaks:?}");
     }
 }
+
+/// A stored hash too costly to verify (planted by an import or by hand) is refused as a wrong
+/// password at once, and the log names the account to fix, never the hash.
+#[tokio::test]
+async fn a_too_costly_stored_hash_is_refused_and_the_log_names_its_account() {
+    log_capture::start();
+    let mut server = TestServer::start().await;
+    server.client().registered("Costly").await;
+    server.stop().await;
+    let quick = bcrypt::hash_with_result("password123", 4)
+        .unwrap()
+        .to_string();
+    let planted = format!("$2b$13{}", &quick[6..]);
+    server.edit_stored_user("costly", |user| user.password_hash = planted.clone());
+    server.restart(&[]).await;
+    let from = log_capture::mark();
+    let started = std::time::Instant::now();
+    server
+        .client()
+        .post(
+            "/api/authorize",
+            json!({"user":"costly","password":"password123"}),
+        )
+        .await
+        .assert_error(401, "wrong username or password");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let lines: Vec<String> = log_capture::lines()[from..].to_vec();
+    let warned: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("above natter's limit"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{lines:?}");
+    assert!(warned[0].contains("\"Costly\""), "{}", warned[0]);
+    assert!(warned[0].contains("set-password Costly"), "{}", warned[0]);
+    assert!(
+        !warned[0].contains(&planted[7..]),
+        "the hash reached the log"
+    );
+}
