@@ -488,6 +488,33 @@ async fn another_natters_mirror_is_left_alone_and_a_second_writer_is_refused() {
         .await;
     assert_eq!(second.mirror_state().await, "down");
     second.stop();
+
+    // An empty data directory on the same database is not restored while the first writes:
+    // that would make two servers of one data set.
+    let empty = tempfile::tempdir().unwrap();
+    let mut third = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .arg("--dev")
+        .arg("--config")
+        .arg(natter::config(empty.path(), Some(&url)))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while third.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            third.kill().unwrap();
+            panic!("natter served an empty data directory restored from a mirror in use");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = third.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another natter is writing to the mirror database"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("restored "), "{stderr}");
     server.stop();
 
     // The first one stopped: the label still says the database is not staging's.

@@ -93,6 +93,9 @@ pub async fn prepare(
     // this one question waits for PostgreSQL.
     let mut client = connect_patiently(config, &target).await?;
     schema::migrate(&mut client).await?;
+    // Held until this connection closes: a copy restored while another natter still writes
+    // would make two servers of one data set.
+    schema::lock_writer(&client, &target).await?;
     let started = Instant::now();
     let marked = store.clone();
     tokio::task::spawn_blocking(move || marked.begin_load("restore")).await??;
