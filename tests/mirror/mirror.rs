@@ -681,3 +681,51 @@ async fn sslmode_prefer_tries_tls_first_and_sslrootcert_is_read() {
         None
     );
 }
+
+/// A loopback proxy to `port` that answers the first SSL request with yes and then hangs up,
+/// as a server with a broken TLS setup does; everything else passes through.
+async fn proxy_breaking_tls(port: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut first = [0u8; 8];
+                if client.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                if first == SSL_REQUEST {
+                    let _ = client.write_all(b"S").await;
+                    return; // the handshake meets a closed socket
+                }
+                let mut server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                server.write_all(&first).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    proxy_port
+}
+
+#[tokio::test]
+async fn sslmode_prefer_falls_back_to_plain_text_when_the_tls_handshake_fails() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    use ::natter::store::mirror::pg::{connect, parse};
+    let port = proxy_breaking_tls(pg.port).await;
+    let url = |mode: &str| format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode={mode}");
+    let client = connect(&parse(&url("prefer")).unwrap()).await.unwrap();
+    assert!(!on_tls(&client).await, "prefer went on in plain text");
+    assert!(
+        connect(&parse(&url("require")).unwrap()).await.is_err(),
+        "require never falls back"
+    );
+}

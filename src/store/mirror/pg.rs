@@ -162,29 +162,40 @@ pub fn describe(target: &Target) -> String {
 
 /// Connects as libpq does: `disable` in plain text; `prefer` (the default) tries TLS first,
 /// without checking the certificate unless `sslrootcert` is given, and falls back to plain text
-/// when the server has no TLS; `require` insists on TLS with a certificate signed by
+/// when the server has no TLS or the TLS attempt fails; `require` insists on TLS with a certificate signed by
 /// `sslrootcert` or the system's trusted roots. The connection runs on its own task; the client
 /// reports it closed when that task ends.
 pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
     let config = &target.postgres;
-    let tls = match config.get_ssl_mode() {
-        SslMode::Disable => None,
-        SslMode::Require => Some(tls_config(target, true)?),
-        _ => Some(tls_config(target, false)?),
-    };
-    match tls {
-        Some(tls) => {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-            let (client, connection) = config.connect(tls).await.map_err(PgError)?;
-            tokio::spawn(run(connection));
-            Ok(client)
-        }
-        None => {
-            let (client, connection) = config.connect(NoTls).await.map_err(PgError)?;
-            tokio::spawn(run(connection));
-            Ok(client)
-        }
+    match config.get_ssl_mode() {
+        SslMode::Disable => connect_plain(config).await,
+        SslMode::Require => connect_tls(config, tls_config(target, true)?).await,
+        _ => match connect_tls(config, tls_config(target, false)?).await {
+            Ok(client) => Ok(client),
+            // As libpq: a failed TLS attempt (a broken handshake, a server refusing TLS
+            // clients) is tried again in plain text.
+            Err(ConnectError::Postgres(tls_error)) => {
+                log::debug!("PostgreSQL over TLS failed, trying plain text: {tls_error}");
+                let mut plain = config.clone();
+                plain.ssl_mode(SslMode::Disable);
+                connect_plain(&plain).await
+            }
+            Err(other) => Err(other),
+        },
     }
+}
+
+async fn connect_tls(config: &Config, tls: rustls::ClientConfig) -> Result<Client, ConnectError> {
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+    let (client, connection) = config.connect(tls).await.map_err(PgError)?;
+    tokio::spawn(run(connection));
+    Ok(client)
+}
+
+async fn connect_plain(config: &Config) -> Result<Client, ConnectError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(PgError)?;
+    tokio::spawn(run(connection));
+    Ok(client)
 }
 
 async fn run<F>(connection: F)
