@@ -192,11 +192,9 @@ fn open(config: &Config) -> Result<std::sync::Arc<SledStore>, CliError> {
     Ok(store)
 }
 
-/// Flushes and closes the store after an offline change.
+/// Flushes and closes the store after an offline change (closing flushes).
 fn finish(store: std::sync::Arc<SledStore>) -> Result<(), CliError> {
-    store.flush()?;
-    SledStore::close_and_release(store)?;
-    Ok(())
+    Ok(SledStore::close_and_release(store)?)
 }
 
 /// Runs `natter user ...`.

@@ -125,7 +125,7 @@ fn load(path: &Path, dir: &Path, header: Header, checks: Incoming) -> Result<(),
         }
     }
     store.import(&batch, next).map_err(storage)?;
-    store.flush().map_err(storage)?;
+    // Closing flushes.
     SledStore::close_and_release(store).map_err(storage)
 }
 
