@@ -126,6 +126,11 @@ impl Server {
         rss_kib(self.pid())
     }
 
+    /// The highest RSS the server has had (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        status_kib(self.pid(), "VmHWM:")
+    }
+
     /// Lines of its log that contain `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log
@@ -175,10 +180,15 @@ pub fn cpu_time(pid: u32) -> Duration {
 }
 
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` line of `/proc/PID/status`.
+fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
