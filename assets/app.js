@@ -265,7 +265,7 @@ function handleEvent(type, event) {
       stream.requestResync();
       return;
     default:
-      // LoginEvent, LogoutEvent: presence in chats arrives as join and leave events.
+      // Not asked for (api.js, HANDLED_EVENT_TYPES): presence in chats arrives as join and leave events.
       return;
   }
 }

@@ -43,11 +43,13 @@ pub enum ApiError {
     NoSuchGuest,
     /// A guest name an admin kicked, for `guest_block`.
     NameBlocked,
+    /// An `event_types` entry that names no event type; carries the whole message.
+    UnknownEventType(String),
 }
 
 impl ApiError {
     /// The exact `{"error"}` text; the HTTP status is chosen in `api::status`.
-    pub fn message(&self) -> &'static str {
+    pub fn message(&self) -> &str {
         use ApiError::*;
         match self {
             CannotParse => "cannot parse data",
@@ -82,6 +84,7 @@ impl ApiError {
             NotAllowed => "not allowed",
             NoSuchGuest => "no such guest",
             NameBlocked => "this name is blocked",
+            UnknownEventType(message) => message,
         }
     }
 }
@@ -96,6 +99,14 @@ fn invalid_message(invalid: Invalid) -> &'static str {
         Invalid::Email => "invalid email",
         Invalid::MessageEmpty => "message is empty",
         Invalid::MessageTooLong => "message is too long",
+    }
+}
+
+impl ApiError {
+    /// 400 `unknown event type: NAME`, the name cut to 64 characters.
+    pub fn unknown_event_type(name: &str) -> ApiError {
+        let shown: String = name.chars().take(64).collect();
+        ApiError::UnknownEventType(format!("unknown event type: {shown}"))
     }
 }
 

@@ -17,6 +17,19 @@ export class NetworkError extends Error {
   }
 }
 
+/** The event types the web client acts on (app.js, handleEvent); the server never queues the others. */
+export const HANDLED_EVENT_TYPES = [
+  'MessageEvent',
+  'MessageDeletedEvent',
+  'ChatJoinEvent',
+  'ChatLeaveEvent',
+  'SystemMessageChatJoinEvent',
+  'SystemMessageChatLeaveEvent',
+  'ChatCreatedEvent',
+  'ChatRemovedEvent',
+  'ResyncEvent',
+];
+
 let unauthorizedHandler = null;
 
 /**
@@ -97,7 +110,8 @@ export const api = {
   logout: () => request('POST', '/api/loggedonly/logout', {}),
   keepalive: () => authed('PUT', '/api/loggedonly/keepalive', {}),
 
-  openQueue: () => authed('POST', '/api/loggedonly/queues', {}),
+  /** Opens this tab's event queue, taking only the event types the client handles (never presence). */
+  openQueue: () => authed('POST', '/api/loggedonly/queues', { event_types: HANDLED_EVENT_TYPES }),
   events: (queueId, lastEventId, signal) => {
     const query = new URLSearchParams({ queue_id: String(queueId), last_event_id: String(lastEventId) });
     return authed('GET', `/api/loggedonly/events?${query}`, undefined, signal);

@@ -4,7 +4,7 @@ use super::{ApiRequest, Ctx, http};
 use crate::chat::SessionInfo;
 use crate::error::ApiError;
 use crate::events::hub::PollReply;
-use crate::events::{PollEnvelope, QueuedEvent};
+use crate::events::{EventTypes, PollEnvelope, QueuedEvent};
 use crate::model::{Chat, QueueOpened};
 use serde::{Deserialize, Serialize};
 use warp::reply::Response;
@@ -61,9 +61,35 @@ pub async fn poll(
     }
 }
 
+/// `POST /api/loggedonly/queues` body: which event types the queue takes (all when absent).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct QueueBody {
+    event_types: Option<Vec<String>>,
+}
+
+/// The event types a queue-opening body asks for: an empty body, as the first clients of this
+/// route sent, or no `event_types`, takes every type.
+fn queue_types(body: &[u8]) -> Result<EventTypes, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(EventTypes::ALL);
+    }
+    let QueueBody { event_types } = http::parse_json(body)?;
+    match event_types {
+        None => Ok(EventTypes::ALL),
+        Some(names) => EventTypes::from_names(names.iter().map(String::as_str))
+            .map_err(|name| ApiError::unknown_event_type(&name)),
+    }
+}
+
 /// POST /api/loggedonly/queues: opens an explicit event queue (one per browser tab).
-pub fn open_queue(ctx: &Ctx, session: &SessionInfo) -> Result<Response, ApiError> {
-    let (queue_id, last_event_id) = ctx.service.open_queue(session)?;
+pub fn open_queue(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    session: &SessionInfo,
+) -> Result<Response, ApiError> {
+    let types = queue_types(&req.body)?;
+    let (queue_id, last_event_id) = ctx.service.open_queue(session, types)?;
     http::json(&QueueOpened {
         queue_id,
         last_event_id,

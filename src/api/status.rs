@@ -9,9 +9,8 @@ pub fn status(err: &ApiError) -> StatusCode {
     match err {
         Invalid(crate::model::Invalid::PasswordEmpty) => StatusCode::UNPROCESSABLE_ENTITY,
         CannotParse | Invalid(_) | SomeFieldsEmpty | BadResetToken | NoSuchChat | AlreadyInChat
-        | NotInChat | ChatExists | BadEventQueue | NoSuchMessage | InvalidLimit | NoSuchGuest => {
-            StatusCode::BAD_REQUEST
-        }
+        | NotInChat | ChatExists | BadEventQueue | NoSuchMessage | InvalidLimit | NoSuchGuest
+        | UnknownEventType(_) => StatusCode::BAD_REQUEST,
         NotLoggedIn | WrongCredentials => StatusCode::UNAUTHORIZED,
         EmailNotVerified | AdminOnly | RegistrationDisabled | GuestsDisabled | CrossOrigin
         | NotAllowed | NameBlocked => StatusCode::FORBIDDEN,

@@ -3,6 +3,7 @@
 
 use super::{Service, SessionInfo};
 use crate::error::ApiError;
+use crate::events::EventTypes;
 use crate::events::hub::{Delivered, HubStats, PollReply};
 use crate::telemetry::Sample;
 
@@ -17,10 +18,15 @@ impl Service {
         reply
     }
 
-    /// `POST /api/loggedonly/queues`: a new explicit queue's id and the id it counts from.
-    pub fn open_queue(&self, session: &SessionInfo) -> Result<(String, u64), ApiError> {
+    /// `POST /api/loggedonly/queues`: a new explicit queue taking `types`, its id and the id it
+    /// counts from.
+    pub fn open_queue(
+        &self,
+        session: &SessionInfo,
+        types: EventTypes,
+    ) -> Result<(String, u64), ApiError> {
         self.hub
-            .open_queue(session.handle)
+            .open_queue(session.handle, types)
             .ok_or(ApiError::NotLoggedIn)
     }
 

@@ -112,10 +112,7 @@ impl Service {
         }
         for member in self.store.members()? {
             if st.online.contains_key(&member.user_key) {
-                st.members
-                    .entry(member.chat_id)
-                    .or_default()
-                    .insert(member.user_key, member.user);
+                st.add_member(member.chat_id, &member.user_key, &member.user);
             } else {
                 // Membership ends when its user goes offline; a crash may have skipped that.
                 self.store.remove_member(member.chat_id, &member.user_key)?;

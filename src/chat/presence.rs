@@ -4,6 +4,7 @@ use super::lookalike;
 use super::state::State;
 use super::{Outbox, Service};
 use crate::auth::cookie::CookieSigner;
+use crate::config::PresenceScope;
 use crate::error::ApiError;
 use crate::events::{ChatLeaveEvent, Event, PresenceEvent, SystemMessageEvent};
 use crate::model::{UserName, UserStatus, UserWithStatus, now};
@@ -254,13 +255,7 @@ impl Service {
         user_key: &str,
         events: &mut Outbox,
     ) -> Result<(), ApiError> {
-        let handles: Vec<u64> = st
-            .sessions
-            .values()
-            .filter(|s| s.user_key == user_key)
-            .map(|s| s.handle)
-            .collect();
-        for handle in handles {
+        for handle in st.sessions_of(user_key) {
             self.take_offline(st, handle, true, events)?;
         }
         Ok(())
@@ -275,9 +270,9 @@ impl Service {
         events: &mut Outbox,
     ) -> Result<(), ApiError> {
         let mut sessions: Vec<(i64, u64)> = st
-            .sessions
-            .values()
-            .filter(|s| s.user_key == user_key)
+            .sessions_of(user_key)
+            .into_iter()
+            .filter_map(|h| st.session_by_handle(h))
             .map(|s| (s.created, s.handle))
             .collect();
         let allowed = self.config.max_sessions_per_user.saturating_sub(1);
@@ -313,10 +308,11 @@ impl Service {
         })
     }
 
-    /// Registers an online session; a user coming online is announced to everyone.
+    /// Registers an online session; a user coming online is announced to their presence audience.
     fn bring_online(&self, st: &mut State, record: SessionRecord, status: UserStatus) -> Outbox {
         let was_online = st.online.contains_key(&record.user_key);
         let name = record.user.clone();
+        let record_key = record.user_key.clone();
         self.hub.open_session(record.handle);
         st.insert_session(record, status, Instant::now());
         if was_online {
@@ -327,11 +323,15 @@ impl Service {
             chat: String::new(),
             time: now(),
         });
-        vec![(st.everyone(), event)]
+        let audience = match self.config.presence_scope {
+            PresenceScope::Everyone => st.everyone(),
+            PresenceScope::SharedChats => st.shared_chats_audience(&record_key),
+        };
+        vec![(audience, event)]
     }
 
-    /// A user's last session went offline: tell everyone else, then leave `chats`, whose
-    /// memberships the store has already ended.
+    /// A user's last session went offline: tell their presence audience, then leave `chats`,
+    /// whose memberships the store has already ended.
     fn offline_cascade(
         &self,
         st: &mut State,
@@ -340,8 +340,12 @@ impl Service {
         chats: Vec<ChatRecord>,
     ) -> Outbox {
         let time = now();
+        let audience = match self.config.presence_scope {
+            PresenceScope::Everyone => st.everyone_except(user_key),
+            PresenceScope::SharedChats => st.shared_chats_audience(user_key),
+        };
         let mut events: Outbox = vec![(
-            st.everyone_except(user_key),
+            audience,
             Event::Logout(PresenceEvent {
                 user: name.to_owned(),
                 chat: String::new(),
@@ -349,9 +353,7 @@ impl Service {
             }),
         )];
         for chat in chats {
-            if let Some(members) = st.members.get_mut(&chat.id) {
-                members.remove(user_key);
-            }
+            st.remove_member(chat.id, user_key);
             events.extend(leave_events(st, chat.id, &chat.name, name, time));
         }
         events
@@ -367,15 +369,16 @@ impl Service {
     /// A sweeper pass that takes offline the sessions with no activity since `cutoff` (none
     /// when `None`) and not parked on a poll. Tests sweep through it without waiting.
     pub async fn sweep_idle_since(&self, cutoff: Option<Instant>) -> Result<(), ApiError> {
-        let parked = self.hub.parked_sessions();
         let (epoch, result) = {
             let mut st = self.lock();
             let now_secs = now();
+            // Only the idle few are looked up in the hub, not every online session.
             let idle: Vec<u64> = st
                 .activity
                 .iter()
-                .filter(|(h, seen)| !parked.contains(h) && cutoff.is_some_and(|c| **seen < c))
+                .filter(|(_, seen)| cutoff.is_some_and(|c| **seen < c))
                 .map(|(h, _)| *h)
+                .filter(|h| !self.hub.is_parked(*h))
                 .collect();
             let expired: Vec<u64> = st
                 .sessions

@@ -4,7 +4,7 @@
 use super::Service;
 use crate::model::name_key;
 use crate::store::{Durability, SessionRecord, StoreResult};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 impl Service {
@@ -51,18 +51,13 @@ impl Service {
             .into_iter()
             .map(|chat| (name_key(&chat.name), chat))
             .collect();
-        let mut members: HashMap<u64, BTreeMap<String, String>> = HashMap::new();
+        st.clear_members();
         // As at start: memberships end when their user goes offline.
         for member in self.store.members()? {
-            if !st.online.contains_key(&member.user_key) {
-                continue;
+            if st.online.contains_key(&member.user_key) {
+                st.add_member(member.chat_id, &member.user_key, &member.user);
             }
-            members
-                .entry(member.chat_id)
-                .or_default()
-                .insert(member.user_key, member.user);
         }
-        st.members = members;
         let online_now: HashSet<u64> = st.activity.keys().copied().collect();
         for gone in online_before.difference(&online_now) {
             self.hub.close_session(*gone);

@@ -31,10 +31,7 @@ impl Service {
                 user_key: session.user_key.clone(),
                 user: session.user.clone(),
             })?;
-            st.members
-                .entry(chat.id)
-                .or_default()
-                .insert(session.user_key.clone(), session.user.clone());
+            st.add_member(chat.id, &session.user_key, &session.user);
             let status = st
                 .online
                 .get(&session.user_key)
@@ -79,9 +76,7 @@ impl Service {
                 return Err(ApiError::NotInChat);
             }
             self.store.remove_member(chat.id, &session.user_key)?;
-            if let Some(members) = st.members.get_mut(&chat.id) {
-                members.remove(&session.user_key);
-            }
+            st.remove_member(chat.id, &session.user_key);
             let events = leave_events(&st, chat.id, &chat.name, &session.user, now());
             self.publish(events)
         };
@@ -281,7 +276,7 @@ impl Service {
             let chat = find_chat(&st, raw_chat)?;
             self.store.remove_chat(chat.id)?;
             st.chats.remove(&name_key(&chat.name));
-            st.members.remove(&chat.id);
+            st.remove_chat_members(chat.id);
             let event = Event::ChatRemoved(ChatEvent {
                 chat: chat.name,
                 time: now(),

@@ -27,8 +27,14 @@ pub struct State {
     pub online: HashMap<String, OnlineUser>,
     /// Chats by lowercased name.
     pub chats: HashMap<String, ChatRecord>,
-    /// Chat id → member key → member name as shown.
+    /// Chat id → member key → member name as shown; change it through `add_member` and friends,
+    /// which keep `chats_by_member` in step.
     pub members: HashMap<u64, BTreeMap<String, String>>,
+    /// Member key → ids of the chats they are in: a user's chats without a pass over all chats.
+    chats_by_member: HashMap<String, BTreeSet<u64>>,
+    /// User key → handles of their sessions, online or not: a user's sessions without a pass over
+    /// everyone's.
+    sessions_by_user: HashMap<String, BTreeSet<u64>>,
     /// Guest names an admin kicked, with their look-alikes, until their blocks end.
     pub blocked: Blocks,
     /// Registered names (verified or not), by look-alike key; built from the store at start.
@@ -55,6 +61,39 @@ impl State {
             .collect()
     }
 
+    /// The online sessions of the users who share a chat with `user_key`, and `user_key`'s own:
+    /// the audience of its presence events under `presence_scope = "shared_chats"`.
+    pub fn shared_chats_audience(&self, user_key: &str) -> Vec<u64> {
+        let mut audience: Vec<u64> = self
+            .chats_by_member
+            .get(user_key)
+            .into_iter()
+            .flatten()
+            .flat_map(|chat_id| self.chat_audience(*chat_id))
+            .chain(self.online_sessions_of(user_key))
+            .collect();
+        // The hub dedups too; doing it here keeps one Vec per event small.
+        audience.sort_unstable();
+        audience.dedup();
+        audience
+    }
+
+    /// The online sessions of one user.
+    pub fn online_sessions_of(&self, user_key: &str) -> Vec<u64> {
+        self.online
+            .get(user_key)
+            .map(|u| u.sessions.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every session of one user, online or not.
+    pub fn sessions_of(&self, user_key: &str) -> Vec<u64> {
+        self.sessions_by_user
+            .get(user_key)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// The online sessions of a chat's members: O(members), not O(all sessions).
     pub fn chat_audience(&self, chat_id: u64) -> Vec<u64> {
         let Some(members) = self.members.get(&chat_id) else {
@@ -75,14 +114,61 @@ impl State {
 
     /// Chats `user_key` belongs to, sorted by name.
     pub fn chats_of(&self, user_key: &str) -> Vec<ChatRecord> {
+        let Some(ids) = self.chats_by_member.get(user_key) else {
+            return Vec::new();
+        };
         let mut chats: Vec<ChatRecord> = self
             .chats
             .values()
-            .filter(|c| self.is_member(c.id, user_key))
+            .filter(|c| ids.contains(&c.id))
             .cloned()
             .collect();
         chats.sort_by(|a, b| a.name.cmp(&b.name));
         chats
+    }
+
+    /// Makes `user_key` (shown as `name`) a member of a chat.
+    pub fn add_member(&mut self, chat_id: u64, user_key: &str, name: &str) {
+        self.members
+            .entry(chat_id)
+            .or_default()
+            .insert(user_key.to_owned(), name.to_owned());
+        self.chats_by_member
+            .entry(user_key.to_owned())
+            .or_default()
+            .insert(chat_id);
+    }
+
+    /// Ends one membership.
+    pub fn remove_member(&mut self, chat_id: u64, user_key: &str) {
+        if let Some(members) = self.members.get_mut(&chat_id) {
+            members.remove(user_key);
+        }
+        if let Some(chats) = self.chats_by_member.get_mut(user_key) {
+            chats.remove(&chat_id);
+            if chats.is_empty() {
+                self.chats_by_member.remove(user_key);
+            }
+        }
+    }
+
+    /// Ends every membership of a removed chat.
+    pub fn remove_chat_members(&mut self, chat_id: u64) {
+        let keys: Vec<String> = self
+            .members
+            .get(&chat_id)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for key in keys {
+            self.remove_member(chat_id, &key);
+        }
+        self.members.remove(&chat_id);
+    }
+
+    /// Replaces every membership (a reload from the store).
+    pub fn clear_members(&mut self) {
+        self.members.clear();
+        self.chats_by_member.clear();
     }
 
     /// All chats sorted by name.
@@ -134,6 +220,10 @@ impl State {
             }
         }
         self.handles.insert(record.handle, record.token_hash);
+        self.sessions_by_user
+            .entry(record.user_key.clone())
+            .or_default()
+            .insert(record.handle);
         self.sessions.insert(record.token_hash, record);
     }
 
@@ -167,8 +257,17 @@ impl State {
     /// Forgets a session entirely; true if its user has no online session left.
     pub fn remove_session(&mut self, handle: u64) -> bool {
         let was_last = self.set_offline(handle);
-        if let Some(hash) = self.handles.remove(&handle) {
-            self.sessions.remove(&hash);
+        let removed = self
+            .handles
+            .remove(&handle)
+            .and_then(|hash| self.sessions.remove(&hash));
+        if let Some(record) = removed
+            && let Some(handles) = self.sessions_by_user.get_mut(&record.user_key)
+        {
+            handles.remove(&handle);
+            if handles.is_empty() {
+                self.sessions_by_user.remove(&record.user_key);
+            }
         }
         was_last
     }

@@ -14,7 +14,7 @@ use super::checks::{
     unset_means,
 };
 use super::macros::config_keys;
-use super::{DurabilityMode, IpNet, LogLevel, MailProvider, PublicUrl, Secret};
+use super::{DurabilityMode, IpNet, LogLevel, MailProvider, PresenceScope, PublicUrl, Secret};
 
 config_keys! {
     /// The effective, validated configuration.
@@ -89,6 +89,9 @@ config_keys! {
         max_connections_per_ip: usize = 256, plain; // range: a rule in validate
         /// Event queues per session; opening one more drops the least recently polled (1 to 1000).
         max_queues_per_session: usize = 16, range(1, 1000);
+        /// Who hears of a user coming online or going offline: "everyone" online (the original server's way)
+        /// or "shared_chats", the users who share a chat with them (pick it above a few hundred users online).
+        presence_scope: PresenceScope = PresenceScope::Everyone, plain;
         /// Sessions per registered account; signing in once more ends the oldest (1 to 10000).
         max_sessions_per_user: usize = 50, range(1, 10_000);
         /// Longest message text in characters (1 to 100000).

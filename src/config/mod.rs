@@ -76,6 +76,17 @@ pub enum DurabilityMode {
     Relaxed,
 }
 
+/// Who hears that a user came online or went offline (`LoginEvent`, `LogoutEvent`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceScope {
+    /// Every online session, as the original server does: N users coming online cost N² events.
+    #[default]
+    Everyone,
+    /// Only the sessions of users who share a chat with them: each costs what its chats hold.
+    SharedChats,
+}
+
 /// Which mailer sends activation and reset mail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -331,6 +342,16 @@ impl DurabilityMode {
         match self {
             Self::Sync => "sync",
             Self::Relaxed => "relaxed",
+        }
+    }
+}
+
+impl PresenceScope {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Everyone => "everyone",
+            Self::SharedChats => "shared_chats",
         }
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Config, DurabilityMode, IpNet, LogLevel, MailProvider, Secret};
+use super::{Config, DurabilityMode, IpNet, LogLevel, MailProvider, PresenceScope, Secret};
 
 impl Config {
     /// Every effective key as `key = value` lines in config-file order, with secrets redacted.
@@ -149,6 +149,12 @@ impl Shown for LogLevel {
 }
 
 impl Shown for DurabilityMode {
+    fn shown(&self) -> String {
+        quoted(self.as_str())
+    }
+}
+
+impl Shown for PresenceScope {
     fn shown(&self) -> String {
         quoted(self.as_str())
     }

@@ -81,6 +81,66 @@ pub enum Event {
     MessageDeleted(MessageDeletedEvent),
 }
 
+/// Every event type name, in the order of their bits in `EventTypes`.
+pub const EVENT_TYPE_NAMES: [&str; 11] = [
+    "LoginEvent",
+    "LogoutEvent",
+    "ChatJoinEvent",
+    "SystemMessageChatJoinEvent",
+    "ChatLeaveEvent",
+    "SystemMessageChatLeaveEvent",
+    "MessageEvent",
+    "ChatCreatedEvent",
+    "ChatRemovedEvent",
+    "ResyncEvent",
+    "MessageDeletedEvent",
+];
+
+/// The event types a queue takes (`event_types` when it is opened); `ResyncEvent` always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTypes(u32);
+
+impl EventTypes {
+    /// Every type, those added later included: a queue opened without a list.
+    pub const ALL: EventTypes = EventTypes(u32::MAX);
+
+    /// The types named in `names`; an unknown name is returned as the error.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<EventTypes, String> {
+        let mut types = EventTypes::of_kind("ResyncEvent");
+        for name in names {
+            let one = EventTypes::of_kind(name);
+            if one.0 == 0 {
+                return Err(name.to_owned());
+            }
+            types.0 |= one.0;
+        }
+        Ok(types)
+    }
+
+    /// The one type `kind` names (empty for a name not in `EVENT_TYPE_NAMES`).
+    pub fn of_kind(kind: &str) -> EventTypes {
+        let index = EVENT_TYPE_NAMES.iter().position(|known| *known == kind);
+        EventTypes(index.map_or(0, |i| 1 << i))
+    }
+
+    /// Whether an event of type `one` (from `of_kind`) belongs in a queue taking `self`.
+    pub fn admits(self, one: EventTypes) -> bool {
+        self == EventTypes::ALL || self.0 & one.0 != 0
+    }
+
+    /// The names it holds, or `None` for every type.
+    pub fn names(self) -> Option<Vec<&'static str>> {
+        (self != EventTypes::ALL).then(|| {
+            EVENT_TYPE_NAMES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.0 & (1 << i) != 0)
+                .map(|(_, name)| *name)
+                .collect()
+        })
+    }
+}
+
 impl Event {
     /// The `type` string the original client switches on.
     pub fn kind(&self) -> &'static str {

@@ -538,3 +538,113 @@ async fn twenty_thousand_queues_of_one_session_keep_the_server_small() {
     served.signal("-TERM");
     assert_eq!(served.child.wait().unwrap().code(), Some(0));
 }
+
+async fn open_queue_for(c: &Client, body: serde_json::Value) -> Resp {
+    c.post("/api/loggedonly/queues", body).await
+}
+
+/// The types of what a queue holds now.
+async fn queued_types(c: &Client, queue: &str) -> Vec<String> {
+    let r = queue_events(c, queue).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_queue_opened_with_event_types_holds_only_those_and_the_legacy_queue_holds_all() {
+    let server = TestServer::with_config("durability = \"relaxed\"").await;
+    let ann = server.guest_in("ann", "Main").await;
+    let r = open_queue_for(&ann, json!({ "event_types": ["MessageEvent"] })).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let messages = r.json()["queue_id"].as_str().unwrap().to_owned();
+    let everything = open_queue(&ann).await;
+    ann.drain().await;
+    let bob = server.guest_in("bob", "Main").await;
+    bob.say("Main", "hello").await;
+    assert_eq!(queued_types(&ann, &messages).await, ["MessageEvent"]);
+    // Its ids count only what it holds.
+    let held = queue_events(&ann, &messages).await.json();
+    assert_eq!(held["events"][0]["id"], 1);
+    assert_eq!(
+        queued_types(&ann, &everything).await,
+        [
+            "LoginEvent",
+            "ChatJoinEvent",
+            "SystemMessageChatJoinEvent",
+            "MessageEvent"
+        ]
+    );
+    assert_eq!(
+        ann.drain_types().await,
+        [
+            "LoginEvent",
+            "ChatJoinEvent",
+            "SystemMessageChatJoinEvent",
+            "MessageEvent"
+        ],
+        "the legacy /poll keeps every type"
+    );
+}
+
+#[tokio::test]
+async fn unknown_event_types_and_malformed_lists_are_refused_and_open_nothing() {
+    let server = TestServer::with_config("max_queues_per_session = 1").await;
+    let ann = server.guest_in("ann", "Main").await;
+    let kept = open_queue(&ann).await;
+    open_queue_for(
+        &ann,
+        json!({ "event_types": ["MessageEvent", "MesageEvent"] }),
+    )
+    .await
+    .assert_error(400, "unknown event type: MesageEvent");
+    for bad in [
+        json!({ "event_types": "MessageEvent" }),
+        json!({ "event_types": [1] }),
+        json!({ "event_types": {"MessageEvent": true} }),
+    ] {
+        open_queue_for(&ann, bad)
+            .await
+            .assert_error(400, "cannot parse data");
+    }
+    ann.post_raw("/api/loggedonly/queues", "[]")
+        .await
+        .assert_error(400, "cannot parse data");
+    // Nothing was opened: the one queue allowed is still there.
+    assert_eq!(queue_events(&ann, &kept).await.status, 200);
+    // An empty body, `{}` and `null` all mean every type, as before the field existed.
+    for body in ["", "{}", "{\"event_types\": null}"] {
+        let r = ann.post_raw("/api/loggedonly/queues", body).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn a_parked_poll_is_not_woken_by_an_event_its_queue_does_not_take() {
+    let server = TestServer::with_config("durability = \"relaxed\"\npoll_timeout = \"5s\"").await;
+    let ann = server.guest_in("ann", "Main").await;
+    let r = open_queue_for(&ann, json!({ "event_types": ["MessageEvent"] })).await;
+    let queue = r.json()["queue_id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let poll = tokio::spawn({
+        let ann = ann.clone();
+        async move { queue_events(&ann, &queue).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A login, a join and its system message: none of them is for this queue.
+    let bob = server.guest_in("bob", "Main").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!poll.is_finished(), "woken by an event it does not take");
+    bob.say("Main", "now").await;
+    let answer = poll.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let events = answer.json()["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "MessageEvent");
+    assert_eq!(events[0]["event"]["text"], "now");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}

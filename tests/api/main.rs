@@ -26,6 +26,7 @@ mod model;
 mod names;
 mod offline;
 mod operations;
+mod presence_scope;
 mod races;
 mod restart;
 mod scrape;

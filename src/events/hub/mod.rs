@@ -5,13 +5,14 @@
 mod queue;
 mod snapshot;
 mod snapshot_v1;
+mod snapshot_v2;
 #[cfg(test)]
 mod tests;
 
 use queue::{EventQueue, ParkedPoll, Push, SessionQueues, new_queue_id};
 
-use super::{EncodedEvent, Event, ResyncEvent};
-use std::collections::{HashMap, HashSet, VecDeque};
+use super::{EncodedEvent, Event, EventTypes, ResyncEvent};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -23,7 +24,7 @@ pub type SessionHandle = u64;
 /// Most events one `/events` reply carries.
 const BATCH_LIMIT: usize = 100;
 /// Leading byte of every snapshot, bumped when its layout changes.
-const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 3;
 /// Reason carried by the `ResyncEvent` a default queue gets after overflowing.
 const OVERFLOW_REASON: &str = "event queue overflowed";
 /// Reason carried by the `ResyncEvent` a default queue holds while its session reads only `/events`.
@@ -127,6 +128,8 @@ struct Staged {
     epoch: u64,
     targets: Vec<SessionHandle>,
     event: Arc<EncodedEvent>,
+    /// The event's type, for the explicit queues that take only some (`EventQueue::types`).
+    kind: EventTypes,
     /// Skips default queues: the legacy `/poll` never carries the event (`Event::explicit_only`).
     explicit_only: bool,
 }
@@ -238,11 +241,12 @@ impl Hub {
         self.lock().sessions.contains_key(&s)
     }
 
-    /// Opens an explicit queue: `(queue id, last_event_id)`, or `None` for an unknown session.
+    /// Opens an explicit queue taking the event types `types`: `(queue id, last_event_id)`, or
+    /// `None` for an unknown session.
     ///
     /// A session at `queues_per_session` first loses its least recently polled explicit queue:
     /// its events are freed, a poll parked on it returns `BadQueue`, and so do later polls.
-    pub fn open_queue(&self, s: SessionHandle) -> Option<(String, u64)> {
+    pub fn open_queue(&self, s: SessionHandle, types: EventTypes) -> Option<(String, u64)> {
         let id = new_queue_id()?;
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -257,6 +261,7 @@ impl Hub {
             );
         }
         let mut queue = EventQueue::new(1, Instant::now(), inner.next_seq);
+        queue.types = types;
         // Never polled yet: it ranks by when it was opened.
         queue.last_polled = stamp;
         let last_event_id = queue.next_id - 1;
@@ -284,6 +289,7 @@ impl Hub {
             epoch,
             targets,
             event: Arc::new(event.encode()),
+            kind: EventTypes::of_kind(event.kind()),
             explicit_only: event.explicit_only(),
         };
         let mut inner = self.lock();
@@ -391,14 +397,12 @@ impl Hub {
         .await
     }
 
-    /// Sessions with a poll parked right now; they count as active.
-    pub fn parked_sessions(&self) -> HashSet<SessionHandle> {
+    /// Whether the session has a poll parked right now; it counts as active.
+    pub fn is_parked(&self, s: SessionHandle) -> bool {
         self.lock()
             .sessions
-            .iter()
-            .filter(|(_, queues)| queues.iter().any(|queue| queue.parked.is_some()))
-            .map(|(s, _)| *s)
-            .collect()
+            .get(&s)
+            .is_some_and(|queues| queues.iter().any(|queue| queue.parked.is_some()))
     }
 
     /// Deletes explicit queues not polled for `idle` and without a parked poll; returns how many.
@@ -635,7 +639,7 @@ impl Inner {
                 }
             }
             for queue in queues.explicit.values_mut() {
-                if queue.opened > staged.seq {
+                if queue.opened > staged.seq || !queue.types.admits(staged.kind) {
                     continue;
                 }
                 let outcome = queue.push(&staged.event, capacity, None);

@@ -2,7 +2,7 @@
 //! acknowledgement and wake-up.
 
 use super::{Delivered, Hub, QueueKey, SessionHandle};
-use crate::events::EncodedEvent;
+use crate::events::{EncodedEvent, EventTypes};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +23,8 @@ pub(super) struct EventQueue {
     /// The hub's staging sequence when the queue opened: events staged before are not its,
     /// even if they become durable later.
     pub(super) opened: u64,
+    /// The event types it takes; others never enter it, take its space or wake its poll.
+    pub(super) types: EventTypes,
     /// Unacknowledged events, oldest first; their ids run up to `next_id - 1` without gaps, so
     /// only the shared event is stored (8 bytes a queue entry).
     pub(super) events: VecDeque<Arc<EncodedEvent>>,
@@ -95,6 +97,7 @@ impl EventQueue {
         EventQueue {
             next_id,
             opened,
+            types: EventTypes::ALL,
             events: VecDeque::new(),
             lost: false,
             warned: false,

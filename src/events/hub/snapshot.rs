@@ -4,8 +4,9 @@
 
 use super::queue::{EventQueue, SessionQueues};
 use super::snapshot_v1::SnapshotV1;
+use super::snapshot_v2::SnapshotV2;
 use super::{Hub, Inner, SNAPSHOT_VERSION, SessionHandle};
-use crate::events::EncodedEvent;
+use crate::events::{EncodedEvent, EventTypes};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
@@ -133,11 +134,15 @@ impl EventQueue {
             next_id: self.next_id,
             lost: self.lost,
             events: self.events.iter().map(|e| events.index_of(e)).collect(),
+            event_types: self
+                .types
+                .names()
+                .map(|names| names.into_iter().map(str::to_owned).collect()),
         }
     }
 }
 
-/// Version 2 of the snapshot.
+/// Version 3 of the snapshot: version 2 plus each queue's event types.
 #[derive(Serialize, Deserialize)]
 pub(super) struct Snapshot {
     /// `(type, payload JSON)` of every event some queue holds, once each.
@@ -161,6 +166,8 @@ pub(super) struct QueueSnapshot {
     /// Held events, oldest first, as indexes into `Snapshot::events`; their ids run without gaps
     /// up to `next_id - 1`.
     pub(super) events: Vec<u64>,
+    /// The event types the queue takes (`event_types` when opened); `None`: every type.
+    pub(super) event_types: Option<Vec<String>>,
 }
 
 pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
@@ -169,6 +176,7 @@ pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
         .ok_or_else(|| "empty event queue snapshot".to_owned())?;
     match *version {
         SNAPSHOT_VERSION => decode_body::<Snapshot>(body),
+        2 => Ok(decode_body::<SnapshotV2>(body)?.upgrade()),
         1 => decode_body::<SnapshotV1>(body)?.upgrade(),
         _ => Err(format!("unknown event queue snapshot version {version}")),
     }
@@ -264,6 +272,10 @@ impl QueueSnapshot {
         }
         // Restored before anything is staged: every later event is the queue's.
         let mut queue = EventQueue::new(self.next_id, now, 0);
+        if let Some(names) = &self.event_types {
+            queue.types = EventTypes::from_names(names.iter().map(String::as_str))
+                .map_err(|name| format!("bad event queue snapshot: unknown event type {name}"))?;
+        }
         queue.lost = self.lost;
         queue.warned = self.lost;
         for index in self.events {

@@ -1,5 +1,5 @@
 //! Version 1 of the queue snapshot, as natter wrote it before events were stored once: read at an
-//! upgrade and turned into version 2. It did not record whether a default queue was ever polled;
+//! upgrade and turned into the current version. It did not record whether a default queue was ever polled;
 //! every one counts as polled, so nothing it holds is dropped.
 
 use super::SessionHandle;
@@ -84,6 +84,7 @@ impl QueueSnapshotV1 {
             next_id: self.next_id,
             lost: self.lost,
             events,
+            event_types: None,
         })
     }
 }

@@ -1,12 +1,13 @@
 //! The hub's tests: staging and release, queues, polls, the per-session cap, snapshots.
 
-use super::snapshot::{QueueSnapshot, SessionSnapshot, Snapshot};
+use super::snapshot::{QueueSnapshot, SessionSnapshot, Snapshot, decode_snapshot};
 use super::snapshot_v1::{QueueSnapshotV1, SessionSnapshotV1, SnapshotV1};
 use super::*;
 use crate::model::Message;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+const ALL: EventTypes = EventTypes::ALL;
 const SHORT: Duration = Duration::from_millis(100);
 const LONG: Duration = Duration::from_secs(5);
 
@@ -74,7 +75,7 @@ async fn reads_its_default_queue(hub: &Hub, s: SessionHandle) {
 }
 
 async fn wait_until_parked(hub: &Hub, s: SessionHandle) {
-    while !hub.parked_sessions().contains(&s) {
+    while !hub.is_parked(s) {
         tokio::task::yield_now().await;
     }
 }
@@ -88,7 +89,7 @@ async fn wait_until_parked_count(hub: &Hub, parked: usize) {
 #[tokio::test]
 async fn staged_events_stay_invisible_until_released() {
     let hub = hub_with(100, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     hub.stage(5, [1], &message(1));
     hub.release(4);
     assert!(pending(&hub, 1, &queue).await.is_empty());
@@ -105,7 +106,7 @@ async fn a_queue_opened_after_an_event_was_staged_never_gets_it() {
     let hub = hub_with(100, [1]);
     reads_its_default_queue(&hub, 1).await;
     hub.stage(5, [1], &message(1));
-    let (late, _) = hub.open_queue(1).unwrap();
+    let (late, _) = hub.open_queue(1, ALL).unwrap();
     hub.release(5);
     assert!(pending(&hub, 1, &late).await.is_empty());
     // The default queue was there before: it has the event.
@@ -136,7 +137,7 @@ async fn release_keeps_staging_order_across_many_sessions() {
     let hub = hub_with(1000, sessions.iter().copied());
     let mut queues = Vec::new();
     for &s in &sessions {
-        queues.push((s, hub.open_queue(s).unwrap().0));
+        queues.push((s, hub.open_queue(s, ALL).unwrap().0));
     }
     // Several events per epoch, and each session gets a different subset.
     let mut expected: HashMap<SessionHandle, Vec<u64>> = HashMap::new();
@@ -162,7 +163,7 @@ async fn release_keeps_staging_order_across_many_sessions() {
 #[tokio::test]
 async fn release_stops_at_the_first_event_not_yet_durable() {
     let hub = hub_with(100, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     hub.stage(1, [1], &message(1));
     hub.stage(3, [1], &message(2));
     hub.stage(2, [1], &message(3));
@@ -175,7 +176,7 @@ async fn release_stops_at_the_first_event_not_yet_durable() {
 #[tokio::test]
 async fn events_of_writes_lost_in_a_storage_failure_are_never_delivered() {
     let hub = hub_with(100, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     hub.stage(1, [1], &message(1));
     hub.release(1);
     // Epochs 2 and 3 were committed in memory, then the disk failed before they were flushed.
@@ -191,7 +192,7 @@ async fn events_of_writes_lost_in_a_storage_failure_are_never_delivered() {
 #[tokio::test]
 async fn event_staged_after_its_epoch_is_durable_is_delivered_at_once() {
     let hub = hub_with(100, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     hub.release(7);
     hub.stage(6, [1], &message(1));
     assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1]);
@@ -201,7 +202,7 @@ async fn event_staged_after_its_epoch_is_durable_is_delivered_at_once() {
 async fn unknown_and_duplicate_targets_are_handled() {
     let hub = hub_with(100, [1]);
     reads_its_default_queue(&hub, 1).await;
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     publish(&hub, &[1, 99, 1], 1);
     assert_eq!(message_ids(&pending(&hub, 1, &queue).await), [1]);
     assert_eq!(hub.stats().delivered, 2);
@@ -250,7 +251,7 @@ async fn default_poll_with_ack_resends_until_acknowledged() {
 #[tokio::test]
 async fn explicit_queue_returns_batches_of_at_most_100_until_acknowledged() {
     let hub = hub_with(1000, [1]);
-    let (queue, last) = hub.open_queue(1).unwrap();
+    let (queue, last) = hub.open_queue(1, ALL).unwrap();
     assert_eq!(last, 0);
     for id in 1..=150 {
         publish(&hub, &[1], id);
@@ -274,8 +275,8 @@ async fn explicit_queue_returns_batches_of_at_most_100_until_acknowledged() {
 async fn every_queue_of_a_session_gets_every_event() {
     let hub = hub_with(100, [1]);
     reads_its_default_queue(&hub, 1).await;
-    let (a, _) = hub.open_queue(1).unwrap();
-    let (b, _) = hub.open_queue(1).unwrap();
+    let (a, _) = hub.open_queue(1, ALL).unwrap();
+    let (b, _) = hub.open_queue(1, ALL).unwrap();
     assert_ne!(a, b);
     publish(&hub, &[1], 1);
     publish(&hub, &[1], 2);
@@ -294,20 +295,20 @@ async fn every_queue_of_a_session_gets_every_event() {
 #[tokio::test]
 async fn parked_poll_wakes_when_an_event_is_released() {
     let hub = hub_with(100, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     let started = Instant::now();
     let poll = tokio::spawn({
         let hub = Arc::clone(&hub);
         async move { hub.poll_queue(1, &queue, 0, LONG).await }
     });
     wait_until_parked(&hub, 1).await;
-    assert_eq!(hub.parked_sessions(), HashSet::from([1]));
+    assert!(hub.is_parked(1));
     hub.stage(1, [1], &message(7));
     hub.release(1);
     let batch = poll.await.unwrap().unwrap();
     assert_eq!(message_ids(&batch), [7]);
     assert!(started.elapsed() < LONG / 5);
-    assert!(hub.parked_sessions().is_empty());
+    assert!(!hub.is_parked(1));
 }
 
 #[tokio::test]
@@ -328,7 +329,7 @@ async fn parked_default_poll_wakes_when_an_event_is_released() {
 #[tokio::test]
 async fn poll_times_out_empty() {
     let hub = hub_with(100, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     let started = Instant::now();
     assert!(
         hub.poll_queue(1, &queue, 0, SHORT)
@@ -341,13 +342,13 @@ async fn poll_times_out_empty() {
         PollReply::Empty
     ));
     assert!(started.elapsed() >= 2 * SHORT);
-    assert!(hub.parked_sessions().is_empty());
+    assert!(!hub.is_parked(1));
 }
 
 #[tokio::test]
 async fn newest_parked_poll_wins() {
     let hub = hub_with(100, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     let spawn_poll = |hub: &Arc<Hub>| {
         let (hub, queue) = (Arc::clone(hub), queue.clone());
         tokio::spawn(async move { hub.poll_queue(1, &queue, 0, LONG).await })
@@ -367,7 +368,7 @@ async fn newest_parked_poll_wins() {
 async fn overflowed_explicit_queue_is_bad_and_deleted() {
     let hub = hub_with(3, [1]);
     reads_its_default_queue(&hub, 1).await;
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     for id in 1..=3 {
         publish(&hub, &[1], id);
     }
@@ -389,7 +390,7 @@ async fn overflowed_explicit_queue_is_bad_and_deleted() {
 #[tokio::test]
 async fn acknowledged_events_do_not_count_towards_capacity() {
     let hub = hub_with(3, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     for id in 1..=3 {
         publish(&hub, &[1], id);
     }
@@ -430,7 +431,7 @@ async fn overflowed_default_queue_resyncs_then_carries_on() {
 #[tokio::test]
 async fn another_sessions_queue_id_is_bad() {
     let hub = hub_with(100, [1, 2]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     assert_eq!(
         hub.poll_queue(2, &queue, 0, SHORT).await.unwrap_err(),
         BadQueue
@@ -441,7 +442,7 @@ async fn another_sessions_queue_id_is_bad() {
             .unwrap_err(),
         BadQueue
     );
-    assert!(hub.open_queue(3).is_none());
+    assert!(hub.open_queue(3, ALL).is_none());
     assert!(matches!(
         hub.poll_default(3, None, LONG).await,
         PollReply::Empty
@@ -451,8 +452,8 @@ async fn another_sessions_queue_id_is_bad() {
 #[tokio::test]
 async fn queue_ids_are_random_base64url() {
     let hub = hub_with(100, [1]);
-    let (a, _) = hub.open_queue(1).unwrap();
-    let (b, _) = hub.open_queue(1).unwrap();
+    let (a, _) = hub.open_queue(1, ALL).unwrap();
+    let (b, _) = hub.open_queue(1, ALL).unwrap();
     assert_ne!(a, b);
     assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 16);
 }
@@ -460,7 +461,7 @@ async fn queue_ids_are_random_base64url() {
 #[tokio::test]
 async fn closing_a_session_wakes_its_parked_polls() {
     let hub = hub_with(100, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     let started = Instant::now();
     let explicit = tokio::spawn({
         let (hub, queue) = (Arc::clone(&hub), queue.clone());
@@ -486,7 +487,7 @@ async fn closing_a_session_wakes_its_parked_polls() {
 #[tokio::test]
 async fn shutdown_wakes_parked_polls_and_later_polls_return_at_once() {
     let hub = hub_with(100, [1, 2]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     let started = Instant::now();
     let explicit = tokio::spawn({
         let (hub, queue) = (Arc::clone(&hub), queue.clone());
@@ -511,8 +512,8 @@ async fn shutdown_wakes_parked_polls_and_later_polls_return_at_once() {
 #[tokio::test]
 async fn idle_expiry_spares_default_queues_and_parked_polls() {
     let hub = hub_with(100, [1]);
-    let (idle, _) = hub.open_queue(1).unwrap();
-    let (busy, _) = hub.open_queue(1).unwrap();
+    let (idle, _) = hub.open_queue(1, ALL).unwrap();
+    let (busy, _) = hub.open_queue(1, ALL).unwrap();
     assert_eq!(hub.expire_idle_queues(Duration::from_secs(60)), 0);
     let poll = tokio::spawn({
         let (hub, busy) = (Arc::clone(&hub), busy.clone());
@@ -540,7 +541,7 @@ async fn cancelled_poll_is_no_longer_parked() {
     wait_until_parked(&hub, 1).await;
     poll.abort();
     assert!(poll.await.unwrap_err().is_cancelled());
-    assert!(hub.parked_sessions().is_empty());
+    assert!(!hub.is_parked(1));
     // The wake-up target is gone, so delivery still just queues.
     publish(&hub, &[1], 1);
     assert!(matches!(
@@ -553,7 +554,7 @@ async fn cancelled_poll_is_no_longer_parked() {
 async fn snapshot_restores_ids_and_undelivered_events_for_kept_sessions() {
     let hub = hub_with(100, [1, 2, 3]);
     reads_its_default_queue(&hub, 1).await;
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     for id in 1..=3 {
         publish(&hub, &[1, 2, 3], id);
     }
@@ -596,7 +597,7 @@ async fn snapshot_restores_ids_and_undelivered_events_for_kept_sessions() {
 #[tokio::test]
 async fn snapshot_keeps_lost_explicit_queues_lost() {
     let hub = hub_with(1, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     publish(&hub, &[1], 1);
     publish(&hub, &[1], 2);
     let restored = Hub::new(limits(1));
@@ -610,7 +611,7 @@ async fn snapshot_keeps_lost_explicit_queues_lost() {
 #[test]
 fn bad_snapshots_are_errors() {
     let hub = hub_with(100, [1]);
-    hub.open_queue(1).unwrap();
+    hub.open_queue(1, ALL).unwrap();
     publish(&hub, &[1], 1);
     let bytes = hub.snapshot();
     let fresh = Hub::new(limits(100));
@@ -683,6 +684,7 @@ fn snapshot_with_more_events_than_ids_or_a_missing_event_is_an_error() {
                 next_id,
                 lost: false,
                 events,
+                event_types: None,
             },
             explicit: Vec::new(),
         }],
@@ -705,7 +707,7 @@ async fn a_snapshot_stores_each_event_once_however_many_queues_hold_it() {
     let hub = hub_with(1000, sessions.iter().copied());
     for s in &sessions {
         reads_its_default_queue(&hub, *s).await;
-        hub.open_queue(*s).unwrap();
+        hub.open_queue(*s, ALL).unwrap();
     }
     let text = "x".repeat(500);
     for id in 1..=200 {
@@ -746,7 +748,7 @@ async fn stats_count_sessions_queues_and_deliveries() {
     let hub = hub_with(100, [1, 2]);
     reads_its_default_queue(&hub, 1).await;
     hub.open_session(1);
-    hub.open_queue(1).unwrap();
+    hub.open_queue(1, ALL).unwrap();
     publish(&hub, &[1, 2], 1);
     assert_eq!(
         hub.stats(),
@@ -791,23 +793,23 @@ async fn alive(hub: &Hub, s: SessionHandle, queues: &[&str]) -> Vec<bool> {
 #[tokio::test]
 async fn opening_one_queue_too_many_drops_the_least_recently_polled() {
     let hub = capped_hub(100, 3, [1, 2]);
-    let (a, _) = hub.open_queue(1).unwrap();
-    let (b, _) = hub.open_queue(1).unwrap();
-    let (c, _) = hub.open_queue(1).unwrap();
+    let (a, _) = hub.open_queue(1, ALL).unwrap();
+    let (b, _) = hub.open_queue(1, ALL).unwrap();
+    let (c, _) = hub.open_queue(1, ALL).unwrap();
     // Another session's queues neither count nor get dropped.
-    let (other, _) = hub.open_queue(2).unwrap();
+    let (other, _) = hub.open_queue(2, ALL).unwrap();
     publish(&hub, &[1], 1);
     // Polled order: b (never, so when opened), a, c.
     assert_eq!(message_ids(&pending(&hub, 1, &a).await), [1]);
     assert_eq!(message_ids(&pending(&hub, 1, &c).await), [1]);
-    let (d, _) = hub.open_queue(1).unwrap();
+    let (d, _) = hub.open_queue(1, ALL).unwrap();
     assert_eq!(hub.stats().explicit_queues, 4);
     assert_eq!(hub.stats().evicted, 1);
     assert_eq!(hub.poll_queue(1, &b, 0, SHORT).await.unwrap_err(), BadQueue);
     assert_eq!(message_ids(&pending(&hub, 1, &a).await), [1]);
     assert!(pending(&hub, 1, &d).await.is_empty());
     // Now c is the one polled longest ago.
-    let (e, _) = hub.open_queue(1).unwrap();
+    let (e, _) = hub.open_queue(1, ALL).unwrap();
     assert_eq!(
         alive(&hub, 1, &[&a, &b, &c, &d, &e]).await,
         [true, false, false, true, true]
@@ -824,7 +826,7 @@ async fn the_default_queue_is_never_dropped_for_the_cap() {
     let hub = capped_hub(100, 1, [1]);
     publish(&hub, &[1], 1);
     for _ in 0..5 {
-        hub.open_queue(1).unwrap();
+        hub.open_queue(1, ALL).unwrap();
     }
     assert_eq!(hub.stats().queues, 2);
     assert_eq!(hub.stats().evicted, 4);
@@ -837,14 +839,14 @@ async fn the_default_queue_is_never_dropped_for_the_cap() {
 #[tokio::test]
 async fn a_poll_parked_on_a_dropped_queue_returns_bad_queue() {
     let hub = capped_hub(100, 1, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     let started = Instant::now();
     let poll = tokio::spawn({
         let (hub, queue) = (Arc::clone(&hub), queue.clone());
         async move { hub.poll_queue(1, &queue, 0, LONG).await }
     });
     wait_until_parked(&hub, 1).await;
-    let (newer, _) = hub.open_queue(1).unwrap();
+    let (newer, _) = hub.open_queue(1, ALL).unwrap();
     assert_eq!(poll.await.unwrap().unwrap_err(), BadQueue);
     assert!(started.elapsed() < LONG / 5);
     assert_eq!(hub.stats().parked, 0);
@@ -864,9 +866,9 @@ fn has_queue(hub: &Hub, s: SessionHandle, queue: &str) -> bool {
 #[tokio::test]
 async fn lost_queues_go_first_and_queues_with_a_parked_poll_last() {
     let hub = capped_hub(2, 3, [1]);
-    let (parked, _) = hub.open_queue(1).unwrap();
-    let (idle, _) = hub.open_queue(1).unwrap();
-    let (lost, _) = hub.open_queue(1).unwrap();
+    let (parked, _) = hub.open_queue(1, ALL).unwrap();
+    let (idle, _) = hub.open_queue(1, ALL).unwrap();
+    let (lost, _) = hub.open_queue(1, ALL).unwrap();
     publish(&hub, &[1], 1);
     publish(&hub, &[1], 2);
     // `parked` and `idle` acknowledge both; `lost` is polled last but keeps them, then overflows.
@@ -882,14 +884,14 @@ async fn lost_queues_go_first_and_queues_with_a_parked_poll_last() {
     });
     wait_until_parked_count(&hub, 1).await;
     // Polled longest ago: idle, lost, parked. The lost one goes all the same.
-    let (newer, _) = hub.open_queue(1).unwrap();
+    let (newer, _) = hub.open_queue(1, ALL).unwrap();
     assert!(!has_queue(&hub, 1, &lost));
     assert!(has_queue(&hub, 1, &idle));
     // Next the idle one, then `newer`: the parked poll began before `newer` was opened, but
     // a queue with a parked poll is being polled right now.
-    hub.open_queue(1).unwrap();
+    hub.open_queue(1, ALL).unwrap();
     assert!(!has_queue(&hub, 1, &idle));
-    hub.open_queue(1).unwrap();
+    hub.open_queue(1, ALL).unwrap();
     assert!(!has_queue(&hub, 1, &newer));
     assert!(has_queue(&hub, 1, &parked));
     assert_eq!((hub.stats().parked, hub.stats().evicted), (1, 3));
@@ -901,7 +903,7 @@ async fn lost_queues_go_first_and_queues_with_a_parked_poll_last() {
 async fn an_overflowed_queue_frees_its_buffer() {
     let hub = hub_with(100, [1]);
     reads_its_default_queue(&hub, 1).await;
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     for id in 1..=100 {
         publish(&hub, &[1], id);
     }
@@ -924,11 +926,11 @@ async fn an_overflowed_queue_frees_its_buffer() {
 async fn dropped_and_expired_queues_release_their_events() {
     let hub = capped_hub(100, 1, [1]);
     reads_its_default_queue(&hub, 1).await;
-    let (first, _) = hub.open_queue(1).unwrap();
+    let (first, _) = hub.open_queue(1, ALL).unwrap();
     publish(&hub, &[1], 1);
     let held = pending(&hub, 1, &first).await.remove(0);
     assert_eq!(Arc::strong_count(&held.event), 3);
-    let (second, _) = hub.open_queue(1).unwrap();
+    let (second, _) = hub.open_queue(1, ALL).unwrap();
     assert_eq!(Arc::strong_count(&held.event), 2, "dropped for the cap");
     publish(&hub, &[1], 2);
     let held = pending(&hub, 1, &second).await.remove(0);
@@ -943,7 +945,7 @@ async fn restore_under_a_lower_cap_keeps_the_most_recently_polled_queues() {
     let hub = capped_hub(100, 4, [1]);
     let mut queues = Vec::new();
     for _ in 0..4 {
-        queues.push(hub.open_queue(1).unwrap().0);
+        queues.push(hub.open_queue(1, ALL).unwrap().0);
     }
     let [a, b, c, d] = [&queues[0], &queues[1], &queues[2], &queues[3]];
     publish(&hub, &[1], 1);
@@ -963,7 +965,7 @@ async fn restore_under_a_lower_cap_keeps_the_most_recently_polled_queues() {
     );
     assert_eq!(message_ids(&pending(&restored, 1, a).await), [1]);
     // The order survives the restart: c was polled before a.
-    let (e, _) = restored.open_queue(1).unwrap();
+    let (e, _) = restored.open_queue(1, ALL).unwrap();
     assert_eq!(alive(&restored, 1, &[a, c, &e]).await, [true, false, true]);
 
     // Under the same cap every queue comes back.
@@ -982,7 +984,7 @@ async fn restore_under_a_lower_cap_keeps_the_most_recently_polled_queues() {
 async fn consumer_racing_a_producer_gets_every_event_in_order() {
     const COUNT: u64 = 2000;
     let hub = hub_with(COUNT as usize, [1]);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     let started = Instant::now();
     let consumer = tokio::spawn({
         let hub = Arc::clone(&hub);
@@ -1020,7 +1022,7 @@ fn polls_can_run_on_a_multi_threaded_server() {
 async fn explicit_only_events_skip_the_default_queue() {
     let hub = hub_with(10, [1]);
     reads_its_default_queue(&hub, 1).await;
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     publish(&hub, &[1], 1);
     let deleted = Event::MessageDeleted(crate::events::MessageDeletedEvent {
         chat: "general".into(),
@@ -1049,7 +1051,7 @@ async fn explicit_only_events_skip_the_default_queue() {
 fn batching_hub(delay: Duration) -> (Arc<Hub>, String) {
     let hub = Arc::new(Hub::new(limits(100)).with_batch_delay(delay));
     hub.open_session(1);
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     (hub, queue)
 }
 
@@ -1100,7 +1102,7 @@ async fn a_default_queue_nobody_polls_holds_one_resync_while_explicit_queues_are
     // Before the tab opens its queue the default queue keeps what arrives (a `/poll` may come).
     publish(&hub, &[1], 1);
     let early = hub.lock().sessions[&1].default.front().unwrap().event;
-    let (queue, _) = hub.open_queue(1).unwrap();
+    let (queue, _) = hub.open_queue(1, ALL).unwrap();
     for id in 2..=60 {
         publish(&hub, &[1], id);
     }
@@ -1141,8 +1143,8 @@ async fn a_session_without_explicit_queues_keeps_every_event_for_its_first_poll(
 #[tokio::test]
 async fn a_snapshot_keeps_whether_the_default_queue_was_ever_polled() {
     let hub = hub_with(100, [1, 2]);
-    hub.open_queue(1).unwrap();
-    hub.open_queue(2).unwrap();
+    hub.open_queue(1, ALL).unwrap();
+    hub.open_queue(2, ALL).unwrap();
     reads_its_default_queue(&hub, 2).await;
     let restored = Hub::new(limits(100));
     assert_eq!(restored.restore(&hub.snapshot(), |_| true), Ok(4));
@@ -1201,4 +1203,147 @@ fn snapshot_of_full_queues_size_and_time() {
         started.elapsed()
     );
     assert_eq!(restored.stats().buffered, (sessions * events) as usize);
+}
+
+/// A `LoginEvent` for `user`.
+fn login(user: &str) -> Event {
+    Event::Login(crate::events::PresenceEvent {
+        user: user.into(),
+        chat: String::new(),
+        time: 0,
+    })
+}
+
+fn only(names: &[&str]) -> EventTypes {
+    EventTypes::from_names(names.iter().copied()).unwrap()
+}
+
+#[tokio::test]
+async fn a_queue_gets_only_the_event_types_it_asked_for() {
+    let hub = hub_with(100, [1]);
+    reads_its_default_queue(&hub, 1).await;
+    let (messages, _) = hub.open_queue(1, only(&["MessageEvent"])).unwrap();
+    let (everything, _) = hub.open_queue(1, ALL).unwrap();
+    hub.stage(0, [1], &login("ann"));
+    hub.stage(0, [1], &message(1));
+    hub.release(0);
+    let batch = pending(&hub, 1, &messages).await;
+    assert_eq!(message_ids(&batch), [1]);
+    // Ids count what the queue holds: the filtered event took no id either.
+    assert_eq!(queue_ids(&batch), [1]);
+    let kinds: Vec<String> = pending(&hub, 1, &everything)
+        .await
+        .iter()
+        .map(|d| d.event.kind.clone())
+        .collect();
+    assert_eq!(kinds, ["LoginEvent", "MessageEvent"]);
+    // The default queue (the legacy `/poll`) keeps every type.
+    let PollReply::Event(first) = hub.poll_default(1, None, Duration::ZERO).await else {
+        panic!("the default queue holds the login");
+    };
+    assert_eq!(first.event.kind, "LoginEvent");
+}
+
+#[tokio::test]
+async fn a_filtered_event_neither_wakes_a_poll_nor_takes_queue_space() {
+    let hub = hub_with(2, [1]);
+    let (queue, _) = hub.open_queue(1, only(&["MessageEvent"])).unwrap();
+    let poll = tokio::spawn({
+        let hub = Arc::clone(&hub);
+        let queue = queue.clone();
+        async move { hub.poll_queue(1, &queue, 0, LONG).await }
+    });
+    wait_until_parked(&hub, 1).await;
+    for _ in 0..10 {
+        hub.stage(0, [1], &login("ann"));
+    }
+    hub.release(0);
+    tokio::time::sleep(SHORT).await;
+    assert!(
+        !poll.is_finished(),
+        "a login woke a queue that does not take logins"
+    );
+    publish(&hub, &[1], 7);
+    let batch = poll.await.unwrap().unwrap();
+    assert_eq!(message_ids(&batch), [7]);
+    assert_eq!(hub.stats().overflowed, 0);
+}
+
+#[tokio::test]
+async fn a_filtered_queue_still_gets_its_resync_and_keeps_its_types_across_a_snapshot() {
+    let hub = hub_with(100, [1]);
+    let (queue, _) = hub.open_queue(1, only(&["MessageEvent"])).unwrap();
+    let resync = Event::Resync(ResyncEvent {
+        reason: "test".into(),
+    });
+    hub.stage(0, [1], &resync);
+    hub.release(0);
+    assert_eq!(pending(&hub, 1, &queue).await[0].event.kind, "ResyncEvent");
+    let restored = Hub::new(limits(100));
+    assert_eq!(restored.restore(&hub.snapshot(), |_| true), Ok(2));
+    restored.stage(0, [1], &login("ann"));
+    restored.stage(0, [1], &message(2));
+    restored.release(0);
+    let kinds: Vec<String> = pending(&restored, 1, &queue)
+        .await
+        .iter()
+        .map(|d| d.event.kind.clone())
+        .collect();
+    assert_eq!(kinds, ["ResyncEvent", "MessageEvent"]);
+}
+
+#[test]
+fn event_type_names_are_checked_and_resync_is_always_taken() {
+    assert_eq!(
+        EventTypes::from_names(["MessageEvent", "Typo"]),
+        Err("Typo".to_owned())
+    );
+    let none = only(&[]);
+    assert!(none.admits(EventTypes::of_kind("ResyncEvent")));
+    assert!(!none.admits(EventTypes::of_kind("MessageEvent")));
+    assert_eq!(none.names(), Some(vec!["ResyncEvent"]));
+    assert_eq!(ALL.names(), None);
+    // Every event the hub can carry has a name a client can ask for.
+    let events = [
+        login("a"),
+        message(1),
+        Event::Resync(ResyncEvent { reason: "r".into() }),
+        Event::MessageDeleted(crate::events::MessageDeletedEvent {
+            chat: "c".into(),
+            id: 1,
+        }),
+    ];
+    for event in events {
+        assert!(crate::events::EVENT_TYPE_NAMES.contains(&event.kind()));
+        assert!(only(&[event.kind()]).admits(EventTypes::of_kind(event.kind())));
+    }
+}
+
+#[test]
+fn a_version_2_snapshot_restores_queues_that_take_every_type() {
+    use super::snapshot_v2::{QueueSnapshotV2, SessionSnapshotV2, SnapshotV2};
+    let v2 = SnapshotV2 {
+        events: vec![("MessageEvent".into(), "{}".into())],
+        sessions: vec![SessionSnapshotV2 {
+            session: 1,
+            default_polled: true,
+            default: QueueSnapshotV2 {
+                next_id: 2,
+                lost: false,
+                events: vec![0],
+            },
+            explicit: vec![(
+                "q".into(),
+                QueueSnapshotV2 {
+                    next_id: 1,
+                    lost: false,
+                    events: vec![],
+                },
+            )],
+        }],
+    };
+    let hub = Hub::new(limits(100));
+    assert_eq!(hub.restore(&snapshot_bytes(2, &v2), |_| true), Ok(2));
+    let snapshot = decode_snapshot(&hub.snapshot()).unwrap();
+    assert!(snapshot.sessions[0].explicit[0].1.event_types.is_none());
 }

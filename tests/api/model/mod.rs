@@ -2,7 +2,8 @@
 //! session login, logout, join, leave, post, sweep, create and remove chat, restart) run
 //! against a real server, and every answer, every client's event stream and every
 //! getChats/getUsers/getLastMessages compared with a small in-memory model of docs/api.md
-//! and docs/design.md.
+//! and docs/design.md, under either `presence_scope`, with queues taking every event type or
+//! all but presence.
 
 mod ops;
 mod reference;
@@ -40,10 +41,12 @@ fn random_operations_by_several_clients_match_the_model() {
     });
     // A RefCell, not a Mutex: a case that panics must not poison the count for the next.
     let tally = std::cell::RefCell::new(world::Tally::default());
-    let outcome = runner.run(&ops::sequence(MAX_OPS), |ops| {
+    // Each case runs under one `presence_scope`, chosen at random.
+    let strategy = (proptest::bool::ANY, ops::sequence(MAX_OPS));
+    let outcome = runner.run(&strategy, |(shared_chats, ops)| {
         let mut tally = tally.borrow_mut();
         runtime
-            .block_on(world::run(&template, &ops, &mut tally))
+            .block_on(world::run(&template, shared_chats, &ops, &mut tally))
             .map_err(TestCaseError::fail)
     });
     if let Err(failure) = outcome {

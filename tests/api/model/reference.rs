@@ -89,6 +89,8 @@ pub struct Limits {
     pub sessions_per_user: usize,
     /// `chats`: ensured at every start.
     pub config_chats: &'static [&'static str],
+    /// `presence_scope = "shared_chats"`: sign-ins and sign-outs reach only users who share a chat.
+    pub shared_chats: bool,
 }
 
 /// Events one change sends: (session, event), in order.
@@ -170,10 +172,22 @@ impl Reference {
             .collect()
     }
 
-    fn everyone_except(&self, key: &str) -> Vec<usize> {
+    /// Who hears that `key` came online or went offline (`presence_scope`): everyone online, or
+    /// the sessions of users sharing a chat with them and their own.
+    fn presence_audience(&self, key: &str) -> Vec<usize> {
+        if !self.limits.shared_chats {
+            return self.everyone();
+        }
         self.everyone()
             .into_iter()
-            .filter(|&s| self.sessions[s].key != key)
+            .filter(|&s| {
+                let other = &self.sessions[s].key;
+                other == key
+                    || self
+                        .chats
+                        .iter()
+                        .any(|c| c.members.contains(key) && c.members.contains(other))
+            })
             .collect()
     }
 
@@ -284,8 +298,9 @@ impl Reference {
             json!({ "user": name, "chat": "", "Time": null }),
         );
         let mut outbox: Outbox = self
-            .everyone_except(key)
+            .presence_audience(key)
             .into_iter()
+            .filter(|&s| self.sessions[s].key != key)
             .map(|s| (s, logout.clone()))
             .collect();
         for chat in self.chats_by_name() {
@@ -329,7 +344,10 @@ impl Reference {
             return error(409, "user is already logged in");
         }
         let s = self.open_session(name, true, Status::default());
-        self.send(&self.everyone(), &Self::login_event(name));
+        self.send(
+            &self.presence_audience(&key(name)),
+            &Self::login_event(name),
+        );
         self.clients[client] = Some(s);
         ok(user_with_status(name, Status::default()))
     }
@@ -360,7 +378,7 @@ impl Reference {
         let was_online = self.user_online(&user_key);
         let s = self.open_session(name, false, status);
         if !was_online {
-            self.send(&self.everyone(), &Self::login_event(name));
+            self.send(&self.presence_audience(&user_key), &Self::login_event(name));
         }
         self.clients[client] = Some(s);
         ok(user_with_status(name, status))
@@ -380,7 +398,8 @@ impl Reference {
             session.lives += 1;
             if !was_online {
                 let login = Self::login_event(&self.sessions[s].user);
-                self.send(&self.everyone(), &login);
+                let audience = self.presence_audience(&self.sessions[s].key);
+                self.send(&audience, &login);
             }
         }
         let session = &self.sessions[s];
@@ -699,11 +718,30 @@ impl Reference {
         }
     }
 
-    /// What the client's queue must deliver next; it counts as read.
-    pub fn take_pending(&mut self, client: usize) -> Vec<Expected> {
-        match self.online_session(client) {
+    /// What the client's queue must deliver next; it counts as read. A queue opened without
+    /// presence (`event_types` leaving out `LoginEvent` and `LogoutEvent`) never holds those.
+    pub fn take_pending(&mut self, client: usize, with_presence: bool) -> Vec<Expected> {
+        let pending = match self.online_session(client) {
             Some(s) => std::mem::take(&mut self.sessions[s].pending),
             None => Vec::new(),
+        };
+        if with_presence {
+            return pending;
         }
+        let kept = |e: &Value| e["type"] != "LoginEvent" && e["type"] != "LogoutEvent";
+        pending
+            .into_iter()
+            .filter_map(|expected| match expected {
+                Expected::One(e) => kept(&e).then_some(Expected::One(e)),
+                Expected::AnyOrder(blocks) => Some(Expected::AnyOrder(
+                    blocks
+                        .into_iter()
+                        .map(|b| b.into_iter().filter(|e| kept(e)).collect::<Vec<_>>())
+                        .filter(|b| !b.is_empty())
+                        .collect(),
+                )),
+            })
+            .filter(|e| !matches!(e, Expected::AnyOrder(blocks) if blocks.is_empty()))
+            .collect()
     }
 }

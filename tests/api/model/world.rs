@@ -17,7 +17,18 @@ const LIMITS: Limits = Limits {
     history: 3,
     sessions_per_user: 2,
     config_chats: &["Main", "Side"],
+    shared_chats: false,
 };
+/// Queue readers ask for every event type but presence (as the web client does).
+const WITHOUT_PRESENCE: [&str; 7] = [
+    "ChatJoinEvent",
+    "SystemMessageChatJoinEvent",
+    "ChatLeaveEvent",
+    "SystemMessageChatLeaveEvent",
+    "MessageEvent",
+    "ChatCreatedEvent",
+    "ChatRemovedEvent",
+];
 const PASSWORD: &str = "password123";
 /// A guest name no operation uses: its LoginEvent closes every stream at the end.
 const MARKER: &str = "zz";
@@ -33,6 +44,8 @@ const EVENT_WAIT: Duration = Duration::from_secs(5);
 enum ReadMode {
     Poll,
     Queue,
+    /// An explicit queue opened with `event_types` that leave out `LoginEvent` and `LogoutEvent`.
+    QueueWithoutPresence,
 }
 
 struct Reader {
@@ -124,8 +137,14 @@ impl Template {
 
 /// Runs one case on a fresh server; the server is stopped whatever the outcome. What it
 /// exercised is added to `tally`.
-pub async fn run(template: &Template, ops: &[Op], tally: &mut Tally) -> Result<(), String> {
-    let mut world = World::start(template).await;
+/// With `shared_chats`, the server runs with `presence_scope = "shared_chats"`.
+pub async fn run(
+    template: &Template,
+    shared_chats: bool,
+    ops: &[Op],
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let mut world = World::start(template, shared_chats).await;
     let mut outcome = Ok(());
     for (step, op) in ops.iter().enumerate() {
         let op = op.resolve(&world.choices());
@@ -153,15 +172,20 @@ pub async fn run(template: &Template, ops: &[Op], tally: &mut Tally) -> Result<(
 
 impl World {
     /// A server on a copy of the template, and clients without cookies.
-    async fn start(template: &Template) -> World {
-        let server = TestServer::on_copy_of(&template.0.data_dir(), CONFIG).await;
+    async fn start(template: &Template, shared_chats: bool) -> World {
+        let config = if shared_chats {
+            format!("{CONFIG}\npresence_scope = \"shared_chats\"")
+        } else {
+            CONFIG.to_owned()
+        };
+        let server = TestServer::on_copy_of(&template.0.data_dir(), &config).await;
         let clients = (0..=CLIENTS).map(|_| server.client()).collect();
         let readers = (0..=CLIENTS)
             .map(|i| Reader {
-                mode: if i % 2 == 0 {
-                    ReadMode::Poll
-                } else {
-                    ReadMode::Queue
+                mode: match i % 4 {
+                    0 | 2 => ReadMode::Poll,
+                    1 => ReadMode::Queue,
+                    _ => ReadMode::QueueWithoutPresence,
                 },
                 stream: None,
                 cursor: None,
@@ -172,7 +196,13 @@ impl World {
             server,
             clients,
             readers,
-            model: Reference::new(LIMITS, CLIENTS + 1),
+            model: Reference::new(
+                Limits {
+                    shared_chats,
+                    ..LIMITS
+                },
+                CLIENTS + 1,
+            ),
             posts: 0,
             started: unix_now(),
             tally: Tally::default(),
@@ -354,7 +384,8 @@ impl World {
             if !everything && !online.contains(&c) && !watched.contains(&c) {
                 continue;
             }
-            let expected = self.model.take_pending(c);
+            let with_presence = !matches!(self.readers[c].mode, ReadMode::QueueWithoutPresence);
+            let expected = self.model.take_pending(c, with_presence);
             let n = stream::count(&expected);
             if n > 0 {
                 let events = self.read_events(c, n).await?;
@@ -383,7 +414,8 @@ impl World {
         Ok(())
     }
 
-    /// The marker's LoginEvent reaches everyone online last, so every stream must hold exactly
+    /// The marker's LoginEvent reaches everyone online last (under `presence_scope =
+    /// "everyone"`, and for readers taking presence), so every such stream must hold exactly
     /// what the model expects before it; then every read is compared.
     async fn finish(&mut self) -> Result<(), String> {
         let got = self
@@ -416,8 +448,13 @@ impl World {
             };
             self.compare(&format!("client {c} reading its old queue"), want, got)?;
         }
-        if let ReadMode::Queue = self.readers[c].mode {
-            let opened = answer(client.post("/api/loggedonly/queues", json!({})).await);
+        let body = match self.readers[c].mode {
+            ReadMode::Poll => None,
+            ReadMode::Queue => Some(json!({})),
+            ReadMode::QueueWithoutPresence => Some(json!({ "event_types": WITHOUT_PRESENCE })),
+        };
+        if let Some(body) = body {
+            let opened = answer(client.post("/api/loggedonly/queues", body).await);
             let (Some(id), Some(last)) = (
                 opened.body["queue_id"].as_str(),
                 opened.body["last_event_id"].as_u64(),
@@ -446,7 +483,7 @@ impl World {
                 ));
             }
             let batch: Vec<Value> = match (reader.mode, &reader.queue) {
-                (ReadMode::Queue, Some(queue)) => {
+                (ReadMode::Queue | ReadMode::QueueWithoutPresence, Some(queue)) => {
                     let path = events_path(queue, reader.cursor.unwrap_or(0));
                     let r = client.get(&path).await;
                     if r.status != 200 {
@@ -454,7 +491,9 @@ impl World {
                     }
                     r.json()["events"].as_array().cloned().unwrap_or_default()
                 }
-                (ReadMode::Queue, None) => return Err(format!("client {c} has no queue")),
+                (ReadMode::Queue | ReadMode::QueueWithoutPresence, None) => {
+                    return Err(format!("client {c} has no queue"));
+                }
                 (ReadMode::Poll, _) => {
                     let path = match reader.cursor {
                         Some(id) => format!("/api/loggedonly/poll?last_event_id={id}"),
