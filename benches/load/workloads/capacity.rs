@@ -327,10 +327,11 @@ pub(super) async fn capacity(s: &Scale, r: &mut Report) -> Result<(), String> {
             s.capacity_length.as_secs()
         ),
         format!(
-            "p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({rate:.1} messages/s reached, {} deliveries/s; {:.1} µs server CPU and {:.1} µs load generator CPU per delivery, keepalives included; load average {load})",
+            "p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({rate:.1} messages/s reached, {} deliveries/s; {:.1} µs server CPU and {:.1} µs load generator CPU per delivery, keepalives included, the server busy {:.0}% of one core; load average {load})",
             fmt_int(delivered as f64 / span.as_secs_f64()),
             us(cpu) / delivered.max(1) as f64,
             us(client_cpu) / delivered.max(1) as f64,
+            cpu.as_secs_f64() / span.as_secs_f64() * 100.0,
         ),
         "",
         "p99 ≤ 100 ms",

@@ -5,11 +5,16 @@ use crate::client::Mode;
 use crate::servers::Server;
 use std::time::Duration;
 
+/// Posts per second: paced, so that each run delivers the same events in about as many answers
+/// (flat out, how many messages an answer carries follows the machine's load, and so does the CPU
+/// per delivery).
+const PACE: f64 = 100.0;
+
 /// One fan-out run: server CPU per delivery (µs) and deliveries per second.
 async fn run(s: &Scale, server: Server, n: usize) -> Result<(f64, f64), String> {
     let (mut crowd, _) = Crowd::storm(server.addr, n, Mode::Events, s.posters, "m").await?;
     crowd.mark(Duration::from_secs(120)).await?;
-    let run = crowd.phase(&server, 0, s.phase, None, None).await?;
+    let run = crowd.phase(&server, 0, s.phase, Some(PACE), None).await?;
     let reports = crowd.finish().await;
     server.stop();
     let stats = phase_stats(&reports, 0, &run);
