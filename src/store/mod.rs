@@ -4,6 +4,8 @@
 pub mod faulty;
 pub mod incoming;
 pub mod mirror;
+#[cfg(feature = "pg")]
+pub mod postgres;
 pub mod sled;
 
 use crate::auth::tokens::TokenRecord;
