@@ -322,6 +322,7 @@ impl App {
             log::warn!("requests still running after 4 s were cut off");
             self.server.abort();
         }
+        let_mirror_catch_up(&self.store).await;
         for task in &self.background {
             task.abort();
         }
@@ -343,6 +344,24 @@ impl App {
         .map_err(|e| StartError(format!("flushing storage at shutdown failed: {e}")))?;
         log::info!("stopped");
         Ok(())
+    }
+}
+
+/// How long a graceful stop waits for a connected mirror to apply what is left in its outbox.
+const MIRROR_CATCH_UP: Duration = Duration::from_secs(2);
+
+/// Gives a connected mirror a moment to apply the last changes, so that a stop right after a
+/// change leaves a complete copy; whatever is still waiting is applied after the next start.
+async fn let_mirror_catch_up(store: &SledStore) {
+    use crate::store::mirror::MirrorState;
+    let deadline = tokio::time::Instant::now() + MIRROR_CATCH_UP;
+    loop {
+        let report = store.mirror_report();
+        let connected = matches!(report.state, MirrorState::Ok | MirrorState::Behind);
+        if !connected || report.outbox_len == 0 || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

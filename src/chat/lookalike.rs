@@ -2,6 +2,7 @@
 //! (docs/api.md, Validation). Keys are Unicode TR39 confusable skeletons.
 
 use crate::model::name_key;
+use crate::store::BlockedName;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use unicode_security::confusable_detection::skeleton;
 
@@ -87,25 +88,67 @@ impl Index {
     }
 }
 
-/// Names an admin kicked, by look-alike key, with the end of each block. Kept in memory only.
+/// Names an admin kicked, by look-alike key, with the end of each block; stored as the names
+/// kicked with their ends in Unix seconds (`stored`), so a restart keeps them.
 #[derive(Debug, Default)]
 pub struct Blocks {
     until: HashMap<String, std::time::Instant>,
+    /// The names as kicked, with the Unix second each block ends.
+    kicked: HashMap<String, i64>,
 }
 
 impl Blocks {
-    /// Blocks `name` and every name that looks like it until `until`.
-    pub fn block(&mut self, name: &str, until: std::time::Instant) {
+    /// Blocks `name` and every name that looks like it for `length` from `now` (Unix `now_secs`).
+    pub fn block(
+        &mut self,
+        name: &str,
+        now: std::time::Instant,
+        now_secs: i64,
+        length: std::time::Duration,
+    ) {
+        let until = now + length;
         for key in keys(name) {
             let end = self.until.entry(key).or_insert(until);
             *end = (*end).max(until);
         }
+        let secs = i64::try_from(length.as_secs()).unwrap_or(i64::MAX);
+        let end = self.kicked.entry(name.to_owned()).or_insert(0);
+        *end = (*end).max(now_secs.saturating_add(secs));
     }
 
     /// Whether `name` looks like a name blocked at `now`; forgets blocks that have ended.
     pub fn blocks(&mut self, name: &str, now: std::time::Instant) -> bool {
         self.until.retain(|_, until| *until > now);
         keys(name).iter().any(|k| self.until.contains_key(k))
+    }
+
+    /// The blocks to store: names kicked whose blocks have not ended at `now_secs`.
+    pub fn stored(&self, now_secs: i64) -> Vec<BlockedName> {
+        let mut stored: Vec<BlockedName> = self
+            .kicked
+            .iter()
+            .filter(|(_, until)| **until > now_secs)
+            .map(|(name, until)| BlockedName {
+                name: name.clone(),
+                until: *until,
+            })
+            .collect();
+        stored.sort_by(|a, b| a.name.cmp(&b.name));
+        stored
+    }
+
+    /// The blocks read back from storage that have not ended at `now` (Unix `now_secs`).
+    pub fn from_stored(stored: Vec<BlockedName>, now: std::time::Instant, now_secs: i64) -> Blocks {
+        let mut blocks = Blocks::default();
+        for BlockedName { name, until } in stored {
+            let Ok(left) = u64::try_from(until.saturating_sub(now_secs)) else {
+                continue;
+            };
+            if left > 0 {
+                blocks.block(&name, now, now_secs, std::time::Duration::from_secs(left));
+            }
+        }
+        blocks
     }
 }
 
@@ -166,11 +209,38 @@ mod tests {
     fn a_block_covers_look_alikes_until_it_ends() {
         let mut blocks = Blocks::default();
         let now = Instant::now();
-        blocks.block("Ian", now + Duration::from_secs(60));
+        blocks.block("Ian", now, 1_000, Duration::from_secs(60));
         for name in ["ian", "IAN", "lan", "\u{0399}an"] {
             assert!(blocks.blocks(name, now), "{name} is blocked");
         }
         assert!(!blocks.blocks("ivan", now));
         assert!(!blocks.blocks("lan", now + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn stored_blocks_come_back_with_the_time_they_have_left() {
+        let mut blocks = Blocks::default();
+        let now = Instant::now();
+        blocks.block("Ian", now, 1_000, Duration::from_secs(60));
+        blocks.block("trol", now, 1_000, Duration::from_secs(5));
+        let stored = blocks.stored(1_010);
+        assert_eq!(
+            stored,
+            [BlockedName {
+                name: "Ian".into(),
+                until: 1_060
+            }],
+            "an ended block is not stored"
+        );
+        // Read back 20 s later: 30 s are left.
+        let later = Instant::now();
+        let mut restored = Blocks::from_stored(stored, later, 1_030);
+        assert!(restored.blocks("lan", later + Duration::from_secs(29)));
+        assert!(!restored.blocks("lan", later + Duration::from_secs(31)));
+        assert!(
+            Blocks::from_stored(blocks.stored(1_000), later, 2_000)
+                .stored(2_000)
+                .is_empty()
+        );
     }
 }

@@ -100,6 +100,7 @@ impl Service {
         }
         self.apply_admin_list()?;
         st.accounts = self.account_names()?;
+        st.blocked = lookalike::Blocks::from_stored(self.store.blocks()?, now_instant, now_secs);
         log_look_alike_pairs(&st.accounts);
         for session in self.store.sessions()? {
             if session.expires <= now_secs {

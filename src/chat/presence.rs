@@ -233,10 +233,13 @@ impl Service {
             if kicked.is_empty() {
                 return Err(ApiError::NoSuchGuest);
             }
-            let until = Instant::now() + self.config.guest_block;
+            let (instant, secs) = (Instant::now(), now());
             for (_, name) in &kicked {
-                st.blocked.block(name, until);
+                st.blocked
+                    .block(name, instant, secs, self.config.guest_block);
             }
+            // Stored, so a restart does not let the kicked guest straight back in.
+            self.store.save_blocks(&st.blocked.stored(secs))?;
             let guests = kicked.into_iter().map(|(handle, _)| handle);
             let result = guests
                 .into_iter()

@@ -2,8 +2,8 @@
 //! errors. Reads always pass through.
 
 use super::{
-    ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, QueuedMail, Restored,
-    SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
+    BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds,
+    QueuedMail, Restored, SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -142,6 +142,13 @@ impl Store for FaultyStore {
     }
     fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
         self.inner.sessions()
+    }
+    fn save_blocks(&self, blocks: &[BlockedName]) -> StoreResult<()> {
+        self.write()?;
+        self.inner.save_blocks(blocks)
+    }
+    fn blocks(&self) -> StoreResult<Vec<BlockedName>> {
+        self.inner.blocks()
     }
     fn save_queues(&self, snapshot: &[u8]) -> StoreResult<()> {
         self.write()?;

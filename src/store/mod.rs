@@ -4,6 +4,8 @@
 pub mod faulty;
 pub mod incoming;
 pub mod mirror;
+#[cfg(feature = "pg")]
+pub mod postgres;
 pub mod sled;
 
 use crate::auth::tokens::TokenRecord;
@@ -172,6 +174,13 @@ pub struct QueuedMail {
     pub next_attempt: i64,
 }
 
+/// A guest name an admin kicked, blocked with its look-alikes until `until` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedName {
+    pub name: String,
+    pub until: i64,
+}
+
 /// Why `insert_user` refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -278,6 +287,11 @@ pub trait Store: Send + Sync + 'static {
         leave: &[u64],
     ) -> StoreResult<()>;
     fn sessions(&self) -> StoreResult<Vec<SessionRecord>>;
+
+    /// Replaces the guest names an admin kicked, each with the Unix second its block ends.
+    fn save_blocks(&self, blocks: &[BlockedName]) -> StoreResult<()>;
+    /// The kicked guest names as last saved (ended blocks included; the caller drops them).
+    fn blocks(&self) -> StoreResult<Vec<BlockedName>>;
 
     /// Keeps the event-queue snapshot written at graceful shutdown.
     fn save_queues(&self, snapshot: &[u8]) -> StoreResult<()>;

@@ -226,3 +226,29 @@ async fn existing_look_alike_accounts_both_keep_signing_in_after_a_restart() {
         .await
         .assert_error(409, "user already registered");
 }
+
+#[tokio::test]
+async fn a_kick_outlives_a_restart_and_ends_on_time() {
+    let mut server = TestServer::with_config("guest_block = \"3s\"").await;
+    let root = server.client();
+    root.registered("root").await;
+    let troll = server.client();
+    troll.guest("trol").await;
+    root.post("/api/adminonly/kick", json!({"user": "trol"}))
+        .await
+        .assert_ok_empty();
+    let kicked = std::time::Instant::now();
+    server.restart(&[&root]).await;
+    let back = server.client();
+    back.post("/api/login", json!({"user": CYRILLIC_TROL}))
+        .await
+        .assert_error(403, "this name is blocked");
+    // Whole seconds are stored: the block ends within a second of its time.
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(kicked.elapsed())).await;
+    assert_eq!(
+        back.post("/api/login", json!({"user": "trol"}))
+            .await
+            .status,
+        200
+    );
+}

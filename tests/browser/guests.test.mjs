@@ -33,7 +33,13 @@ describe('guests chatting', { skip, timeout: 120_000 }, () => {
     await page.goto(server.url);
     await page.locator('#auth-screen').waitFor({ state: 'visible' });
     await screenshot(page, 'sign-in');
+    const queueOpened = page.waitForRequest((request) => request.method() === 'POST'
+      && request.url().endsWith('/api/loggedonly/queues'));
     await guestLogin(page, server, 'alice');
+    // The tab's queue asks only for the event types the client acts on: no presence events.
+    const asked = (await queueOpened).postDataJSON().event_types;
+    assert.ok(asked.includes('MessageEvent') && asked.includes('ResyncEvent'), String(asked));
+    assert.ok(!asked.includes('LoginEvent') && !asked.includes('LogoutEvent'), String(asked));
     await chatButton(page, 'Main').waitFor();
     await chatButton(page, 'Random').waitFor();
     // On a wide screen Main opens by itself, not joined yet.

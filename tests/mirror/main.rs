@@ -7,3 +7,4 @@ mod cluster;
 mod import;
 mod mirror;
 mod natter;
+mod store;

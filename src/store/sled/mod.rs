@@ -20,8 +20,8 @@ pub use mirrored::new_instance;
 use super::mirror::outbox::{MirroredUser, Queued, now_ms};
 use super::mirror::{Entry, MirrorReport, MirrorShared};
 use super::{
-    ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, QueuedMail, Restored,
-    SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
+    BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds,
+    QueuedMail, Restored, SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
 use chats::{chat_ids_in, member_key, purge, remove_prefix};
 use codec::{FORMAT_VERSION, decode, decode_all, decode_message, encode, encode_message, get};
@@ -58,6 +58,8 @@ const META_NEXT_CHAT: &[u8] = b"next_chat_id";
 const META_NEXT_MESSAGE: &[u8] = b"next_message_id";
 const META_QUEUES: &[u8] = b"queues";
 const META_HEALTH: &[u8] = b"health";
+/// The guest names an admin kicked, with the ends of their blocks.
+const META_BLOCKS: &[u8] = b"blocks";
 /// Which PostgreSQL database the outbox feeds ("host:port/dbname"); unset until seeded.
 const META_MIRROR_TARGET: &[u8] = b"mirror_target";
 /// The label this data directory's copy carries in the mirror database (`mirror_instance`).
@@ -584,6 +586,18 @@ impl Store for SledStore {
 
     fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
         sessions::sessions(self)
+    }
+
+    fn save_blocks(&self, blocks: &[BlockedName]) -> StoreResult<()> {
+        self.with(|e| {
+            e.meta.insert(META_BLOCKS, encode(blocks)?).map_err(io)?;
+            self.committed();
+            Ok(())
+        })
+    }
+
+    fn blocks(&self) -> StoreResult<Vec<BlockedName>> {
+        self.with(|e| Ok(get::<Vec<BlockedName>>(&e.meta, META_BLOCKS)?.unwrap_or_default()))
     }
 
     fn save_queues(&self, snapshot: &[u8]) -> StoreResult<()> {

@@ -1,0 +1,193 @@
+//! Group commit for the PostgreSQL store. Writes commit asynchronously (`synchronous_commit =
+//! off`): PostgreSQL answers before the commit is on disk. This thread then makes every write so
+//! far durable at once with one synchronous commit on a connection of its own: its commit record
+//! comes after theirs in the log, and flushing the log up to it flushes them too. One fsync
+//! serves every write that arrived meanwhile, and the writer never waits for one.
+
+use super::link::STATEMENT_TIMEOUT;
+use crate::store::Durability;
+use crate::store::mirror::pg::{self, Target};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Pause before trying again after a failed flush, doubling up to `MAX_BACKOFF`.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the writer and the flusher share.
+pub(super) struct Progress {
+    /// The epoch of the newest committed write.
+    pub(super) epoch: AtomicU64,
+    pub(super) durability: watch::Sender<Durability>,
+    /// Set to stop; notified with `wake` whenever a write commits.
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Progress {
+    pub(super) fn new(epoch: u64) -> Arc<Progress> {
+        let (durability, _) = watch::channel(Durability {
+            durable: epoch,
+            ..Durability::default()
+        });
+        Arc::new(Progress {
+            epoch: AtomicU64::new(epoch),
+            durability,
+            stopped: Mutex::new(false),
+            wake: Condvar::new(),
+        })
+    }
+
+    /// A write committed with `epoch`; with `relaxed`, it counts as durable at once.
+    pub(super) fn committed(&self, epoch: u64, relaxed: bool) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+        if relaxed {
+            self.publish(epoch, true);
+            return;
+        }
+        let _guard = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+
+    /// Records a flush outcome; progress never goes backwards.
+    pub(super) fn publish(&self, target: u64, ok: bool) {
+        self.durability.send_if_modified(|d| {
+            let before = *d;
+            if ok {
+                d.durable = d.durable.max(target);
+                if d.failed.is_some_and(|f| f <= d.durable) {
+                    d.failed = None;
+                }
+            } else if target > d.durable {
+                d.failed = Some(target);
+            }
+            *d != before
+        });
+    }
+
+    /// After an outage: the writes up to `survived` are in PostgreSQL and durable, later ones
+    /// were lost with it. Memory is rebuilt from the store (`recoveries`).
+    pub(super) fn recovered(&self, survived: u64) {
+        // The recovery takes an epoch of its own, so no later write counts as lost.
+        let last = self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.durability.send_modify(|d| {
+            let first = d.durable.max(survived) + 1;
+            d.lost = (first <= last).then_some((first, last));
+            d.durable = last + 1;
+            d.failed = None;
+            d.recoveries += 1;
+        });
+        if survived < last {
+            log::warn!(
+                "PostgreSQL store: {} writes committed before the outage were lost with it",
+                last - survived
+            );
+        }
+    }
+
+    fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits until a write is newer than `durable`; `None` once stopped.
+    fn next_target(&self, durable: u64) -> Option<u64> {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if *stopped {
+                return None;
+            }
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            if epoch > durable {
+                return Some(epoch);
+            }
+            stopped = self.wake.wait(stopped).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The flushing thread; stops when dropped.
+pub(super) struct Flusher {
+    progress: Arc<Progress>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    pub(super) fn start(target: Target, progress: Arc<Progress>) -> std::io::Result<Flusher> {
+        let shared = progress.clone();
+        let thread = std::thread::Builder::new()
+            .name("natter-pg-flush".into())
+            .spawn(move || run(target, &shared))?;
+        Ok(Flusher {
+            progress,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.progress.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(target: Target, progress: &Progress) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        log::error!("PostgreSQL store: cannot start the flusher's runtime");
+        return;
+    };
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut durable = progress.durability.borrow().durable;
+    while let Some(goal) = progress.next_target(durable) {
+        let flushed = runtime.block_on(async {
+            if client
+                .as_ref()
+                .is_none_or(tokio_postgres::Client::is_closed)
+            {
+                let fresh = pg::connect(&target).await.map_err(|e| e.to_string())?;
+                fresh
+                    .batch_execute(&format!(
+                        "SET synchronous_commit = on; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+                    ))
+                    .await
+                    .map_err(|e| pg::PgError(e).to_string())?;
+                client = Some(fresh);
+            }
+            let Some(c) = client.as_ref() else {
+                return Err("no connection".to_owned());
+            };
+            c.execute(
+                "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(|e| pg::PgError(e).to_string())
+        });
+        match flushed {
+            Ok(_) => {
+                durable = goal;
+                backoff = MIN_BACKOFF;
+                progress.publish(goal, true);
+            }
+            Err(e) => {
+                client = None;
+                log::debug!("PostgreSQL store: flush failed: {e}");
+                progress.publish(goal, false);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                // Whatever recovery decided is the new floor.
+                durable = durable.max(progress.durability.borrow().durable);
+            }
+        }
+    }
+}

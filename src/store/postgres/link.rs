@@ -1,0 +1,209 @@
+//! The store's one writer connection, on a thread of its own: every call of the `Store` trait
+//! becomes a job run there in order, so the changes the service makes under its lock reach
+//! PostgreSQL in that order, and a synchronous caller never drives a second async runtime.
+
+use super::super::{StoreError, StoreResult};
+use crate::store::mirror::pg::{self, Target};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio_postgres::{Client, Transaction};
+
+/// Longest a caller waits for its job: PostgreSQL that does not answer is unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest one statement may run (`statement_timeout`), so a stuck query cannot hold the writer.
+pub(super) const STATEMENT_TIMEOUT: &str = "10s";
+
+/// What a job gets: the connection (made when missing) and the runtime that drives it.
+pub(super) struct Session {
+    runtime: tokio::runtime::Runtime,
+    target: Target,
+    client: Option<Client>,
+    /// Runs once on every new connection, before any job uses it (recovery after an outage).
+    on_connect: OnConnect,
+    /// Whether the last attempt failed, so an outage is logged once.
+    down: bool,
+}
+
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// Prepares a new connection before jobs use it.
+pub(super) type OnConnect =
+    Box<dyn FnMut(&mut Client, &tokio::runtime::Runtime) -> StoreResult<()> + Send>;
+
+/// The handle callers use; the thread ends when it is dropped.
+pub(super) struct Link {
+    jobs: Mutex<Option<SyncSender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Link {
+    /// Starts the thread; `on_connect` runs on each new connection before jobs use it.
+    pub(super) fn start(target: Target, on_connect: OnConnect) -> StoreResult<Link> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io(format!("cannot start the PostgreSQL runtime: {e}")))?;
+        let (sender, receiver) = mpsc::sync_channel::<Job>(1024);
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let session = Session {
+            runtime,
+            target,
+            client: None,
+            on_connect,
+            down: false,
+        };
+        let flag = connected.clone();
+        let thread = std::thread::Builder::new()
+            .name("natter-pg-store".into())
+            .spawn(move || serve(session, receiver, flag))
+            .map_err(|e| StoreError::Io(format!("cannot start the PostgreSQL thread: {e}")))?;
+        Ok(Link {
+            jobs: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+            connected,
+        })
+    }
+
+    /// Runs `job` on the connection's thread and waits for its answer.
+    pub(super) fn call<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Session) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let boxed: Job = Box::new(move |session| {
+            let _ = reply.send(job(session));
+        });
+        let sender = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Unavailable)?;
+        sender.send(boxed).map_err(|_| StoreError::Unavailable)?;
+        wait(&answer)
+    }
+
+    /// Whether the last job found PostgreSQL reachable.
+    pub(super) fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Ends the thread after the jobs already queued.
+    pub(super) fn stop(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Blocks for a job's answer; on an async worker it tells tokio first, so the worker's other
+/// tasks move elsewhere meanwhile.
+fn wait<T>(answer: &Receiver<StoreResult<T>>) -> StoreResult<T> {
+    let receive = || match answer.recv_timeout(CALL_TIMEOUT) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => {
+            log::error!("PostgreSQL did not answer within {CALL_TIMEOUT:?}");
+            Err(StoreError::Unavailable)
+        }
+        Err(RecvTimeoutError::Disconnected) => Err(StoreError::Unavailable),
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(receive)
+        }
+        _ => receive(),
+    }
+}
+
+fn serve(mut session: Session, jobs: Receiver<Job>, connected: Arc<std::sync::atomic::AtomicBool>) {
+    while let Ok(job) = jobs.recv() {
+        job(&mut session);
+        connected.store(
+            session.client.as_ref().is_some_and(|c| !c.is_closed()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+impl Session {
+    /// Runs `f` with the connection, connecting first when there is none.
+    pub(super) fn run<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> StoreResult<T> {
+        self.connect()?;
+        let Some(client) = self.client.as_mut() else {
+            return Err(StoreError::Unavailable);
+        };
+        let outcome = self.runtime.block_on(f(client));
+        outcome.map_err(|e| self.failed(e))
+    }
+
+    /// Runs `f` in one transaction and commits it.
+    pub(super) fn write<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, tokio_postgres::Error>,
+    ) -> StoreResult<T> {
+        self.run(async move |client| {
+            let tx = client.transaction().await?;
+            let out = f(&tx).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    /// Maps a failure: a lost connection is an outage (logged once, retried at the next job);
+    /// anything else is an error for this call only.
+    fn failed(&mut self, e: tokio_postgres::Error) -> StoreError {
+        if self.client.as_ref().is_none_or(Client::is_closed) || e.is_closed() {
+            self.client = None;
+            if !self.down {
+                self.down = true;
+                log::error!("PostgreSQL store: lost the connection: {}", pg::PgError(e));
+            }
+            return StoreError::Unavailable;
+        }
+        StoreError::Io(pg::PgError(e).to_string())
+    }
+
+    fn connect(&mut self) -> StoreResult<()> {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        self.client = None;
+        let connected = self.runtime.block_on(pg::connect(&self.target));
+        let mut client = match connected {
+            Ok(client) => client,
+            Err(e) => {
+                if !self.down {
+                    self.down = true;
+                    log::error!(
+                        "PostgreSQL store: cannot connect to {}: {e}",
+                        pg::describe(&self.target)
+                    );
+                }
+                return Err(StoreError::Unavailable);
+            }
+        };
+        (self.on_connect)(&mut client, &self.runtime)?;
+        if self.down {
+            log::info!(
+                "PostgreSQL store: connected to {} again",
+                pg::describe(&self.target)
+            );
+        }
+        self.down = false;
+        self.client = Some(client);
+        Ok(())
+    }
+}

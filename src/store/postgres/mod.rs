@@ -1,0 +1,337 @@
+//! The PostgreSQL implementation of `Store` (`storage = "postgres"`, docs/design.md, The
+//! PostgreSQL store). One writer connection on a thread of its own (`link`) runs every call in
+//! the order the service makes them; writes commit asynchronously and a second connection makes
+//! them durable in groups (`flusher`), which the service awaits as it does sled's flushes.
+
+mod accounts;
+mod flusher;
+mod link;
+mod outbox;
+mod rooms;
+pub mod schema;
+
+use super::mirror::pg::{self, Target};
+use super::{
+    BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds,
+    QueuedMail, Restored, SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
+};
+use flusher::{Flusher, Progress};
+use link::{Link, OnConnect, STATEMENT_TIMEOUT};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio_postgres::{Client, Transaction};
+
+/// Ids are stored as BIGINT: natter's ids stay far below 2^63.
+fn id_column(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+fn id_of(column: i64) -> u64 {
+    u64::try_from(column).unwrap_or(0)
+}
+
+/// Session handles are random 64-bit numbers: stored as BIGINT with the same bits.
+fn handle_column(handle: u64) -> i64 {
+    i64::from_ne_bytes(handle.to_ne_bytes())
+}
+
+fn guest_handle(column: i64) -> u64 {
+    u64::from_ne_bytes(column.to_ne_bytes())
+}
+
+/// The PostgreSQL-backed store.
+pub struct PgStore {
+    link: Link,
+    progress: Arc<Progress>,
+    _flusher: Flusher,
+    /// `durability = "relaxed"`: a committed write counts as durable at once.
+    relaxed: bool,
+    /// The ids the next chat and the next message get, kept as writes commit.
+    next: Arc<Mutex<NextIds>>,
+}
+
+impl PgStore {
+    /// Connects, applies the migrations and reads where the store stands. With `relaxed`, a
+    /// write counts as durable once committed, before PostgreSQL has flushed it.
+    pub fn open(target: Target, relaxed: bool) -> StoreResult<Arc<PgStore>> {
+        let progress = Progress::new(0);
+        let next = Arc::new(Mutex::new(NextIds {
+            chat: 1,
+            message: 1,
+        }));
+        let link = Link::start(target.clone(), on_connect(progress.clone(), next.clone()))?;
+        // The first call connects, migrates and reads the state (`on_connect`).
+        link.call(|session| session.run(async |_| Ok(())))
+            .map_err(|e| match e {
+                StoreError::Unavailable => StoreError::Io(format!(
+                    "cannot reach PostgreSQL at {}",
+                    pg::describe(&target)
+                )),
+                other => other,
+            })?;
+        let flusher = Flusher::start(target, progress.clone())
+            .map_err(|e| StoreError::Io(format!("cannot start the flusher thread: {e}")))?;
+        Ok(Arc::new(PgStore {
+            link,
+            progress,
+            _flusher: flusher,
+            relaxed,
+            next,
+        }))
+    }
+
+    /// Runs a read on the writer connection, so it sees every write made before it.
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.link.call(move |session| session.run(f))
+    }
+
+    /// Runs a write in one transaction that also records its epoch, then counts it committed.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (progress, relaxed) = (self.progress.clone(), self.relaxed);
+        self.link.call(move |session| {
+            let epoch = progress.epoch.load(Ordering::SeqCst) + 1;
+            let out = session.write(async move |tx| {
+                let out = f(tx).await?;
+                tx.execute(
+                    "UPDATE store_state SET epoch = $1 WHERE id = 1",
+                    &[&id_column(epoch)],
+                )
+                .await?;
+                Ok(out)
+            })?;
+            progress.committed(epoch, relaxed);
+            Ok(out)
+        })
+    }
+
+    /// Raises the cached next ids past ids just written.
+    fn ids_used(&self, chat: Option<u64>, message: Option<u64>) {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = chat {
+            next.chat = next.chat.max(id.saturating_add(1));
+        }
+        if let Some(id) = message {
+            next.message = next.message.max(id.saturating_add(1));
+        }
+    }
+}
+
+/// Prepares every new writer connection: asynchronous commits and a statement timeout; on the
+/// first, the migrations and the state; on later ones (after an outage), the recovery.
+fn on_connect(progress: Arc<Progress>, next: Arc<Mutex<NextIds>>) -> OnConnect {
+    let mut first = true;
+    Box::new(move |client, runtime| {
+        let state = runtime.block_on(async {
+            client
+                .batch_execute(&format!(
+                    "SET synchronous_commit = off; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+                ))
+                .await
+                .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
+            if first {
+                schema::migrate(client)
+                    .await
+                    .map_err(|e| StoreError::Io(e.to_string()))?;
+            }
+            // Whatever is in PostgreSQL now is made durable before it is counted on.
+            client
+                .batch_execute(
+                    "BEGIN; SET LOCAL synchronous_commit = on; \
+                     UPDATE store_state SET flushes = flushes + 1 WHERE id = 1; COMMIT",
+                )
+                .await
+                .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
+            client
+                .query_one(
+                    "SELECT epoch, next_chat_id, next_message_id FROM store_state WHERE id = 1",
+                    &[],
+                )
+                .await
+                .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))
+        })?;
+        let (epoch, chat, message) = (
+            id_of(state.get(0)),
+            id_of(state.get(1)),
+            id_of(state.get(2)),
+        );
+        {
+            let mut ids = next.lock().unwrap_or_else(|e| e.into_inner());
+            ids.chat = ids.chat.max(chat);
+            ids.message = ids.message.max(message);
+        }
+        if first {
+            first = false;
+            progress.epoch.store(epoch, Ordering::SeqCst);
+            progress.publish(epoch, true);
+        } else {
+            progress.recovered(epoch);
+        }
+        Ok(())
+    })
+}
+
+impl Store for PgStore {
+    fn user(&self, key: &str) -> StoreResult<Option<UserRecord>> {
+        accounts::user(self, key)
+    }
+    fn user_key_by_email(&self, email_key: &str) -> StoreResult<Option<String>> {
+        accounts::user_key_by_email(self, email_key)
+    }
+    fn insert_user(
+        &self,
+        user: &UserRecord,
+        mail: Option<&QueuedMail>,
+    ) -> StoreResult<Result<(), Taken>> {
+        accounts::insert_user(self, user, mail)
+    }
+    fn update_user(&self, user: &UserRecord, mail: Option<&QueuedMail>) -> StoreResult<()> {
+        accounts::update_user(self, user, mail)
+    }
+    fn delete_user(&self, key: &str) -> StoreResult<bool> {
+        accounts::delete_user(self, key)
+    }
+    fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        accounts::users(self)
+    }
+    fn chats(&self) -> StoreResult<Vec<ChatRecord>> {
+        rooms::chats(self)
+    }
+    fn create_chat(&self, name: &str, created: i64) -> StoreResult<Option<ChatRecord>> {
+        rooms::create_chat(self, name, created)
+    }
+    fn remove_chat(&self, chat_id: u64) -> StoreResult<bool> {
+        rooms::remove_chat(self, chat_id)
+    }
+    fn purge_messages(&self, chat_id: u64) -> StoreResult<usize> {
+        rooms::purge_messages(self, chat_id)
+    }
+    fn add_member(&self, member: &MemberRecord) -> StoreResult<()> {
+        rooms::add_member(self, member)
+    }
+    fn remove_member(&self, chat_id: u64, user_key: &str) -> StoreResult<()> {
+        rooms::remove_member(self, chat_id, user_key)
+    }
+    fn members(&self) -> StoreResult<Vec<MemberRecord>> {
+        rooms::members(self)
+    }
+    fn append_message(&self, message: NewMessage) -> StoreResult<MessageRecord> {
+        rooms::append_message(self, message)
+    }
+    fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>> {
+        rooms::messages_before(self, chat_id, None, limit)
+    }
+    fn messages_before(
+        &self,
+        chat_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        rooms::messages_before(self, chat_id, before, limit)
+    }
+    fn delete_message(&self, chat_id: u64, id: u64) -> StoreResult<bool> {
+        rooms::delete_message(self, chat_id, id)
+    }
+    fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        accounts::put_session(self, session)
+    }
+    fn replace_session(&self, old_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()> {
+        accounts::replace_session(self, old_hash, session)
+    }
+    fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
+        accounts::delete_session(self, token_hash)
+    }
+    fn take_offline(
+        &self,
+        token_hash: &[u8; 32],
+        kept: Option<&SessionRecord>,
+        user_key: &str,
+        leave: &[u64],
+    ) -> StoreResult<()> {
+        accounts::take_offline(self, token_hash, kept, user_key, leave)
+    }
+    fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
+        accounts::sessions(self)
+    }
+    fn save_blocks(&self, blocks: &[BlockedName]) -> StoreResult<()> {
+        accounts::save_blocks(self, blocks)
+    }
+    fn blocks(&self) -> StoreResult<Vec<BlockedName>> {
+        accounts::blocks(self)
+    }
+    fn save_queues(&self, snapshot: &[u8]) -> StoreResult<()> {
+        outbox::save_queues(self, snapshot)
+    }
+    fn take_queues(&self) -> StoreResult<Option<Vec<u8>>> {
+        outbox::take_queues(self)
+    }
+    fn queue_mail(&self, mail: &QueuedMail) -> StoreResult<u64> {
+        outbox::queue_mail(self, mail)
+    }
+    fn pending_mail(&self) -> StoreResult<Vec<(u64, QueuedMail)>> {
+        outbox::pending_mail(self)
+    }
+    fn reschedule_mail(&self, id: u64, mail: &QueuedMail) -> StoreResult<()> {
+        outbox::reschedule_mail(self, id, mail)
+    }
+    fn delete_mail(&self, id: u64) -> StoreResult<()> {
+        outbox::delete_mail(self, id)
+    }
+    fn next_ids(&self) -> NextIds {
+        *self.next.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn messages_below(
+        &self,
+        chat_id: u64,
+        below: u64,
+    ) -> Box<dyn Iterator<Item = StoreResult<MessageRecord>> + '_> {
+        Box::new(rooms::MessagesBelow {
+            store: self,
+            chat_id,
+            below,
+            from: 0,
+            page: Vec::new().into_iter(),
+            done: false,
+        })
+    }
+    fn import(&self, batch: &[Restored], next: NextIds) -> StoreResult<()> {
+        outbox::import(self, batch, next)
+    }
+    fn pending_mail_count(&self) -> StoreResult<usize> {
+        outbox::pending_mail_count(self)
+    }
+    fn write_epoch(&self) -> u64 {
+        self.progress.epoch.load(Ordering::SeqCst)
+    }
+    fn durability(&self) -> watch::Receiver<Durability> {
+        self.progress.durability.subscribe()
+    }
+    fn flush(&self) -> StoreResult<()> {
+        let epoch = self.write_epoch();
+        let mut watch = self.durability();
+        // Blocking, for shutdown and offline commands: polls the flusher's progress.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let d = *watch.borrow_and_update();
+            if d.durable >= epoch && !d.is_lost(epoch) {
+                return Ok(());
+            }
+            if d.failed.is_some_and(|f| f >= epoch) || std::time::Instant::now() > deadline {
+                return Err(StoreError::Unavailable);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    fn check_health(&self) -> StoreResult<()> {
+        self.read(async |c| c.simple_query("SELECT 1").await.map(|_| ()))
+    }
+    fn available(&self) -> bool {
+        self.link.connected()
+    }
+}

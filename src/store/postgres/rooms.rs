@@ -1,0 +1,301 @@
+//! Chats, memberships and messages in PostgreSQL.
+
+use super::{PgStore, guest_handle, handle_column, id_column, id_of};
+use crate::store::{
+    Author, ChatRecord, MemberRecord, MessageRecord, NewMessage, StoreError, StoreResult,
+};
+use tokio_postgres::{Row, Transaction};
+
+/// PostgreSQL text cannot hold NUL: it is stored, and so read back, as U+FFFD.
+pub(super) fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+fn chat_of(row: &Row) -> ChatRecord {
+    ChatRecord {
+        id: id_of(row.get(0)),
+        name: row.get(1),
+        created: row.get(2),
+    }
+}
+
+pub(super) fn chats(store: &PgStore) -> StoreResult<Vec<ChatRecord>> {
+    store.read(async move |c| {
+        let rows = c
+            .query("SELECT id, name, created FROM chats ORDER BY name_key", &[])
+            .await?;
+        Ok(rows.iter().map(chat_of).collect())
+    })
+}
+
+/// Takes the next value of a `store_state` counter column.
+pub(super) async fn take_id(
+    tx: &Transaction<'_>,
+    column: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    let sql = format!(
+        "UPDATE store_state SET {column} = {column} + 1 WHERE id = 1 RETURNING {column} - 1"
+    );
+    Ok(tx.query_one(&sql, &[]).await?.get(0))
+}
+
+pub(super) fn create_chat(
+    store: &PgStore,
+    name: &str,
+    created: i64,
+) -> StoreResult<Option<ChatRecord>> {
+    let name = name.to_owned();
+    let chat = store.write(async move |tx| {
+        let key = name.to_lowercase();
+        if tx
+            .query_opt("SELECT 1 FROM chats WHERE name_key = $1", &[&key])
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let id = take_id(tx, "next_chat_id").await?;
+        tx.execute(
+            "INSERT INTO chats (id, name, name_key, created) VALUES ($1, $2, $3, $4)",
+            &[&id, &name, &key, &created],
+        )
+        .await?;
+        Ok(Some(ChatRecord {
+            id: id_of(id),
+            name,
+            created,
+        }))
+    })?;
+    if let Some(chat) = &chat {
+        store.ids_used(Some(chat.id), None);
+    }
+    Ok(chat)
+}
+
+pub(super) fn remove_chat(store: &PgStore, chat_id: u64) -> StoreResult<bool> {
+    let id = id_column(chat_id);
+    store.write(async move |tx| {
+        let removed = tx
+            .execute("DELETE FROM chats WHERE id = $1", &[&id])
+            .await?;
+        tx.execute("DELETE FROM members WHERE chat_id = $1", &[&id])
+            .await?;
+        Ok(removed > 0)
+    })
+}
+
+pub(super) fn purge_messages(store: &PgStore, chat_id: u64) -> StoreResult<usize> {
+    let id = id_column(chat_id);
+    let deleted = store.write(async move |tx| {
+        tx.execute("DELETE FROM messages WHERE chat_id = $1", &[&id])
+            .await
+    })?;
+    usize::try_from(deleted).map_err(|_| StoreError::Io("too many messages deleted".into()))
+}
+
+pub(super) fn add_member(store: &PgStore, member: &MemberRecord) -> StoreResult<()> {
+    let member = member.clone();
+    store.write(async move |tx| {
+        tx.execute(
+            "INSERT INTO members (chat_id, user_key, user_name) VALUES ($1, $2, $3) \
+             ON CONFLICT (chat_id, user_key) DO UPDATE SET user_name = $3",
+            &[&id_column(member.chat_id), &member.user_key, &member.user],
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+pub(super) fn remove_member(store: &PgStore, chat_id: u64, user_key: &str) -> StoreResult<()> {
+    let user_key = user_key.to_owned();
+    store.write(async move |tx| {
+        tx.execute(
+            "DELETE FROM members WHERE chat_id = $1 AND user_key = $2",
+            &[&id_column(chat_id), &user_key],
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+pub(super) fn members(store: &PgStore) -> StoreResult<Vec<MemberRecord>> {
+    store.read(async move |c| {
+        let rows = c
+            .query(
+                "SELECT chat_id, user_key, user_name FROM members ORDER BY chat_id, user_key",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MemberRecord {
+                chat_id: id_of(r.get(0)),
+                user_key: r.get(1),
+                user: r.get(2),
+            })
+            .collect())
+    })
+}
+
+pub(super) const MESSAGE_COLUMNS: &str =
+    "id, chat_id, user_name, verified, admin, bot, text, time, author_account, author_guest";
+
+pub(super) fn message_of(row: &Row) -> MessageRecord {
+    let account: Option<String> = row.get(8);
+    let guest: Option<i64> = row.get(9);
+    MessageRecord {
+        id: id_of(row.get(0)),
+        chat_id: id_of(row.get(1)),
+        user: row.get(2),
+        verified: row.get(3),
+        admin: row.get(4),
+        bot: row.get(5),
+        text: row.get(6),
+        time: row.get(7),
+        author: match (account, guest) {
+            (Some(key), _) => Some(Author::Account(key)),
+            (None, Some(handle)) => Some(Author::Guest(guest_handle(handle))),
+            (None, None) => None,
+        },
+    }
+}
+
+/// Writes a message under its own id.
+pub(super) async fn insert_message(
+    tx: &Transaction<'_>,
+    m: &MessageRecord,
+) -> Result<u64, tokio_postgres::Error> {
+    let (account, guest) = match &m.author {
+        Some(Author::Account(key)) => (Some(key.clone()), None),
+        Some(Author::Guest(handle)) => (None, Some(handle_column(*handle))),
+        None => (None, None),
+    };
+    let sql = format!(
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (id) DO NOTHING"
+    );
+    tx.execute(
+        &sql,
+        &[
+            &id_column(m.id),
+            &id_column(m.chat_id),
+            &m.user,
+            &m.verified,
+            &m.admin,
+            &m.bot,
+            &m.text,
+            &m.time,
+            &account,
+            &guest,
+        ],
+    )
+    .await
+}
+
+pub(super) fn append_message(store: &PgStore, message: NewMessage) -> StoreResult<MessageRecord> {
+    let record = store.write(async move |tx| {
+        let id = take_id(tx, "next_message_id").await?;
+        let record = MessageRecord {
+            id: id_of(id),
+            chat_id: message.chat_id,
+            user: message.user,
+            verified: message.verified,
+            admin: message.admin,
+            bot: message.bot,
+            text: storable(&message.text),
+            time: message.time,
+            author: message.author,
+        };
+        insert_message(tx, &record).await?;
+        Ok(record)
+    })?;
+    store.ids_used(None, Some(record.id));
+    crate::telemetry::message_stored();
+    Ok(record)
+}
+
+pub(super) fn messages_before(
+    store: &PgStore,
+    chat_id: u64,
+    before: Option<u64>,
+    limit: usize,
+) -> StoreResult<Vec<MessageRecord>> {
+    let below = before.map_or(i64::MAX, id_column);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    store.read(async move |c| {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 \
+             ORDER BY id DESC LIMIT $3"
+        );
+        let rows = c
+            .query(&sql, &[&id_column(chat_id), &below, &limit])
+            .await?;
+        Ok(rows.iter().rev().map(message_of).collect())
+    })
+}
+
+pub(super) fn delete_message(store: &PgStore, chat_id: u64, id: u64) -> StoreResult<bool> {
+    store.write(async move |tx| {
+        let deleted = tx
+            .execute(
+                "DELETE FROM messages WHERE chat_id = $1 AND id = $2",
+                &[&id_column(chat_id), &id_column(id)],
+            )
+            .await?;
+        Ok(deleted > 0)
+    })
+}
+
+/// Rows per read of `messages_below`.
+const PAGE: i64 = 1000;
+
+/// A chat's messages below an id, oldest first, a page at a time (backups).
+pub(super) struct MessagesBelow<'a> {
+    pub(super) store: &'a PgStore,
+    pub(super) chat_id: u64,
+    pub(super) below: u64,
+    /// The next id to read from.
+    pub(super) from: u64,
+    pub(super) page: std::vec::IntoIter<MessageRecord>,
+    pub(super) done: bool,
+}
+
+impl Iterator for MessagesBelow<'_> {
+    type Item = StoreResult<MessageRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(message) = self.page.next() {
+            return Some(Ok(message));
+        }
+        if self.done {
+            return None;
+        }
+        let (chat, from, below) = (
+            id_column(self.chat_id),
+            id_column(self.from),
+            id_column(self.below),
+        );
+        let page = self.store.read(async move |c| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1 AND id >= $2 \
+                 AND id < $3 ORDER BY id LIMIT $4"
+            );
+            let rows = c.query(&sql, &[&chat, &from, &below, &PAGE]).await?;
+            Ok(rows.iter().map(message_of).collect::<Vec<_>>())
+        });
+        match page {
+            Ok(page) => {
+                self.done = (page.len() as i64) < PAGE;
+                if let Some(last) = page.last() {
+                    self.from = last.id + 1;
+                }
+                self.page = page.into_iter();
+                self.page.next().map(Ok)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
