@@ -46,6 +46,8 @@ struct Storm {
     legacy_events: u64,
     cpu: Duration,
     client_cpu: Duration,
+    /// Time natter's threads were ready to run but waited for a core.
+    waited: Duration,
     load: String,
 }
 
@@ -61,13 +63,15 @@ impl Storm {
         };
         format!(
             "{drained} (all online at {:.1} s); {} events in {} answers, {} of them on `/poll`; \
-             server CPU {:.1} s, load generator CPU {:.1} s; load average {}",
+             server CPU {:.1} s, load generator CPU {:.1} s, natter waiting for a core {:.1} s; \
+             load average {}",
             self.online.as_secs_f64(),
             fmt_int(self.events as f64),
             fmt_int(self.answers as f64),
             fmt_int(self.legacy_events as f64),
             self.cpu.as_secs_f64(),
             self.client_cpu.as_secs_f64(),
+            self.waited.as_secs_f64(),
             self.load
         )
     }
@@ -76,6 +80,7 @@ impl Storm {
 /// Brings `layout` online on `server` and waits for the drain.
 async fn storm(server: &Server, layout: Layout, wait: Duration) -> Result<(Online, Storm), String> {
     let (cpu0, client_cpu0) = (server.cpu(), servers::cpu_time(std::process::id()));
+    let waited0 = server.run_queue_wait();
     let start = Instant::now();
     let (mut online, came) = Online::arrive(server.addr, layout).await?;
     let drained = online
@@ -90,6 +95,7 @@ async fn storm(server: &Server, layout: Layout, wait: Duration) -> Result<(Onlin
         legacy_events: online.legacy_events.load(Ordering::Relaxed),
         cpu: server.cpu().saturating_sub(cpu0),
         client_cpu: servers::cpu_time(std::process::id()).saturating_sub(client_cpu0),
+        waited: server.run_queue_wait().saturating_sub(waited0),
         load: loadavg(),
     };
     Ok((online, storm))
@@ -233,12 +239,14 @@ pub(super) async fn capacity(s: &Scale, r: &mut Report) -> Result<(), String> {
 
     // Messages, then a marker: everything before it reached every member.
     let (cpu0, client_cpu0) = (server.cpu(), servers::cpu_time(std::process::id()));
+    let waited0 = server.run_queue_wait();
     let start = Instant::now();
     let posted = messages(&online, s.capacity_rate, s.capacity_length).await?;
     let drained = online.mark(Duration::from_secs(120)).await?;
     let span = start.elapsed();
     let cpu = server.cpu().saturating_sub(cpu0);
     let client_cpu = servers::cpu_time(std::process::id()).saturating_sub(client_cpu0);
+    let waited = server.run_queue_wait().saturating_sub(waited0);
     let load = loadavg();
     let rss_end = server.rss_kib();
     let rss_peak = server.peak_rss_kib();
@@ -312,6 +320,7 @@ pub(super) async fn capacity(s: &Scale, r: &mut Report) -> Result<(), String> {
     r.num("w11_posts_per_s", rate);
     r.num("w11_p50_ms", p50);
     r.num("w11_p99_ms", p99);
+    r.num("w11_run_queue_wait_s", waited.as_secs_f64());
     r.num("w11_cpu_us_per_delivery", us(cpu) / delivered.max(1) as f64);
     r.num(
         "w11_client_cpu_us_per_delivery",
@@ -327,11 +336,13 @@ pub(super) async fn capacity(s: &Scale, r: &mut Report) -> Result<(), String> {
             s.capacity_length.as_secs()
         ),
         format!(
-            "p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({rate:.1} messages/s reached, {} deliveries/s; {:.1} µs server CPU and {:.1} µs load generator CPU per delivery, keepalives included, the server busy {:.0}% of one core; load average {load})",
+            "p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({rate:.1} messages/s reached, {} deliveries/s; {:.1} µs server CPU and {:.1} µs load generator CPU per delivery, keepalives included, the server busy {:.0}% of one core and waiting for a core {:.1} s of the {:.0} s; load average {load})",
             fmt_int(delivered as f64 / span.as_secs_f64()),
             us(cpu) / delivered.max(1) as f64,
             us(client_cpu) / delivered.max(1) as f64,
             cpu.as_secs_f64() / span.as_secs_f64() * 100.0,
+            waited.as_secs_f64(),
+            span.as_secs_f64(),
         ),
         "",
         "p99 ≤ 100 ms",
