@@ -63,7 +63,7 @@ impl Storm {
         };
         format!(
             "{drained} (all online at {:.1} s); {} events in {} answers, {} of them on `/poll`; \
-             server CPU {:.1} s, load generator CPU {:.1} s, natter waiting for a core {:.1} s; \
+             server CPU {:.1} s, load generator CPU {:.1} s, natter's threads waiting for a core {:.1} s in all; \
              load average {}",
             self.online.as_secs_f64(),
             fmt_int(self.events as f64),
@@ -336,7 +336,7 @@ pub(super) async fn capacity(s: &Scale, r: &mut Report) -> Result<(), String> {
             s.capacity_length.as_secs()
         ),
         format!(
-            "p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({rate:.1} messages/s reached, {} deliveries/s; {:.1} µs server CPU and {:.1} µs load generator CPU per delivery, keepalives included, the server busy {:.0}% of one core and waiting for a core {:.1} s of the {:.0} s; load average {load})",
+            "p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({rate:.1} messages/s reached, {} deliveries/s; {:.1} µs server CPU and {:.1} µs load generator CPU per delivery, keepalives included, the server busy {:.0}% of one core, its threads waiting for a core {:.1} s in all over {:.0} s; load average {load})",
             fmt_int(delivered as f64 / span.as_secs_f64()),
             us(cpu) / delivered.max(1) as f64,
             us(client_cpu) / delivered.max(1) as f64,
