@@ -3,7 +3,8 @@
 //! that fail. Like Go's HTTP
 //! client for a PUT, a keepalive that meets a connection the server is closing is not retried:
 //! it fails, and the next one opens a new connection. With a [`Pool`] the sessions share a few
-//! connections instead, as a browser's requests to one host do.
+//! connections instead, as a browser's requests to one host do, and a keepalive that meets a
+//! stale pooled connection is sent again once on a new one, as browsers do.
 
 use crate::http::Conn;
 use crate::pool::Pool;
