@@ -20,6 +20,73 @@ pub struct TestServer {
     pub mail: MailRecorder,
 }
 
+/// The cluster of `TEST_STORAGE=postgres` runs, started by the first server that needs it and
+/// stopped when the test binary exits.
+#[cfg(feature = "pg")]
+static CLUSTER: tokio::sync::OnceCell<Option<crate::cluster::Cluster>> =
+    tokio::sync::OnceCell::const_new();
+
+#[cfg(feature = "pg")]
+extern "C" fn stop_cluster() {
+    if let Some(Some(cluster)) = CLUSTER.get() {
+        cluster.stop();
+    }
+}
+
+/// With `TEST_STORAGE=postgres`, the config lines that keep a test server's data in a database
+/// of its own (the same one across its restarts); `None` for sled, the default.
+#[cfg(feature = "pg")]
+async fn postgres_storage(dir: &TempDir) -> Option<String> {
+    if std::env::var("TEST_STORAGE").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    let cluster = CLUSTER
+        .get_or_init(|| async {
+            let cluster = crate::cluster::Cluster::start().await;
+            // SAFETY: registers a plain function with no captured state.
+            unsafe { libc::atexit(stop_cluster) };
+            cluster
+        })
+        .await
+        .as_ref()
+        .expect("TEST_STORAGE=postgres needs PostgreSQL's binaries");
+    let name: String = dir
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let db = format!("t_{name}");
+    let admin = cluster.client("postgres").await;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
+    }
+    Some(format!(
+        "storage = \"postgres\"\ndatabase_url = \"{}\"\n",
+        cluster.url(&db)
+    ))
+}
+
+#[cfg(not(feature = "pg"))]
+async fn postgres_storage(_dir: &TempDir) -> Option<String> {
+    None
+}
+
+/// Whether this run keeps test servers' data in PostgreSQL (`TEST_STORAGE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("TEST_STORAGE").ok().as_deref() == Some("postgres")
+}
+
 /// Settings every test server gets: fast hashing, short polls, mail to its own recorder.
 fn base_config(dir: &TempDir, extra: &str, mail: &MailRecorder) -> String {
     let data_dir = format!("data_dir = \"{}\"", dir.path().join("data").display());
@@ -109,6 +176,9 @@ impl TestServer {
 
     async fn launch(dir: &TempDir, extra: &str, dev: bool, mail: &MailRecorder) -> App {
         let mut text = base_config(dir, extra, mail);
+        if let Some(storage) = postgres_storage(dir).await {
+            text = format!("{storage}{text}");
+        }
         if !dev {
             text = text.replace("password_iterations = 1000", "password_iterations = 100000");
         }
