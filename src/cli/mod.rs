@@ -163,6 +163,22 @@ impl From<StoreError> for CliError {
     }
 }
 
+/// The offline commands work on sled's data directory; with `storage = "postgres"` they would
+/// find nothing there, so they refuse and say what to use instead.
+fn needs_sled(config: &Config, command: &str) -> Result<(), CliError> {
+    if config.storage == crate::config::StorageKind::Postgres {
+        return Err(CliError {
+            message: format!(
+                "`natter {command}` works on sled's data_dir, and this config has storage = \"postgres\"; \
+                 while the server runs, an admin can export with GET /api/adminonly/export, and \
+                 pg_dump backs up the database (docs/operations.md, The PostgreSQL store)"
+            ),
+            code: 2,
+        });
+    }
+    Ok(())
+}
+
 /// Opens a private copy of the data directory for a command that only reads: neither the data
 /// directory nor the mirror's bookkeeping is touched (docs/configuration.md, Command line).
 fn open_for_reading(config: &Config) -> Result<ReadCopy, CliError> {
@@ -199,6 +215,7 @@ fn finish(store: std::sync::Arc<SledStore>) -> Result<(), CliError> {
 
 /// Runs `natter user ...`.
 pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliError> {
+    needs_sled(config, "user")?;
     if let UserCommand::List = command {
         let copy = open_for_reading(config)?;
         println!(
@@ -295,6 +312,7 @@ fn read_password() -> Result<Password, CliError> {
 
 /// Runs `natter chat ...`.
 pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
+    needs_sled(config, "chat")?;
     if let ChatCommand::List = command {
         let mut chats = open_for_reading(config)?.store().chats()?;
         chats.sort_by(|a, b| a.name.cmp(&b.name));
@@ -333,6 +351,7 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
 
 /// Runs `natter export`: the dump goes to `output`, or to standard output.
 pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError> {
+    needs_sled(config, "export")?;
     let copy = open_for_reading(config)?;
     let export = Export::offline(copy.store().clone(), crate::model::now())?;
     let counts = match output {
@@ -393,6 +412,7 @@ fn write_export_file(
 
 /// Runs `natter import PATH`: checks the whole dump, then loads it into the empty `data_dir`.
 pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
+    needs_sled(config, "import")?;
     let _owner = OwnerGuard::new(&config.data_dir);
     let checks =
         crate::store::incoming::Incoming::new(&config.bot.name, config.password_iterations);
@@ -416,6 +436,7 @@ pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
 /// row on one line and ends with a summary; refuses a data directory that already holds data.
 #[cfg(feature = "pg")]
 pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Result<(), CliError> {
+    needs_sled(config, "import-chatty")?;
     use crate::interchange::chatty;
     let _owner = OwnerGuard::new(&config.data_dir);
     let dry_run = args.dry_run;

@@ -50,15 +50,7 @@ async fn postgres_storage(dir: &TempDir) -> Option<String> {
         .await
         .as_ref()
         .expect("TEST_STORAGE=postgres needs PostgreSQL's binaries");
-    let name: String = dir
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
-    let db = format!("t_{name}");
+    let db = database_name(dir.path());
     let admin = cluster.client("postgres").await;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
@@ -81,6 +73,72 @@ async fn postgres_storage(dir: &TempDir) -> Option<String> {
 async fn postgres_storage(_dir: &TempDir) -> Option<String> {
     None
 }
+
+/// The database of the test server whose directory is `dir` (the same across its restarts).
+fn database_name(dir: &std::path::Path) -> String {
+    let name: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    format!("t_{name}")
+}
+
+/// The stopped server's store, opened directly: sled's directory, or its PostgreSQL database.
+#[cfg(feature = "pg")]
+fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
+    if on_postgres() {
+        let cluster = CLUSTER
+            .get()
+            .and_then(Option::as_ref)
+            .expect("the cluster runs");
+        let target = natter::store::mirror::pg::parse(&cluster.url(&database_name(dir))).unwrap();
+        return natter::store::postgres::PgStore::open(target, false).unwrap();
+    }
+    open_sled(&dir.join("data"))
+}
+
+#[cfg(not(feature = "pg"))]
+fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
+    open_sled(&dir.join("data"))
+}
+
+/// A stopped server's sled directory. sled's own flush thread may hold the directory's lock a
+/// moment after the server stopped: wait for it.
+fn open_sled(data: &std::path::Path) -> std::sync::Arc<natter::store::sled::SledStore> {
+    use natter::store::StoreError;
+    use natter::store::sled::{SledStore, SyncMode};
+    for _ in 0..100 {
+        match SledStore::open(data, SyncMode::Relaxed) {
+            Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the data directory stayed locked");
+}
+
+/// Makes the database of the server in `to` a copy of the stopped one's in `from`.
+#[cfg(feature = "pg")]
+async fn copy_database(from: &std::path::Path, to: &std::path::Path) {
+    let cluster = CLUSTER
+        .get()
+        .and_then(Option::as_ref)
+        .expect("the cluster runs");
+    let admin = cluster.client("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            database_name(to),
+            database_name(from)
+        ))
+        .await
+        .unwrap();
+}
+
+#[cfg(not(feature = "pg"))]
+async fn copy_database(_from: &std::path::Path, _to: &std::path::Path) {}
 
 /// Whether this run keeps test servers' data in PostgreSQL (`TEST_STORAGE=postgres`).
 pub fn on_postgres() -> bool {
@@ -142,7 +200,12 @@ impl TestServer {
     /// Starts on a copy of a stopped server's data directory.
     pub async fn on_copy_of(data: &std::path::Path, extra: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(data, &dir.path().join("data"));
+        if on_postgres() {
+            let template = data.parent().expect("a server's data directory");
+            copy_database(template, dir.path()).await;
+        } else {
+            copy_dir(data, &dir.path().join("data"));
+        }
         TestServer::build_in(dir, extra, true).await
     }
 
@@ -253,17 +316,20 @@ impl TestServer {
     /// The stopped server's data directory, opened directly. sled's own flush thread may hold
     /// the directory's lock a moment after the server stopped: wait for it.
     pub fn stored_data(&self) -> std::sync::Arc<natter::store::sled::SledStore> {
-        use natter::store::StoreError;
-        use natter::store::sled::{SledStore, SyncMode};
-        for _ in 0..100 {
-            match SledStore::open(&self.data_dir(), SyncMode::Relaxed) {
-                Err(StoreError::Locked(_)) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => return other.unwrap(),
-            }
+        open_sled(&self.data_dir())
+    }
+
+    /// Runs `f` on the stopped server's store, whichever backend it is, and closes it after.
+    pub fn with_stored_data<T>(&self, f: impl FnOnce(&dyn natter::store::Store) -> T) -> T {
+        let store = open_stored_data(self.dir.path());
+        let out = f(&*store);
+        store.flush().unwrap();
+        drop(store);
+        if !on_postgres() {
+            // Returns once sled has let go of the directory.
+            open_sled(&self.data_dir()).close().unwrap();
         }
-        panic!("the data directory stayed locked");
+        out
     }
 
     pub fn edit_stored_user(
@@ -271,12 +337,11 @@ impl TestServer {
         name: &str,
         change: impl FnOnce(&mut natter::store::UserRecord),
     ) {
-        use natter::store::Store;
-        let store = self.stored_data();
-        let mut user = store.user(name).unwrap().expect("the user exists");
-        change(&mut user);
-        store.update_user(&user, None).unwrap();
-        natter::store::sled::SledStore::close_and_release(store).unwrap();
+        self.with_stored_data(|store| {
+            let mut user = store.user(name).unwrap().expect("the user exists");
+            change(&mut user);
+            store.update_user(&user, None).unwrap();
+        });
     }
 }
 

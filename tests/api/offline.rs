@@ -565,3 +565,35 @@ fn check_config_prints_a_config_that_loads_back_the_same() {
         stderr(&out)
     );
 }
+
+#[test]
+fn data_commands_refuse_with_postgres_storage_and_say_what_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("natter.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "storage = \"postgres\"\ndatabase_url = \"postgres://natter@127.0.0.1:1/natter\"\n\
+             data_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["user", "list"][..],
+        &["chat", "create", "Later"],
+        &["export"],
+        &["import", "backup.jsonl"],
+    ] {
+        let out = natter(&config, args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let said = stderr(&out);
+        assert!(
+            said.contains("storage = \"postgres\"") && said.contains("/api/adminonly/export"),
+            "{args:?}: {said}"
+        );
+    }
+    // Nothing was made where sled would keep its data.
+    assert!(!data.exists());
+}
