@@ -567,7 +567,7 @@ fn check_config_prints_a_config_that_loads_back_the_same() {
 }
 
 #[test]
-fn data_commands_refuse_with_postgres_storage_and_say_what_to_use() {
+fn account_and_chat_commands_refuse_with_postgres_storage_and_say_what_to_use() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("natter.toml");
     let data = dir.path().join("data");
@@ -580,20 +580,23 @@ fn data_commands_refuse_with_postgres_storage_and_say_what_to_use() {
         ),
     )
     .unwrap();
-    for args in [
-        &["user", "list"][..],
-        &["chat", "create", "Later"],
-        &["export"],
-        &["import", "backup.jsonl"],
-    ] {
+    for args in [&["user", "list"][..], &["chat", "create", "Later"]] {
         let out = natter(&config, args, None);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let said = stderr(&out);
         assert!(
-            said.contains("storage = \"postgres\"") && said.contains("/api/adminonly/export"),
+            said.contains("storage = \"postgres\"") && said.contains("`natter export`"),
             "{args:?}: {said}"
         );
     }
+    // Export and import go to the database, which is not there.
+    let out = natter(&config, &["export"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot reach PostgreSQL"),
+        "{}",
+        stderr(&out)
+    );
     // Nothing was made where sled would keep its data.
     assert!(!data.exists());
 }
