@@ -36,7 +36,7 @@ pub struct App {
     metrics_addr: Option<SocketAddr>,
     service: Arc<Service>,
     hub: Arc<Hub>,
-    store: Arc<SledStore>,
+    store: Backend,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -51,13 +51,13 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
     let metrics = install_metrics(&config)?;
     // With database_url: the outbox on, and an empty data directory restored from the mirror.
     let (store, mirror) = open_store(&config).await?;
-    let secret = auth::secret_key::load(&config).map_err(StartError)?;
+    let secret = store.secret_key(&config).await?;
     let transport = mail::Transport::from_config(&config).map_err(StartError)?;
     let hub = new_hub(&config);
     let mail_wake = Arc::new(tokio::sync::Notify::new());
     let service = Service::start(
         config.clone(),
-        store.clone(),
+        store.store(),
         hub.clone(),
         mail_wake.clone(),
     )
@@ -119,17 +119,95 @@ fn install_metrics(config: &Config) -> Result<Option<PrometheusHandle>, StartErr
     }
 }
 
-/// The sled store with the configured durability, and the mirror's target when there is one.
+/// The store the server runs on, and what its kind needs besides the `Store` trait.
+enum Backend {
+    Sled(Arc<SledStore>),
+    #[cfg(feature = "pg")]
+    Postgres(Arc<store::postgres::PgStore>),
+}
+
+impl Backend {
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sled(sled) => sled.clone(),
+            #[cfg(feature = "pg")]
+            Backend::Postgres(pg) => pg.clone(),
+        }
+    }
+
+    /// The cookie key: configured, else generated once and kept where the data lives.
+    async fn secret_key(&self, config: &Config) -> Result<Vec<u8>, StartError> {
+        #[cfg(feature = "pg")]
+        if let Backend::Postgres(pg) = self
+            && config.secret_key.is_none()
+        {
+            let (pg, fresh) = (pg.clone(), auth::secret_key::fresh().map_err(StartError)?);
+            return tokio::task::spawn_blocking(move || pg.secret_key(fresh))
+                .await
+                .map_err(|e| StartError(format!("reading the secret key failed: {e}")))?
+                .map_err(|e| StartError(format!("reading the secret key failed: {e}")));
+        }
+        auth::secret_key::load(config).map_err(StartError)
+    }
+
+    /// Closes the store once everything is on disk; blocking. Returns once offline commands
+    /// (or a new server) can open it.
+    fn close(self) -> store::StoreResult<()> {
+        match self {
+            Backend::Sled(sled) => SledStore::close_and_release(sled),
+            #[cfg(feature = "pg")]
+            Backend::Postgres(pg) => pg.close(),
+        }
+    }
+}
+
+/// The store of `storage` with the configured durability, and the mirror's target when sled
+/// has one.
 async fn open_store(
     config: &Config,
-) -> Result<(Arc<SledStore>, Option<store::mirror::start::Target>), StartError> {
+) -> Result<(Backend, Option<store::mirror::start::Target>), StartError> {
     let mode = match config.durability {
         config::DurabilityMode::Sync => SyncMode::Sync,
         config::DurabilityMode::Relaxed => SyncMode::Relaxed,
     };
-    store::mirror::start::open_store(config, mode)
+    match config.storage {
+        config::StorageKind::Sled => store::mirror::start::open_store(config, mode)
+            .await
+            .map(|(sled, target)| (Backend::Sled(sled), target))
+            .map_err(|e| StartError(e.to_string())),
+        config::StorageKind::Postgres => open_postgres(config, mode).await,
+    }
+}
+
+#[cfg(feature = "pg")]
+async fn open_postgres(
+    config: &Config,
+    mode: SyncMode,
+) -> Result<(Backend, Option<store::mirror::start::Target>), StartError> {
+    let url = config
+        .database_url
+        .as_ref()
+        .ok_or_else(|| StartError("storage = \"postgres\" needs database_url".into()))?;
+    let target = store::mirror::pg::parse(url.expose()).map_err(|e| StartError(e.to_string()))?;
+    if let Some(warning) = store::mirror::pg::exposure_warning(&target) {
+        log::warn!("{warning}");
+    }
+    let relaxed = mode == SyncMode::Relaxed;
+    let pg = tokio::task::spawn_blocking(move || store::postgres::PgStore::open(target, relaxed))
         .await
-        .map_err(|e| StartError(e.to_string()))
+        .map_err(|e| StartError(format!("opening PostgreSQL failed: {e}")))?
+        .map_err(|e| StartError(format!("opening the PostgreSQL store failed: {e}")))?;
+    Ok((Backend::Postgres(pg), None))
+}
+
+#[cfg(not(feature = "pg"))]
+async fn open_postgres(
+    _config: &Config,
+    _mode: SyncMode,
+) -> Result<(Backend, Option<store::mirror::start::Target>), StartError> {
+    Err(StartError(
+        "storage = \"postgres\", but this build of natter has no PostgreSQL support".into(),
+    ))
 }
 
 fn new_hub(config: &Config) -> Arc<Hub> {
@@ -146,7 +224,7 @@ fn new_hub(config: &Config) -> Arc<Hub> {
 fn spawn_background(
     config: &Config,
     service: &Arc<Service>,
-    store: &Arc<SledStore>,
+    store: &Backend,
     mirror: Option<store::mirror::start::Target>,
     transport: Option<mail::Transport>,
     mail_wake: Arc<tokio::sync::Notify>,
@@ -155,17 +233,16 @@ fn spawn_background(
         tokio::spawn(service.clone().run_sweeper()),
         tokio::spawn(service.clone().publish_durable_events()),
     ];
-    if let Some(target) = mirror {
+    if let (Some(target), Backend::Sled(sled)) = (mirror, store) {
         background.push(store::mirror::start::spawn_worker(
-            store.clone(),
+            sled.clone(),
             target,
             config,
         ));
     }
     if let Some(transport) = transport {
-        let dyn_store: Arc<dyn Store> = store.clone();
         background.push(tokio::spawn(mail::outbox::run(
-            dyn_store,
+            store.store(),
             transport,
             config.public_url.to_string(),
             mail_wake,
@@ -233,11 +310,14 @@ fn spawn_server(
 /// when a production `public_url` still names this machine.
 fn announce(config: &Config, addr: SocketAddr) {
     log::info!(
-        "natter {} listening on {addr} ({} mode, durability {}, data_dir {}, mail {}, public_url {})",
+        "natter {} listening on {addr} ({} mode, durability {}, {}, mail {}, public_url {})",
         env!("CARGO_PKG_VERSION"),
         if config.dev { "dev" } else { "production" },
         config.durability.as_str(),
-        config.data_dir.display(),
+        match config.storage {
+            config::StorageKind::Sled => format!("data_dir {}", config.data_dir.display()),
+            config::StorageKind::Postgres => "storage postgres".to_owned(),
+        },
         config.mail.provider.as_str(),
         config.public_url
     );
@@ -322,22 +402,22 @@ impl App {
             log::warn!("requests still running after 4 s were cut off");
             self.server.abort();
         }
-        let_mirror_catch_up(&self.store).await;
+        let_mirror_catch_up(&*self.store.store()).await;
         for task in &self.background {
             task.abort();
         }
         for task in self.background.drain(..) {
             let _ = task.await;
         }
-        let (service, hub, store) = (self.service, self.hub, self.store);
+        let (service, hub, backend) = (self.service, self.hub, self.store);
         tokio::task::spawn_blocking(move || {
+            let store = backend.store();
             // Everything committed is flushed, so every staged event can reach its queue first.
             store.flush()?;
             hub.release(store.write_epoch());
             store.save_queues(&hub.snapshot())?;
-            drop(service);
-            // Returns once offline commands (or a new server) can open the directory.
-            SledStore::close_and_release(store)
+            drop((service, store));
+            backend.close()
         })
         .await
         .map_err(|e| StartError(format!("shutdown failed: {e}")))?
@@ -352,7 +432,7 @@ const MIRROR_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// Gives a connected mirror a moment to apply the last changes, so that a stop right after a
 /// change leaves a complete copy; whatever is still waiting is applied after the next start.
-async fn let_mirror_catch_up(store: &SledStore) {
+async fn let_mirror_catch_up(store: &dyn Store) {
     use crate::store::mirror::MirrorState;
     let deadline = tokio::time::Instant::now() + MIRROR_CATCH_UP;
     loop {

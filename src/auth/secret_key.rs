@@ -42,10 +42,16 @@ fn stretch_dev_secret(key: &[u8]) -> Vec<u8> {
     hash.finalize().to_vec()
 }
 
-fn generate_secret(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Write;
+/// 32 new random bytes: a cookie key for a store that keeps its own.
+pub fn fresh() -> Result<Vec<u8>, String> {
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).map_err(|e| format!("the OS random generator failed: {e}"))?;
+    Ok(key.to_vec())
+}
+
+fn generate_secret(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let key = fresh()?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

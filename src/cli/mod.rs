@@ -163,6 +163,23 @@ impl From<StoreError> for CliError {
     }
 }
 
+/// The offline commands work on sled's data directory; with `storage = "postgres"` they would
+/// find nothing there, so they refuse and say what to use instead.
+fn needs_sled(config: &Config, command: &str) -> Result<(), CliError> {
+    if config.storage == crate::config::StorageKind::Postgres {
+        return Err(CliError {
+            message: format!(
+                "`natter {command}` works on sled's data_dir, and this config has storage = \"postgres\"; \
+                 `natter export` and `natter import` work on either, GET /api/adminonly/export \
+                 while the server runs, and pg_dump backs up the database (docs/operations.md, \
+                 The PostgreSQL store)"
+            ),
+            code: 2,
+        });
+    }
+    Ok(())
+}
+
 /// Opens a private copy of the data directory for a command that only reads: neither the data
 /// directory nor the mirror's bookkeeping is touched (docs/configuration.md, Command line).
 fn open_for_reading(config: &Config) -> Result<ReadCopy, CliError> {
@@ -199,6 +216,7 @@ fn finish(store: std::sync::Arc<SledStore>) -> Result<(), CliError> {
 
 /// Runs `natter user ...`.
 pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliError> {
+    needs_sled(config, "user")?;
     if let UserCommand::List = command {
         let copy = open_for_reading(config)?;
         println!(
@@ -295,6 +313,7 @@ fn read_password() -> Result<Password, CliError> {
 
 /// Runs `natter chat ...`.
 pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
+    needs_sled(config, "chat")?;
     if let ChatCommand::List = command {
         let mut chats = open_for_reading(config)?.store().chats()?;
         chats.sort_by(|a, b| a.name.cmp(&b.name));
@@ -331,10 +350,36 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
     finish(store)
 }
 
+/// The PostgreSQL store of `storage = "postgres"`, for `export` and `import`.
+#[cfg(feature = "pg")]
+fn open_postgres(config: &Config) -> Result<Option<std::sync::Arc<dyn Store>>, CliError> {
+    if config.storage != crate::config::StorageKind::Postgres {
+        return Ok(None);
+    }
+    let url = config
+        .database_url
+        .as_ref()
+        .ok_or_else(|| CliError::failed("storage = \"postgres\" needs database_url"))?;
+    let target = crate::store::mirror::pg::parse(url.expose())
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    Ok(Some(crate::store::postgres::PgStore::open(target, true)?))
+}
+
+#[cfg(not(feature = "pg"))]
+fn open_postgres(_config: &Config) -> Result<Option<std::sync::Arc<dyn Store>>, CliError> {
+    Ok(None)
+}
+
 /// Runs `natter export`: the dump goes to `output`, or to standard output.
 pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError> {
-    let copy = open_for_reading(config)?;
-    let export = Export::offline(copy.store().clone(), crate::model::now())?;
+    let export = match open_postgres(config)? {
+        // PostgreSQL gives a consistent read while the server runs; nothing is written.
+        Some(pg) => Export::offline(pg, crate::model::now())?,
+        None => {
+            let copy = open_for_reading(config)?;
+            Export::offline(copy.store().clone(), crate::model::now())?
+        }
+    };
     let counts = match output {
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -393,9 +438,23 @@ fn write_export_file(
 
 /// Runs `natter import PATH`: checks the whole dump, then loads it into the empty `data_dir`.
 pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
-    let _owner = OwnerGuard::new(&config.data_dir);
     let checks =
         crate::store::incoming::Incoming::new(&config.bot.name, config.password_iterations);
+    if let Some(pg) = open_postgres(config)? {
+        let crate::interchange::backup::Checked { counts, admins, .. } =
+            crate::interchange::backup::import_into(path, &*pg, checks).map_err(|e| {
+                CliError::failed(format!("{} was not imported: {e}", path.display()))
+            })?;
+        if !admins.is_empty() {
+            println!("admin accounts in the backup: {}", admins.join(", "));
+        }
+        println!(
+            "imported {} users, {} chats, {} messages into the PostgreSQL store",
+            counts.users, counts.chats, counts.messages
+        );
+        return Ok(());
+    }
+    let _owner = OwnerGuard::new(&config.data_dir);
     let crate::interchange::backup::Checked { counts, admins, .. } =
         crate::interchange::backup::import(path, &config.data_dir, checks)
             .map_err(|e| CliError::failed(format!("{} was not imported: {e}", path.display())))?;
@@ -416,6 +475,7 @@ pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
 /// row on one line and ends with a summary; refuses a data directory that already holds data.
 #[cfg(feature = "pg")]
 pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Result<(), CliError> {
+    needs_sled(config, "import-chatty")?;
     use crate::interchange::chatty;
     let _owner = OwnerGuard::new(&config.data_dir);
     let dry_run = args.dry_run;

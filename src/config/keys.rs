@@ -14,7 +14,9 @@ use super::checks::{
     unset_means,
 };
 use super::macros::config_keys;
-use super::{DurabilityMode, IpNet, LogLevel, MailProvider, PresenceScope, PublicUrl, Secret};
+use super::{
+    DurabilityMode, IpNet, LogLevel, MailProvider, PresenceScope, PublicUrl, Secret, StorageKind,
+};
 
 config_keys! {
     /// The effective, validated configuration.
@@ -29,6 +31,8 @@ config_keys! {
         /// Base of links in emails; https:// turns on Secure cookies; unset: http://localhost:8080, in dev mode
         /// the port served.
         public_url: Option<String> => PublicUrl = None, public_url;
+        /// Where data lives: "sled" (in data_dir) or "postgres" (the database at database_url).
+        storage: StorageKind = StorageKind::Sled, plain;
         /// sled data directory.
         data_dir: PathBuf = "./natter-data".into(), non_empty_dir;
         /// Cookie signing key, at least 32 bytes (SECRET_KEY or SECRET_KEY_FILE); if unset, one is generated
@@ -108,7 +112,8 @@ config_keys! {
         trusted_proxies: Vec<String> => Vec<IpNet> = Vec::new(), each(ip_range);
         /// Serve the web client from this directory instead of the bundled one.
         static_dir: Option<PathBuf> = None, optional_dir;
-        /// PostgreSQL mirror connection string (DATABASE_URL or DATABASE_URL_FILE).
+        /// PostgreSQL connection string (DATABASE_URL or DATABASE_URL_FILE): the store with storage = "postgres", else
+        /// the mirror.
         database_url: Option<String> => Option<Secret> = None, non_empty_secret, secret;
         /// Let the mirror replace a database that holds another natter's copy (another label).
         mirror_replace_foreign: bool = false, plain;

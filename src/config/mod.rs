@@ -76,6 +76,27 @@ pub enum DurabilityMode {
     Relaxed,
 }
 
+/// Where natter keeps its data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// sled in `data_dir`, optionally mirrored to PostgreSQL.
+    #[default]
+    Sled,
+    /// The PostgreSQL database at `database_url`.
+    Postgres,
+}
+
+impl StorageKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sled => "sled",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
 /// Who hears that a user came online or went offline (`LoginEvent`, `LogoutEvent`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Config, DurabilityMode, IpNet, LogLevel, MailProvider, PresenceScope, Secret};
+use super::{
+    Config, DurabilityMode, IpNet, LogLevel, MailProvider, PresenceScope, Secret, StorageKind,
+};
 
 impl Config {
     /// Every effective key as `key = value` lines in config-file order, with secrets redacted.
@@ -149,6 +151,12 @@ impl Shown for LogLevel {
 }
 
 impl Shown for DurabilityMode {
+    fn shown(&self) -> String {
+        quoted(self.as_str())
+    }
+}
+
+impl Shown for StorageKind {
     fn shown(&self) -> String {
         quoted(self.as_str())
     }

@@ -8,7 +8,7 @@ use super::key_errors::{Invalid, invalid};
 use super::keys::RawConfig;
 use super::{
     Config, MIN_PRODUCTION_PASSWORD_ITERATIONS, MIN_SECRET_KEY_BYTES, MailConfig, MailProvider,
-    Secret,
+    Secret, StorageKind,
 };
 use crate::model::{ChatName, UserName};
 
@@ -41,7 +41,21 @@ pub(super) fn validate(raw: RawConfig, dev: bool, port: Option<u16>) -> Result<C
     long_secret_key_outside_dev(config.secret_key.as_ref(), dev)?;
     choose_mail_provider(&mut config.mail, provider_unset, dev)?;
     metrics_port_differs(&config)?;
+    postgres_storage_has_a_database(&config)?;
     Ok(config)
+}
+
+/// `storage = "postgres"` keeps everything in the database at `database_url`.
+fn postgres_storage_has_a_database(config: &Config) -> Result<(), Invalid> {
+    if config.storage == StorageKind::Postgres && config.database_url.is_none() {
+        return Err(invalid(
+            "storage",
+            "storage = \"postgres\" needs database_url (or DATABASE_URL, DATABASE_URL_FILE): \
+             the PostgreSQL database to keep everything in"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// A character takes up to 4 bytes of UTF-8; 1 KiB more covers the JSON around the text.
@@ -277,6 +291,11 @@ mod tests {
                 "cors_origins: `https://a.com/app` has a path",
             ),
             ("cors_origins = [\"*\"]", "cors_origins cannot contain `*`"),
+            (
+                "storage = \"postgres\"",
+                "storage = \"postgres\" needs database_url",
+            ),
+            ("storage = \"mysql\"", "storage"),
             (
                 "cors_origins = [\"a.com\"]",
                 "cors_origins: `a.com` is not an origin",

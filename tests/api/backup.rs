@@ -393,9 +393,8 @@ async fn a_large_export_streams_from_its_cut_while_other_requests_are_served() {
         .await
         .assert_ok_empty();
     server.stop().await;
-    {
-        use natter::store::{NewMessage, Store};
-        let store = server.stored_data();
+    server.with_stored_data(|store| {
+        use natter::store::NewMessage;
         let chats = store.chats().unwrap();
         let text = "x".repeat(2500);
         for i in 0..BIG_MESSAGES {
@@ -412,8 +411,7 @@ async fn a_large_export_streams_from_its_cut_while_other_requests_are_served() {
                 })
                 .unwrap();
         }
-        store.close().unwrap();
-    }
+    });
     server.restart(&[&root]).await;
     let r = root
         .post(

@@ -20,6 +20,131 @@ pub struct TestServer {
     pub mail: MailRecorder,
 }
 
+/// The cluster of `TEST_STORAGE=postgres` runs, started by the first server that needs it and
+/// stopped when the test binary exits.
+#[cfg(feature = "pg")]
+static CLUSTER: tokio::sync::OnceCell<Option<crate::cluster::Cluster>> =
+    tokio::sync::OnceCell::const_new();
+
+#[cfg(feature = "pg")]
+extern "C" fn stop_cluster() {
+    if let Some(Some(cluster)) = CLUSTER.get() {
+        cluster.stop();
+    }
+}
+
+/// With `TEST_STORAGE=postgres`, the config lines that keep a test server's data in a database
+/// of its own (the same one across its restarts); `None` for sled, the default.
+#[cfg(feature = "pg")]
+async fn postgres_storage(dir: &TempDir) -> Option<String> {
+    if std::env::var("TEST_STORAGE").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    let cluster = CLUSTER
+        .get_or_init(|| async {
+            let cluster = crate::cluster::Cluster::start().await;
+            // SAFETY: registers a plain function with no captured state.
+            unsafe { libc::atexit(stop_cluster) };
+            cluster
+        })
+        .await
+        .as_ref()
+        .expect("TEST_STORAGE=postgres needs PostgreSQL's binaries");
+    let db = database_name(dir.path());
+    let admin = cluster.client("postgres").await;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
+    }
+    Some(format!(
+        "storage = \"postgres\"\ndatabase_url = \"{}\"\n",
+        cluster.url(&db)
+    ))
+}
+
+#[cfg(not(feature = "pg"))]
+async fn postgres_storage(_dir: &TempDir) -> Option<String> {
+    None
+}
+
+/// The database of the test server whose directory is `dir` (the same across its restarts).
+fn database_name(dir: &std::path::Path) -> String {
+    let name: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    format!("t_{name}")
+}
+
+/// The stopped server's store, opened directly: sled's directory, or its PostgreSQL database.
+#[cfg(feature = "pg")]
+fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
+    if on_postgres() {
+        let cluster = CLUSTER
+            .get()
+            .and_then(Option::as_ref)
+            .expect("the cluster runs");
+        let target = natter::store::mirror::pg::parse(&cluster.url(&database_name(dir))).unwrap();
+        return natter::store::postgres::PgStore::open(target, false).unwrap();
+    }
+    open_sled(&dir.join("data"))
+}
+
+#[cfg(not(feature = "pg"))]
+fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
+    open_sled(&dir.join("data"))
+}
+
+/// A stopped server's sled directory. sled's own flush thread may hold the directory's lock a
+/// moment after the server stopped: wait for it.
+fn open_sled(data: &std::path::Path) -> std::sync::Arc<natter::store::sled::SledStore> {
+    use natter::store::StoreError;
+    use natter::store::sled::{SledStore, SyncMode};
+    for _ in 0..100 {
+        match SledStore::open(data, SyncMode::Relaxed) {
+            Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the data directory stayed locked");
+}
+
+/// Makes the database of the server in `to` a copy of the stopped one's in `from`.
+#[cfg(feature = "pg")]
+async fn copy_database(from: &std::path::Path, to: &std::path::Path) {
+    let cluster = CLUSTER
+        .get()
+        .and_then(Option::as_ref)
+        .expect("the cluster runs");
+    let admin = cluster.client("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            database_name(to),
+            database_name(from)
+        ))
+        .await
+        .unwrap();
+}
+
+#[cfg(not(feature = "pg"))]
+async fn copy_database(_from: &std::path::Path, _to: &std::path::Path) {}
+
+/// Whether this run keeps test servers' data in PostgreSQL (`TEST_STORAGE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("TEST_STORAGE").ok().as_deref() == Some("postgres")
+}
+
 /// Settings every test server gets: fast hashing, short polls, mail to its own recorder.
 fn base_config(dir: &TempDir, extra: &str, mail: &MailRecorder) -> String {
     let data_dir = format!("data_dir = \"{}\"", dir.path().join("data").display());
@@ -75,7 +200,12 @@ impl TestServer {
     /// Starts on a copy of a stopped server's data directory.
     pub async fn on_copy_of(data: &std::path::Path, extra: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(data, &dir.path().join("data"));
+        if on_postgres() {
+            let template = data.parent().expect("a server's data directory");
+            copy_database(template, dir.path()).await;
+        } else {
+            copy_dir(data, &dir.path().join("data"));
+        }
         TestServer::build_in(dir, extra, true).await
     }
 
@@ -109,6 +239,9 @@ impl TestServer {
 
     async fn launch(dir: &TempDir, extra: &str, dev: bool, mail: &MailRecorder) -> App {
         let mut text = base_config(dir, extra, mail);
+        if let Some(storage) = postgres_storage(dir).await {
+            text = format!("{storage}{text}");
+        }
         if !dev {
             text = text.replace("password_iterations = 1000", "password_iterations = 100000");
         }
@@ -183,17 +316,20 @@ impl TestServer {
     /// The stopped server's data directory, opened directly. sled's own flush thread may hold
     /// the directory's lock a moment after the server stopped: wait for it.
     pub fn stored_data(&self) -> std::sync::Arc<natter::store::sled::SledStore> {
-        use natter::store::StoreError;
-        use natter::store::sled::{SledStore, SyncMode};
-        for _ in 0..100 {
-            match SledStore::open(&self.data_dir(), SyncMode::Relaxed) {
-                Err(StoreError::Locked(_)) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => return other.unwrap(),
-            }
+        open_sled(&self.data_dir())
+    }
+
+    /// Runs `f` on the stopped server's store, whichever backend it is, and closes it after.
+    pub fn with_stored_data<T>(&self, f: impl FnOnce(&dyn natter::store::Store) -> T) -> T {
+        let store = open_stored_data(self.dir.path());
+        let out = f(&*store);
+        store.flush().unwrap();
+        drop(store);
+        if !on_postgres() {
+            // Returns once sled has let go of the directory.
+            open_sled(&self.data_dir()).close().unwrap();
         }
-        panic!("the data directory stayed locked");
+        out
     }
 
     pub fn edit_stored_user(
@@ -201,12 +337,11 @@ impl TestServer {
         name: &str,
         change: impl FnOnce(&mut natter::store::UserRecord),
     ) {
-        use natter::store::Store;
-        let store = self.stored_data();
-        let mut user = store.user(name).unwrap().expect("the user exists");
-        change(&mut user);
-        store.update_user(&user, None).unwrap();
-        natter::store::sled::SledStore::close_and_release(store).unwrap();
+        self.with_stored_data(|store| {
+            let mut user = store.user(name).unwrap().expect("the user exists");
+            change(&mut user);
+            store.update_user(&user, None).unwrap();
+        });
     }
 }
 

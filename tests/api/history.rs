@@ -284,16 +284,12 @@ async fn deleted_text_is_gone_after_a_restart() {
     let gone = alice.say("Main", "secret words").await;
     delete(&alice, "Main", &gone["id"]).await.assert_ok_empty();
     server.stop().await;
-    let store = server.stored_data();
-    {
-        use natter::store::Store;
+    server.with_stored_data(|store| {
         let chat = store.chats().unwrap()[0].id;
         let all = store.messages_before(chat, None, 1000).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].text, "kept words");
-    }
-    store.close().unwrap();
-    drop(store);
+    });
     server.restart(&[&alice]).await;
     let history = page(&alice, json!({"chat": "Main"})).await;
     assert_eq!(history, json!([kept]));

@@ -3,7 +3,6 @@
 
 use crate::helpers::{Client, TestServer};
 use crate::log_capture;
-use natter::store::Store;
 use serde_json::json;
 use std::time::Duration;
 
@@ -38,16 +37,16 @@ async fn sign_in(client: &Client, name: &str) -> crate::helpers::Resp {
 /// Stores a verified account named `name` with `like`'s password, straight into the stopped
 /// server's data directory: as accounts made before names were compared by look.
 fn store_look_alike(server: &TestServer, like: &str, name: &str) {
-    let store = server.stored_data();
-    let mut user = store.user(&like.to_lowercase()).unwrap().expect("exists");
-    user.name = name.to_owned();
-    user.email = email_of(name);
-    user.admin = false;
-    store
-        .insert_user(&user, None)
-        .unwrap()
-        .expect("the name was free");
-    store.close().unwrap();
+    server.with_stored_data(|store| {
+        let mut user = store.user(&like.to_lowercase()).unwrap().expect("exists");
+        user.name = name.to_owned();
+        user.email = email_of(name);
+        user.admin = false;
+        store
+            .insert_user(&user, None)
+            .unwrap()
+            .expect("the name was free");
+    });
 }
 
 #[tokio::test]

@@ -565,3 +565,38 @@ fn check_config_prints_a_config_that_loads_back_the_same() {
         stderr(&out)
     );
 }
+
+#[test]
+fn account_and_chat_commands_refuse_with_postgres_storage_and_say_what_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("natter.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "storage = \"postgres\"\ndatabase_url = \"postgres://natter@127.0.0.1:1/natter\"\n\
+             data_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    for args in [&["user", "list"][..], &["chat", "create", "Later"]] {
+        let out = natter(&config, args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let said = stderr(&out);
+        assert!(
+            said.contains("storage = \"postgres\"") && said.contains("`natter export`"),
+            "{args:?}: {said}"
+        );
+    }
+    // Export and import go to the database, which is not there.
+    let out = natter(&config, &["export"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot reach PostgreSQL"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing was made where sled would keep its data.
+    assert!(!data.exists());
+}

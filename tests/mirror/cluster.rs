@@ -238,6 +238,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Cluster {
+    /// Stops the server at once (also what dropping does).
+    pub fn stop(&self) {
         let data = self.data();
         let exe = self.bin.join("pg_ctl");
         let mut command = if self.as_postgres {

@@ -6,5 +6,6 @@
 mod cluster;
 mod import;
 mod mirror;
+mod moving;
 mod natter;
 mod store;

@@ -82,6 +82,9 @@ async fn exercise(store: Arc<dyn Store>, reopen: impl FnOnce(Arc<dyn Store>) -> 
         Err(Taken::Email)
     );
     assert_eq!(store.user("ann").unwrap(), Some(ann.clone()));
+    // A name as typed may hold anything, NUL included: asked for, it is simply not there.
+    assert_eq!(store.user("a\0b").unwrap(), None);
+    assert_eq!(store.user_key_by_email("a\0@example.org").unwrap(), None);
     assert_eq!(
         store.user_key_by_email("ann@example.org").unwrap(),
         Some("ann".into())

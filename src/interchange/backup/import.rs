@@ -111,6 +111,18 @@ fn end_load(data_dir: &Path) -> Result<(), ImportError> {
 fn load(path: &Path, dir: &Path, header: Header, checks: Incoming) -> Result<(), ImportError> {
     let store = SledStore::open(dir, SyncMode::Relaxed).map_err(storage)?;
     store.begin_load(LOAD_MARK).map_err(storage)?;
+    write_records(path, &*store, header, checks)?;
+    // Closing flushes.
+    SledStore::close_and_release(store).map_err(storage)
+}
+
+/// Writes every record of the (already validated) dump into `store`, in batches.
+fn write_records(
+    path: &Path,
+    store: &dyn Store,
+    header: Header,
+    checks: Incoming,
+) -> Result<(), ImportError> {
     let next = NextIds {
         chat: header.next_chat_id,
         message: header.next_message_id,
@@ -124,9 +136,27 @@ fn load(path: &Path, dir: &Path, header: Header, checks: Incoming) -> Result<(),
             batch.clear();
         }
     }
-    store.import(&batch, next).map_err(storage)?;
-    // Closing flushes.
-    SledStore::close_and_release(store).map_err(storage)
+    store.import(&batch, next).map_err(storage)
+}
+
+/// Loads the dump at `path` into `store` (the PostgreSQL store), which must hold no account
+/// and no chat yet. The whole dump is checked first; a failure while writing leaves part of it
+/// behind, so the database is then emptied (or made anew) before a second try.
+pub fn import_into(
+    path: &Path,
+    store: &dyn Store,
+    checks: Incoming,
+) -> Result<Checked, ImportError> {
+    if !store.users().map_err(storage)?.is_empty() || !store.chats().map_err(storage)?.is_empty() {
+        return Err(ImportError::general(
+            "the database already holds accounts or chats: natter import only loads into an \
+             empty one",
+        ));
+    }
+    let checked = validate(path, checks.clone())?;
+    write_records(path, store, checked.header, checks)?;
+    store.flush().map_err(storage)?;
+    Ok(checked)
 }
 
 /// `data_dir` may be missing or an empty directory; anything in it means it is in use.

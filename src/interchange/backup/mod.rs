@@ -17,7 +17,7 @@ mod export;
 mod import;
 
 pub use export::Export;
-pub use import::{Checked, ImportError, import, validate};
+pub use import::{Checked, ImportError, import, import_into, validate};
 
 use crate::store::{Author, ChatRecord, MessageRecord, UserRecord};
 use serde::{Deserialize, Serialize};

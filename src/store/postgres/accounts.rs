@@ -92,6 +92,10 @@ impl UserValues {
 }
 
 pub(super) fn user(store: &PgStore, key: &str) -> StoreResult<Option<UserRecord>> {
+    // PostgreSQL text cannot hold NUL, so no stored key has one: asked as typed, not an error.
+    if key.contains('\0') {
+        return Ok(None);
+    }
     let key = key.to_owned();
     store.read(async move |c| {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE key = $1");
@@ -100,6 +104,9 @@ pub(super) fn user(store: &PgStore, key: &str) -> StoreResult<Option<UserRecord>
 }
 
 pub(super) fn user_key_by_email(store: &PgStore, email_key: &str) -> StoreResult<Option<String>> {
+    if email_key.contains('\0') {
+        return Ok(None);
+    }
     let email_key = email_key.to_owned();
     store.read(async move |c| {
         let row = c

@@ -111,6 +111,29 @@ impl PgStore {
         })
     }
 
+    /// The cookie key kept in the database: the one stored, or `fresh`, stored now (first start).
+    pub fn secret_key(&self, fresh: Vec<u8>) -> StoreResult<Vec<u8>> {
+        let key = self.write(async move |tx| {
+            let row = tx
+                .query_one(
+                    "UPDATE store_state SET secret_key = COALESCE(secret_key, $1) WHERE id = 1 \
+                     RETURNING secret_key",
+                    &[&fresh],
+                )
+                .await?;
+            Ok(row.get::<_, Vec<u8>>(0))
+        })?;
+        self.flush()?;
+        Ok(key)
+    }
+
+    /// Stops the writer and the flusher once everything is durable (shutdown).
+    pub fn close(&self) -> StoreResult<()> {
+        let flushed = self.flush();
+        self.link.stop();
+        flushed
+    }
+
     /// Raises the cached next ids past ids just written.
     fn ids_used(&self, chat: Option<u64>, message: Option<u64>) {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());

@@ -79,16 +79,17 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         until BIGINT NOT NULL
     );
     -- One row: the id counters, the epoch of the newest write, the queue snapshot of a
-    -- graceful stop, and the flusher's counter.
+    -- graceful stop, the flusher's counter, and the generated cookie key.
     CREATE TABLE store_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         next_chat_id BIGINT NOT NULL,
         next_message_id BIGINT NOT NULL,
         epoch BIGINT NOT NULL,
         queues BYTEA,
-        flushes BIGINT NOT NULL
+        flushes BIGINT NOT NULL,
+        secret_key BYTEA
     );
-    INSERT INTO store_state VALUES (1, 1, 1, 0, NULL, 0);",
+    INSERT INTO store_state VALUES (1, 1, 1, 0, NULL, 0, NULL);",
 )];
 
 /// Key of the advisory lock that keeps two natters from migrating at once.

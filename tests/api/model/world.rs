@@ -130,7 +130,9 @@ impl Template {
         }
         server.stop().await;
         // Once sled lets go of the directory, nothing writes to it any more.
-        server.stored_data().close().unwrap();
+        if !crate::helpers::on_postgres() {
+            server.stored_data().close().unwrap();
+        }
         Template(server)
     }
 }

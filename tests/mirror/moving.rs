@@ -1,0 +1,123 @@
+//! Moving between backends: `natter export` from sled, `natter import` into the PostgreSQL store,
+//! and back, keeping accounts (passwords work), chats and messages with their ids and authors.
+
+use crate::cluster::Cluster;
+use crate::natter::{self, Natter};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// A config with `storage = "postgres"` on `url`.
+fn postgres_config(dir: &Path, url: &str) -> PathBuf {
+    let path = natter::config(dir, Some(url));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("storage = \"postgres\"\n{text}")).unwrap();
+    path
+}
+
+fn ok(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_install_moves_to_postgres_and_back_with_passwords_ids_and_authors() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    // On sled: an account, a chat, messages; one deleted, so ids have a gap.
+    let sled_dir = tempfile::tempdir().unwrap();
+    let sled_config = natter::config(sled_dir.path(), None);
+    let server = Natter::start(&sled_config);
+    let alice = server.registered("alice", "alicepassword").await;
+    alice.join("Main").await;
+    let first = alice.say("Main", "first").await;
+    let gone = alice.say("Main", "gone").await;
+    let last = alice.say("Main", "last").await;
+    let (status, _) = alice
+        .post(
+            "/api/loggedonly/deleteMessage",
+            json!({"chat": "Main", "id": gone["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    server.stop();
+    let dump = sled_dir.path().join("backup.jsonl");
+    ok(
+        &natter::command(&sled_config, &["export", "-o", dump.to_str().unwrap()]),
+        "export from sled",
+    );
+
+    // Into PostgreSQL: a second import into the same database is refused.
+    let url = pg.create_db("moved").await;
+    let pg_dir = tempfile::tempdir().unwrap();
+    let pg_config = postgres_config(pg_dir.path(), &url);
+    ok(
+        &natter::command(&pg_config, &["import", dump.to_str().unwrap()]),
+        "import into PostgreSQL",
+    );
+    let again = natter::command(&pg_config, &["import", dump.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let server = Natter::start(&pg_config);
+    let alice = server.client();
+    let (status, body) = alice
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "alicepassword"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["verified"], true);
+    alice.join("Main").await;
+    assert_eq!(
+        alice.history_ids("Main").await,
+        [first["id"].as_u64().unwrap(), last["id"].as_u64().unwrap()]
+    );
+    // The author's right to delete came along; new ids continue above the old ones.
+    let newer = alice.say("Main", "on postgres").await;
+    assert!(newer["id"].as_u64() > last["id"].as_u64());
+    let (status, _) = alice
+        .post(
+            "/api/loggedonly/deleteMessage",
+            json!({"chat": "Main", "id": first["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    server.stop();
+
+    // And back to sled, from PostgreSQL's export.
+    let back = pg_dir.path().join("back.jsonl");
+    ok(
+        &natter::command(&pg_config, &["export", "-o", back.to_str().unwrap()]),
+        "export from PostgreSQL",
+    );
+    let again_dir = tempfile::tempdir().unwrap();
+    let again_config = natter::config(again_dir.path(), None);
+    ok(
+        &natter::command(&again_config, &["import", back.to_str().unwrap()]),
+        "import into sled",
+    );
+    let server = Natter::start(&again_config);
+    let alice = server.client();
+    let (status, _) = alice
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "alicepassword"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    alice.join("Main").await;
+    assert_eq!(
+        alice.history_ids("Main").await,
+        [last["id"].as_u64().unwrap(), newer["id"].as_u64().unwrap()]
+    );
+    server.stop();
+}
