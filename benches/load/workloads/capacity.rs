@@ -177,8 +177,13 @@ async fn compare(
 }
 
 /// Messages at `rate` per second spread over the chats for `length`, each posted on time as its
-/// own request (a slow answer does not hold back the next post). Returns posts per chat.
-async fn messages(online: &Online, rate: f64, length: Duration) -> Result<Vec<u64>, String> {
+/// own request (a slow answer does not hold back the next post). Returns posts per chat and how
+/// long each post took to be answered (µs, sorted): a delivery cannot come before its commit.
+async fn messages(
+    online: &Online,
+    rate: f64,
+    length: Duration,
+) -> Result<(Vec<u64>, Vec<u32>), String> {
     let layout = online.layout;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -197,18 +202,22 @@ async fn messages(online: &Online, rate: f64, length: Duration) -> Result<Vec<u6
             online.shared.clone(),
         );
         posts.spawn(async move {
+            let sent = Instant::now();
             online::post(&pool, &cookies, layout, c, j, &stamped(0, &shared))
                 .await
-                .map(|()| c)
+                .map(|()| (c, sent.elapsed()))
         });
         k += 1;
     }
     let mut per_chat = vec![0u64; layout.chats];
+    let mut answered = Vec::new();
     while let Some(done) = posts.join_next().await {
-        let c = done.map_err(|e| e.to_string())??;
+        let (c, took) = done.map_err(|e| e.to_string())??;
         per_chat[c] += 1;
+        answered.push(took.as_micros().min(u32::MAX as u128) as u32);
     }
-    Ok(per_chat)
+    answered.sort_unstable();
+    Ok((per_chat, answered))
 }
 
 /// Workload 11.
@@ -241,7 +250,8 @@ pub(super) async fn capacity(s: &Scale, r: &mut Report) -> Result<(), String> {
     let (cpu0, client_cpu0) = (server.cpu(), servers::cpu_time(std::process::id()));
     let waited0 = server.run_queue_wait();
     let start = Instant::now();
-    let posted = messages(&online, s.capacity_rate, s.capacity_length).await?;
+    let (posted, answered) = messages(&online, s.capacity_rate, s.capacity_length).await?;
+    let (post_p50, post_p99) = (percentile(&answered, 0.50), percentile(&answered, 0.99));
     let drained = online.mark(Duration::from_secs(120)).await?;
     let span = start.elapsed();
     let cpu = server.cpu().saturating_sub(cpu0);
@@ -320,6 +330,7 @@ pub(super) async fn capacity(s: &Scale, r: &mut Report) -> Result<(), String> {
     r.num("w11_posts_per_s", rate);
     r.num("w11_p50_ms", p50);
     r.num("w11_p99_ms", p99);
+    r.num("w11_post_answer_p99_ms", post_p99);
     r.num("w11_run_queue_wait_s", waited.as_secs_f64());
     r.num("w11_cpu_us_per_delivery", us(cpu) / delivered.max(1) as f64);
     r.num(
@@ -336,7 +347,7 @@ pub(super) async fn capacity(s: &Scale, r: &mut Report) -> Result<(), String> {
             s.capacity_length.as_secs()
         ),
         format!(
-            "p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({rate:.1} messages/s reached, {} deliveries/s; {:.1} µs server CPU and {:.1} µs load generator CPU per delivery, keepalives included, the server busy {:.0}% of one core, its threads waiting for a core {:.1} s in all over {:.0} s; load average {load})",
+            "p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (postMessage answered in p50 {post_p50:.1} ms, p99 {post_p99:.1} ms; {rate:.1} messages/s reached, {} deliveries/s; {:.1} µs server CPU and {:.1} µs load generator CPU per delivery, keepalives included, the server busy {:.0}% of one core, its threads waiting for a core {:.1} s in all over {:.0} s; load average {load})",
             fmt_int(delivered as f64 / span.as_secs_f64()),
             us(cpu) / delivered.max(1) as f64,
             us(client_cpu) / delivered.max(1) as f64,
