@@ -1,0 +1,184 @@
+//! One test's containers, data volume, secret and config file: started as docs/container.md
+//! says, with the sandbox's runtime limits, and removed again however the test ends.
+
+use crate::image::IMAGE;
+use crate::podman::Podman;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The names of what a test made, removed on drop.
+pub struct Setup<'a> {
+    pub podman: &'a Podman,
+    pub volume: String,
+    pub secret: String,
+    pub port: u16,
+    config: PathBuf,
+    containers: Vec<String>,
+}
+
+impl<'a> Setup<'a> {
+    /// A new volume, a cookie key as a podman secret, a config file for /etc/natter/config.toml and
+    /// a free port (the containers share the host's network).
+    pub fn new(podman: &'a Podman, dir: &std::path::Path, config: &str) -> Setup<'a> {
+        let tag = format!("natter-test-{}", std::process::id());
+        let volume = format!("{tag}-data");
+        let secret = format!("{tag}-key");
+        std::fs::create_dir_all(dir).unwrap();
+        let config_path = dir.join(format!("{tag}.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        let key_path = dir.join(format!("{tag}.key"));
+        std::fs::write(&key_path, random_key()).unwrap();
+        let setup = Setup {
+            podman,
+            volume,
+            secret,
+            port: free_port(),
+            config: config_path,
+            containers: Vec::new(),
+        };
+        podman.ok(&["volume", "create", &setup.volume]);
+        podman.ok(&[
+            "secret".as_ref(),
+            "create".as_ref(),
+            setup.secret.as_ref(),
+            key_path.as_os_str(),
+        ]);
+        // podman keeps its own copy; the test's goes at once.
+        std::fs::remove_file(&key_path).unwrap();
+        setup
+    }
+
+    /// The `podman run` options every natter container gets here: read-only root, the data volume,
+    /// the config file, the key as a secret readable by natter's user alone, limits the sandbox
+    /// accepts.
+    fn run_options(&self) -> Vec<String> {
+        let config = format!("{}:/etc/natter/config.toml:ro", self.config.display());
+        [
+            "--read-only",
+            "--network=host",
+            "--ulimit=nofile=4096:4096",
+            "--ulimit=nproc=4096:4096",
+            "--volume",
+            &format!("{}:/var/lib/natter", self.volume),
+            "--volume",
+            &config,
+            "--secret",
+            &format!("{},uid=10001,gid=10001,mode=0400", self.secret),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Starts a natter container named `name` serving on [`Setup::port`] and waits until its
+    /// /healthz answers 200.
+    pub fn start(&mut self, name: &str, env: &[(&str, &str)]) {
+        let mut args: Vec<String> = vec!["run".into(), "--detach".into(), "--name".into()];
+        args.push(name.into());
+        self.containers.push(name.into());
+        args.extend(self.run_options());
+        args.extend(["--env".into(), format!("PORT={}", self.port)]);
+        args.extend([
+            "--env".into(),
+            format!("SECRET_KEY_FILE=/run/secrets/{}", self.secret),
+        ]);
+        for (key, value) in env {
+            args.extend(["--env".into(), format!("{key}={value}")]);
+        }
+        args.push(IMAGE.into());
+        self.podman.ok(&args);
+        self.wait_ready(name);
+    }
+
+    /// Runs a one-shot natter command in a throwaway container on the same volume (the server
+    /// stopped): its standard output.
+    pub fn offline(&self, command: &[&str]) -> String {
+        let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
+        args.extend(self.run_options());
+        args.push(IMAGE.into());
+        args.extend(command.iter().map(|s| s.to_string()));
+        self.podman.ok(&args)
+    }
+
+    fn wait_ready(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("127.0.0.1:{}", self.port);
+        loop {
+            if let Ok(body) = healthz(&url) {
+                assert!(body.contains(r#""storage":"ok""#), "{body}");
+                return;
+            }
+            let running = self
+                .podman
+                .ok(&["inspect", "--format", "{{.State.Running}}", name]);
+            assert!(
+                running == "true" && Instant::now() < deadline,
+                "natter in {name} did not come up (running: {running}):\n{}",
+                self.podman.logs(name)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `podman stop` (SIGTERM, SIGKILL after `grace`): how long it took.
+    pub fn stop(&self, name: &str, grace: Duration) -> Duration {
+        let started = Instant::now();
+        self.podman
+            .ok(&["stop", "--time", &grace.as_secs().to_string(), name]);
+        started.elapsed()
+    }
+
+    pub fn exit_code(&self, name: &str) -> i32 {
+        self.podman
+            .ok(&["inspect", "--format", "{{.State.ExitCode}}", name])
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Setup<'_> {
+    fn drop(&mut self) {
+        for name in &self.containers {
+            self.podman.quietly(&["rm", "--force", "--time", "0", name]);
+        }
+        self.podman.quietly(&["volume", "rm", "--force", &self.volume]);
+        self.podman.quietly(&["secret", "rm", &self.secret]);
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// GET /healthz with a plain socket: the body of a 200.
+fn healthz(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if answer.starts_with("HTTP/1.1 200") {
+        Ok(answer)
+    } else {
+        Err(answer)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// 48 random bytes as hex: a cookie key well over natter's 32-byte minimum.
+fn random_key() -> String {
+    let mut bytes = [0u8; 48];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
