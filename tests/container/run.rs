@@ -1,58 +1,58 @@
-//! One test's containers, data volume, secret and config file: started as docs/container.md
+//! One test's containers, data volume, cookie key and config file: started as docs/container.md
 //! says, with the sandbox's runtime limits, and removed again however the test ends.
 
 use crate::image::IMAGE;
 use crate::podman::Podman;
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// Where the cookie key is mounted, as compose mounts its file secrets.
+const KEY_TARGET: &str = "/run/secrets/natter_secret_key";
 
 /// The names of what a test made, removed on drop.
 pub struct Setup<'a> {
     pub podman: &'a Podman,
     pub volume: String,
-    pub secret: String,
     pub port: u16,
     config: PathBuf,
+    key: PathBuf,
     containers: Vec<String>,
 }
 
 impl<'a> Setup<'a> {
-    /// A new volume, a cookie key as a podman secret, a config file for /etc/natter/config.toml and
-    /// a free port (the containers share the host's network).
+    /// A new volume, a cookie key file readable by natter's user alone, a config file for
+    /// /etc/natter/config.toml and a free port (the containers share the host's network).
     pub fn new(podman: &'a Podman, dir: &std::path::Path, config: &str) -> Setup<'a> {
         let tag = format!("natter-test-{}", std::process::id());
         let volume = format!("{tag}-data");
-        let secret = format!("{tag}-key");
         std::fs::create_dir_all(dir).unwrap();
         let config_path = dir.join(format!("{tag}.toml"));
         std::fs::write(&config_path, config).unwrap();
-        let key_path = dir.join(format!("{tag}.key"));
-        std::fs::write(&key_path, random_key()).unwrap();
+        std::fs::set_permissions(&config_path, Permissions::from_mode(0o644)).unwrap();
+        let key = dir.join(format!("{tag}.key"));
+        std::fs::write(&key, random_key()).unwrap();
+        std::fs::set_permissions(&key, Permissions::from_mode(0o400)).unwrap();
+        std::os::unix::fs::chown(&key, Some(10001), Some(10001)).unwrap();
         let setup = Setup {
             podman,
             volume,
-            secret,
             port: free_port(),
             config: config_path,
+            key,
             containers: Vec::new(),
         };
         podman.ok(&["volume", "create", &setup.volume]);
-        podman.ok(&[
-            "secret".as_ref(),
-            "create".as_ref(),
-            setup.secret.as_ref(),
-            key_path.as_os_str(),
-        ]);
-        // podman keeps its own copy; the test's goes at once.
-        std::fs::remove_file(&key_path).unwrap();
         setup
     }
 
     /// The `podman run` options every natter container gets here: read-only root, the data volume,
-    /// the config file, the key as a secret readable by natter's user alone, limits the sandbox
-    /// accepts.
+    /// the config file, the key file, limits the sandbox accepts. (podman 4.3 cannot mount a
+    /// `--secret` file into a read-only container; a bound file is what compose mounts anyway.)
     fn run_options(&self) -> Vec<String> {
         let config = format!("{}:/etc/natter/config.toml:ro", self.config.display());
+        let key = format!("{}:{KEY_TARGET}:ro", self.key.display());
         [
             "--read-only",
             "--network=host",
@@ -62,8 +62,8 @@ impl<'a> Setup<'a> {
             &format!("{}:/var/lib/natter", self.volume),
             "--volume",
             &config,
-            "--secret",
-            &format!("{},uid=10001,gid=10001,mode=0400", self.secret),
+            "--volume",
+            &key,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -78,10 +78,7 @@ impl<'a> Setup<'a> {
         self.containers.push(name.into());
         args.extend(self.run_options());
         args.extend(["--env".into(), format!("PORT={}", self.port)]);
-        args.extend([
-            "--env".into(),
-            format!("SECRET_KEY_FILE=/run/secrets/{}", self.secret),
-        ]);
+        args.extend(["--env".into(), format!("SECRET_KEY_FILE={KEY_TARGET}")]);
         for (key, value) in env {
             args.extend(["--env".into(), format!("{key}={value}")]);
         }
@@ -142,8 +139,8 @@ impl Drop for Setup<'_> {
             self.podman.quietly(&["rm", "--force", "--time", "0", name]);
         }
         self.podman.quietly(&["volume", "rm", "--force", &self.volume]);
-        self.podman.quietly(&["secret", "rm", &self.secret]);
         let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(&self.key);
     }
 }
 
