@@ -87,8 +87,8 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
 
     let alice = Client::new(setup.port);
     register(&podman, &first, &alice, "alice").await;
-    let chats = alice.get("/api/loggedonly/getChats").await.unwrap().ok();
-    let names: Vec<&str> = chats.json().as_array().unwrap().iter().map(chat_name).collect();
+    let chats = alice.get("/api/loggedonly/getChats").await.unwrap().ok().json();
+    let names: Vec<&str> = chats.as_array().unwrap().iter().map(chat_name).collect();
     let names = names.join(",");
     assert_eq!(names, "Harbour,Main", "chats from /etc/natter/config.toml");
     alice
@@ -101,17 +101,18 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
         .await
         .ok();
     let queue = bob.post("/api/loggedonly/queues", json!({})).await.ok().json();
-    let queue_id = queue["queue_id"].as_u64().unwrap();
+    let queue_id = queue["queue_id"].as_str().unwrap().to_owned();
     for n in 0..3 {
         let body = json!({"chat": "Harbour", "text": format!("before stop {n}")});
         alice.post("/api/loggedonly/postMessage", body).await.ok();
     }
-    let (texts, last) = read_messages(&bob, queue_id, 0, 3).await;
+    let (texts, last) = read_messages(&bob, &queue_id, 0, 3).await;
     assert_eq!(texts, ["before stop 0", "before stop 1", "before stop 2"]);
 
     // A poll parked when SIGTERM comes is answered, and natter exits 0 well before SIGKILL.
+    let parked_queue = queue_id.clone();
     let parked = tokio::spawn(async move {
-        let path = format!("/api/loggedonly/events?queue_id={queue_id}&last_event_id={last}");
+        let path = format!("/api/loggedonly/events?queue_id={parked_queue}&last_event_id={last}");
         let answer = bob.get(&path).await;
         (bob, answer)
     });
@@ -160,7 +161,7 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
     assert_eq!(history, ["before stop 0", "before stop 1", "before stop 2"]);
     let body = json!({"chat": "Harbour", "text": "after restart"});
     alice.post("/api/loggedonly/postMessage", body).await.ok();
-    let (texts, _) = read_messages(&bob, queue_id, last, 1).await;
+    let (texts, _) = read_messages(&bob, &queue_id, last, 1).await;
     assert_eq!(texts, ["after restart"], "bob's queue after the restart");
 
     // natter's user, not root; nothing but the volume (and runtime tmpfs) writable.
@@ -217,7 +218,7 @@ fn chat_name(report: &Value) -> &str {
 /// Reads `count` message events from a queue after `last`: their texts and the last event id.
 async fn read_messages(
     client: &Client,
-    queue_id: u64,
+    queue_id: &str,
     mut last: u64,
     count: usize,
 ) -> (Vec<String>, u64) {
