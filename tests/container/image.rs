@@ -34,7 +34,11 @@ pub fn build(podman: &Podman, cache: &Path, binary: &Path) {
     let context = cache.join("context");
     let _ = std::fs::remove_dir_all(&context);
     std::fs::create_dir_all(&context).unwrap();
-    std::fs::copy(binary, context.join("natter")).unwrap();
+    let copy = context.join("natter");
+    std::fs::copy(binary, &copy).unwrap();
+    // Without its symbol table, as the Containerfile's build stage makes it.
+    let strip = std::process::Command::new("strip").arg(&copy).status();
+    assert!(strip.is_ok_and(|s| s.success()), "strip {copy:?} failed");
     let containerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile");
     let debian = format!("DEBIAN_IMAGE={BASE_IMAGE}");
     let version = format!("VERSION={}", env!("CARGO_PKG_VERSION"));

@@ -75,7 +75,7 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
     check_image_config(&podman);
 
     let mut setup = Setup::new(&podman, &cache.join("files"), CONFIG);
-    let first = format!("{}-first", setup.volume);
+    let first = format!("{}-first", setup.tag);
     setup.start(&first, &ENV);
     let health = podman.output(&["healthcheck", "run", &first]);
     assert!(
@@ -142,10 +142,11 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
         assert!(export.contains(text), "{text} missing from the export:\n{export}");
     }
     assert!(export.contains(r#""alice""#), "{export}");
+    check_volume_backup(&setup, &cache);
 
     // A new container on the same volume: the session (same cookie key, from the secret), the
     // messages and bob's event queue are all there.
-    let second = format!("{}-second", setup.volume);
+    let second = format!("{}-second", setup.tag);
     setup.start(&second, &ENV);
     let history = alice
         .post("/api/loggedonly/getLastMessages", json!({"chat": "Harbour"}))
@@ -183,11 +184,64 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
     let size = image::size(&podman);
     let mb = |bytes: u64| bytes as f64 / 1_000_000.0;
     eprintln!(
-        "image size: {:.1} MB uncompressed, {:.1} MB compressed (podman save | gzip -6), binary {:.1} MB",
+        "image size: {:.1} MB uncompressed, {:.1} MB compressed (podman save | gzip -6), from {} \
+         ({:.1} MB before strip)",
         mb(size.uncompressed),
         mb(size.compressed),
+        binary.display(),
         mb(std::fs::metadata(&binary).unwrap().len())
     );
+    // The target for a release build; an unoptimised test build is several times larger.
+    if binary.components().any(|c| c.as_os_str() == "release") {
+        assert!(
+            size.compressed <= 40_000_000,
+            "the image is {:.1} MB compressed, over 40 MB",
+            mb(size.compressed)
+        );
+    }
+}
+
+/// The volume backup docs/container.md gives (natter stopped): a tar of /var/lib/natter made in a
+/// throwaway container, holding the database and keeping natter's ownership.
+fn check_volume_backup(setup: &Setup, cache: &std::path::Path) {
+    let backup = cache.join("files");
+    let mount = format!("{}:/backup", backup.display());
+    let volume = format!("{}:/var/lib/natter:ro", setup.volume);
+    let archive = format!("{}-backup.tar.gz", setup.tag);
+    setup.podman.ok(&[
+        "run",
+        "--rm",
+        "--ulimit=nofile=4096:4096",
+        "--ulimit=nproc=4096:4096",
+        "--network=none",
+        "--volume",
+        &volume,
+        "--volume",
+        &mount,
+        "--user",
+        "0",
+        "--entrypoint",
+        "tar",
+        image::IMAGE,
+        "-C",
+        "/var/lib",
+        "-czf",
+        &format!("/backup/{archive}"),
+        "natter",
+    ]);
+    let path = backup.join(&archive);
+    let listing = std::process::Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let db = listing
+        .lines()
+        .find(|line| line.ends_with(" natter/db"))
+        .unwrap_or_else(|| panic!("no natter/db in the backup:\n{listing}"));
+    assert!(db.contains(" 10001/10001 "), "{db}");
 }
 
 /// Registers `name`, verifies it with the link the log mailer wrote, signs in.

@@ -14,6 +14,8 @@ const KEY_TARGET: &str = "/run/secrets/natter_secret_key";
 /// The names of what a test made, removed on drop.
 pub struct Setup<'a> {
     pub podman: &'a Podman,
+    /// `natter-test-PID`: the prefix of every name here.
+    pub tag: String,
     pub volume: String,
     pub port: u16,
     config: PathBuf,
@@ -37,6 +39,7 @@ impl<'a> Setup<'a> {
         std::os::unix::fs::chown(&key, Some(10001), Some(10001)).unwrap();
         let setup = Setup {
             podman,
+            tag,
             volume,
             port: free_port(),
             config: config_path,
