@@ -63,7 +63,9 @@ async fn main() -> ExitCode {
         }
     }
     let result = match command {
-        Command::Serve | Command::CheckConfig | Command::Healthcheck => serve(config, sources, logger.clone()).await,
+        Command::Serve | Command::CheckConfig | Command::Healthcheck => {
+            serve(config, sources, logger.clone()).await
+        }
         Command::User(action) => natter::cli::run_user(&config, action)
             .await
             .map_err(|e| (e.message, e.code)),

@@ -119,7 +119,10 @@ mod tests {
         );
         assert_eq!(check(addr).unwrap(), body);
         let request = server.join().unwrap();
-        assert!(request.starts_with("GET /healthz HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.starts_with("GET /healthz HTTP/1.1\r\n"),
+            "{request}"
+        );
         assert!(request.contains(&format!("Host: {addr}\r\n")), "{request}");
     }
 

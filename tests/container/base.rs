@@ -11,7 +11,11 @@ pub const BASE_IMAGE: &str = "localhost/natter-test-debian:bookworm";
 /// Imports the bookworm root file system as [`BASE_IMAGE`], making it first if `cache` lacks it.
 /// Both are kept: `rm -r target/tmp/container` starts again from Debian's current packages.
 pub fn ensure_base_image(podman: &Podman, cache: &Path) {
-    if podman.output(&["image", "exists", BASE_IMAGE]).status.success() {
+    if podman
+        .output(&["image", "exists", BASE_IMAGE])
+        .status
+        .success()
+    {
         return;
     }
     let rootfs = cache.join("bookworm-minbase.tar");

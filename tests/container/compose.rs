@@ -40,7 +40,10 @@ fn compose_builds_natter_from_the_containerfile_beside_postgres_17() {
     let natter = &compose["services"]["natter"];
     let context = packaging().join(natter["build"]["context"].as_str().unwrap());
     let dockerfile = natter["build"]["dockerfile"].as_str().unwrap();
-    assert!(context.join(dockerfile).is_file(), "{context:?} {dockerfile}");
+    assert!(
+        context.join(dockerfile).is_file(),
+        "{context:?} {dockerfile}"
+    );
     assert_eq!(natter["read_only"].as_bool(), Some(true));
     assert_eq!(strings(&natter["volumes"]), ["natter-data:/var/lib/natter"]);
     assert_eq!(strings(&natter["ports"]), ["8080:8080"]);
@@ -67,7 +70,10 @@ fn compose_builds_natter_from_the_containerfile_beside_postgres_17() {
     for service in [natter, postgres] {
         for secret in secret_names(service) {
             let file = compose["secrets"][secret]["file"].as_str();
-            assert!(file.is_some_and(|f| f.starts_with("./secrets/")), "{secret}");
+            assert!(
+                file.is_some_and(|f| f.starts_with("./secrets/")),
+                "{secret}"
+            );
         }
     }
     // The database natter's URL names is the one the postgres service creates.
@@ -102,9 +108,8 @@ fn check_config(env: &BTreeMap<String, String>) -> String {
 
 /// The `ENV` lines of the Containerfile's runtime stages, as `NAME=value` pairs.
 fn containerfile_env() -> Vec<(String, String)> {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile"))
-            .unwrap();
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile"))
+        .unwrap();
     text.lines()
         .filter_map(|line| line.strip_prefix("ENV "))
         .flat_map(|rest| rest.split_whitespace())

@@ -87,7 +87,12 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
 
     let alice = Client::new(setup.port);
     register(&podman, &first, &alice, "alice").await;
-    let chats = alice.get("/api/loggedonly/getChats").await.unwrap().ok().json();
+    let chats = alice
+        .get("/api/loggedonly/getChats")
+        .await
+        .unwrap()
+        .ok()
+        .json();
     let names: Vec<&str> = chats.as_array().unwrap().iter().map(chat_name).collect();
     let names = names.join(",");
     assert_eq!(names, "Harbour,Main", "chats from /etc/natter/config.toml");
@@ -100,7 +105,11 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
     bob.post("/api/loggedonly/joinChat", json!({"chat": "Harbour"}))
         .await
         .ok();
-    let queue = bob.post("/api/loggedonly/queues", json!({})).await.ok().json();
+    let queue = bob
+        .post("/api/loggedonly/queues", json!({}))
+        .await
+        .ok()
+        .json();
     let queue_id = queue["queue_id"].as_str().unwrap().to_owned();
     for n in 0..3 {
         let body = json!({"chat": "Harbour", "text": format!("before stop {n}")});
@@ -129,17 +138,27 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
         .expect("the parked poll was not answered at the stop")
         .unwrap();
     let answer = answer.expect("the parked poll's connection broke instead of an answer");
-    assert_eq!(answer.status, 200, "parked poll at the stop: {}", answer.text);
+    assert_eq!(
+        answer.status, 200,
+        "parked poll at the stop: {}",
+        answer.text
+    );
     assert!(stop < Duration::from_secs(20), "stop took {stop:?}");
     let logs = podman.logs(&first);
     assert_eq!(setup.exit_code(&first), 0, "exit code; log:\n{logs}");
-    assert!(logs.contains("shutting down") && logs.contains("stopped"), "{logs}");
+    assert!(
+        logs.contains("shutting down") && logs.contains("stopped"),
+        "{logs}"
+    );
     podman.ok(&["rm", &first]);
 
     // The saved state, read offline from the volume by the image's own export command.
     let export = setup.offline(&["export"]);
     for text in ["before stop 0", "before stop 1", "before stop 2"] {
-        assert!(export.contains(text), "{text} missing from the export:\n{export}");
+        assert!(
+            export.contains(text),
+            "{text} missing from the export:\n{export}"
+        );
     }
     assert!(export.contains(r#""alice""#), "{export}");
     check_volume_backup(&setup, &cache);
@@ -149,7 +168,10 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
     let second = format!("{}-second", setup.tag);
     setup.start(&second, &ENV);
     let history = alice
-        .post("/api/loggedonly/getLastMessages", json!({"chat": "Harbour"}))
+        .post(
+            "/api/loggedonly/getLastMessages",
+            json!({"chat": "Harbour"}),
+        )
         .await
         .ok()
         .json();
@@ -256,7 +278,10 @@ async fn register(podman: &Podman, container: &str, client: &Client, name: &str)
             let rest = &logs[at..];
             break rest[..rest.find(char::is_whitespace).unwrap_or(rest.len())].to_owned();
         }
-        assert!(std::time::Instant::now() < deadline, "no activation link:\n{logs}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no activation link:\n{logs}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     client.get(&path).await.unwrap().ok();
@@ -299,13 +324,19 @@ fn check_image_config(podman: &Podman) {
     let config = &image["Config"];
     assert_eq!(config["User"], "10001:10001", "{config}");
     assert!(config["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
-    assert!(config["Volumes"].get("/var/lib/natter").is_some(), "{config}");
+    assert!(
+        config["Volumes"].get("/var/lib/natter").is_some(),
+        "{config}"
+    );
     assert_eq!(config["Entrypoint"], json!(["natter"]), "{config}");
     assert_eq!(config["Cmd"], json!(["serve"]), "{config}");
     assert_eq!(config["WorkingDir"], "/etc/natter", "{config}");
     assert_eq!(config["StopSignal"], "SIGTERM", "{config}");
     let env = config["Env"].as_array().unwrap();
-    assert!(env.contains(&json!("NATTER_DATA_DIR=/var/lib/natter")), "{config}");
+    assert!(
+        env.contains(&json!("NATTER_DATA_DIR=/var/lib/natter")),
+        "{config}"
+    );
     assert_eq!(
         image["Healthcheck"]["Test"],
         json!(["CMD", "natter", "healthcheck"]),

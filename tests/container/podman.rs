@@ -78,7 +78,11 @@ impl Podman {
             .args(args)
             .status()
             .expect("podman could not be started");
-        assert!(status.success(), "podman {} failed ({status})", describe(args));
+        assert!(
+            status.success(),
+            "podman {} failed ({status})",
+            describe(args)
+        );
     }
 
     /// Runs `podman ARGS` and ignores the outcome: clean-up of what may already be gone.

@@ -141,7 +141,8 @@ impl Drop for Setup<'_> {
         for name in &self.containers {
             self.podman.quietly(&["rm", "--force", "--time", "0", name]);
         }
-        self.podman.quietly(&["volume", "rm", "--force", &self.volume]);
+        self.podman
+            .quietly(&["volume", "rm", "--force", &self.volume]);
         let _ = std::fs::remove_file(&self.config);
         let _ = std::fs::remove_file(&self.key);
     }
