@@ -6,6 +6,10 @@
 
 mod base;
 mod client;
+// The mirror tests' throwaway PostgreSQL cluster, for DATABASE_URL_FILE in the image.
+#[allow(dead_code)]
+#[path = "../mirror/cluster.rs"]
+mod cluster;
 mod compose;
 mod containerfile;
 mod image;
@@ -76,7 +80,7 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
 
     let mut setup = Setup::new(&podman, &cache.join("files"), CONFIG);
     let first = format!("{}-first", setup.tag);
-    setup.start(&first, &ENV);
+    setup.start(&first, &ENV, &[]);
     let health = podman.output(&["healthcheck", "run", &first]);
     assert!(
         health.status.success(),
@@ -161,12 +165,25 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
         );
     }
     assert!(export.contains(r#""alice""#), "{export}");
-    check_volume_backup(&setup, &cache);
+    let archive = check_volume_backup(&setup, &cache);
+    // The same dump but for its header's time of creation.
+    let after_header = |dump: &str| dump.split_once('\n').unwrap().1.to_owned();
+    let restored = check_volume_restore(&mut setup, &archive);
+    assert_eq!(after_header(&restored), after_header(&export));
 
     // A new container on the same volume: the session (same cookie key, from the secret), the
-    // messages and bob's event queue are all there.
+    // messages and bob's event queue are all there. With PostgreSQL installed, it also mirrors
+    // into a database whose URL is a mounted secret file.
     let second = format!("{}-second", setup.tag);
-    setup.start(&second, &ENV);
+    let pg = cluster::Cluster::start().await;
+    let mut env = ENV.to_vec();
+    let mut options = Vec::new();
+    if let Some(pg) = &pg {
+        let url = pg.create_db("natter").await;
+        options.push(setup.secret("database_url", &url, "/run/secrets/database_url"));
+        env.push(("DATABASE_URL_FILE", "/run/secrets/database_url"));
+    }
+    setup.start(&second, &env, &options);
     let history = alice
         .post(
             "/api/loggedonly/getLastMessages",
@@ -186,6 +203,9 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
     alice.post("/api/loggedonly/postMessage", body).await.ok();
     let (texts, _) = read_messages(&bob, &queue_id, last, 1).await;
     assert_eq!(texts, ["after restart"], "bob's queue after the restart");
+    if let Some(pg) = &pg {
+        check_mirror(pg, &setup).await;
+    }
 
     // natter's user, not root; nothing but the volume (and runtime tmpfs) writable.
     let uid = podman.ok(&["exec", &second, "id", "-u"]);
@@ -224,8 +244,8 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
 }
 
 /// The volume backup docs/container.md gives (natter stopped): a tar of /var/lib/natter made in a
-/// throwaway container, holding the database and keeping natter's ownership.
-fn check_volume_backup(setup: &Setup, cache: &std::path::Path) {
+/// throwaway container, holding the database and keeping natter's ownership. The archive's path.
+fn check_volume_backup(setup: &Setup, cache: &std::path::Path) -> PathBuf {
     let backup = cache.join("files");
     let mount = format!("{}:/backup", backup.display());
     let volume = format!("{}:/var/lib/natter:ro", setup.volume);
@@ -257,13 +277,88 @@ fn check_volume_backup(setup: &Setup, cache: &std::path::Path) {
         .arg(&path)
         .output()
         .unwrap();
-    std::fs::remove_file(&path).unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
     let db = listing
         .lines()
         .find(|line| line.ends_with(" natter/db"))
         .unwrap_or_else(|| panic!("no natter/db in the backup:\n{listing}"));
     assert!(db.contains(" 10001/10001 "), "{db}");
+    path
+}
+
+/// The documented restore: the archive unpacked into a new volume, which natter's own export
+/// then reads as natter's user.
+fn check_volume_restore(setup: &mut Setup, archive: &std::path::Path) -> String {
+    let restored = setup.new_volume("restored");
+    let mount = format!("{}:/backup:ro", archive.parent().unwrap().display());
+    let file = format!("/backup/{}", archive.file_name().unwrap().to_string_lossy());
+    setup.podman.ok(&[
+        "run",
+        "--rm",
+        "--ulimit=nofile=4096:4096",
+        "--ulimit=nproc=4096:4096",
+        "--network=none",
+        "--volume",
+        &format!("{restored}:/var/lib/natter"),
+        "--volume",
+        &mount,
+        "--user",
+        "0",
+        "--entrypoint",
+        "tar",
+        image::IMAGE,
+        "-C",
+        "/var/lib",
+        "-xzf",
+        &file,
+    ]);
+    std::fs::remove_file(archive).unwrap();
+    setup.podman.ok(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--ulimit=nofile=4096:4096",
+        "--ulimit=nproc=4096:4096",
+        "--network=none",
+        "--volume",
+        &format!("{restored}:/var/lib/natter"),
+        image::IMAGE,
+        "export",
+    ])
+}
+
+/// natter in the container reports its mirror `ok` and has copied every message into PostgreSQL.
+async fn check_mirror(pg: &cluster::Cluster, setup: &Setup<'_>) {
+    let expected = [
+        "before stop 0",
+        "before stop 1",
+        "before stop 2",
+        "after restart",
+    ];
+    let client = pg.client("natter").await;
+    let health = Client::new(setup.port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let healthz = health.get("/healthz").await.unwrap().ok().json();
+        let rows = client
+            .query("SELECT text FROM messages ORDER BY id", &[])
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if healthz["mirror"] == "ok" && rows == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mirror: {healthz}, messages in PostgreSQL: {rows:?}\n{}",
+            setup.podman.logs(&format!("{}-second", setup.tag))
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Registers `name`, verifies it with the link the log mailer wrote, signs in.

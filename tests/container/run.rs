@@ -20,6 +20,10 @@ pub struct Setup<'a> {
     pub port: u16,
     config: PathBuf,
     key: PathBuf,
+    /// Secret files made after the key.
+    files: Vec<PathBuf>,
+    /// Volumes made after the data volume.
+    volumes: Vec<String>,
     containers: Vec<String>,
 }
 
@@ -33,10 +37,7 @@ impl<'a> Setup<'a> {
         let config_path = dir.join(format!("{tag}.toml"));
         std::fs::write(&config_path, config).unwrap();
         std::fs::set_permissions(&config_path, Permissions::from_mode(0o644)).unwrap();
-        let key = dir.join(format!("{tag}.key"));
-        std::fs::write(&key, random_key()).unwrap();
-        std::fs::set_permissions(&key, Permissions::from_mode(0o400)).unwrap();
-        std::os::unix::fs::chown(&key, Some(10001), Some(10001)).unwrap();
+        let key = secret_file(&dir.join(format!("{tag}.key")), &random_key());
         let setup = Setup {
             podman,
             tag,
@@ -44,6 +45,8 @@ impl<'a> Setup<'a> {
             port: free_port(),
             config: config_path,
             key,
+            files: Vec::new(),
+            volumes: Vec::new(),
             containers: Vec::new(),
         };
         podman.ok(&["volume", "create", &setup.volume]);
@@ -73,13 +76,32 @@ impl<'a> Setup<'a> {
         .collect()
     }
 
-    /// Starts a natter container named `name` serving on [`Setup::port`] and waits until its
-    /// /healthz answers 200.
-    pub fn start(&mut self, name: &str, env: &[(&str, &str)]) {
+    /// Another empty volume, `natter-test-PID-SUFFIX`.
+    pub fn new_volume(&mut self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.tag);
+        self.podman.ok(&["volume", "create", &name]);
+        self.volumes.push(name.clone());
+        name
+    }
+
+    /// A file of this test readable by natter's user alone, to mount as a secret: the
+    /// `--volume` option that mounts it at `target`.
+    pub fn secret(&mut self, name: &str, content: &str, target: &str) -> String {
+        let dir = self.config.parent().unwrap();
+        let path = secret_file(&dir.join(format!("{}.{name}", self.tag)), content);
+        let option = format!("--volume={}:{target}:ro", path.display());
+        self.files.push(path);
+        option
+    }
+
+    /// Starts a natter container named `name` serving on [`Setup::port`], with `options` added
+    /// to `podman run`'s, and waits until its /healthz answers 200.
+    pub fn start(&mut self, name: &str, env: &[(&str, &str)], options: &[String]) {
         let mut args: Vec<String> = vec!["run".into(), "--detach".into(), "--name".into()];
         args.push(name.into());
         self.containers.push(name.into());
         args.extend(self.run_options());
+        args.extend(options.iter().cloned());
         args.extend(["--env".into(), format!("PORT={}", self.port)]);
         args.extend(["--env".into(), format!("SECRET_KEY_FILE={KEY_TARGET}")]);
         for (key, value) in env {
@@ -141,10 +163,12 @@ impl Drop for Setup<'_> {
         for name in &self.containers {
             self.podman.quietly(&["rm", "--force", "--time", "0", name]);
         }
-        self.podman
-            .quietly(&["volume", "rm", "--force", &self.volume]);
-        let _ = std::fs::remove_file(&self.config);
-        let _ = std::fs::remove_file(&self.key);
+        for volume in self.volumes.iter().chain([&self.volume]) {
+            self.podman.quietly(&["volume", "rm", "--force", volume]);
+        }
+        for file in self.files.iter().chain([&self.config, &self.key]) {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
@@ -175,6 +199,14 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Writes `content` to `path`, mode 0400, owned by natter's uid and gid in the image.
+fn secret_file(path: &std::path::Path, content: &str) -> PathBuf {
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, Permissions::from_mode(0o400)).unwrap();
+    std::os::unix::fs::chown(path, Some(10001), Some(10001)).unwrap();
+    path.to_owned()
 }
 
 /// 48 random bytes as hex: a cookie key well over natter's 32-byte minimum.
