@@ -77,6 +77,7 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
     eprintln!("building the image with {}", binary.display());
     image::build(&podman, &cache, &binary);
     check_image_config(&podman);
+    check_healthcheck_without_a_server(&podman);
 
     let mut setup = Setup::new(&podman, &cache.join("files"), CONFIG);
     let first = format!("{}-first", setup.tag);
@@ -408,6 +409,26 @@ async fn read_messages(
         }
     }
     (texts, last)
+}
+
+/// The image's health check where nothing listens (a network of its own): exit 1 and the reason.
+fn check_healthcheck_without_a_server(podman: &Podman) {
+    let out = podman.output(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--network=none",
+        "--ulimit=nofile=4096:4096",
+        "--ulimit=nproc=4096:4096",
+        image::IMAGE,
+        "healthcheck",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("natter: cannot connect to 127.0.0.1:8080: "),
+        "{stderr}"
+    );
 }
 
 /// What `podman image inspect` says of the built image: user, port, volume, health check,
