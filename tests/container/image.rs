@@ -42,7 +42,7 @@ pub fn build(podman: &Podman, cache: &Path, binary: &Path) {
     let containerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile");
     let debian = format!("DEBIAN_IMAGE={BASE_IMAGE}");
     let version = format!("VERSION={}", env!("CARGO_PKG_VERSION"));
-    podman.ok_shown(&[
+    podman.ok(&[
         "build".as_ref(),
         "--format".as_ref(),
         "docker".as_ref(),

@@ -23,6 +23,12 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A line on standard error that a passing test shows too (the harness keeps eprintln!'s).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Where the base file system, podman's store and the test's files live between runs.
 fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("container")
@@ -51,7 +57,7 @@ fn podman_here() -> Option<Podman> {
         std::env::var("TEST_REQUIRE_PODMAN").as_deref() != Ok("1"),
         "{notice}"
     );
-    eprintln!("{notice}");
+    say(&notice);
     None
 }
 
@@ -74,7 +80,7 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
     std::fs::create_dir_all(&cache).unwrap();
     base::ensure_base_image(&podman, &cache);
     let binary = image::binary();
-    eprintln!("building the image with {}", binary.display());
+    say(&format!("building the image with {}", binary.display()));
     image::build(&podman, &cache, &binary);
     check_image_config(&podman);
     check_healthcheck_without_a_server(&podman);
@@ -135,7 +141,7 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
     let stop = {
         let podman_stop = format!("podman stop {first}");
         let took = tokio::task::block_in_place(|| setup.stop(&first, Duration::from_secs(30)));
-        eprintln!("{podman_stop} took {took:?}");
+        say(&format!("{podman_stop} took {took:?}"));
         took
     };
     let (bob, answer) = tokio::time::timeout(Duration::from_secs(5), parked)
@@ -226,14 +232,14 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
 
     let size = image::size(&podman);
     let mb = |bytes: u64| bytes as f64 / 1_000_000.0;
-    eprintln!(
+    say(&format!(
         "image size: {:.1} MB uncompressed, {:.1} MB compressed (podman save | gzip -6), from {} \
          ({:.1} MB before strip)",
         mb(size.uncompressed),
         mb(size.compressed),
         binary.display(),
         mb(std::fs::metadata(&binary).unwrap().len())
-    );
+    ));
     // The target for a release build; an unoptimised test build is several times larger.
     if binary.components().any(|c| c.as_os_str() == "release") {
         assert!(

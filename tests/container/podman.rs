@@ -71,20 +71,6 @@ impl Podman {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// Runs `podman ARGS` with its output going to the test's own (long builds show progress).
-    pub fn ok_shown<S: AsRef<OsStr>>(&self, args: &[S]) {
-        let status = self
-            .command()
-            .args(args)
-            .status()
-            .expect("podman could not be started");
-        assert!(
-            status.success(),
-            "podman {} failed ({status})",
-            describe(args)
-        );
-    }
-
     /// Runs `podman ARGS` and ignores the outcome: clean-up of what may already be gone.
     pub fn quietly<S: AsRef<OsStr>>(&self, args: &[S]) {
         let _ = self.output(args);
