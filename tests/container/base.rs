@@ -37,6 +37,7 @@ fn make_rootfs(rootfs: &Path) {
     let partial = rootfs.with_extension("tar.partial");
     let status = Command::new("mmdebstrap")
         .args([
+            "--quiet",
             "--variant=minbase",
             "--include=ca-certificates",
             "--mode=root",
