@@ -45,6 +45,8 @@ fn compose_builds_natter_from_the_containerfile_beside_postgres_17() {
         "{context:?} {dockerfile}"
     );
     assert_eq!(natter["read_only"].as_bool(), Some(true));
+    // The commands that only read copy the database there.
+    assert_eq!(strings(&natter["tmpfs"]), ["/tmp"]);
     assert_eq!(strings(&natter["volumes"]), ["natter-data:/var/lib/natter"]);
     assert_eq!(strings(&natter["ports"]), ["8080:8080"]);
     assert_eq!(
