@@ -229,6 +229,9 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
 
     setup.stop(&second, Duration::from_secs(30));
     assert_eq!(setup.exit_code(&second), 0, "{}", podman.logs(&second));
+    if let Some(pg) = &pg {
+        check_postgres_store(pg, &mut setup).await;
+    }
 
     let size = image::size(&podman);
     let mb = |bytes: u64| bytes as f64 / 1_000_000.0;
@@ -332,6 +335,54 @@ fn check_volume_restore(setup: &mut Setup, archive: &std::path::Path) -> String 
         image::IMAGE,
         "export",
     ])
+}
+
+/// The image with `storage = "postgres"`: a message posted to one container is in the next one,
+/// kept in the database a mounted secret file names.
+async fn check_postgres_store(pg: &cluster::Cluster, setup: &mut Setup<'_>) {
+    let url = pg.create_db("natter_store").await;
+    let secret = setup.secret("store_url", &url, "/run/secrets/store_url");
+    let mut env = ENV.to_vec();
+    env.extend([
+        ("NATTER_STORAGE", "postgres"),
+        ("DATABASE_URL_FILE", "/run/secrets/store_url"),
+    ]);
+    let carol = Client::new(setup.port);
+    for round in ["store-first", "store-second"] {
+        let container = format!("{}-{round}", setup.tag);
+        setup.start(&container, &env, std::slice::from_ref(&secret));
+        if round == "store-first" {
+            carol
+                .post("/api/login", json!({"user": "carol"}))
+                .await
+                .ok();
+            carol
+                .post("/api/loggedonly/joinChat", json!({"chat": "Harbour"}))
+                .await
+                .ok();
+            let body = json!({"chat": "Harbour", "text": "kept in PostgreSQL"});
+            carol.post("/api/loggedonly/postMessage", body).await.ok();
+        } else {
+            let history = carol
+                .post(
+                    "/api/loggedonly/getLastMessages",
+                    json!({"chat": "Harbour"}),
+                )
+                .await
+                .ok()
+                .json();
+            let texts: Vec<&str> = history
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["text"].as_str().unwrap())
+                .collect();
+            assert_eq!(texts, ["kept in PostgreSQL"], "storage = postgres");
+        }
+        setup.stop(&container, Duration::from_secs(30));
+        let logs = setup.podman.logs(&container);
+        assert_eq!(setup.exit_code(&container), 0, "{logs}");
+    }
 }
 
 /// natter in the container reports its mirror `ok` and has copied every message into PostgreSQL.
