@@ -37,6 +37,16 @@ async fn main() -> ExitCode {
         println!("{}", config.effective_summary());
         return ExitCode::SUCCESS;
     }
+    // Run every few seconds by a container runtime: no logger, no notes, one line either way.
+    if let Command::Healthcheck = command {
+        return match natter::cli::run_healthcheck(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("natter: {}", e.message);
+                ExitCode::from(1)
+            }
+        };
+    }
     // The handle keeps the logger alive until main returns.
     let logger = match natter::logging::start(&config) {
         Ok(handle) => handle,
@@ -53,7 +63,9 @@ async fn main() -> ExitCode {
         }
     }
     let result = match command {
-        Command::Serve | Command::CheckConfig => serve(config, sources, logger.clone()).await,
+        Command::Serve | Command::CheckConfig | Command::Healthcheck => {
+            serve(config, sources, logger.clone()).await
+        }
         Command::User(action) => natter::cli::run_user(&config, action)
             .await
             .map_err(|e| (e.message, e.code)),

@@ -1,6 +1,13 @@
 //! The web client in a real browser: runs `tests/browser/*.test.mjs` (node's test runner,
 //! playwright-core driving Debian's headless Chromium) against the `natter` binary.
 //! Without node or Chromium the suite is skipped locally; in CI (`CI` set) it fails instead.
+//! With `TEST_STORAGE=postgres` every server of the suite keeps its data in a database of its
+//! own on a throwaway PostgreSQL cluster.
+
+#[cfg(feature = "pg")]
+#[allow(dead_code)]
+#[path = "mirror/cluster.rs"]
+mod cluster;
 
 use std::path::Path;
 use std::process::Command;
@@ -14,6 +21,29 @@ fn available(program: &str) -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// With `TEST_STORAGE=postgres`, a running cluster (kept until the suite is done) and the URL
+/// of its `postgres` database, from which the harness creates one database per server.
+#[cfg(feature = "pg")]
+fn postgres() -> Option<(cluster::Cluster, String)> {
+    if std::env::var("TEST_STORAGE").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = runtime
+        .block_on(cluster::Cluster::start())
+        .expect("TEST_STORAGE=postgres needs PostgreSQL's binaries");
+    let admin = cluster.url("postgres");
+    Some((cluster, admin))
+}
+
+#[cfg(not(feature = "pg"))]
+fn postgres() -> Option<((), String)> {
+    None
 }
 
 #[test]
@@ -44,14 +74,17 @@ fn web_client_works_in_headless_chromium() {
         assert!(status.success(), "npm ci in tests/browser failed");
     }
     let output = root.join("target").join("browser-output");
-    let status = Command::new("node")
-        .arg("--test")
+    let postgres = postgres();
+    let mut node = Command::new("node");
+    node.arg("--test")
         .arg("tests/browser/")
         .current_dir(root)
         .env("NATTER_BIN", env!("CARGO_BIN_EXE_natter"))
-        .env("NATTER_TEST_OUTPUT", &output)
-        .status()
-        .expect("node runs");
+        .env("NATTER_TEST_OUTPUT", &output);
+    if let Some((_, admin)) = &postgres {
+        node.env("NATTER_TEST_POSTGRES", admin);
+    }
+    let status = node.status().expect("node runs");
     assert!(
         status.success(),
         "browser tests failed; screenshots in {}",

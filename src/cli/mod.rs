@@ -1,6 +1,9 @@
 //! Command line (clap) and the offline commands that open the data directory directly.
 
 pub mod goflags;
+mod healthcheck;
+
+pub use healthcheck::run_healthcheck;
 
 use crate::auth::password;
 use crate::config::Config;
@@ -64,6 +67,9 @@ pub enum Command {
     Serve,
     /// Load and validate the config, print the effective values (secrets redacted).
     CheckConfig,
+    /// Ask the running server's /healthz on the configured port (loopback for a wildcard
+    /// address): exit 0 on a 200, 1 with the reason otherwise (a container's HEALTHCHECK).
+    Healthcheck,
     /// Manage accounts while the server is stopped.
     #[command(subcommand)]
     User(UserCommand),

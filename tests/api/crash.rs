@@ -1,6 +1,7 @@
 //! `kill -9` at a random moment under concurrent writes: every write that got a 2xx is on disk
 //! after the crash, message ids stay unique and increasing, and new ids continue above the old.
 //! Rounds: 20 here; `CRASH_ROUNDS=200 cargo test --test api crash -- --ignored` runs the long one.
+//! With `TEST_STORAGE=postgres` the binary keeps its data in PostgreSQL, which stays up.
 
 use crate::helpers::{Served, natter_binary};
 use natter::store::Store;
@@ -35,15 +36,17 @@ impl Rng {
     }
 }
 
-fn config(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("config.toml");
+/// The binary's config; with `TEST_STORAGE=postgres`, on a database of its own.
+async fn config(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("config.toml");
+    let storage = crate::helpers::storage_lines(dir).await.unwrap_or_default();
     std::fs::write(
         &path,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndurability = \"sync\"\n\
+            "{storage}listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndurability = \"sync\"\n\
              password_iterations = 100000\nadmins = [\"root\"]\n\
              [mail]\nprovider = \"log\"\n[rate_limit]\nenabled = false\n",
-            dir.join("data").display()
+            dir.path().join("data").display()
         ),
     )
     .unwrap();
@@ -182,9 +185,18 @@ async fn round(served: &Arc<Served>, round: usize, rng: &mut Rng) -> Acknowledge
     Arc::try_unwrap(acked).ok().unwrap().into_inner().unwrap()
 }
 
-/// Opens the crashed data directory directly and checks every acknowledged write is there.
-fn check(data: &Path, acked: &Acknowledged, floor: u64) -> u64 {
-    let store = SledStore::open(data, SyncMode::Relaxed).unwrap();
+/// Opens the crashed server's store directly and checks every acknowledged write is there.
+fn check(dir: &Path, acked: &Acknowledged, floor: u64) -> u64 {
+    if crate::helpers::on_postgres() {
+        return check_store(&*crate::helpers::open_stored_data(dir), acked, floor);
+    }
+    let store = SledStore::open(&dir.join("data"), SyncMode::Relaxed).unwrap();
+    let max = check_store(&*store, acked, floor);
+    store.close().unwrap();
+    max
+}
+
+fn check_store(store: &dyn Store, acked: &Acknowledged, floor: u64) -> u64 {
     let chats = store.chats().unwrap();
     let main = chats.iter().find(|c| c.name == "Main").unwrap();
     let stored = store.last_messages(main.id, usize::MAX).unwrap();
@@ -218,14 +230,12 @@ fn check(data: &Path, acked: &Acknowledged, floor: u64) -> u64 {
     for chat in &acked.chats {
         assert!(names.contains(chat.as_str()), "chat {chat} lost");
     }
-    let max = ids.last().copied().unwrap_or(0);
-    store.close().unwrap();
-    max
+    ids.last().copied().unwrap_or(0)
 }
 
 async fn crash_rounds(rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = config(&dir).await;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -245,7 +255,7 @@ async fn crash_rounds(rounds: usize) {
             !acked.messages.is_empty(),
             "round {r} acknowledged no message"
         );
-        floor = check(&dir.path().join("data"), &acked, floor);
+        floor = check(dir.path(), &acked, floor);
         totals[0] += acked.messages.len();
         totals[1] += acked.registered.len();
         totals[2] += acked.verified.len();

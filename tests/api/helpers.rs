@@ -36,7 +36,7 @@ extern "C" fn stop_cluster() {
 /// With `TEST_STORAGE=postgres`, the config lines that keep a test server's data in a database
 /// of its own (the same one across its restarts); `None` for sled, the default.
 #[cfg(feature = "pg")]
-async fn postgres_storage(dir: &TempDir) -> Option<String> {
+pub async fn storage_lines(dir: &TempDir) -> Option<String> {
     if std::env::var("TEST_STORAGE").ok().as_deref() != Some("postgres") {
         return None;
     }
@@ -70,7 +70,7 @@ async fn postgres_storage(dir: &TempDir) -> Option<String> {
 }
 
 #[cfg(not(feature = "pg"))]
-async fn postgres_storage(_dir: &TempDir) -> Option<String> {
+pub async fn storage_lines(_dir: &TempDir) -> Option<String> {
     None
 }
 
@@ -88,7 +88,7 @@ fn database_name(dir: &std::path::Path) -> String {
 
 /// The stopped server's store, opened directly: sled's directory, or its PostgreSQL database.
 #[cfg(feature = "pg")]
-fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
+pub fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
     if on_postgres() {
         let cluster = CLUSTER
             .get()
@@ -101,7 +101,7 @@ fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::
 }
 
 #[cfg(not(feature = "pg"))]
-fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
+pub fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
     open_sled(&dir.join("data"))
 }
 
@@ -239,7 +239,7 @@ impl TestServer {
 
     async fn launch(dir: &TempDir, extra: &str, dev: bool, mail: &MailRecorder) -> App {
         let mut text = base_config(dir, extra, mail);
-        if let Some(storage) = postgres_storage(dir).await {
+        if let Some(storage) = storage_lines(dir).await {
             text = format!("{storage}{text}");
         }
         if !dev {

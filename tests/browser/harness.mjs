@@ -1,7 +1,7 @@
 // Shared pieces of the browser tests: a natter server per suite, headless Debian Chromium, and page actions.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -81,6 +81,19 @@ async function freePort() {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One natter process with its own data directory, restartable on the same port. */
+/**
+ * With NATTER_TEST_POSTGRES (the URL of a throwaway cluster's `postgres` database, set by
+ * tests/browser.rs for TEST_STORAGE=postgres), a database of this server's own and the config
+ * lines that keep its data there; otherwise none.
+ */
+function postgresStorage(name) {
+  const admin = process.env.NATTER_TEST_POSTGRES;
+  if (!admin) return [];
+  const db = `b_${name.toLowerCase().replace(/[^a-z0-9]/g, '')}_${process.pid}_${Date.now()}`;
+  execFileSync('psql', [admin, '-q', '-c', `CREATE DATABASE ${db}`]);
+  return ['storage = "postgres"', `database_url = ${JSON.stringify(admin.replace(/\/postgres$/, `/${db}`))}`];
+}
+
 export class NatterServer {
   constructor(name, { admins = [], chats = ['Main'], extraConfig = '' } = {}) {
     this.name = name;
@@ -104,6 +117,7 @@ export class NatterServer {
       this.configPath = path.join(this.dir, 'config.toml');
       const toml = (list) => `[${list.map((item) => JSON.stringify(item)).join(', ')}]`;
       writeFileSync(this.configPath, [
+        ...postgresStorage(this.name),
         `listen = "127.0.0.1:${this.port}"`,
         `public_url = "http://127.0.0.1:${this.port}"`,
         `data_dir = ${JSON.stringify(path.join(this.dir, 'data'))}`,

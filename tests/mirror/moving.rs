@@ -121,3 +121,65 @@ async fn a_sled_install_moves_to_postgres_and_back_with_passwords_ids_and_author
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_answers_503_while_postgresql_is_down_and_comes_back_by_itself() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("outage").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = postgres_config(dir.path(), &url);
+    let server = Natter::start(&config);
+    let alice = server.registered("alice", "alicepassword").await;
+    alice.join("Main").await;
+    let before = alice.say("Main", "before").await;
+
+    pg.stop_server();
+    let started = std::time::Instant::now();
+    let (status, body) = alice
+        .post(
+            "/api/loggedonly/postMessage",
+            json!({"chat": "Main", "text": "while down"}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, json!({"error": "service unavailable"}));
+    assert!(started.elapsed() < std::time::Duration::from_secs(16));
+    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    server
+        .wait_log("PostgreSQL store: lost the connection")
+        .await;
+
+    pg.start_server();
+    natter::wait_for(
+        std::time::Duration::from_secs(30),
+        "service back",
+        || async {
+            reqwest::get(server.url("/healthz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let (status, after) = alice
+        .post(
+            "/api/loggedonly/postMessage",
+            json!({"chat": "Main", "text": "after"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{after}");
+    assert!(after["id"].as_u64() > before["id"].as_u64());
+    server.wait_log("PostgreSQL store: connected to").await;
+    let ids = alice.history_ids("Main").await;
+    assert_eq!(
+        ids,
+        [
+            before["id"].as_u64().unwrap(),
+            after["id"].as_u64().unwrap()
+        ],
+        "nothing refused was stored"
+    );
+    server.stop();
+}

@@ -15,29 +15,28 @@ pub enum SchemaError {
          one a database of its own"
     )]
     Locked { target: String },
-    /// A users table natter did not create, most likely chatty-server's.
-    #[error(
-        "the database has a users table that natter did not create (is it \
-         chatty-server's?); the mirror needs a database of its own. Coming from \
-         chatty-server: stop natter, move its data over with `natter import-chatty \
-         OLD_DATABASE_URL` into an empty data_dir, then give DATABASE_URL a new, empty \
-         database for the mirror (or unset it)"
-    )]
-    Foreign,
+    /// A users table natter did not create (chatty-server's, another kind of natter database);
+    /// the text says what to do.
+    #[error("{0}")]
+    Foreign(&'static str),
     /// A step around the migrations: reading the catalog, locking, recording.
     #[error("{step} failed: {error}")]
     Step { step: &'static str, error: PgError },
-    #[error("migration {version} ({name}) failed; the mirror needs a database of its own: {error}")]
+    #[error("migration {version} ({name}) failed; natter needs a database of its own: {error}")]
     Migration {
         version: i64,
         name: &'static str,
         error: PgError,
     },
     #[error(
-        "the mirror database has schema version {newest}, newer than this natter knows \
+        "the database has {what} schema version {newest}, newer than this natter knows \
          ({known}); upgrade natter"
     )]
-    Newer { newest: i64, known: i64 },
+    Newer {
+        what: &'static str,
+        newest: i64,
+        known: i64,
+    },
 }
 
 /// (version, name, SQL). Append only: a shipped migration never changes.
@@ -99,52 +98,85 @@ pub async fn lock_writer(client: &Client, target: &str) -> Result<(), SchemaErro
     })
 }
 
-/// Applies every migration not yet recorded, each in its own transaction.
+/// Versioned migrations of one kind of natter database.
+pub struct Plan {
+    /// Names the kind in logs and errors: "mirror", "store".
+    pub what: &'static str,
+    /// Where applied versions are recorded.
+    pub table: &'static str,
+    /// The advisory lock that keeps two natters from migrating at once.
+    pub lock_key: i64,
+    /// (version, name, SQL); append only: a shipped migration never changes.
+    pub steps: &'static [(i64, &'static str, &'static str)],
+    /// What to do about a `users` table this kind did not create.
+    pub foreign: &'static str,
+}
+
+/// The mirror's migrations.
+const MIRROR: Plan = Plan {
+    what: "mirror",
+    table: "schema_migrations",
+    lock_key: LOCK_KEY,
+    steps: MIGRATIONS,
+    foreign: "the database has a users table that natter did not create (is it \
+              chatty-server's?); the mirror needs a database of its own. Coming from \
+              chatty-server: stop natter, move its data over with `natter import-chatty \
+              OLD_DATABASE_URL` into an empty data_dir, then give DATABASE_URL a new, empty \
+              database for the mirror (or unset it)",
+};
+
+/// Applies every mirror migration not yet recorded.
 pub async fn migrate(client: &mut Client) -> Result<(), SchemaError> {
+    apply(client, &MIRROR).await
+}
+
+/// Applies every migration of `plan` not yet recorded, each in its own transaction.
+pub async fn apply(client: &mut Client, plan: &Plan) -> Result<(), SchemaError> {
     let fail = |step: &'static str| {
         move |e| SchemaError::Step {
             step,
             error: PgError(e),
         }
     };
+    let table = plan.table;
     let row = client
         .query_one(
-            "SELECT to_regclass('users') IS NOT NULL, to_regclass('schema_migrations') IS NOT NULL",
+            &format!("SELECT to_regclass('users') IS NOT NULL, to_regclass('{table}') IS NOT NULL"),
             &[],
         )
         .await
         .map_err(fail("reading the catalog"))?;
     if row.get::<_, bool>(0) && !row.get::<_, bool>(1) {
-        // Not even schema_migrations is created in a database that holds someone else's tables.
-        return Err(SchemaError::Foreign);
+        // Not even the migrations table is created in a database that holds someone else's tables.
+        return Err(SchemaError::Foreign(plan.foreign));
     }
     client
-        .batch_execute(
+        .batch_execute(&format!(
             // Quiet: the "already exists, skipping" notice would reach the log at every connect.
             "SET client_min_messages TO warning;
-             CREATE TABLE IF NOT EXISTS schema_migrations (
+             CREATE TABLE IF NOT EXISTS {table} (
                 version BIGINT PRIMARY KEY,
                 name TEXT NOT NULL,
                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-            )",
-        )
+            )"
+        ))
         .await
-        .map_err(fail("creating schema_migrations"))?;
-    for &(version, name, sql) in MIGRATIONS {
+        .map_err(fail("creating the migrations table"))?;
+    for &(version, name, sql) in plan.steps {
         let tx = client
             .transaction()
             .await
             .map_err(fail("starting a migration"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&plan.lock_key])
             .await
             .map_err(fail("locking for migrations"))?;
         let done = tx
             .query_opt(
-                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &format!("SELECT 1 FROM {table} WHERE version = $1"),
                 &[&version],
             )
             .await
-            .map_err(fail("reading schema_migrations"))?;
+            .map_err(fail("reading the migrations table"))?;
         if done.is_some() {
             continue;
         }
@@ -156,23 +188,30 @@ pub async fn migrate(client: &mut Client) -> Result<(), SchemaError> {
                 error: PgError(e),
             })?;
         tx.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &format!("INSERT INTO {table} (version, name) VALUES ($1, $2)"),
             &[&version, &name],
         )
         .await
         .map_err(fail("recording a migration"))?;
         tx.commit().await.map_err(fail("committing a migration"))?;
-        log::info!("PostgreSQL mirror: applied migration {version} ({name})");
+        log::info!(
+            "PostgreSQL {}: applied migration {version} ({name})",
+            plan.what
+        );
     }
     let newest = client
-        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .query_one(&format!("SELECT max(version) FROM {table}"), &[])
         .await
-        .map_err(fail("reading schema_migrations"))?
+        .map_err(fail("reading the migrations table"))?
         .get::<_, Option<i64>>(0)
         .unwrap_or(0);
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    let known = plan.steps.last().map_or(0, |m| m.0);
     if newest > known {
-        return Err(SchemaError::Newer { newest, known });
+        return Err(SchemaError::Newer {
+            what: plan.what,
+            newest,
+            known,
+        });
     }
     Ok(())
 }

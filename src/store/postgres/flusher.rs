@@ -149,30 +149,12 @@ fn run(target: Target, progress: &Progress) {
     let mut backoff = MIN_BACKOFF;
     let mut durable = progress.durability.borrow().durable;
     while let Some(goal) = progress.next_target(durable) {
-        let flushed = runtime.block_on(async {
-            if client
-                .as_ref()
-                .is_none_or(tokio_postgres::Client::is_closed)
-            {
-                let fresh = pg::connect(&target).await.map_err(|e| e.to_string())?;
-                fresh
-                    .batch_execute(&format!(
-                        "SET synchronous_commit = on; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
-                    ))
-                    .await
-                    .map_err(|e| pg::PgError(e).to_string())?;
-                client = Some(fresh);
-            }
-            let Some(c) = client.as_ref() else {
-                return Err("no connection".to_owned());
-            };
-            c.execute(
-                "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1",
-                &[],
-            )
-            .await
-            .map_err(|e| pg::PgError(e).to_string())
-        });
+        // A connection from before an outage fails its first flush: one retry on a new one.
+        let mut flushed = runtime.block_on(flush(&target, &mut client));
+        if flushed.is_err() {
+            client = None;
+            flushed = runtime.block_on(flush(&target, &mut client));
+        }
         match flushed {
             Ok(_) => {
                 durable = goal;
@@ -190,4 +172,33 @@ fn run(target: Target, progress: &Progress) {
             }
         }
     }
+}
+
+/// One synchronous commit, on `client` (connected first when missing or closed).
+async fn flush(
+    target: &Target,
+    client: &mut Option<tokio_postgres::Client>,
+) -> Result<u64, String> {
+    if client
+        .as_ref()
+        .is_none_or(tokio_postgres::Client::is_closed)
+    {
+        let fresh = pg::connect(target).await.map_err(|e| e.to_string())?;
+        fresh
+            .batch_execute(&format!(
+                "SET synchronous_commit = on; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+            ))
+            .await
+            .map_err(|e| pg::PgError(e).to_string())?;
+        *client = Some(fresh);
+    }
+    let Some(c) = client.as_ref() else {
+        return Err("no connection".to_owned());
+    };
+    c.execute(
+        "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1",
+        &[],
+    )
+    .await
+    .map_err(|e| pg::PgError(e).to_string())
 }

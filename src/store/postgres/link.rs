@@ -12,6 +12,8 @@ use tokio_postgres::{Client, Transaction};
 
 /// Longest a caller waits for its job: PostgreSQL that does not answer is unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connection unused for this long is checked before a job uses it.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Longest one statement may run (`statement_timeout`), so a stuck query cannot hold the writer.
 pub(super) const STATEMENT_TIMEOUT: &str = "10s";
 
@@ -24,6 +26,8 @@ pub(super) struct Session {
     on_connect: OnConnect,
     /// Whether the last attempt failed, so an outage is logged once.
     down: bool,
+    /// When a job last used the connection.
+    last_used: std::time::Instant,
 }
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
@@ -54,6 +58,7 @@ impl Link {
             client: None,
             on_connect,
             down: false,
+            last_used: std::time::Instant::now(),
         };
         let flag = connected.clone();
         let thread = std::thread::Builder::new()
@@ -177,7 +182,14 @@ impl Session {
     }
 
     fn connect(&mut self) -> StoreResult<()> {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+        // Between jobs nothing drives the connection, so one idle for a while is asked first:
+        // a server that restarted meanwhile is noticed before a statement of a job is sent.
+        let idle = self.last_used.elapsed() > IDLE_CHECK;
+        self.last_used = std::time::Instant::now();
+        if let Some(client) = &self.client
+            && !client.is_closed()
+            && (!idle || self.runtime.block_on(client.simple_query("")).is_ok())
+        {
             return Ok(());
         }
         self.client = None;

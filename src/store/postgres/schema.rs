@@ -2,7 +2,7 @@
 //! embedded in the binary, applied at start under an advisory lock and recorded in
 //! `store_migrations`.
 
-use crate::store::mirror::pg::PgError;
+use crate::store::mirror::schema::{Plan, SchemaError, apply};
 use tokio_postgres::Client;
 
 /// (version, name, SQL). Append only: a shipped migration never changes.
@@ -95,102 +95,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 /// Key of the advisory lock that keeps two natters from migrating at once.
 const LOCK_KEY: i64 = 0x6e61_7474_6573; // "nattes"
 
-/// Why the store's tables are not ready.
-#[derive(Debug, thiserror::Error)]
-pub enum SchemaError {
-    #[error(
-        "the database has a users table that natter's PostgreSQL store did not create (a \
-         chatty-server database, or a natter mirror?); give storage = \"postgres\" a database \
-         of its own"
-    )]
-    Foreign,
-    #[error("{step} failed: {error}")]
-    Step { step: &'static str, error: PgError },
-    #[error("migration {version} ({name}) failed: {error}")]
-    Migration {
-        version: i64,
-        name: &'static str,
-        error: PgError,
-    },
-    #[error(
-        "the database has store schema version {newest}, newer than this natter knows ({known}); \
-         upgrade natter"
-    )]
-    Newer { newest: i64, known: i64 },
-}
+/// The store's migrations.
+const STORE: Plan = Plan {
+    what: "store",
+    table: "store_migrations",
+    lock_key: LOCK_KEY,
+    steps: MIGRATIONS,
+    foreign: "the database has a users table that natter's PostgreSQL store did not create (a \
+              chatty-server database, or a natter mirror?); give storage = \"postgres\" a \
+              database of its own",
+};
 
-/// Applies every migration not yet recorded, each in its own transaction.
+/// Applies every store migration not yet recorded.
 pub async fn migrate(client: &mut Client) -> Result<(), SchemaError> {
-    let fail = |step: &'static str| {
-        move |e| SchemaError::Step {
-            step,
-            error: PgError(e),
-        }
-    };
-    let row = client
-        .query_one(
-            "SELECT to_regclass('users') IS NOT NULL, to_regclass('store_migrations') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(fail("reading the catalog"))?;
-    if row.get::<_, bool>(0) && !row.get::<_, bool>(1) {
-        return Err(SchemaError::Foreign);
-    }
-    client
-        .batch_execute(
-            "SET client_min_messages TO warning;
-             CREATE TABLE IF NOT EXISTS store_migrations (
-                version BIGINT PRIMARY KEY,
-                name TEXT NOT NULL,
-                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-            )",
-        )
-        .await
-        .map_err(fail("creating store_migrations"))?;
-    for &(version, name, sql) in MIGRATIONS {
-        let tx = client
-            .transaction()
-            .await
-            .map_err(fail("starting a migration"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-            .await
-            .map_err(fail("locking for migrations"))?;
-        let done = tx
-            .query_opt(
-                "SELECT 1 FROM store_migrations WHERE version = $1",
-                &[&version],
-            )
-            .await
-            .map_err(fail("reading store_migrations"))?;
-        if done.is_some() {
-            continue;
-        }
-        tx.batch_execute(sql)
-            .await
-            .map_err(|e| SchemaError::Migration {
-                version,
-                name,
-                error: PgError(e),
-            })?;
-        tx.execute(
-            "INSERT INTO store_migrations (version, name) VALUES ($1, $2)",
-            &[&version, &name],
-        )
-        .await
-        .map_err(fail("recording a migration"))?;
-        tx.commit().await.map_err(fail("committing a migration"))?;
-        log::info!("PostgreSQL store: applied migration {version} ({name})");
-    }
-    let newest = client
-        .query_one("SELECT max(version) FROM store_migrations", &[])
-        .await
-        .map_err(fail("reading store_migrations"))?
-        .get::<_, Option<i64>>(0)
-        .unwrap_or(0);
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
-    if newest > known {
-        return Err(SchemaError::Newer { newest, known });
-    }
-    Ok(())
+    apply(client, &STORE).await
 }
