@@ -5,7 +5,7 @@ use crate::http::{Conn, Resp};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const MARKS: usize = 16;
@@ -19,6 +19,9 @@ pub struct Shared {
     pub abort: AtomicBool,
     /// Listeners logged in, with a queue, and joined.
     pub joined: AtomicUsize,
+    /// Poll answers and the events they carried, over every listener.
+    pub answers: AtomicU64,
+    pub events: AtomicU64,
 }
 
 impl Shared {
@@ -28,6 +31,8 @@ impl Shared {
             mark_seen: (0..MARKS).map(|_| AtomicUsize::new(0)).collect(),
             abort: AtomicBool::new(false),
             joined: AtomicUsize::new(0),
+            answers: AtomicU64::new(0),
+            events: AtomicU64::new(0),
         })
     }
 
@@ -163,10 +168,21 @@ pub struct Report {
 
 /// Reads events until the "end" message, an overflow, an error or `abort`.
 pub async fn listen(
+    guest: Guest,
+    mode: Mode,
+    queue: Option<(String, u64)>,
+    shared: Arc<Shared>,
+) -> Report {
+    listen_with(guest, mode, queue, shared, |_, _| {}).await
+}
+
+/// As [`listen`], handing every event that is not a message to `on_event` (its type and payload).
+pub async fn listen_with(
     mut guest: Guest,
     mode: Mode,
     queue: Option<(String, u64)>,
     shared: Arc<Shared>,
+    mut on_event: impl FnMut(&str, Option<&serde_json::value::RawValue>),
 ) -> Report {
     let mut report = Report::default();
     let mut last_message = 0u64;
@@ -186,6 +202,7 @@ pub async fn listen(
             }
         };
         report.answers += 1;
+        shared.answers.fetch_add(1, Ordering::Relaxed);
         if r.status == 400 && mode == Mode::Events {
             report.overflowed = true;
             break;
@@ -208,15 +225,24 @@ pub async fn listen(
                 Err(e) => panic!("/poll answer is not JSON ({e}): {}", r.text()),
             },
         };
+        shared
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         let mut phases_seen = 0u64;
         for e in &events {
             if mode == Mode::Events {
-                ack = e.id.unwrap_or(ack);
+                // Ids in a queue strictly increase, and an acknowledged one never comes back.
+                let id = e.id.unwrap_or(0);
+                if id <= ack {
+                    report.disorder = true;
+                }
+                ack = id.max(ack);
             }
             if e.kind == "ResyncEvent" {
                 report.overflowed = true;
             }
             if e.kind != "MessageEvent" {
+                on_event(&e.kind, e.event);
                 continue;
             }
             let message: MessageFields = match e.event.map(|raw| serde_json::from_str(raw.get())) {

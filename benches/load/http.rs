@@ -44,6 +44,11 @@ impl Conn {
         Conn { addr, stream: None }
     }
 
+    /// Whether a connection is open (a request on it reuses it).
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// Opens the connection now (for parked-poll counts) instead of at the first request.
     pub async fn connect(&mut self) -> io::Result<()> {
         if self.stream.is_none() {

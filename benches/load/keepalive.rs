@@ -2,9 +2,12 @@
 //! the previous answer, per session, on a kept-alive connection of its own, counting the ones
 //! that fail. Like Go's HTTP
 //! client for a PUT, a keepalive that meets a connection the server is closing is not retried:
-//! it fails, and the next one opens a new connection.
+//! it fails, and the next one opens a new connection. With a [`Pool`] the sessions share a few
+//! connections instead, as a browser's requests to one host do, and a keepalive that meets a
+//! stale pooled connection is sent again once on a new one, as browsers do.
 
 use crate::http::Conn;
+use crate::pool::Pool;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,6 +55,8 @@ struct Counts {
 /// Keepalive loops, one per session, until `finish`.
 pub struct Keepalives {
     addr: SocketAddr,
+    /// Shared connections to send on; `None`: a connection per session.
+    pool: Option<Arc<Pool>>,
     counts: Arc<Counts>,
     stop: watch::Sender<bool>,
     loops: Mutex<JoinSet<()>>,
@@ -60,8 +65,18 @@ pub struct Keepalives {
 
 impl Keepalives {
     pub fn new(addr: SocketAddr) -> Arc<Keepalives> {
+        Keepalives::with(addr, None)
+    }
+
+    /// Keepalives sent on the shared connections of `pool`.
+    pub fn pooled(pool: Arc<Pool>) -> Arc<Keepalives> {
+        Keepalives::with(pool.addr(), Some(pool))
+    }
+
+    fn with(addr: SocketAddr, pool: Option<Arc<Pool>>) -> Arc<Keepalives> {
         Arc::new(Keepalives {
             addr,
+            pool,
             counts: Arc::default(),
             stop: watch::channel(false).0,
             loops: Mutex::new(JoinSet::new()),
@@ -75,6 +90,7 @@ impl Keepalives {
         // A fixed spread (golden ratio steps) so sessions do not send in lockstep.
         let offset = PERIOD.mul_f64((n as f64 * 0.618_033_988_7).fract());
         let (addr, counts, mut stop) = (self.addr, self.counts.clone(), self.stop.subscribe());
+        let pool = self.pool.clone();
         let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
         loops.spawn(async move {
             let mut conn = Conn::new(addr);
@@ -85,10 +101,12 @@ impl Keepalives {
                     _ = stop.changed() => return,
                 }
                 counts.sent.fetch_add(1, Ordering::Relaxed);
-                let failure = match conn
-                    .request("PUT", "/api/loggedonly/keepalive", Some(&cookie), None)
-                    .await
-                {
+                let path = "/api/loggedonly/keepalive";
+                let answer = match &pool {
+                    Some(pool) => pool.request("PUT", path, Some(&cookie), None).await,
+                    None => conn.request("PUT", path, Some(&cookie), None).await,
+                };
+                let failure = match answer {
                     Ok(resp) if resp.status == 200 => None,
                     Ok(resp) => Some(format!("status {}", resp.status)),
                     Err(e) => Some(e.to_string()),

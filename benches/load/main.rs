@@ -10,6 +10,8 @@
 mod client;
 mod http;
 mod keepalive;
+mod online;
+mod pool;
 mod servers;
 mod workloads;
 

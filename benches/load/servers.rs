@@ -126,6 +126,16 @@ impl Server {
         rss_kib(self.pid())
     }
 
+    /// How long its threads have waited for a core so far.
+    pub fn run_queue_wait(&self) -> Duration {
+        run_queue_wait(self.pid())
+    }
+
+    /// The highest RSS the server has had (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        status_kib(self.pid(), "VmHWM:")
+    }
+
     /// Lines of its log that contain `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log
@@ -174,11 +184,30 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
+/// How long the threads of `pid` have waited in the run queue for a core (`/proc/PID/task/*/schedstat`,
+/// second field): time the process was ready to run but another process had the cores.
+pub fn run_queue_wait(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` line of `/proc/PID/status`.
+fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }

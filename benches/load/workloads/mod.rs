@@ -1,6 +1,7 @@
 //! The workloads of issue #13, the report table, and the targets: the pieces they share here,
 //! one file per workload beside it.
 
+mod capacity;
 mod events;
 mod legacy_fanout;
 mod legacy_storm;
@@ -39,6 +40,15 @@ struct Scale {
     keepalive_length: Duration,
     /// How long a legacy storm may take to drain before it counts as not drained.
     legacy_limit: Duration,
+    /// Workload 11: sessions online, members per chat, messages per second and for how long,
+    /// how long a storm may take before it counts as not drained, and the storms run under both
+    /// presence scopes.
+    capacity_sessions: usize,
+    capacity_chat_size: usize,
+    capacity_rate: f64,
+    capacity_length: Duration,
+    capacity_wait: Duration,
+    capacity_compare: Vec<usize>,
 }
 
 fn scale(smoke: bool) -> Scale {
@@ -58,6 +68,12 @@ fn scale(smoke: bool) -> Scale {
             keepalive_sessions: 50,
             keepalive_length: Duration::from_secs(3),
             legacy_limit: Duration::from_secs(30),
+            capacity_sessions: 40,
+            capacity_chat_size: 10,
+            capacity_rate: 50.0,
+            capacity_length: Duration::from_secs(3),
+            capacity_wait: Duration::from_secs(30),
+            capacity_compare: vec![20, 40],
         }
     } else {
         Scale {
@@ -77,6 +93,12 @@ fn scale(smoke: bool) -> Scale {
             // Three and a half keepalive periods.
             keepalive_length: Duration::from_secs(35),
             legacy_limit: Duration::from_secs(120),
+            capacity_sessions: 10_000,
+            capacity_chat_size: 100,
+            capacity_rate: 50.0,
+            capacity_length: Duration::from_secs(60),
+            capacity_wait: Duration::from_secs(300),
+            capacity_compare: vec![1000, 2000],
         }
     }
 }
@@ -552,7 +574,7 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
         fds,
     };
     let baseline = Server::baseline();
-    let steps: [(&'static str, &str); 8] = [
+    let steps: [(&'static str, &str); 9] = [
         ("1/3", "events storm and fan-out"),
         ("3", "legacy storm"),
         ("2/6/7", "legacy fan-out, keepalive, sign-in storm"),
@@ -560,6 +582,7 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
         ("5/8", "durable writes, idle footprint"),
         ("9", "metrics"),
         ("10", "keepalives from many sessions"),
+        ("11", "capacity: 10,000 online, the morning storm"),
         ("", ""),
     ];
     for (i, (id, what)) in steps.iter().enumerate() {
@@ -582,7 +605,8 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
             3 => parked::parked(&s, &mut r, &baseline).await,
             4 => writes::writes(&s, &mut r).await,
             5 => metrics::metrics(&s, &mut r).await,
-            _ => many_keepalives::many_keepalives(&s, &mut r).await,
+            6 => many_keepalives::many_keepalives(&s, &mut r).await,
+            _ => capacity::capacity(&s, &mut r).await,
         };
         if let Err(e) = result {
             r.error(id, what, e);
@@ -592,7 +616,8 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
     r
 }
 
-/// One correctness row and its figures: how many of a workload's keepalives failed.
+/// One correctness row and its figures: how many of a workload's keepalives failed, each
+/// session's sent on a connection of its own.
 fn keepalive_row(
     r: &mut Report,
     id: &'static str,
@@ -600,12 +625,24 @@ fn keepalive_row(
     key: &str,
     kept: &keepalive::Tally,
 ) {
+    keepalive_row_on(r, id, workload, key, kept, "their own connections");
+}
+
+/// As [`keepalive_row`], with keepalives sent on `connections`.
+fn keepalive_row_on(
+    r: &mut Report,
+    id: &'static str,
+    workload: &str,
+    key: &str,
+    kept: &keepalive::Tally,
+    connections: &str,
+) {
     r.num(&format!("{key}_keepalives_sent"), kept.sent as f64);
     r.num(&format!("{key}_keepalives_failed"), kept.failed as f64);
     r.correct_row(
         id,
         &format!(
-            "{workload}: keepalives {} s after each answer on their own connections, failed",
+            "{workload}: keepalives {} s after each answer on {connections}, failed",
             keepalive::PERIOD.as_secs()
         ),
         kept.describe(),
