@@ -8,6 +8,11 @@
 //! Server CPU time comes from `/proc/PID/stat`, since the load generator shares the cores.
 
 mod client;
+// The throwaway PostgreSQL of the tests, started with fsync on for workload 12.
+#[cfg(feature = "pg")]
+#[allow(dead_code)]
+#[path = "../../tests/mirror/cluster.rs"]
+mod cluster;
 mod http;
 mod keepalive;
 mod online;

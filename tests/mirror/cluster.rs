@@ -10,6 +10,8 @@ pub struct Cluster {
     pub port: u16,
     /// initdb refuses root: as root the cluster runs as the `postgres` user.
     as_postgres: bool,
+    /// Whether commits reach the disk (`fsync`); off for tests, on for benchmarks.
+    fsync: bool,
 }
 
 /// The newest installed PostgreSQL's bin directory.
@@ -41,6 +43,15 @@ fn is_root() -> bool {
 impl Cluster {
     /// A running cluster, or `None` (with a printed notice) when PostgreSQL is not installed.
     pub async fn start() -> Option<Cluster> {
+        Self::start_with(false).await
+    }
+
+    /// As `start`, with commits flushed to disk as in production (for measurements).
+    pub async fn start_durable() -> Option<Cluster> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(fsync: bool) -> Option<Cluster> {
         let Some(bin) = find_bin() else {
             if std::env::var("TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
                 panic!("TEST_REQUIRE_POSTGRES=1 but no PostgreSQL binaries were found");
@@ -64,6 +75,7 @@ impl Cluster {
             dir,
             port,
             as_postgres,
+            fsync,
         };
         let data = cluster.data();
         cluster.pg(
@@ -105,9 +117,10 @@ impl Cluster {
     pub fn start_server(&self) {
         let data = self.data();
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            "-p {} -c listen_addresses=127.0.0.1 -k {}{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.fsync { "" } else { " -c fsync=off" }
         );
         self.pg(
             "pg_ctl",

@@ -8,6 +8,8 @@ mod legacy_storm;
 mod many_keepalives;
 mod metrics;
 mod parked;
+#[cfg(feature = "pg")]
+mod postgres;
 mod writes;
 
 use crate::client::{self, Guest, Mode, Shared};
@@ -583,7 +585,7 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
         ("9", "metrics"),
         ("10", "keepalives from many sessions"),
         ("11", "capacity: 10,000 online, the morning storm"),
-        ("", ""),
+        ("12", "the PostgreSQL store against sled"),
     ];
     for (i, (id, what)) in steps.iter().enumerate() {
         if id.is_empty() {
@@ -606,7 +608,11 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
             4 => writes::writes(&s, &mut r).await,
             5 => metrics::metrics(&s, &mut r).await,
             6 => many_keepalives::many_keepalives(&s, &mut r).await,
-            _ => capacity::capacity(&s, &mut r).await,
+            7 => capacity::capacity(&s, &mut r).await,
+            #[cfg(feature = "pg")]
+            _ => postgres::postgres(&s, &mut r).await,
+            #[cfg(not(feature = "pg"))]
+            _ => Ok(()),
         };
         if let Err(e) = result {
             r.error(id, what, e);

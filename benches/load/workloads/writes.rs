@@ -12,7 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Logs in `count` guests who joined Main.
-async fn writers(addr: SocketAddr, count: usize, tag: &str) -> Result<Vec<Guest>, String> {
+pub(super) async fn writers(
+    addr: SocketAddr,
+    count: usize,
+    tag: &str,
+) -> Result<Vec<Guest>, String> {
     let logged = join_all((0..count).map(|i| async move {
         let mut g = Guest::login(addr, &format!("{tag}{i}")).await?;
         g.join("Main").await?;
@@ -23,7 +27,11 @@ async fn writers(addr: SocketAddr, count: usize, tag: &str) -> Result<Vec<Guest>
 }
 
 /// Every writer posts until `until` or until `budget` posts are made in all: posts made.
-async fn write_flat(guests: &mut [Guest], until: Instant, budget: u64) -> Result<u64, String> {
+pub(super) async fn write_flat(
+    guests: &mut [Guest],
+    until: Instant,
+    budget: u64,
+) -> Result<u64, String> {
     let made = Arc::new(AtomicU64::new(0));
     let results = join_all(guests.iter_mut().map(|g| {
         let made = made.clone();
