@@ -46,7 +46,8 @@ impl Cluster {
         Self::start_with(false).await
     }
 
-    /// As `start`, with commits flushed to disk as in production (for measurements).
+    /// As `start`, with commits flushed to disk as in production (the load benchmark's).
+    #[allow(dead_code)]
     pub async fn start_durable() -> Option<Cluster> {
         Self::start_with(true).await
     }
