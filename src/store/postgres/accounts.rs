@@ -1,6 +1,6 @@
 //! Accounts, sessions and kicked names in PostgreSQL.
 
-use super::{PgStore, guest_handle, handle_column};
+use super::{Conn, PgStore, guest_handle, handle_column};
 use crate::auth::tokens::TokenRecord;
 use crate::store::{BlockedName, QueuedMail, SessionRecord, StoreResult, Taken, UserRecord};
 use tokio_postgres::Row;
@@ -211,10 +211,7 @@ fn session_of(row: &Row) -> SessionRecord {
 }
 
 /// Inserts or replaces a session under its token hash.
-async fn upsert_session(
-    tx: &tokio_postgres::Transaction<'_>,
-    s: &SessionRecord,
-) -> Result<u64, tokio_postgres::Error> {
+async fn upsert_session(tx: &Conn<'_>, s: &SessionRecord) -> Result<u64, tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (token_hash) DO UPDATE SET handle = $2, user_name = $3, user_key = $4, \
@@ -334,7 +331,7 @@ pub(super) fn blocks(store: &PgStore) -> StoreResult<Vec<BlockedName>> {
 
 /// Writes an account restored from a backup (import into an empty store).
 pub(super) async fn insert_restored_user(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Conn<'_>,
     user: &UserRecord,
 ) -> Result<(), tokio_postgres::Error> {
     let values = UserValues::of(user);

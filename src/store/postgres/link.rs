@@ -4,11 +4,13 @@
 
 use super::super::{StoreError, StoreResult};
 use crate::store::mirror::pg::{self, Target};
+use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
 
 /// Longest a caller waits for its job: PostgreSQL that does not answer is unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -28,6 +30,78 @@ pub(super) struct Session {
     down: bool,
     /// When a job last used the connection.
     last_used: std::time::Instant,
+    /// Statements prepared on the current connection, by their SQL.
+    prepared: Mutex<HashMap<String, Statement>>,
+}
+
+/// The connection as jobs use it: each statement is prepared once per connection, so running it
+/// again costs one round trip, not two.
+pub(super) struct Conn<'a> {
+    client: &'a Client,
+    prepared: &'a Mutex<HashMap<String, Statement>>,
+}
+
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl Conn<'_> {
+    async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        let cached = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    pub(super) async fn execute(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.execute(&statement, params).await
+    }
+
+    pub(super) async fn query(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query(&statement, params).await
+    }
+
+    pub(super) async fn query_one(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_one(&statement, params).await
+    }
+
+    pub(super) async fn query_opt(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_opt(&statement, params).await
+    }
+
+    /// Statements without parameters, sent in one message.
+    pub(super) async fn batch(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(sql).await
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
@@ -59,6 +133,7 @@ impl Link {
             on_connect,
             down: false,
             last_used: std::time::Instant::now(),
+            prepared: Mutex::new(HashMap::new()),
         };
         let flag = connected.clone();
         let thread = std::thread::Builder::new()
@@ -144,26 +219,44 @@ impl Session {
     /// Runs `f` with the connection, connecting first when there is none.
     pub(super) fn run<T>(
         &mut self,
-        f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+        f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error>,
     ) -> StoreResult<T> {
         self.connect()?;
-        let Some(client) = self.client.as_mut() else {
+        let Some(client) = self.client.as_ref() else {
             return Err(StoreError::Unavailable);
         };
-        let outcome = self.runtime.block_on(f(client));
+        let conn = Conn {
+            client,
+            prepared: &self.prepared,
+        };
+        let outcome = self.runtime.block_on(f(&conn));
         outcome.map_err(|e| self.failed(e))
     }
 
-    /// Runs `f` in one transaction and commits it.
+    /// Runs `f` in one transaction that also records `epoch`, and commits it. BEGIN goes out
+    /// together with `f`'s first statement and the epoch together with COMMIT, so a change of one
+    /// statement costs two round trips.
     pub(super) fn write<T>(
         &mut self,
-        f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, tokio_postgres::Error>,
+        epoch: u64,
+        f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error>,
     ) -> StoreResult<T> {
-        self.run(async move |client| {
-            let tx = client.transaction().await?;
-            let out = f(&tx).await?;
-            tx.commit().await?;
-            Ok(out)
+        self.run(async move |conn| {
+            let (begun, out) = futures_util::future::join(conn.batch("BEGIN"), f(conn)).await;
+            let outcome = match (begun, out) {
+                (Ok(()), Ok(out)) => conn
+                    .batch(&format!(
+                        "UPDATE store_state SET epoch = {epoch} WHERE id = 1; COMMIT"
+                    ))
+                    .await
+                    .map(|()| out),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            if outcome.is_err() && !conn.client.is_closed() {
+                // Nothing of the change stays; the error is what the caller learns.
+                let _ = conn.batch("ROLLBACK").await;
+            }
+            outcome
         })
     }
 
@@ -208,6 +301,11 @@ impl Session {
             }
         };
         (self.on_connect)(&mut client, &self.runtime)?;
+        // Statements prepared on the old connection do not exist on this one.
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         if self.down {
             log::info!(
                 "PostgreSQL store: connected to {} again",

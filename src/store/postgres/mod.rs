@@ -16,11 +16,10 @@ use super::{
     QueuedMail, Restored, SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
 use flusher::{Flusher, Progress};
-use link::{Link, OnConnect, STATEMENT_TIMEOUT};
+use link::{Conn, Link, OnConnect, STATEMENT_TIMEOUT};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-use tokio_postgres::{Client, Transaction};
 
 /// Ids are stored as BIGINT: natter's ids stay far below 2^63.
 fn id_column(id: u64) -> i64 {
@@ -84,7 +83,7 @@ impl PgStore {
     /// Runs a read on the writer connection, so it sees every write made before it.
     fn read<T: Send + 'static>(
         &self,
-        f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error> + Send + 'static,
+        f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
     ) -> StoreResult<T> {
         self.link.call(move |session| session.run(f))
     }
@@ -92,20 +91,12 @@ impl PgStore {
     /// Runs a write in one transaction that also records its epoch, then counts it committed.
     fn write<T: Send + 'static>(
         &self,
-        f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
+        f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
     ) -> StoreResult<T> {
         let (progress, relaxed) = (self.progress.clone(), self.relaxed);
         self.link.call(move |session| {
             let epoch = progress.epoch.load(Ordering::SeqCst) + 1;
-            let out = session.write(async move |tx| {
-                let out = f(tx).await?;
-                tx.execute(
-                    "UPDATE store_state SET epoch = $1 WHERE id = 1",
-                    &[&id_column(epoch)],
-                )
-                .await?;
-                Ok(out)
-            })?;
+            let out = session.write(epoch, f)?;
             progress.committed(epoch, relaxed);
             Ok(out)
         })
@@ -352,7 +343,7 @@ impl Store for PgStore {
         }
     }
     fn check_health(&self) -> StoreResult<()> {
-        self.read(async |c| c.simple_query("SELECT 1").await.map(|_| ()))
+        self.read(async |c| c.batch("SELECT 1").await)
     }
     fn available(&self) -> bool {
         self.link.connected()

@@ -2,9 +2,9 @@
 //! PostgreSQL.
 
 use super::rooms::{insert_message, storable};
-use super::{PgStore, id_column};
+use super::{Conn, PgStore, id_column};
 use crate::store::{Mail, NextIds, QueuedMail, Restored, StoreError, StoreResult};
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
 
 /// `(kind, to, user, detail)` of a mail's columns.
 fn mail_columns(mail: &Mail) -> (&'static str, &str, &str, &str) {
@@ -46,7 +46,7 @@ fn mail_of(row: &Row) -> StoreResult<(u64, QueuedMail)> {
 
 /// Queues a mail in the transaction of the change that sends it; returns its id.
 pub(super) async fn insert_mail(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     queued: &QueuedMail,
 ) -> Result<i64, tokio_postgres::Error> {
     let (kind, to, user, detail) = mail_columns(&queued.mail);

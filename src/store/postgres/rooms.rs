@@ -1,10 +1,10 @@
 //! Chats, memberships and messages in PostgreSQL.
 
-use super::{PgStore, guest_handle, handle_column, id_column, id_of};
+use super::{Conn, PgStore, guest_handle, handle_column, id_column, id_of};
 use crate::store::{
     Author, ChatRecord, MemberRecord, MessageRecord, NewMessage, StoreError, StoreResult,
 };
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
 
 /// PostgreSQL text cannot hold NUL: it is stored, and so read back, as U+FFFD.
 pub(super) fn storable(text: &str) -> String {
@@ -29,10 +29,7 @@ pub(super) fn chats(store: &PgStore) -> StoreResult<Vec<ChatRecord>> {
 }
 
 /// Takes the next value of a `store_state` counter column.
-pub(super) async fn take_id(
-    tx: &Transaction<'_>,
-    column: &str,
-) -> Result<i64, tokio_postgres::Error> {
+pub(super) async fn take_id(tx: &Conn<'_>, column: &str) -> Result<i64, tokio_postgres::Error> {
     let sql = format!(
         "UPDATE store_state SET {column} = {column} + 1 WHERE id = 1 RETURNING {column} - 1"
     );
@@ -162,7 +159,7 @@ pub(super) fn message_of(row: &Row) -> MessageRecord {
 
 /// Writes a message under its own id.
 pub(super) async fn insert_message(
-    tx: &Transaction<'_>,
+    tx: &Conn<'_>,
     m: &MessageRecord,
 ) -> Result<u64, tokio_postgres::Error> {
     let (account, guest) = match &m.author {
