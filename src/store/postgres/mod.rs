@@ -102,6 +102,21 @@ impl PgStore {
         })
     }
 
+    /// Runs a write of exactly one statement, which records the epoch (`f`'s second argument)
+    /// itself: no BEGIN or COMMIT, so it costs one round trip.
+    fn write_alone<T: Send + 'static>(
+        &self,
+        f: impl AsyncFnOnce(&Conn<'_>, i64) -> Result<T, tokio_postgres::Error> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (progress, relaxed) = (self.progress.clone(), self.relaxed);
+        self.link.call(move |session| {
+            let epoch = progress.epoch.load(Ordering::SeqCst) + 1;
+            let out = session.run(async move |conn| f(conn, id_column(epoch)).await)?;
+            progress.committed(epoch, relaxed);
+            Ok(out)
+        })
+    }
+
     /// The cookie key kept in the database: the one stored, or `fresh`, stored now (first start).
     pub fn secret_key(&self, fresh: Vec<u8>) -> StoreResult<Vec<u8>> {
         let key = self.write(async move |tx| {

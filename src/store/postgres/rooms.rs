@@ -157,16 +157,21 @@ pub(super) fn message_of(row: &Row) -> MessageRecord {
     }
 }
 
+/// The author columns: a registered account's key, or a guest session's handle.
+fn author_columns(author: &Option<Author>) -> (Option<String>, Option<i64>) {
+    match author {
+        Some(Author::Account(key)) => (Some(key.clone()), None),
+        Some(Author::Guest(handle)) => (None, Some(handle_column(*handle))),
+        None => (None, None),
+    }
+}
+
 /// Writes a message under its own id.
 pub(super) async fn insert_message(
     tx: &Conn<'_>,
     m: &MessageRecord,
 ) -> Result<u64, tokio_postgres::Error> {
-    let (account, guest) = match &m.author {
-        Some(Author::Account(key)) => (Some(key.clone()), None),
-        Some(Author::Guest(handle)) => (None, Some(handle_column(*handle))),
-        None => (None, None),
-    };
+    let (account, guest) = author_columns(&m.author);
     let sql = format!(
         "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (id) DO NOTHING"
@@ -190,23 +195,47 @@ pub(super) async fn insert_message(
 }
 
 pub(super) fn append_message(store: &PgStore, message: NewMessage) -> StoreResult<MessageRecord> {
-    let record = store.write(async move |tx| {
-        let id = take_id(tx, "next_message_id").await?;
-        let record = MessageRecord {
-            id: id_of(id),
-            chat_id: message.chat_id,
-            user: message.user,
-            verified: message.verified,
-            admin: message.admin,
-            bot: message.bot,
-            text: storable(&message.text),
-            time: message.time,
-            author: message.author,
-        };
-        insert_message(tx, &record).await?;
-        Ok(record)
+    let mut record = MessageRecord {
+        id: 0,
+        chat_id: message.chat_id,
+        user: message.user,
+        verified: message.verified,
+        admin: message.admin,
+        bot: message.bot,
+        text: storable(&message.text),
+        time: message.time,
+        author: message.author,
+    };
+    let row = record.clone();
+    // One statement takes the id, records the epoch and inserts: one round trip a post.
+    let id = store.write_alone(async move |c, epoch| {
+        let (account, guest) = author_columns(&row.author);
+        let sql = "WITH taken AS (UPDATE store_state SET next_message_id = next_message_id + 1, \
+                   epoch = $1 WHERE id = 1 RETURNING next_message_id - 1 AS id) \
+                   INSERT INTO messages (id, chat_id, user_name, verified, admin, bot, text, time, \
+                   author_account, author_guest) \
+                   SELECT taken.id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM taken RETURNING id";
+        let inserted = c
+            .query_one(
+                sql,
+                &[
+                    &epoch,
+                    &id_column(row.chat_id),
+                    &row.user,
+                    &row.verified,
+                    &row.admin,
+                    &row.bot,
+                    &row.text,
+                    &row.time,
+                    &account,
+                    &guest,
+                ],
+            )
+            .await?;
+        Ok(id_of(inserted.get(0)))
     })?;
-    store.ids_used(None, Some(record.id));
+    record.id = id;
+    store.ids_used(None, Some(id));
     crate::telemetry::message_stored();
     Ok(record)
 }
