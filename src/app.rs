@@ -184,19 +184,20 @@ async fn open_postgres(
     config: &Config,
     mode: SyncMode,
 ) -> Result<(Backend, Option<store::mirror::start::Target>), StartError> {
-    let url = config
-        .database_url
-        .as_ref()
-        .ok_or_else(|| StartError("storage = \"postgres\" needs database_url".into()))?;
-    let target = store::mirror::pg::parse(url.expose()).map_err(|e| StartError(e.to_string()))?;
-    if let Some(warning) = store::mirror::pg::exposure_warning(&target) {
+    if let Some(url) = &config.database_url
+        && let Ok(target) = store::mirror::pg::parse(url.expose())
+        && let Some(warning) = store::mirror::pg::exposure_warning(&target)
+    {
         log::warn!("{warning}");
     }
     let relaxed = mode == SyncMode::Relaxed;
-    let pg = tokio::task::spawn_blocking(move || store::postgres::PgStore::open(target, relaxed))
-        .await
-        .map_err(|e| StartError(format!("opening PostgreSQL failed: {e}")))?
-        .map_err(|e| StartError(format!("opening the PostgreSQL store failed: {e}")))?;
+    let config = config.clone();
+    let pg = tokio::task::spawn_blocking(move || {
+        store::postgres::PgStore::open_configured(&config, relaxed)
+    })
+    .await
+    .map_err(|e| StartError(format!("opening PostgreSQL failed: {e}")))?
+    .map_err(|e| StartError(format!("opening the PostgreSQL store failed: {e}")))?;
     Ok((Backend::Postgres(pg), None))
 }
 

@@ -362,13 +362,9 @@ fn open_postgres(config: &Config) -> Result<Option<std::sync::Arc<dyn Store>>, C
     if config.storage != crate::config::StorageKind::Postgres {
         return Ok(None);
     }
-    let url = config
-        .database_url
-        .as_ref()
-        .ok_or_else(|| CliError::failed("storage = \"postgres\" needs database_url"))?;
-    let target = crate::store::mirror::pg::parse(url.expose())
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    Ok(Some(crate::store::postgres::PgStore::open(target, true)?))
+    let pg =
+        crate::store::postgres::PgStore::open_configured(config, true).map_err(CliError::failed)?;
+    Ok(Some(pg))
 }
 
 #[cfg(not(feature = "pg"))]
@@ -379,7 +375,7 @@ fn open_postgres(_config: &Config) -> Result<Option<std::sync::Arc<dyn Store>>, 
 /// Runs `natter export`: the dump goes to `output`, or to standard output.
 pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError> {
     let export = match open_postgres(config)? {
-        // PostgreSQL gives a consistent read while the server runs; nothing is written.
+        // Works while the server runs; messages posted after the export began are left out.
         Some(pg) => Export::offline(pg, crate::model::now())?,
         None => {
             let copy = open_for_reading(config)?;

@@ -13,6 +13,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// The write whose synchronous commit flushes every write before it.
+pub(super) const FLUSH: &str = "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1";
+
 /// Pause before trying again after a failed flush, doubling up to `MAX_BACKOFF`.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -195,10 +198,7 @@ async fn flush(
     let Some(c) = client.as_ref() else {
         return Err("no connection".to_owned());
     };
-    c.execute(
-        "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1",
-        &[],
-    )
-    .await
-    .map_err(|e| pg::PgError(e).to_string())
+    c.execute(FLUSH, &[])
+        .await
+        .map_err(|e| pg::PgError(e).to_string())
 }

@@ -15,8 +15,9 @@ use super::{
     BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds,
     QueuedMail, Restored, SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
-use flusher::{Flusher, Progress};
-use link::{Conn, Link, OnConnect, STATEMENT_TIMEOUT};
+use crate::config::Config;
+use flusher::{FLUSH, Flusher, Progress};
+use link::{Conn, Link, OnConnect, STATEMENT_TIMEOUT, Session};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -80,6 +81,16 @@ impl PgStore {
         }))
     }
 
+    /// The store `storage = "postgres"` names: the database at `database_url`.
+    pub fn open_configured(config: &Config, relaxed: bool) -> Result<Arc<PgStore>, String> {
+        let url = config
+            .database_url
+            .as_ref()
+            .ok_or_else(|| "storage = \"postgres\" needs database_url".to_owned())?;
+        let target = pg::parse(url.expose()).map_err(|e| e.to_string())?;
+        PgStore::open(target, relaxed).map_err(|e| e.to_string())
+    }
+
     /// Runs a read on the writer connection, so it sees every write made before it.
     fn read<T: Send + 'static>(
         &self,
@@ -93,13 +104,7 @@ impl PgStore {
         &self,
         f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
     ) -> StoreResult<T> {
-        let (progress, relaxed) = (self.progress.clone(), self.relaxed);
-        self.link.call(move |session| {
-            let epoch = progress.epoch.load(Ordering::SeqCst) + 1;
-            let out = session.write(epoch, f)?;
-            progress.committed(epoch, relaxed);
-            Ok(out)
-        })
+        self.committing(move |session, epoch| session.write(epoch, f))
     }
 
     /// Runs a write of exactly one statement, which records the epoch (`f`'s second argument)
@@ -108,10 +113,21 @@ impl PgStore {
         &self,
         f: impl AsyncFnOnce(&Conn<'_>, i64) -> Result<T, tokio_postgres::Error> + Send + 'static,
     ) -> StoreResult<T> {
+        self.committing(move |session, epoch| {
+            session.run(async move |conn| f(conn, id_column(epoch)).await)
+        })
+    }
+
+    /// Runs `change` with the epoch it must record, on the writer's thread, and counts that
+    /// epoch committed once it succeeded.
+    fn committing<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Session, u64) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
         let (progress, relaxed) = (self.progress.clone(), self.relaxed);
         self.link.call(move |session| {
             let epoch = progress.epoch.load(Ordering::SeqCst) + 1;
-            let out = session.run(async move |conn| f(conn, id_column(epoch)).await)?;
+            let out = change(session, epoch)?;
             progress.committed(epoch, relaxed);
             Ok(out)
         })
@@ -171,10 +187,9 @@ fn on_connect(progress: Arc<Progress>, next: Arc<Mutex<NextIds>>) -> OnConnect {
             }
             // Whatever is in PostgreSQL now is made durable before it is counted on.
             client
-                .batch_execute(
-                    "BEGIN; SET LOCAL synchronous_commit = on; \
-                     UPDATE store_state SET flushes = flushes + 1 WHERE id = 1; COMMIT",
-                )
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL synchronous_commit = on; {FLUSH}; COMMIT"
+                ))
                 .await
                 .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
             client
