@@ -325,10 +325,7 @@ impl Service {
 /// Online members of a chat with their status, sorted by name.
 pub(super) fn online_members(st: &State, chat_id: u64) -> Vec<UserWithStatus> {
     let mut users: Vec<UserWithStatus> = st
-        .members
-        .get(&chat_id)
-        .into_iter()
-        .flat_map(|m| m.keys())
+        .member_keys(chat_id)
         .filter_map(|key| st.online.get(key))
         .map(|u| UserWithStatus::new(&u.name, u.status))
         .collect();

@@ -27,9 +27,9 @@ pub struct State {
     pub online: HashMap<String, OnlineUser>,
     /// Chats by lowercased name.
     pub chats: HashMap<String, ChatRecord>,
-    /// Chat id → member key → member name as shown; change it through `add_member` and friends,
-    /// which keep `chats_by_member` in step.
-    pub members: HashMap<u64, BTreeMap<String, String>>,
+    /// Chat id → member key → member name as shown; private, so that only `add_member` and
+    /// friends change it and `chats_by_member` stays in step.
+    members: HashMap<u64, BTreeMap<String, String>>,
     /// Member key → ids of the chats they are in: a user's chats without a pass over all chats.
     chats_by_member: HashMap<String, BTreeSet<u64>>,
     /// User key → handles of their sessions, online or not: a user's sessions without a pass over
@@ -94,13 +94,17 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// The keys of a chat's members.
+    pub fn member_keys(&self, chat_id: u64) -> impl Iterator<Item = &String> {
+        self.members
+            .get(&chat_id)
+            .into_iter()
+            .flat_map(|m| m.keys())
+    }
+
     /// The online sessions of a chat's members: O(members), not O(all sessions).
     pub fn chat_audience(&self, chat_id: u64) -> Vec<u64> {
-        let Some(members) = self.members.get(&chat_id) else {
-            return Vec::new();
-        };
-        members
-            .keys()
+        self.member_keys(chat_id)
             .filter_map(|key| self.online.get(key))
             .flat_map(|user| user.sessions.iter().copied())
             .collect()
