@@ -7,6 +7,7 @@ mod accounts;
 mod flusher;
 mod link;
 mod outbox;
+mod pipeline;
 mod rooms;
 pub mod schema;
 
@@ -18,6 +19,7 @@ use super::{
 use crate::config::Config;
 use flusher::{FLUSH, Flusher, Progress};
 use link::{Conn, Link, OnConnect, STATEMENT_TIMEOUT, Session};
+use pipeline::{Queued, Statement};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -45,8 +47,6 @@ pub struct PgStore {
     link: Link,
     progress: Arc<Progress>,
     _flusher: Flusher,
-    /// `durability = "relaxed"`: a committed write counts as durable at once.
-    relaxed: bool,
     /// The ids the next chat and the next message get, kept as writes commit.
     next: Arc<Mutex<NextIds>>,
 }
@@ -55,12 +55,16 @@ impl PgStore {
     /// Connects, applies the migrations and reads where the store stands. With `relaxed`, a
     /// write counts as durable once committed, before PostgreSQL has flushed it.
     pub fn open(target: Target, relaxed: bool) -> StoreResult<Arc<PgStore>> {
-        let progress = Progress::new(0);
+        let progress = Progress::new(0, relaxed);
         let next = Arc::new(Mutex::new(NextIds {
             chat: 1,
             message: 1,
         }));
-        let link = Link::start(target.clone(), on_connect(progress.clone(), next.clone()))?;
+        let link = Link::start(
+            target.clone(),
+            on_connect(progress.clone(), next.clone()),
+            progress.clone(),
+        )?;
         // The first call connects, migrates and reads the state (`on_connect`).
         link.call(|session| session.run(async |_| Ok(())))
             .map_err(|e| match e {
@@ -70,13 +74,13 @@ impl PgStore {
                 )),
                 other => other,
             })?;
+        link.start_epochs_at(progress.epoch.load(Ordering::SeqCst));
         let flusher = Flusher::start(target, progress.clone())
             .map_err(|e| StoreError::Io(format!("cannot start the flusher thread: {e}")))?;
         Ok(Arc::new(PgStore {
             link,
             progress,
             _flusher: flusher,
-            relaxed,
             next,
         }))
     }
@@ -107,30 +111,53 @@ impl PgStore {
         self.committing(move |session, epoch| session.write(epoch, f))
     }
 
-    /// Runs a write of exactly one statement, which records the epoch (`f`'s second argument)
-    /// itself: no BEGIN or COMMIT, so it costs one round trip.
-    fn write_alone<T: Send + 'static>(
-        &self,
-        f: impl AsyncFnOnce(&Conn<'_>, i64) -> Result<T, tokio_postgres::Error> + Send + 'static,
-    ) -> StoreResult<T> {
-        self.committing(move |session, epoch| {
-            session.run(async move |conn| f(conn, id_column(epoch)).await)
-        })
-    }
-
-    /// Runs `change` with the epoch it must record, on the writer's thread, and counts that
-    /// epoch committed once it succeeded.
+    /// Runs `change` with the epoch it must record, on the writer's thread, and settles that
+    /// epoch: committed when it succeeded or failed outright, unknown when the connection broke.
     fn committing<T: Send + 'static>(
         &self,
         change: impl FnOnce(&mut Session, u64) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let (progress, relaxed) = (self.progress.clone(), self.relaxed);
-        self.link.call(move |session| {
-            let epoch = progress.epoch.load(Ordering::SeqCst) + 1;
-            let out = change(session, epoch)?;
-            progress.committed(epoch, relaxed);
-            Ok(out)
+        let progress = self.progress.clone();
+        self.link.call_write(move |session, epoch| {
+            progress.sent(epoch);
+            match change(session, epoch) {
+                Err(StoreError::Unavailable) => {
+                    progress.interrupted();
+                    Err(StoreError::Unavailable)
+                }
+                outcome => {
+                    progress.committed(epoch);
+                    outcome
+                }
+            }
         })
+    }
+
+    /// Queues a write of `statements` for group commit (`pipeline`): it returns at once, and
+    /// the caller learns the outcome by waiting for its epoch's durability.
+    fn queue(&self, statements: Vec<Statement>) -> StoreResult<()> {
+        self.queue_with(|| (statements, None))
+    }
+
+    /// Queues the write `make` builds as it gets its epoch, with the message id it used.
+    fn queue_with(&self, make: impl FnOnce() -> (Vec<Statement>, Option<u64>)) -> StoreResult<()> {
+        self.link.queue(|epoch| {
+            let (statements, message_id) = make();
+            Queued {
+                epoch,
+                statements,
+                message_id,
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The id the next message gets, taken.
+    fn take_message_id(&self) -> u64 {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let id = next.message;
+        next.message += 1;
+        id
     }
 
     /// The cookie key kept in the database: the one stored, or `fresh`, stored now (first start).
@@ -212,8 +239,7 @@ fn on_connect(progress: Arc<Progress>, next: Arc<Mutex<NextIds>>) -> OnConnect {
         }
         if first {
             first = false;
-            progress.epoch.store(epoch, Ordering::SeqCst);
-            progress.publish(epoch, true);
+            progress.start_at(epoch);
         } else {
             progress.recovered(epoch);
         }
@@ -351,7 +377,7 @@ impl Store for PgStore {
         outbox::pending_mail_count(self)
     }
     fn write_epoch(&self) -> u64 {
-        self.progress.epoch.load(Ordering::SeqCst)
+        self.link.epoch()
     }
     fn durability(&self) -> watch::Receiver<Durability> {
         self.progress.durability.subscribe()
