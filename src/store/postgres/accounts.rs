@@ -97,7 +97,7 @@ pub(super) fn user(store: &PgStore, key: &str) -> StoreResult<Option<UserRecord>
         return Ok(None);
     }
     let key = key.to_owned();
-    store.read(async move |c| {
+    store.read_committed(async move |c| {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE key = $1");
         Ok(c.query_opt(&sql, &[&key]).await?.as_ref().map(user_of))
     })
@@ -108,7 +108,7 @@ pub(super) fn user_key_by_email(store: &PgStore, email_key: &str) -> StoreResult
         return Ok(None);
     }
     let email_key = email_key.to_owned();
-    store.read(async move |c| {
+    store.read_committed(async move |c| {
         let row = c
             .query_opt("SELECT key FROM users WHERE email_key = $1", &[&email_key])
             .await?;
@@ -117,7 +117,7 @@ pub(super) fn user_key_by_email(store: &PgStore, email_key: &str) -> StoreResult
 }
 
 pub(super) fn users(store: &PgStore) -> StoreResult<Vec<UserRecord>> {
-    store.read(async move |c| {
+    store.read_committed(async move |c| {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY key");
         Ok(c.query(&sql, &[]).await?.iter().map(user_of).collect())
     })

@@ -4,7 +4,6 @@
 //! comes after theirs in the log, and flushing the log up to it flushes them too. One fsync
 //! serves every write that arrived meanwhile, and the writer never waits for one.
 
-use super::link::STATEMENT_TIMEOUT;
 use crate::store::Durability;
 use crate::store::mirror::pg::{self, Target};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -166,11 +165,15 @@ pub(super) struct Flusher {
 }
 
 impl Flusher {
-    pub(super) fn start(target: Target, progress: Arc<Progress>) -> std::io::Result<Flusher> {
+    pub(super) fn start(
+        target: Target,
+        progress: Arc<Progress>,
+        statement_timeout: Duration,
+    ) -> std::io::Result<Flusher> {
         let shared = progress.clone();
         let thread = std::thread::Builder::new()
             .name("natter-pg-flush".into())
-            .spawn(move || run(target, &shared))?;
+            .spawn(move || run(target, &shared, statement_timeout))?;
         Ok(Flusher {
             progress,
             thread: Some(thread),
@@ -187,7 +190,7 @@ impl Drop for Flusher {
     }
 }
 
-fn run(target: Target, progress: &Progress) {
+fn run(target: Target, progress: &Progress, statement_timeout: Duration) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -200,10 +203,10 @@ fn run(target: Target, progress: &Progress) {
     let mut durable = progress.durability.borrow().durable;
     while let Some(goal) = progress.next_target(durable) {
         // A connection from before an outage fails its first flush: one retry on a new one.
-        let mut flushed = runtime.block_on(flush(&target, &mut client));
+        let mut flushed = runtime.block_on(flush(&target, &mut client, statement_timeout));
         if flushed.is_err() {
             client = None;
-            flushed = runtime.block_on(flush(&target, &mut client));
+            flushed = runtime.block_on(flush(&target, &mut client, statement_timeout));
         }
         match flushed {
             Ok(_) => {
@@ -228,6 +231,7 @@ fn run(target: Target, progress: &Progress) {
 async fn flush(
     target: &Target,
     client: &mut Option<tokio_postgres::Client>,
+    statement_timeout: Duration,
 ) -> Result<u64, String> {
     if client
         .as_ref()
@@ -236,7 +240,8 @@ async fn flush(
         let fresh = pg::connect(target).await.map_err(|e| e.to_string())?;
         fresh
             .batch_execute(&format!(
-                "SET synchronous_commit = on; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+                "SET synchronous_commit = on; SET statement_timeout = {}",
+                statement_timeout.as_millis()
             ))
             .await
             .map_err(|e| pg::PgError(e).to_string())?;

@@ -15,14 +15,10 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-/// Longest a caller waits for its job: PostgreSQL that does not answer is unavailable.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connection unused for this long is checked before a job uses it.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// While PostgreSQL is unreachable, the thread tries to connect this often, jobs or not.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
-/// Longest one statement may run (`statement_timeout`), so a stuck query cannot hold the writer.
-pub(super) const STATEMENT_TIMEOUT: &str = "10s";
 
 /// What a job gets: the connection (made when missing) and the runtime that drives it.
 pub(super) struct Session {
@@ -48,7 +44,14 @@ pub(super) struct Conn<'a> {
 
 type Params<'p> = [&'p (dyn ToSql + Sync)];
 
-impl Conn<'_> {
+impl<'a> Conn<'a> {
+    pub(super) fn new(
+        client: &'a Client,
+        prepared: &'a Mutex<HashMap<String, Statement>>,
+    ) -> Conn<'a> {
+        Conn { client, prepared }
+    }
+
     /// The statement for `sql`, prepared on this connection once.
     pub(super) async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         let cached = self
@@ -138,6 +141,8 @@ pub(super) struct Link {
     epoch: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
     connected: Arc<AtomicBool>,
+    /// Longest a caller waits for its job: PostgreSQL that does not answer is unavailable.
+    call_timeout: Duration,
 }
 
 impl Link {
@@ -147,6 +152,7 @@ impl Link {
         target: Target,
         on_connect: OnConnect,
         progress: Arc<Progress>,
+        call_timeout: Duration,
     ) -> StoreResult<Link> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -178,6 +184,7 @@ impl Link {
             epoch: AtomicU64::new(0),
             thread: Mutex::new(Some(thread)),
             connected,
+            call_timeout,
         })
     }
 
@@ -209,7 +216,7 @@ impl Link {
             },
             false,
         )?;
-        wait(&answer)
+        wait(&answer, self.call_timeout)
     }
 
     /// Runs a write on the connection's thread with the next epoch and waits for its answer.
@@ -227,7 +234,7 @@ impl Link {
             },
             true,
         )?;
-        wait(&answer)
+        wait(&answer, self.call_timeout)
     }
 
     /// Queues a write for group commit with the next epoch, which it returns at once.
@@ -273,11 +280,11 @@ impl Drop for Link {
 
 /// Blocks for a job's answer; on an async worker it tells tokio first, so the worker's other
 /// tasks move elsewhere meanwhile.
-fn wait<T>(answer: &Receiver<StoreResult<T>>) -> StoreResult<T> {
-    let receive = || match answer.recv_timeout(CALL_TIMEOUT) {
+pub(super) fn wait<T>(answer: &Receiver<StoreResult<T>>, limit: Duration) -> StoreResult<T> {
+    let receive = || match answer.recv_timeout(limit) {
         Ok(result) => result,
         Err(RecvTimeoutError::Timeout) => {
-            log::error!("PostgreSQL did not answer within {CALL_TIMEOUT:?}");
+            log::error!("PostgreSQL did not answer within {limit:?}");
             Err(StoreError::Unavailable)
         }
         Err(RecvTimeoutError::Disconnected) => Err(StoreError::Unavailable),
@@ -402,11 +409,16 @@ impl Session {
         // a server that restarted meanwhile is noticed before a statement of a job is sent.
         let idle = self.last_used.elapsed() > IDLE_CHECK;
         self.last_used = std::time::Instant::now();
-        if let Some(client) = &self.client
-            && !client.is_closed()
-            && (!idle || self.runtime.block_on(client.simple_query("")).is_ok())
-        {
-            return Ok(());
+        if let Some(client) = &self.client {
+            if !client.is_closed()
+                && (!idle || self.runtime.block_on(client.simple_query("")).is_ok())
+            {
+                return Ok(());
+            }
+            if !self.down {
+                self.down = true;
+                log::error!("PostgreSQL store: lost the connection");
+            }
         }
         self.client = None;
         let connected = self.runtime.block_on(pg::connect(&self.target));

@@ -8,6 +8,7 @@ mod flusher;
 mod link;
 mod outbox;
 mod pipeline;
+mod readers;
 mod rooms;
 pub mod schema;
 
@@ -18,10 +19,12 @@ use super::{
 };
 use crate::config::Config;
 use flusher::{FLUSH, Flusher, Progress};
-use link::{Conn, Link, OnConnect, STATEMENT_TIMEOUT, Session};
+use link::{Conn, Link, OnConnect, Session};
 use pipeline::{Queued, Statement};
+use readers::Readers;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Ids are stored as BIGINT: natter's ids stay far below 2^63.
@@ -42,9 +45,39 @@ fn guest_handle(column: i64) -> u64 {
     u64::from_ne_bytes(column.to_ne_bytes())
 }
 
+/// How the store uses PostgreSQL.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// `durability = "relaxed"`: a write counts as durable once committed, before PostgreSQL
+    /// has flushed it.
+    pub relaxed: bool,
+    /// Connections for reads that need not follow queued writes (`postgres_pool_size`).
+    pub pool_size: usize,
+    /// Longest one statement may run (`postgres_statement_timeout`).
+    pub statement_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            relaxed: false,
+            pool_size: 4,
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Options {
+    /// Longest a caller waits for an answer: a statement's limit, plus time to connect.
+    fn call_timeout(&self) -> Duration {
+        self.statement_timeout + Duration::from_secs(5)
+    }
+}
+
 /// The PostgreSQL-backed store.
 pub struct PgStore {
     link: Link,
+    readers: Readers,
     progress: Arc<Progress>,
     _flusher: Flusher,
     /// The ids the next chat and the next message get, kept as writes commit.
@@ -52,18 +85,29 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects, applies the migrations and reads where the store stands. With `relaxed`, a
-    /// write counts as durable once committed, before PostgreSQL has flushed it.
+    /// Opens the store with the default options but `relaxed`.
     pub fn open(target: Target, relaxed: bool) -> StoreResult<Arc<PgStore>> {
-        let progress = Progress::new(0, relaxed);
+        PgStore::open_with(
+            target,
+            Options {
+                relaxed,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Connects, applies the migrations and reads where the store stands.
+    pub fn open_with(target: Target, options: Options) -> StoreResult<Arc<PgStore>> {
+        let progress = Progress::new(0, options.relaxed);
         let next = Arc::new(Mutex::new(NextIds {
             chat: 1,
             message: 1,
         }));
         let link = Link::start(
             target.clone(),
-            on_connect(progress.clone(), next.clone()),
+            on_connect(progress.clone(), next.clone(), options.statement_timeout),
             progress.clone(),
+            options.call_timeout(),
         )?;
         // The first call connects, migrates and reads the state (`on_connect`).
         link.call(|session| session.run(async |_| Ok(())))
@@ -75,10 +119,17 @@ impl PgStore {
                 other => other,
             })?;
         link.start_epochs_at(progress.epoch.load(Ordering::SeqCst));
-        let flusher = Flusher::start(target, progress.clone())
+        let readers = Readers::start(
+            target.clone(),
+            options.pool_size,
+            options.statement_timeout,
+            options.call_timeout(),
+        )?;
+        let flusher = Flusher::start(target, progress.clone(), options.statement_timeout)
             .map_err(|e| StoreError::Io(format!("cannot start the flusher thread: {e}")))?;
         Ok(Arc::new(PgStore {
             link,
+            readers,
             progress,
             _flusher: flusher,
             next,
@@ -92,7 +143,21 @@ impl PgStore {
             .as_ref()
             .ok_or_else(|| "storage = \"postgres\" needs database_url".to_owned())?;
         let target = pg::parse(url.expose()).map_err(|e| e.to_string())?;
-        PgStore::open(target, relaxed).map_err(|e| e.to_string())
+        let options = Options {
+            relaxed,
+            pool_size: config.postgres_pool_size,
+            statement_timeout: config.postgres_statement_timeout,
+        };
+        PgStore::open_with(target, options).map_err(|e| e.to_string())
+    }
+
+    /// Runs a read on a pooled connection: it sees every committed write, not those still
+    /// queued for group commit.
+    fn read_committed<T: Send + 'static>(
+        &self,
+        f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.readers.read(f)
     }
 
     /// Runs a read on the writer connection, so it sees every write made before it.
@@ -179,6 +244,7 @@ impl PgStore {
     /// Stops the writer and the flusher once everything is durable (shutdown).
     pub fn close(&self) -> StoreResult<()> {
         let flushed = self.flush();
+        self.readers.stop();
         self.link.stop();
         flushed
     }
@@ -197,13 +263,18 @@ impl PgStore {
 
 /// Prepares every new writer connection: asynchronous commits and a statement timeout; on the
 /// first, the migrations and the state; on later ones (after an outage), the recovery.
-fn on_connect(progress: Arc<Progress>, next: Arc<Mutex<NextIds>>) -> OnConnect {
+fn on_connect(
+    progress: Arc<Progress>,
+    next: Arc<Mutex<NextIds>>,
+    statement_timeout: Duration,
+) -> OnConnect {
     let mut first = true;
     Box::new(move |client, runtime| {
         let state = runtime.block_on(async {
             client
                 .batch_execute(&format!(
-                    "SET synchronous_commit = off; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+                    "SET synchronous_commit = off; SET statement_timeout = {}",
+                    statement_timeout.as_millis()
                 ))
                 .await
                 .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
