@@ -199,10 +199,8 @@ impl Post {
 /// What a listener saw, in order.
 #[derive(Debug)]
 enum Seen {
-    Message {
-        id: u64,
-        text: String,
-    },
+    /// A `MessageEvent`, and when it arrived.
+    Message { id: u64, text: String, at: Instant },
     /// A `ResyncEvent`, or a `/events` queue that was gone (400 `bad event queue id`, then a new
     /// queue): either way the listener refetched both chats' histories, which found these ids.
     Resync {
@@ -378,6 +376,7 @@ async fn note(agent: &Agent, journal: &Journal, kind: &Value, event: &Value) {
         Some("MessageEvent") => journal.lock().unwrap().push(Seen::Message {
             id: id_of(event),
             text: event["text"].as_str().unwrap_or_default().to_owned(),
+            at: Instant::now(),
         }),
         Some("ResyncEvent") => resync(agent, journal, format!("ResyncEvent {event}")).await,
         _ => {}
@@ -486,7 +485,9 @@ async fn restart_under_load(stop: Stop) {
     // If it does not, one look at /healthz (a read of the store) lets the rest be checked; the
     // test fails all the same, at its end.
     let mut nudge = None;
+    let mut nudged_at = None;
     if by_itself.is_none() {
+        nudged_at = Some(Instant::now());
         let health = Agent::new(&server).get("/healthz", &[]).await;
         let nudged_at = Instant::now();
         nudge = Some((health, acknowledged_since(&acked, nudged_at).await));
@@ -660,7 +661,7 @@ async fn restart_under_load(stop: Stop) {
         let mut previous = 0;
         for seen in journal.iter() {
             match seen {
-                Seen::Message { id, text } => {
+                Seen::Message { id, text, at } => {
                     let known = acknowledged
                         .get(id)
                         .map(|p| &p.text)
@@ -669,7 +670,22 @@ async fn restart_under_load(stop: Stop) {
                         known,
                         Some(text),
                         "{name} heard of message {id} {text:?}, which was neither acknowledged \
-                         nor stored (a phantom event)\n{log}"
+                         nor stored (a phantom event). That post: {}. The event arrived {:?} \
+                         after PostgreSQL was up again ({:?} before GET /healthz). Id {id}: \
+                         acknowledged for {:?}, in the history as {:?}; {name} heard of id {id} \
+                         as {:?}\n{log}",
+                        whereabouts(&posts, text, stopped_at),
+                        at.checked_duration_since(up_at),
+                        nudged_at.and_then(|n| n.checked_duration_since(*at)),
+                        acknowledged.get(id).map(|p| &p.text),
+                        history.get(id),
+                        journal
+                            .iter()
+                            .filter_map(|s| match s {
+                                Seen::Message { id: i, text, .. } if i == id => Some(text),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>()
                     );
                     assert!(
                         *id > previous,
@@ -707,6 +723,22 @@ async fn restart_under_load(stop: Stop) {
         );
     }
     server.stop();
+}
+
+/// When the post with `text` was sent (against when PostgreSQL was stopped) and what it got.
+fn whereabouts(posts: &[Post], text: &str, stopped_at: Instant) -> String {
+    let Some(p) = posts.iter().find(|p| p.text == text) else {
+        return "never sent".into();
+    };
+    let (sign, offset) = if p.sent >= stopped_at {
+        ("after", p.sent - stopped_at)
+    } else {
+        ("before", stopped_at - p.sent)
+    };
+    format!(
+        "sent {offset:?} {sign} `pg_ctl stop` began, answered after {:?} with {:?}",
+        p.took, p.answer
+    )
 }
 
 /// How long after `since` a post sent then was acknowledged; `None` within `RECOVERY_LIMIT`.
