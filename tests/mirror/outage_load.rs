@@ -489,8 +489,8 @@ async fn restart_under_load(stop: Stop) {
     if by_itself.is_none() {
         nudged_at = Some(Instant::now());
         let health = Agent::new(&server).get("/healthz", &[]).await;
-        let nudged_at = Instant::now();
-        nudge = Some((health, acknowledged_since(&acked, nudged_at).await));
+        let answered = Instant::now();
+        nudge = Some((health, acknowledged_since(&acked, answered).await));
     }
     tokio::time::sleep(LOAD_AFTER).await;
     stopping.store(true, Ordering::Relaxed);
@@ -500,7 +500,7 @@ async fn restart_under_load(stop: Stop) {
     }
     let load_ended = Instant::now();
 
-    // What was acknowledged, and when posting came back.
+    // What was acknowledged.
     let acknowledged: BTreeMap<u64, &Post> = posts
         .iter()
         .filter_map(|p| p.acknowledged().map(|id| (id, p)))
