@@ -14,6 +14,9 @@ use tokio::sync::watch;
 
 /// The write whose synchronous commit flushes every write before it.
 pub(super) const FLUSH: &str = "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1";
+/// The same, answering with the newest epoch committed before it: what the flush made durable.
+const FLUSH_SEEING: &str =
+    "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1 RETURNING epoch";
 
 /// Pause before trying again after a failed flush, doubling up to `MAX_BACKOFF`.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -209,6 +212,15 @@ fn run(target: Target, progress: &Progress, statement_timeout: Duration) {
             flushed = runtime.block_on(flush(&target, &mut client, statement_timeout));
         }
         match flushed {
+            // Only what PostgreSQL still holds counts: after its crash, writes the writer sent
+            // before it may be gone, and only the writer's recovery may say which.
+            Ok(seen) if seen < goal => {
+                log::debug!("PostgreSQL store: flushed up to {seen} of {goal}");
+                progress.publish(seen, true);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                durable = durable.max(seen).max(progress.durability.borrow().durable);
+            }
             Ok(_) => {
                 durable = goal;
                 backoff = MIN_BACKOFF;
@@ -250,7 +262,9 @@ async fn flush(
     let Some(c) = client.as_ref() else {
         return Err("no connection".to_owned());
     };
-    c.execute(FLUSH, &[])
+    let row = c
+        .query_one(FLUSH_SEEING, &[])
         .await
-        .map_err(|e| pg::PgError(e).to_string())
+        .map_err(|e| pg::PgError(e).to_string())?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }

@@ -115,6 +115,17 @@ impl<'a> Conn<'a> {
     pub(super) fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
+
+    /// Rolls back a failed change and still records its epoch: it is settled with nothing
+    /// written, so the flusher may count it durable.
+    pub(super) async fn roll_back(&self, epoch: u64) {
+        let epoch = super::id_column(epoch);
+        let _ = self
+            .batch(&format!(
+                "ROLLBACK; UPDATE store_state SET epoch = GREATEST(epoch, {epoch}) WHERE id = 1"
+            ))
+            .await;
+    }
 }
 
 /// What the thread runs: a call someone waits for, or a write queued for group commit.
@@ -297,6 +308,14 @@ pub(super) fn wait<T>(answer: &Receiver<StoreResult<T>>, limit: Duration) -> Sto
     }
 }
 
+/// Whether `e` means the connection is gone: closed, or PostgreSQL shutting down or refusing
+/// (SQLSTATE classes 08 and 57P), which a closed socket follows.
+pub(super) fn ends_connection(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.code()
+            .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
+}
+
 /// Runs jobs in the order they came; queued writes that arrived together go in one group.
 fn serve(
     mut session: Session,
@@ -384,7 +403,7 @@ impl Session {
             };
             if outcome.is_err() && !conn.client.is_closed() {
                 // Nothing of the change stays; the error is what the caller learns.
-                let _ = conn.batch("ROLLBACK").await;
+                conn.roll_back(epoch).await;
             }
             outcome
         })
@@ -393,7 +412,7 @@ impl Session {
     /// Maps a failure: a lost connection is an outage (logged once, retried at the next job);
     /// anything else is an error for this call only.
     fn failed(&mut self, e: tokio_postgres::Error) -> StoreError {
-        if self.client.as_ref().is_none_or(Client::is_closed) || e.is_closed() {
+        if self.client.as_ref().is_none_or(Client::is_closed) || ends_connection(&e) {
             self.client = None;
             if !self.down {
                 self.down = true;

@@ -67,7 +67,7 @@ pub(super) fn commit(session: &mut Session, group: Vec<Queued>, progress: &Progr
         let sent = send_group(conn, &group, last).await;
         if sent.is_err() && !conn.is_closed() {
             // Nothing of the group stays; the error is what its writers learn.
-            let _ = conn.batch("ROLLBACK").await;
+            conn.roll_back(last).await;
         }
         sent
     });

@@ -3,7 +3,7 @@
 //! writes still queued for group commit (memberships, sessions, history) stay on the writer.
 
 use super::super::{StoreError, StoreResult};
-use super::link::{Conn, wait};
+use super::link::{Conn, ends_connection, wait};
 use crate::store::mirror::pg::{self, Target};
 use std::collections::HashMap;
 use std::future::Future;
@@ -123,7 +123,7 @@ impl Readers {
                     Ok(pooled) => {
                         let conn = Conn::new(&pooled.client, &pooled.prepared);
                         f(&conn).await.map_err(|e| {
-                            if e.is_closed() || pooled.client.is_closed() {
+                            if ends_connection(&e) || pooled.client.is_closed() {
                                 StoreError::Unavailable
                             } else {
                                 StoreError::Io(pg::PgError(e).to_string())
