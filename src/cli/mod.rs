@@ -12,10 +12,10 @@ use crate::files::OwnerGuard;
 use crate::interchange::backup::Export;
 use crate::model::{ChatName, Password, name_key};
 use crate::store::{Store, StoreError};
-use stores::{Changing, Reading};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use stores::{Changing, Reading};
 
 /// natter: a self-hosted group chat server in one binary.
 ///

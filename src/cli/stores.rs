@@ -5,10 +5,10 @@
 use super::CliError;
 use crate::config::Config;
 use crate::files::OwnerGuard;
+use crate::store::sled::{ReadCopy, SledStore, SyncMode};
 use crate::store::{ChatRecord, MessageRecord, Store, UserRecord};
 #[cfg(feature = "pg")]
 use crate::store::{NextIds, Restored};
-use crate::store::sled::{ReadCopy, SledStore, SyncMode};
 use std::sync::Arc;
 
 /// A store opened for a command that only reads.

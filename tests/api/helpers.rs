@@ -40,6 +40,13 @@ pub async fn storage_lines(dir: &TempDir) -> Option<String> {
     if std::env::var("TEST_STORAGE").ok().as_deref() != Some("postgres") {
         return None;
     }
+    Some(postgres_lines(dir).await)
+}
+
+/// The config lines that keep the data of the server in `dir` in a database of its own, in
+/// every run (the tests of what only the PostgreSQL store does).
+#[cfg(feature = "pg")]
+pub async fn postgres_lines(dir: &TempDir) -> String {
     let cluster = CLUSTER
         .get_or_init(|| async {
             let cluster = crate::cluster::Cluster::start().await;
@@ -63,10 +70,30 @@ pub async fn storage_lines(dir: &TempDir) -> Option<String> {
             .await
             .unwrap();
     }
-    Some(format!(
+    format!(
         "storage = \"postgres\"\ndatabase_url = \"{}\"\n",
         cluster.url(&db)
-    ))
+    )
+}
+
+/// Ends every connection to the database of the server in `dir` (a PostgreSQL outage as the
+/// server sees it: it connects again at its next request).
+#[cfg(feature = "pg")]
+pub async fn drop_connections(dir: &TempDir) -> u64 {
+    let cluster = CLUSTER
+        .get()
+        .and_then(Option::as_ref)
+        .expect("the cluster runs");
+    let admin = cluster.client("postgres").await;
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database_name(dir.path())],
+        )
+        .await
+        .unwrap();
+    ended.len() as u64
 }
 
 #[cfg(not(feature = "pg"))]
@@ -239,7 +266,9 @@ impl TestServer {
 
     async fn launch(dir: &TempDir, extra: &str, dev: bool, mail: &MailRecorder) -> App {
         let mut text = base_config(dir, extra, mail);
-        if let Some(storage) = storage_lines(dir).await {
+        // A test that names its backend (`storage = "sled"`) keeps it in every run.
+        let named = extra.lines().any(|l| l.starts_with("storage = "));
+        if !named && let Some(storage) = storage_lines(dir).await {
             text = format!("{storage}{text}");
         }
         if !dev {
