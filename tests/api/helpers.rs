@@ -76,6 +76,34 @@ pub async fn postgres_lines(dir: &TempDir) -> String {
     )
 }
 
+/// The granted modes of the advisory lock `key` in the database of the server in `dir`.
+#[cfg(feature = "pg")]
+pub async fn advisory_lock_modes(dir: &TempDir, key: i64) -> Vec<String> {
+    let cluster = CLUSTER
+        .get()
+        .and_then(Option::as_ref)
+        .expect("the cluster runs");
+    let admin = cluster.client("postgres").await;
+    // A bigint key shows as its high half in classid and its low half in objid.
+    let (high, low) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
+    admin
+        .query(
+            "SELECT l.mode FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1 \
+             AND l.classid::text = $2 AND l.objid::text = $3 AND l.objsubid = 1",
+            &[
+                &database_name(dir.path()),
+                &high.to_string(),
+                &low.to_string(),
+            ],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// Ends every connection to the database of the server in `dir` (a PostgreSQL outage as the
 /// server sees it: it connects again at its next request).
 #[cfg(feature = "pg")]

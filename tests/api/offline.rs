@@ -135,10 +135,71 @@ async fn a_server_holds_the_database_again_after_reconnecting() {
         assert!(std::time::Instant::now() < deadline, "no reconnect");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        crate::helpers::advisory_lock_modes(&server.dir, natter::store::postgres::owner::KEY).await,
+        ["ShareLock"],
+        "the server's new connection took its share again"
+    );
     assert_refused_while_served(&natter(&config, &["chat", "create", "Ops"], None), true);
     server.stop().await;
     let out = natter(&config, &["chat", "create", "Ops"], None);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// PostgreSQL only, so it starts its own database in every run: a server started while a
+/// command changes the database waits for the command, then serves what it changed.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn a_server_started_while_a_command_changes_the_database_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = crate::helpers::postgres_lines(&dir).await;
+    let mut server = TestServer::with_config_in(dir, &lines).await;
+    server.client().registered("pat").await;
+    server.stop().await;
+    let config = config_of(&server).await;
+    // set-password holds the database while it waits for the password on standard input.
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .arg("--config")
+        .arg(&config)
+        .args(["user", "set-password", "pat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let key = natter::store::postgres::owner::KEY;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while crate::helpers::advisory_lock_modes(&server.dir, key).await != ["ExclusiveLock"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let serving = tempfile::tempdir().unwrap();
+    let serve = serve_config(serving.path(), &lines);
+    let starting = std::thread::spawn(move || Served::start(&serve));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!starting.is_finished(), "the server waits for the command");
+    {
+        use std::io::Write;
+        let mut stdin = holder.stdin.take().unwrap();
+        stdin.write_all(b"brand-new-pass\n").unwrap();
+    }
+    let done = holder.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", stderr(&done));
+    let mut served = starting
+        .join()
+        .expect("the server started after the command");
+    let answer = reqwest::Client::new()
+        .post(served.url("/api/authorize"))
+        .json(&json!({"user": "pat", "password": "brand-new-pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the server serves the new password");
+    served.signal("-TERM");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
 }
 
 #[tokio::test]

@@ -6,11 +6,12 @@
 
 use crate::store::mirror::pg::{self, PgError, Target};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
-/// The advisory lock's key ("natter" in ASCII). Advisory locks belong to one database, so
-/// natter's databases on one PostgreSQL do not share it.
-pub const KEY: i64 = 0x6E61_7474_6572;
+/// The advisory lock's key ("nattero" in ASCII, apart from the migrations' keys). Advisory
+/// locks belong to one database, so natter's databases on one PostgreSQL do not share it.
+pub const KEY: i64 = 0x006e_6174_7465_726f;
 
 /// Whether this process holds the lock exclusively: its own store then takes no shared lock,
 /// which would wait for the exclusive one.
@@ -57,8 +58,12 @@ pub enum ClaimError {
     Failed(String),
 }
 
-/// Takes the lock exclusively on a connection of its own, without waiting: `InUse` while any
-/// natter server uses the database.
+/// How long [`claim`] tries: a server that has just exited lets go of the lock a moment later,
+/// once PostgreSQL has noticed its connection close.
+const CLAIM_GRACE: Duration = Duration::from_secs(1);
+
+/// Takes the lock exclusively on a connection of its own, without waiting for a server:
+/// `InUse` while any natter server uses the database.
 pub async fn claim(target: &Target) -> Result<Exclusive, ClaimError> {
     let client = pg::connect(target).await.map_err(|e| {
         ClaimError::Failed(format!(
@@ -66,13 +71,20 @@ pub async fn claim(target: &Target) -> Result<Exclusive, ClaimError> {
             pg::describe(target)
         ))
     })?;
-    let taken: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&KEY])
-        .await
-        .map_err(|e| ClaimError::Failed(PgError(e).to_string()))?
-        .get(0);
-    if !taken {
-        return Err(ClaimError::InUse);
+    let until = Instant::now() + CLAIM_GRACE;
+    loop {
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&KEY])
+            .await
+            .map_err(|e| ClaimError::Failed(PgError(e).to_string()))?
+            .get(0);
+        if taken {
+            break;
+        }
+        if Instant::now() >= until {
+            return Err(ClaimError::InUse);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     HELD_HERE.store(true, Ordering::SeqCst);
     Ok(Exclusive { _client: client })
