@@ -29,7 +29,7 @@ pub async fn share(client: &Client) -> Result<(), String> {
         .map_err(|e| {
             if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
                 "a natter command (user, chat, import or import-chatty) is changing this \
-                 database; start natter once it has finished"
+                 database; try again once it has finished"
                     .to_owned()
             } else {
                 PgError(e).to_string()
