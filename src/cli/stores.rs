@@ -5,10 +5,10 @@
 use super::CliError;
 use crate::config::Config;
 use crate::files::OwnerGuard;
+use crate::store::Store;
 use crate::store::sled::{ReadCopy, SledStore, SyncMode};
-use crate::store::{ChatRecord, MessageRecord, Store, UserRecord};
 #[cfg(feature = "pg")]
-use crate::store::{NextIds, Restored};
+use crate::store::{ChatRecord, MessageRecord, NextIds, Restored, UserRecord};
 use std::sync::Arc;
 
 /// A store opened for a command that only reads.
@@ -68,6 +68,7 @@ impl Changing {
 
     /// Opens the store for a bulk load into an empty one (`import-chatty`): sled's mirror
     /// bookkeeping is left alone until the directory is known to be empty.
+    #[cfg(feature = "pg")]
     pub(super) async fn open_for_load(config: &Config) -> Result<Changing, CliError> {
         if let Some(changing) = Changing::open_postgres(config).await? {
             return Ok(changing);
@@ -131,6 +132,7 @@ const LOAD_BATCH: usize = 1000;
 
 /// A bulk load into an empty store (`import-chatty`): sled's loads, marked unfinished on disk
 /// until done, or the PostgreSQL store's `import` batches.
+#[cfg(feature = "pg")]
 impl Changing {
     /// Refuses a store that holds data: sled's with anything in it or an unfinished load; the
     /// PostgreSQL store's with an account, a chat or a message id ever handed out.
@@ -140,7 +142,6 @@ impl Changing {
                 !store.is_empty() || store.unfinished_load()?.is_some(),
                 format!("the data directory {}", config.data_dir.display()),
             ),
-            #[cfg(feature = "pg")]
             Changing::Postgres { store, .. } => (
                 !store.users()?.is_empty()
                     || !store.chats()?.is_empty()
@@ -168,7 +169,6 @@ impl Changing {
     pub(super) fn load_users(&self, users: &[UserRecord]) -> Result<(), CliError> {
         match self {
             Changing::Sled { store, .. } => Ok(store.load_users(users)?),
-            #[cfg(feature = "pg")]
             Changing::Postgres { store, .. } => {
                 import_batches(&**store, users.iter().cloned().map(Restored::User))
             }
@@ -178,7 +178,6 @@ impl Changing {
     pub(super) fn load_chats(&self, chats: &[ChatRecord]) -> Result<(), CliError> {
         match self {
             Changing::Sled { store, .. } => Ok(store.load_chats(chats)?),
-            #[cfg(feature = "pg")]
             Changing::Postgres { store, .. } => {
                 import_batches(&**store, chats.iter().cloned().map(Restored::Chat))
             }
@@ -188,7 +187,6 @@ impl Changing {
     pub(super) fn load_messages(&self, messages: &[MessageRecord]) -> Result<(), CliError> {
         match self {
             Changing::Sled { store, .. } => Ok(store.load_messages(messages)?),
-            #[cfg(feature = "pg")]
             Changing::Postgres { store, .. } => {
                 import_batches(&**store, messages.iter().cloned().map(Restored::Message))
             }
