@@ -135,7 +135,7 @@ pub fn healthz(ctx: &Ctx) -> Response {
     let storage_ok = ctx.service.storage_healthy();
     let body = Health {
         status: if storage_ok { "ok" } else { "unavailable" },
-        storage: if storage_ok { "ok" } else { "error" },
+        storage: if storage_ok { "ok" } else { "down" },
         mirror: ctx.service.mirror_report().state.as_str(),
     };
     let mut response = http::json(&body).unwrap_or_else(|e| http::error(&e));

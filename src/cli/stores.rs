@@ -98,8 +98,14 @@ impl Changing {
             },
             ClaimError::Failed(message) => CliError::failed(message),
         })?;
-        // Not relaxed: the change is flushed in PostgreSQL before the command says it is done.
-        let store = crate::store::postgres::PgStore::open(target, false)?;
+        let options = crate::store::postgres::Options {
+            // Not relaxed: the change is flushed in PostgreSQL before the command says so.
+            relaxed: false,
+            // One command's few reads.
+            pool_size: 1,
+            statement_timeout: config.postgres_statement_timeout,
+        };
+        let store = crate::store::postgres::PgStore::open_with(target, options)?;
         Ok(Some(Changing::Postgres { store, _lock: lock }))
     }
 

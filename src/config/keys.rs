@@ -117,6 +117,11 @@ config_keys! {
         database_url: Option<String> => Option<Secret> = None, non_empty_secret, secret;
         /// Let the mirror replace a database that holds another natter's copy (another label).
         mirror_replace_foreign: bool = false, plain;
+        /// Connections the PostgreSQL store reads on, besides its one writer and its flusher (storage = "postgres").
+        postgres_pool_size: usize = 4, range(1, 64);
+        /// Longest one statement of the PostgreSQL store may run; a request waits at most this plus 5 s, then 503.
+        #[serde(with = "humantime_serde")]
+        postgres_statement_timeout: Duration = secs(10), duration(millis(100), mins(10));
     }
 
     /// Outgoing email.

@@ -211,7 +211,7 @@ async fn scenario(durability: &str) {
         (health.status, health.json()),
         (
             503,
-            json!({"status": "unavailable", "storage": "error", "mirror": "off"})
+            json!({"status": "unavailable", "storage": "down", "mirror": "off"})
         )
     );
     let history = alice

@@ -8,4 +8,5 @@ mod import;
 mod mirror;
 mod moving;
 mod natter;
+mod outage_load;
 mod store;

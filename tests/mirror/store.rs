@@ -348,3 +348,57 @@ async fn the_postgres_store_refuses_a_database_with_other_tables() {
     };
     assert!(e.to_string().contains("did not create"), "{e}");
 }
+
+/// A queued write that PostgreSQL refuses takes its group with it: the writes are never durable
+/// (their requests answer 503 and their events are dropped), memory is told to reload, and the
+/// store goes on with the next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_group_of_queued_writes_is_lost_and_the_store_goes_on() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("refused").await;
+    let target = natter::store::mirror::pg::parse(&url).unwrap();
+    let store: Arc<dyn Store> = PgStore::open(target, false).unwrap();
+    let chat = store.create_chat("Main", 1_700_000_000).unwrap().unwrap();
+    let kept = store
+        .append_message(message(chat.id, "kept", None))
+        .unwrap();
+    wait_durable(&*store, store.write_epoch()).await.unwrap();
+    // Someone else takes the id the next post gets: its insert fails.
+    let db = pg.client("refused").await;
+    let taken = i64::try_from(kept.id + 1).unwrap();
+    db.execute(
+        "INSERT INTO messages (id, chat_id, user_name, verified, admin, bot, text, time) \
+         VALUES ($1, 1, 'x', false, false, false, 'squatter', 0)",
+        &[&taken],
+    )
+    .await
+    .unwrap();
+    let recoveries = store.durability().borrow().recoveries;
+    let refused = store
+        .append_message(message(chat.id, "refused", None))
+        .unwrap();
+    assert_eq!(refused.id, kept.id + 1);
+    let epoch = store.write_epoch();
+    assert!(wait_durable(&*store, epoch).await.is_err());
+    let durability = *store.durability().borrow();
+    assert!(durability.is_lost(epoch), "{durability:?}");
+    assert!(
+        durability.recoveries > recoveries,
+        "memory is told to reload"
+    );
+
+    let after = store
+        .append_message(message(chat.id, "after", None))
+        .unwrap();
+    wait_durable(&*store, store.write_epoch()).await.unwrap();
+    let texts: Vec<String> = store
+        .last_messages(chat.id, 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["kept", "squatter", "after"]);
+    assert!(after.id > refused.id);
+}

@@ -1,6 +1,6 @@
 //! Accounts, sessions and kicked names in PostgreSQL.
 
-use super::{Conn, PgStore, guest_handle, handle_column};
+use super::{Conn, PgStore, Statement, guest_handle, handle_column};
 use crate::auth::tokens::TokenRecord;
 use crate::store::{BlockedName, QueuedMail, SessionRecord, StoreResult, Taken, UserRecord};
 use tokio_postgres::Row;
@@ -97,7 +97,7 @@ pub(super) fn user(store: &PgStore, key: &str) -> StoreResult<Option<UserRecord>
         return Ok(None);
     }
     let key = key.to_owned();
-    store.read(async move |c| {
+    store.read_committed(async move |c| {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE key = $1");
         Ok(c.query_opt(&sql, &[&key]).await?.as_ref().map(user_of))
     })
@@ -108,7 +108,7 @@ pub(super) fn user_key_by_email(store: &PgStore, email_key: &str) -> StoreResult
         return Ok(None);
     }
     let email_key = email_key.to_owned();
-    store.read(async move |c| {
+    store.read_committed(async move |c| {
         let row = c
             .query_opt("SELECT key FROM users WHERE email_key = $1", &[&email_key])
             .await?;
@@ -117,7 +117,7 @@ pub(super) fn user_key_by_email(store: &PgStore, email_key: &str) -> StoreResult
 }
 
 pub(super) fn users(store: &PgStore) -> StoreResult<Vec<UserRecord>> {
-    store.read(async move |c| {
+    store.read_committed(async move |c| {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY key");
         Ok(c.query(&sql, &[]).await?.iter().map(user_of).collect())
     })
@@ -211,34 +211,39 @@ fn session_of(row: &Row) -> SessionRecord {
 }
 
 /// Inserts or replaces a session under its token hash.
-async fn upsert_session(tx: &Conn<'_>, s: &SessionRecord) -> Result<u64, tokio_postgres::Error> {
-    let sql = format!(
-        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (token_hash) DO UPDATE SET handle = $2, user_name = $3, user_key = $4, \
-         guest = $5, created = $6, expires = $7, online = $8"
-    );
-    tx.execute(
-        &sql,
-        &[
-            &s.token_hash.as_slice(),
-            &handle_column(s.handle),
-            &s.user,
-            &s.user_key,
-            &s.guest,
-            &s.created,
-            &s.expires,
-            &s.online,
+/// The statement that writes a session, new or changed.
+fn session_upsert(s: &SessionRecord) -> Statement {
+    Statement::new(
+        format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (token_hash) DO UPDATE SET handle = $2, user_name = $3, user_key = $4, \
+             guest = $5, created = $6, expires = $7, online = $8"
+        ),
+        vec![
+            Box::new(s.token_hash.to_vec()),
+            Box::new(handle_column(s.handle)),
+            Box::new(s.user.clone()),
+            Box::new(s.user_key.clone()),
+            Box::new(s.guest),
+            Box::new(s.created),
+            Box::new(s.expires),
+            Box::new(s.online),
         ],
     )
-    .await
 }
 
+fn session_delete(token_hash: &[u8; 32]) -> Statement {
+    Statement::new(
+        "DELETE FROM sessions WHERE token_hash = $1",
+        vec![Box::new(token_hash.to_vec())],
+    )
+}
+
+// Session and membership writes are queued for group commit (`pipeline`): a sign-in does not
+// hold the service's lock across a round trip.
+
 pub(super) fn put_session(store: &PgStore, session: &SessionRecord) -> StoreResult<()> {
-    let session = session.clone();
-    store.write(async move |tx| {
-        upsert_session(tx, &session).await?;
-        Ok(())
-    })
+    store.queue(vec![session_upsert(session)])
 }
 
 pub(super) fn replace_session(
@@ -246,22 +251,11 @@ pub(super) fn replace_session(
     old_hash: &[u8; 32],
     session: &SessionRecord,
 ) -> StoreResult<()> {
-    let (old, session) = (old_hash.to_vec(), session.clone());
-    store.write(async move |tx| {
-        tx.execute("DELETE FROM sessions WHERE token_hash = $1", &[&old])
-            .await?;
-        upsert_session(tx, &session).await?;
-        Ok(())
-    })
+    store.queue(vec![session_delete(old_hash), session_upsert(session)])
 }
 
 pub(super) fn delete_session(store: &PgStore, token_hash: &[u8; 32]) -> StoreResult<()> {
-    let hash = token_hash.to_vec();
-    store.write(async move |tx| {
-        tx.execute("DELETE FROM sessions WHERE token_hash = $1", &[&hash])
-            .await?;
-        Ok(())
-    })
+    store.queue(vec![session_delete(token_hash)])
 }
 
 pub(super) fn take_offline(
@@ -271,25 +265,18 @@ pub(super) fn take_offline(
     user_key: &str,
     leave: &[u64],
 ) -> StoreResult<()> {
-    let (hash, kept, user_key) = (token_hash.to_vec(), kept.cloned(), user_key.to_owned());
     let leave: Vec<i64> = leave.iter().map(|id| super::id_column(*id)).collect();
-    store.write(async move |tx| {
-        match &kept {
-            Some(session) => {
-                upsert_session(tx, session).await?;
-            }
-            None => {
-                tx.execute("DELETE FROM sessions WHERE token_hash = $1", &[&hash])
-                    .await?;
-            }
-        }
-        tx.execute(
+    let session = match kept {
+        Some(session) => session_upsert(session),
+        None => session_delete(token_hash),
+    };
+    store.queue(vec![
+        session,
+        Statement::new(
             "DELETE FROM members WHERE user_key = $1 AND chat_id = ANY($2)",
-            &[&user_key, &leave],
-        )
-        .await?;
-        Ok(())
-    })
+            vec![Box::new(user_key.to_owned()), Box::new(leave)],
+        ),
+    ])
 }
 
 pub(super) fn sessions(store: &PgStore) -> StoreResult<Vec<SessionRecord>> {

@@ -4,7 +4,6 @@
 //! comes after theirs in the log, and flushing the log up to it flushes them too. One fsync
 //! serves every write that arrived meanwhile, and the writer never waits for one.
 
-use super::link::STATEMENT_TIMEOUT;
 use crate::store::Durability;
 use crate::store::mirror::pg::{self, Target};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +23,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) struct Progress {
     /// The epoch of the newest committed write.
     pub(super) epoch: AtomicU64,
+    /// The epoch of the newest write sent to PostgreSQL: after an outage, the writes between
+    /// what survived and this one were lost with it.
+    sent: AtomicU64,
+    /// `durability = "relaxed"`: a committed write counts as durable at once.
+    relaxed: bool,
     pub(super) durability: watch::Sender<Durability>,
     /// Set to stop; notified with `wake` whenever a write commits.
     stopped: Mutex<bool>,
@@ -31,23 +35,38 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub(super) fn new(epoch: u64) -> Arc<Progress> {
+    pub(super) fn new(epoch: u64, relaxed: bool) -> Arc<Progress> {
         let (durability, _) = watch::channel(Durability {
             durable: epoch,
             ..Durability::default()
         });
         Arc::new(Progress {
             epoch: AtomicU64::new(epoch),
+            sent: AtomicU64::new(epoch),
+            relaxed,
             durability,
             stopped: Mutex::new(false),
             wake: Condvar::new(),
         })
     }
 
-    /// A write committed with `epoch`; with `relaxed`, it counts as durable at once.
-    pub(super) fn committed(&self, epoch: u64, relaxed: bool) {
+    /// Where the store stands when it opens: every write up to `epoch` is durable.
+    pub(super) fn start_at(&self, epoch: u64) {
         self.epoch.store(epoch, Ordering::SeqCst);
-        if relaxed {
+        self.sent.store(epoch, Ordering::SeqCst);
+        self.publish(epoch, true);
+    }
+
+    /// Writes up to `epoch` are on their way to PostgreSQL.
+    pub(super) fn sent(&self, epoch: u64) {
+        self.sent.fetch_max(epoch, Ordering::SeqCst);
+    }
+
+    /// Writes up to `epoch` are settled: committed, or failed with nothing written. With
+    /// `relaxed`, they count as durable at once.
+    pub(super) fn committed(&self, epoch: u64) {
+        self.epoch.fetch_max(epoch, Ordering::SeqCst);
+        if self.relaxed {
             self.publish(epoch, true);
             return;
         }
@@ -71,23 +90,40 @@ impl Progress {
         });
     }
 
+    /// The connection broke with writes unsettled: whoever waits for them learns it now, and
+    /// the recovery on the next connection says which survived.
+    pub(super) fn interrupted(&self) {
+        self.publish(self.sent.load(Ordering::SeqCst), false);
+    }
+
+    /// A group of writes (`first..=last`) was rolled back: it never becomes durable, and memory
+    /// is rebuilt from the store (`recoveries`), since it already showed them.
+    pub(super) fn rolled_back(&self, first: u64, last: u64) {
+        self.durability.send_modify(|d| {
+            d.lost = Some(widened(d.lost, first, last));
+            d.recoveries += 1;
+        });
+        self.committed(last);
+    }
+
     /// After an outage: the writes up to `survived` are in PostgreSQL and durable, later ones
-    /// were lost with it. Memory is rebuilt from the store (`recoveries`).
+    /// sent before it were lost with it. Memory is rebuilt from the store (`recoveries`).
     pub(super) fn recovered(&self, survived: u64) {
-        // The recovery takes an epoch of its own, so no later write counts as lost.
-        let last = self.epoch.fetch_add(1, Ordering::SeqCst);
+        let last = self.sent.load(Ordering::SeqCst);
+        self.epoch.fetch_max(last, Ordering::SeqCst);
+        let mut lost = 0;
         self.durability.send_modify(|d| {
             let first = d.durable.max(survived) + 1;
-            d.lost = (first <= last).then_some((first, last));
-            d.durable = last + 1;
+            if first <= last {
+                lost = last + 1 - first;
+                d.lost = Some(widened(d.lost, first, last));
+            }
+            d.durable = d.durable.max(last);
             d.failed = None;
             d.recoveries += 1;
         });
-        if survived < last {
-            log::warn!(
-                "PostgreSQL store: {} writes committed before the outage were lost with it",
-                last - survived
-            );
+        if lost > 0 {
+            log::warn!("PostgreSQL store: {lost} writes sent before the outage were lost with it");
         }
     }
 
@@ -112,6 +148,16 @@ impl Progress {
     }
 }
 
+/// The lost range grown to take in `first..=last`: a range the service has not seen yet must
+/// not be forgotten (it would publish the events of writes that were never stored), and the
+/// writes between two losses at worst answer 503 although stored.
+fn widened(lost: Option<(u64, u64)>, first: u64, last: u64) -> (u64, u64) {
+    match lost {
+        Some((a, b)) => (a.min(first), b.max(last)),
+        None => (first, last),
+    }
+}
+
 /// The flushing thread; stops when dropped.
 pub(super) struct Flusher {
     progress: Arc<Progress>,
@@ -119,11 +165,15 @@ pub(super) struct Flusher {
 }
 
 impl Flusher {
-    pub(super) fn start(target: Target, progress: Arc<Progress>) -> std::io::Result<Flusher> {
+    pub(super) fn start(
+        target: Target,
+        progress: Arc<Progress>,
+        statement_timeout: Duration,
+    ) -> std::io::Result<Flusher> {
         let shared = progress.clone();
         let thread = std::thread::Builder::new()
             .name("natter-pg-flush".into())
-            .spawn(move || run(target, &shared))?;
+            .spawn(move || run(target, &shared, statement_timeout))?;
         Ok(Flusher {
             progress,
             thread: Some(thread),
@@ -140,7 +190,7 @@ impl Drop for Flusher {
     }
 }
 
-fn run(target: Target, progress: &Progress) {
+fn run(target: Target, progress: &Progress, statement_timeout: Duration) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -153,10 +203,10 @@ fn run(target: Target, progress: &Progress) {
     let mut durable = progress.durability.borrow().durable;
     while let Some(goal) = progress.next_target(durable) {
         // A connection from before an outage fails its first flush: one retry on a new one.
-        let mut flushed = runtime.block_on(flush(&target, &mut client));
+        let mut flushed = runtime.block_on(flush(&target, &mut client, statement_timeout));
         if flushed.is_err() {
             client = None;
-            flushed = runtime.block_on(flush(&target, &mut client));
+            flushed = runtime.block_on(flush(&target, &mut client, statement_timeout));
         }
         match flushed {
             Ok(_) => {
@@ -181,6 +231,7 @@ fn run(target: Target, progress: &Progress) {
 async fn flush(
     target: &Target,
     client: &mut Option<tokio_postgres::Client>,
+    statement_timeout: Duration,
 ) -> Result<u64, String> {
     if client
         .as_ref()
@@ -189,7 +240,8 @@ async fn flush(
         let fresh = pg::connect(target).await.map_err(|e| e.to_string())?;
         fresh
             .batch_execute(&format!(
-                "SET synchronous_commit = on; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+                "SET synchronous_commit = on; SET statement_timeout = {}",
+                statement_timeout.as_millis()
             ))
             .await
             .map_err(|e| pg::PgError(e).to_string())?;

@@ -3,21 +3,22 @@
 //! PostgreSQL in that order, and a synchronous caller never drives a second async runtime.
 
 use super::super::{StoreError, StoreResult};
+use super::flusher::Progress;
+use super::pipeline::{self, Queued};
 use crate::store::mirror::pg::{self, Target};
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-/// Longest a caller waits for its job: PostgreSQL that does not answer is unavailable.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connection unused for this long is checked before a job uses it.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-/// Longest one statement may run (`statement_timeout`), so a stuck query cannot hold the writer.
-pub(super) const STATEMENT_TIMEOUT: &str = "10s";
+/// While PostgreSQL is unreachable, the thread tries to connect this often, jobs or not.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 /// What a job gets: the connection (made when missing) and the runtime that drives it.
 pub(super) struct Session {
@@ -43,8 +44,16 @@ pub(super) struct Conn<'a> {
 
 type Params<'p> = [&'p (dyn ToSql + Sync)];
 
-impl Conn<'_> {
-    async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+impl<'a> Conn<'a> {
+    pub(super) fn new(
+        client: &'a Client,
+        prepared: &'a Mutex<HashMap<String, Statement>>,
+    ) -> Conn<'a> {
+        Conn { client, prepared }
+    }
+
+    /// The statement for `sql`, prepared on this connection once.
+    pub(super) async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         let cached = self
             .prepared
             .lock()
@@ -102,9 +111,24 @@ impl Conn<'_> {
     pub(super) async fn batch(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
         self.client.batch_execute(sql).await
     }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
 }
 
-type Job = Box<dyn FnOnce(&mut Session) + Send>;
+/// What the thread runs: a call someone waits for, or a write queued for group commit.
+enum Job {
+    Call(Box<dyn FnOnce(&mut Session) + Send>),
+    Queued(Queued),
+}
+
+/// The way into the thread, and the epoch the last write was given: both change together, so
+/// epochs follow the order in which jobs arrive.
+struct Entry {
+    jobs: Option<Sender<Job>>,
+    epoch: u64,
+}
 
 /// Prepares a new connection before jobs use it.
 pub(super) type OnConnect =
@@ -112,20 +136,32 @@ pub(super) type OnConnect =
 
 /// The handle callers use; the thread ends when it is dropped.
 pub(super) struct Link {
-    jobs: Mutex<Option<SyncSender<Job>>>,
+    entry: Mutex<Entry>,
+    /// The epoch of the newest write given one, readable without the lock.
+    epoch: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
-    connected: Arc<std::sync::atomic::AtomicBool>,
+    connected: Arc<AtomicBool>,
+    /// Longest a caller waits for its job: PostgreSQL that does not answer is unavailable.
+    call_timeout: Duration,
 }
 
 impl Link {
-    /// Starts the thread; `on_connect` runs on each new connection before jobs use it.
-    pub(super) fn start(target: Target, on_connect: OnConnect) -> StoreResult<Link> {
+    /// Starts the thread; `on_connect` runs on each new connection before jobs use it, and
+    /// queued writes report to `progress`.
+    pub(super) fn start(
+        target: Target,
+        on_connect: OnConnect,
+        progress: Arc<Progress>,
+        call_timeout: Duration,
+    ) -> StoreResult<Link> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| StoreError::Io(format!("cannot start the PostgreSQL runtime: {e}")))?;
-        let (sender, receiver) = mpsc::sync_channel::<Job>(1024);
-        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Unbounded: the epoch is taken and the job sent under one lock, which must not wait
+        // for the thread; every writer waits for its own write, which bounds the queue.
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let connected = Arc::new(AtomicBool::new(false));
         let session = Session {
             runtime,
             target,
@@ -138,13 +174,32 @@ impl Link {
         let flag = connected.clone();
         let thread = std::thread::Builder::new()
             .name("natter-pg-store".into())
-            .spawn(move || serve(session, receiver, flag))
+            .spawn(move || serve(session, receiver, flag, progress))
             .map_err(|e| StoreError::Io(format!("cannot start the PostgreSQL thread: {e}")))?;
         Ok(Link {
-            jobs: Mutex::new(Some(sender)),
+            entry: Mutex::new(Entry {
+                jobs: Some(sender),
+                epoch: 0,
+            }),
+            epoch: AtomicU64::new(0),
             thread: Mutex::new(Some(thread)),
             connected,
+            call_timeout,
         })
+    }
+
+    /// Sends a job, giving it the next epoch when `job` asks for one.
+    fn send(&self, job: impl FnOnce(Option<u64>) -> Job, takes_epoch: bool) -> StoreResult<u64> {
+        let mut entry = self.entry.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = entry.epoch + 1;
+        let job = job(takes_epoch.then_some(epoch));
+        let jobs = entry.jobs.as_ref().ok_or(StoreError::Unavailable)?;
+        jobs.send(job).map_err(|_| StoreError::Unavailable)?;
+        if takes_epoch {
+            entry.epoch = epoch;
+            self.epoch.store(epoch, Ordering::SeqCst);
+        }
+        Ok(epoch)
     }
 
     /// Runs `job` on the connection's thread and waits for its answer.
@@ -153,27 +208,64 @@ impl Link {
         job: impl FnOnce(&mut Session) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (reply, answer) = mpsc::sync_channel(1);
-        let boxed: Job = Box::new(move |session| {
-            let _ = reply.send(job(session));
-        });
-        let sender = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(StoreError::Unavailable)?;
-        sender.send(boxed).map_err(|_| StoreError::Unavailable)?;
-        wait(&answer)
+        self.send(
+            |_| {
+                Job::Call(Box::new(move |session| {
+                    let _ = reply.send(job(session));
+                }))
+            },
+            false,
+        )?;
+        wait(&answer, self.call_timeout)
+    }
+
+    /// Runs a write on the connection's thread with the next epoch and waits for its answer.
+    pub(super) fn call_write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Session, u64) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(
+            |epoch| {
+                let epoch = epoch.unwrap_or_default();
+                Job::Call(Box::new(move |session| {
+                    let _ = reply.send(job(session, epoch));
+                }))
+            },
+            true,
+        )?;
+        wait(&answer, self.call_timeout)
+    }
+
+    /// Queues a write for group commit with the next epoch, which it returns at once.
+    pub(super) fn queue(&self, write: impl FnOnce(u64) -> Queued) -> StoreResult<u64> {
+        self.send(|epoch| Job::Queued(write(epoch.unwrap_or_default())), true)
+    }
+
+    /// The epoch of the newest write given one.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Epochs continue from `epoch`, where the store stands (at open, before any write).
+    pub(super) fn start_epochs_at(&self, epoch: u64) {
+        let mut entry = self.entry.lock().unwrap_or_else(|e| e.into_inner());
+        entry.epoch = epoch;
+        self.epoch.store(epoch, Ordering::SeqCst);
     }
 
     /// Whether the last job found PostgreSQL reachable.
     pub(super) fn connected(&self) -> bool {
-        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// Ends the thread after the jobs already queued.
     pub(super) fn stop(&self) {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.entry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .jobs
+            .take();
         if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();
         }
@@ -188,11 +280,11 @@ impl Drop for Link {
 
 /// Blocks for a job's answer; on an async worker it tells tokio first, so the worker's other
 /// tasks move elsewhere meanwhile.
-fn wait<T>(answer: &Receiver<StoreResult<T>>) -> StoreResult<T> {
-    let receive = || match answer.recv_timeout(CALL_TIMEOUT) {
+pub(super) fn wait<T>(answer: &Receiver<StoreResult<T>>, limit: Duration) -> StoreResult<T> {
+    let receive = || match answer.recv_timeout(limit) {
         Ok(result) => result,
         Err(RecvTimeoutError::Timeout) => {
-            log::error!("PostgreSQL did not answer within {CALL_TIMEOUT:?}");
+            log::error!("PostgreSQL did not answer within {limit:?}");
             Err(StoreError::Unavailable)
         }
         Err(RecvTimeoutError::Disconnected) => Err(StoreError::Unavailable),
@@ -205,12 +297,50 @@ fn wait<T>(answer: &Receiver<StoreResult<T>>) -> StoreResult<T> {
     }
 }
 
-fn serve(mut session: Session, jobs: Receiver<Job>, connected: Arc<std::sync::atomic::AtomicBool>) {
-    while let Ok(job) = jobs.recv() {
-        job(&mut session);
+/// Runs jobs in the order they came; queued writes that arrived together go in one group.
+fn serve(
+    mut session: Session,
+    jobs: Receiver<Job>,
+    connected: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv_timeout(RECONNECT_EVERY) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Service comes back by itself, even when no request arrives to try.
+                    if session.down {
+                        let _ = session.connect();
+                        connected.store(!session.down, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        match job {
+            Job::Call(call) => call(&mut session),
+            Job::Queued(first) => {
+                let mut group = vec![first];
+                while group.len() < pipeline::MAX_GROUP {
+                    match jobs.try_recv() {
+                        Ok(Job::Queued(write)) => group.push(write),
+                        Ok(call) => {
+                            next = Some(call);
+                            break;
+                        }
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    }
+                }
+                pipeline::commit(&mut session, group, &progress);
+            }
+        }
         connected.store(
             session.client.as_ref().is_some_and(|c| !c.is_closed()),
-            std::sync::atomic::Ordering::Relaxed,
+            Ordering::Relaxed,
         );
     }
 }
@@ -274,16 +404,21 @@ impl Session {
         StoreError::Io(pg::PgError(e).to_string())
     }
 
-    fn connect(&mut self) -> StoreResult<()> {
+    pub(super) fn connect(&mut self) -> StoreResult<()> {
         // Between jobs nothing drives the connection, so one idle for a while is asked first:
         // a server that restarted meanwhile is noticed before a statement of a job is sent.
         let idle = self.last_used.elapsed() > IDLE_CHECK;
         self.last_used = std::time::Instant::now();
-        if let Some(client) = &self.client
-            && !client.is_closed()
-            && (!idle || self.runtime.block_on(client.simple_query("")).is_ok())
-        {
-            return Ok(());
+        if let Some(client) = &self.client {
+            if !client.is_closed()
+                && (!idle || self.runtime.block_on(client.simple_query("")).is_ok())
+            {
+                return Ok(());
+            }
+            if !self.down {
+                self.down = true;
+                log::error!("PostgreSQL store: lost the connection");
+            }
         }
         self.client = None;
         let connected = self.runtime.block_on(pg::connect(&self.target));

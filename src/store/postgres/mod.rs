@@ -8,6 +8,8 @@ mod flusher;
 mod link;
 mod outbox;
 pub mod owner;
+mod pipeline;
+mod readers;
 mod rooms;
 pub mod schema;
 
@@ -18,9 +20,12 @@ use super::{
 };
 use crate::config::Config;
 use flusher::{FLUSH, Flusher, Progress};
-use link::{Conn, Link, OnConnect, STATEMENT_TIMEOUT, Session};
+use link::{Conn, Link, OnConnect, Session};
+use pipeline::{Queued, Statement};
+use readers::Readers;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Ids are stored as BIGINT: natter's ids stay far below 2^63.
@@ -41,27 +46,70 @@ fn guest_handle(column: i64) -> u64 {
     u64::from_ne_bytes(column.to_ne_bytes())
 }
 
+/// How the store uses PostgreSQL.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// `durability = "relaxed"`: a write counts as durable once committed, before PostgreSQL
+    /// has flushed it.
+    pub relaxed: bool,
+    /// Connections for reads that need not follow queued writes (`postgres_pool_size`).
+    pub pool_size: usize,
+    /// Longest one statement may run (`postgres_statement_timeout`).
+    pub statement_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            relaxed: false,
+            pool_size: 4,
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Options {
+    /// Longest a caller waits for an answer: a statement's limit, plus time to connect.
+    fn call_timeout(&self) -> Duration {
+        self.statement_timeout + Duration::from_secs(5)
+    }
+}
+
 /// The PostgreSQL-backed store.
 pub struct PgStore {
     link: Link,
+    readers: Readers,
     progress: Arc<Progress>,
     _flusher: Flusher,
-    /// `durability = "relaxed"`: a committed write counts as durable at once.
-    relaxed: bool,
     /// The ids the next chat and the next message get, kept as writes commit.
     next: Arc<Mutex<NextIds>>,
 }
 
 impl PgStore {
-    /// Connects, applies the migrations and reads where the store stands. With `relaxed`, a
-    /// write counts as durable once committed, before PostgreSQL has flushed it.
+    /// Opens the store with the default options but `relaxed`.
     pub fn open(target: Target, relaxed: bool) -> StoreResult<Arc<PgStore>> {
-        let progress = Progress::new(0);
+        PgStore::open_with(
+            target,
+            Options {
+                relaxed,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Connects, applies the migrations and reads where the store stands.
+    pub fn open_with(target: Target, options: Options) -> StoreResult<Arc<PgStore>> {
+        let progress = Progress::new(0, options.relaxed);
         let next = Arc::new(Mutex::new(NextIds {
             chat: 1,
             message: 1,
         }));
-        let link = Link::start(target.clone(), on_connect(progress.clone(), next.clone()))?;
+        let link = Link::start(
+            target.clone(),
+            on_connect(progress.clone(), next.clone(), options.statement_timeout),
+            progress.clone(),
+            options.call_timeout(),
+        )?;
         // The first call connects, migrates and reads the state (`on_connect`).
         link.call(|session| session.run(async |_| Ok(())))
             .map_err(|e| match e {
@@ -71,13 +119,20 @@ impl PgStore {
                 )),
                 other => other,
             })?;
-        let flusher = Flusher::start(target, progress.clone())
+        link.start_epochs_at(progress.epoch.load(Ordering::SeqCst));
+        let readers = Readers::start(
+            target.clone(),
+            options.pool_size,
+            options.statement_timeout,
+            options.call_timeout(),
+        )?;
+        let flusher = Flusher::start(target, progress.clone(), options.statement_timeout)
             .map_err(|e| StoreError::Io(format!("cannot start the flusher thread: {e}")))?;
         Ok(Arc::new(PgStore {
             link,
+            readers,
             progress,
             _flusher: flusher,
-            relaxed,
             next,
         }))
     }
@@ -89,7 +144,21 @@ impl PgStore {
             .as_ref()
             .ok_or_else(|| "storage = \"postgres\" needs database_url".to_owned())?;
         let target = pg::parse(url.expose()).map_err(|e| e.to_string())?;
-        PgStore::open(target, relaxed).map_err(|e| e.to_string())
+        let options = Options {
+            relaxed,
+            pool_size: config.postgres_pool_size,
+            statement_timeout: config.postgres_statement_timeout,
+        };
+        PgStore::open_with(target, options).map_err(|e| e.to_string())
+    }
+
+    /// Runs a read on a pooled connection: it sees every committed write, not those still
+    /// queued for group commit.
+    fn read_committed<T: Send + 'static>(
+        &self,
+        f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.readers.read(f)
     }
 
     /// Runs a read on the writer connection, so it sees every write made before it.
@@ -108,30 +177,53 @@ impl PgStore {
         self.committing(move |session, epoch| session.write(epoch, f))
     }
 
-    /// Runs a write of exactly one statement, which records the epoch (`f`'s second argument)
-    /// itself: no BEGIN or COMMIT, so it costs one round trip.
-    fn write_alone<T: Send + 'static>(
-        &self,
-        f: impl AsyncFnOnce(&Conn<'_>, i64) -> Result<T, tokio_postgres::Error> + Send + 'static,
-    ) -> StoreResult<T> {
-        self.committing(move |session, epoch| {
-            session.run(async move |conn| f(conn, id_column(epoch)).await)
-        })
-    }
-
-    /// Runs `change` with the epoch it must record, on the writer's thread, and counts that
-    /// epoch committed once it succeeded.
+    /// Runs `change` with the epoch it must record, on the writer's thread, and settles that
+    /// epoch: committed when it succeeded or failed outright, unknown when the connection broke.
     fn committing<T: Send + 'static>(
         &self,
         change: impl FnOnce(&mut Session, u64) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let (progress, relaxed) = (self.progress.clone(), self.relaxed);
-        self.link.call(move |session| {
-            let epoch = progress.epoch.load(Ordering::SeqCst) + 1;
-            let out = change(session, epoch)?;
-            progress.committed(epoch, relaxed);
-            Ok(out)
+        let progress = self.progress.clone();
+        self.link.call_write(move |session, epoch| {
+            progress.sent(epoch);
+            match change(session, epoch) {
+                Err(StoreError::Unavailable) => {
+                    progress.interrupted();
+                    Err(StoreError::Unavailable)
+                }
+                outcome => {
+                    progress.committed(epoch);
+                    outcome
+                }
+            }
         })
+    }
+
+    /// Queues a write of `statements` for group commit (`pipeline`): it returns at once, and
+    /// the caller learns the outcome by waiting for its epoch's durability.
+    fn queue(&self, statements: Vec<Statement>) -> StoreResult<()> {
+        self.queue_with(|| (statements, None))
+    }
+
+    /// Queues the write `make` builds as it gets its epoch, with the message id it used.
+    fn queue_with(&self, make: impl FnOnce() -> (Vec<Statement>, Option<u64>)) -> StoreResult<()> {
+        self.link.queue(|epoch| {
+            let (statements, message_id) = make();
+            Queued {
+                epoch,
+                statements,
+                message_id,
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The id the next message gets, taken.
+    fn take_message_id(&self) -> u64 {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let id = next.message;
+        next.message += 1;
+        id
     }
 
     /// The cookie key kept in the database: the one stored, or `fresh`, stored now (first start).
@@ -153,6 +245,7 @@ impl PgStore {
     /// Stops the writer and the flusher once everything is durable (shutdown).
     pub fn close(&self) -> StoreResult<()> {
         let flushed = self.flush();
+        self.readers.stop();
         self.link.stop();
         flushed
     }
@@ -171,13 +264,18 @@ impl PgStore {
 
 /// Prepares every new writer connection: asynchronous commits and a statement timeout; on the
 /// first, the migrations and the state; on later ones (after an outage), the recovery.
-fn on_connect(progress: Arc<Progress>, next: Arc<Mutex<NextIds>>) -> OnConnect {
+fn on_connect(
+    progress: Arc<Progress>,
+    next: Arc<Mutex<NextIds>>,
+    statement_timeout: Duration,
+) -> OnConnect {
     let mut first = true;
     Box::new(move |client, runtime| {
         let state = runtime.block_on(async {
             client
                 .batch_execute(&format!(
-                    "SET synchronous_commit = off; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+                    "SET synchronous_commit = off; SET statement_timeout = {}",
+                    statement_timeout.as_millis()
                 ))
                 .await
                 .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
@@ -216,8 +314,7 @@ fn on_connect(progress: Arc<Progress>, next: Arc<Mutex<NextIds>>) -> OnConnect {
         }
         if first {
             first = false;
-            progress.epoch.store(epoch, Ordering::SeqCst);
-            progress.publish(epoch, true);
+            progress.start_at(epoch);
         } else {
             progress.recovered(epoch);
         }
@@ -355,7 +452,7 @@ impl Store for PgStore {
         outbox::pending_mail_count(self)
     }
     fn write_epoch(&self) -> u64 {
-        self.progress.epoch.load(Ordering::SeqCst)
+        self.link.epoch()
     }
     fn durability(&self) -> watch::Receiver<Durability> {
         self.progress.durability.subscribe()

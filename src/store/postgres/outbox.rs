@@ -80,7 +80,7 @@ pub(super) fn pending_mail(store: &PgStore) -> StoreResult<Vec<(u64, QueuedMail)
 }
 
 pub(super) fn pending_mail_count(store: &PgStore) -> StoreResult<usize> {
-    let count: i64 = store.read(async move |c| {
+    let count: i64 = store.read_committed(async move |c| {
         Ok(c.query_one("SELECT count(*) FROM mail_outbox", &[])
             .await?
             .get(0))

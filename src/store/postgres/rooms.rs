@@ -1,6 +1,6 @@
 //! Chats, memberships and messages in PostgreSQL.
 
-use super::{Conn, PgStore, guest_handle, handle_column, id_column, id_of};
+use super::{Conn, PgStore, Statement, guest_handle, handle_column, id_column, id_of};
 use crate::store::{
     Author, ChatRecord, MemberRecord, MessageRecord, NewMessage, StoreError, StoreResult,
 };
@@ -91,28 +91,22 @@ pub(super) fn purge_messages(store: &PgStore, chat_id: u64) -> StoreResult<usize
 }
 
 pub(super) fn add_member(store: &PgStore, member: &MemberRecord) -> StoreResult<()> {
-    let member = member.clone();
-    store.write(async move |tx| {
-        tx.execute(
-            "INSERT INTO members (chat_id, user_key, user_name) VALUES ($1, $2, $3) \
-             ON CONFLICT (chat_id, user_key) DO UPDATE SET user_name = $3",
-            &[&id_column(member.chat_id), &member.user_key, &member.user],
-        )
-        .await?;
-        Ok(())
-    })
+    store.queue(vec![Statement::new(
+        "INSERT INTO members (chat_id, user_key, user_name) VALUES ($1, $2, $3) \
+         ON CONFLICT (chat_id, user_key) DO UPDATE SET user_name = $3",
+        vec![
+            Box::new(id_column(member.chat_id)),
+            Box::new(member.user_key.clone()),
+            Box::new(member.user.clone()),
+        ],
+    )])
 }
 
 pub(super) fn remove_member(store: &PgStore, chat_id: u64, user_key: &str) -> StoreResult<()> {
-    let user_key = user_key.to_owned();
-    store.write(async move |tx| {
-        tx.execute(
-            "DELETE FROM members WHERE chat_id = $1 AND user_key = $2",
-            &[&id_column(chat_id), &user_key],
-        )
-        .await?;
-        Ok(())
-    })
+    store.queue(vec![Statement::new(
+        "DELETE FROM members WHERE chat_id = $1 AND user_key = $2",
+        vec![Box::new(id_column(chat_id)), Box::new(user_key.to_owned())],
+    )])
 }
 
 pub(super) fn members(store: &PgStore) -> StoreResult<Vec<MemberRecord>> {
@@ -166,34 +160,45 @@ fn author_columns(author: &Option<Author>) -> (Option<String>, Option<i64>) {
     }
 }
 
-/// Writes a message under its own id.
+/// The statement that writes `m` under its own id; with `or_skip`, a message already there
+/// stays as it is (an import run again).
+fn message_insert(m: &MessageRecord, or_skip: bool) -> Statement {
+    let (account, guest) = author_columns(&m.author);
+    let on_conflict = if or_skip {
+        " ON CONFLICT (id) DO NOTHING"
+    } else {
+        ""
+    };
+    Statement::new(
+        format!(
+            "INSERT INTO messages ({MESSAGE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10){on_conflict}"
+        ),
+        vec![
+            Box::new(id_column(m.id)),
+            Box::new(id_column(m.chat_id)),
+            Box::new(m.user.clone()),
+            Box::new(m.verified),
+            Box::new(m.admin),
+            Box::new(m.bot),
+            Box::new(m.text.clone()),
+            Box::new(m.time),
+            Box::new(account),
+            Box::new(guest),
+        ],
+    )
+}
+
+/// Writes a message under its own id, unless one is there already.
 pub(super) async fn insert_message(
     tx: &Conn<'_>,
     m: &MessageRecord,
 ) -> Result<u64, tokio_postgres::Error> {
-    let (account, guest) = author_columns(&m.author);
-    let sql = format!(
-        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (id) DO NOTHING"
-    );
-    tx.execute(
-        &sql,
-        &[
-            &id_column(m.id),
-            &id_column(m.chat_id),
-            &m.user,
-            &m.verified,
-            &m.admin,
-            &m.bot,
-            &m.text,
-            &m.time,
-            &account,
-            &guest,
-        ],
-    )
-    .await
+    message_insert(m, true).run(tx).await
 }
 
+/// Queues the message under the next id (`pipeline`): the service's lock is not held across
+/// PostgreSQL's answer, which the poster awaits with the epoch's durability.
 pub(super) fn append_message(store: &PgStore, message: NewMessage) -> StoreResult<MessageRecord> {
     let mut record = MessageRecord {
         id: 0,
@@ -206,36 +211,11 @@ pub(super) fn append_message(store: &PgStore, message: NewMessage) -> StoreResul
         time: message.time,
         author: message.author,
     };
-    let row = record.clone();
-    // One statement takes the id, records the epoch and inserts: one round trip a post.
-    let id = store.write_alone(async move |c, epoch| {
-        let (account, guest) = author_columns(&row.author);
-        let sql = "WITH taken AS (UPDATE store_state SET next_message_id = next_message_id + 1, \
-                   epoch = $1 WHERE id = 1 RETURNING next_message_id - 1 AS id) \
-                   INSERT INTO messages (id, chat_id, user_name, verified, admin, bot, text, time, \
-                   author_account, author_guest) \
-                   SELECT taken.id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM taken RETURNING id";
-        let inserted = c
-            .query_one(
-                sql,
-                &[
-                    &epoch,
-                    &id_column(row.chat_id),
-                    &row.user,
-                    &row.verified,
-                    &row.admin,
-                    &row.bot,
-                    &row.text,
-                    &row.time,
-                    &account,
-                    &guest,
-                ],
-            )
-            .await?;
-        Ok(id_of(inserted.get(0)))
+    // The id is taken as the write gets its epoch, so ids follow commit order.
+    store.queue_with(|| {
+        record.id = store.take_message_id();
+        (vec![message_insert(&record, false)], Some(record.id))
     })?;
-    record.id = id;
-    store.ids_used(None, Some(id));
     crate::telemetry::message_stored();
     Ok(record)
 }
