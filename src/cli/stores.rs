@@ -22,7 +22,7 @@ pub(super) enum Reading {
 
 impl Reading {
     pub(super) fn open(config: &Config) -> Result<Reading, CliError> {
-        if let Some(pg) = open_postgres(config, true)? {
+        if let Some(pg) = open_postgres_to_read(config)? {
             return Ok(Reading::Postgres(pg));
         }
         Ok(Reading::Sled(ReadCopy::open(&config.data_dir)?))
@@ -267,25 +267,24 @@ fn postgres_target(config: &Config) -> Result<Option<crate::store::mirror::pg::T
     Ok(Some(target))
 }
 
-/// The PostgreSQL store of `storage = "postgres"`, for commands that only read (relaxed: they
-/// write nothing to wait for); `None` for sled.
+/// The PostgreSQL store of `storage = "postgres"`, for commands that only read; `None` for sled.
 #[cfg(feature = "pg")]
-pub(super) fn open_postgres(
-    config: &Config,
-    relaxed: bool,
-) -> Result<Option<Arc<dyn Store>>, CliError> {
-    if config.storage != crate::config::StorageKind::Postgres {
+fn open_postgres_to_read(config: &Config) -> Result<Option<Arc<dyn Store>>, CliError> {
+    let Some(target) = postgres_target(config)? else {
         return Ok(None);
-    }
-    let pg = crate::store::postgres::PgStore::open_configured(config, relaxed)
-        .map_err(CliError::failed)?;
+    };
+    let options = crate::store::postgres::Options {
+        // It writes nothing to wait for.
+        relaxed: true,
+        // One command's reads.
+        pool_size: 1,
+        statement_timeout: config.postgres_statement_timeout,
+    };
+    let pg = crate::store::postgres::PgStore::open_with(target, options)?;
     Ok(Some(pg))
 }
 
 #[cfg(not(feature = "pg"))]
-pub(super) fn open_postgres(
-    _config: &Config,
-    _relaxed: bool,
-) -> Result<Option<Arc<dyn Store>>, CliError> {
+fn open_postgres_to_read(_config: &Config) -> Result<Option<Arc<dyn Store>>, CliError> {
     Ok(None)
 }
