@@ -73,12 +73,15 @@ impl Service {
         let name = UserName::parse(raw_name)?;
         let key = name.key();
         let token = signer.issue()?;
+        // Read before the lock (a round trip with PostgreSQL); an account registered meanwhile
+        // is in `accounts` by the time the lock is ours.
+        let registered = self.store.user(&key)?.is_some();
         let epoch = {
             let mut st = self.lock();
             if st.is_blocked(name.as_str(), Instant::now()) {
                 return Err(ApiError::NameBlocked);
             }
-            if self.store.user(&key)?.is_some() || st.accounts.holds(name.as_str()) {
+            if registered || st.accounts.holds(name.as_str()) {
                 return Err(ApiError::NameRegistered);
             }
             let online = st.online.contains_key(&key) || st.online_names.holds(name.as_str());
