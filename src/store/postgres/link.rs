@@ -330,10 +330,11 @@ fn serve(
             None => match jobs.recv_timeout(RECONNECT_EVERY) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    // Service comes back by itself, even when no request arrives to try.
-                    if session.down {
+                    // Service comes back by itself, even when no request arrives to try (the
+                    // service refuses changes while the connection is known to be gone).
+                    if !session.is_connected() {
                         let _ = session.connect();
-                        connected.store(!session.down, Ordering::Relaxed);
+                        connected.store(session.is_connected(), Ordering::Relaxed);
                     }
                     continue;
                 }
@@ -357,14 +358,15 @@ fn serve(
                 pipeline::commit(&mut session, group, &progress);
             }
         }
-        connected.store(
-            session.client.as_ref().is_some_and(|c| !c.is_closed()),
-            Ordering::Relaxed,
-        );
+        connected.store(session.is_connected(), Ordering::Relaxed);
     }
 }
 
 impl Session {
+    fn is_connected(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
     /// Runs `f` with the connection, connecting first when there is none.
     pub(super) fn run<T>(
         &mut self,
