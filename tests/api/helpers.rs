@@ -693,3 +693,16 @@ fn running_cluster() -> &'static crate::cluster::Cluster {
         .and_then(Option::as_ref)
         .expect("the cluster runs")
 }
+
+impl Served {
+    /// Checks the start line names the store of this run: PostgreSQL with `TEST_STORAGE=postgres`.
+    pub fn assert_on_test_storage(&self) {
+        let log = self.log.lock().unwrap();
+        let start = log.iter().find(|l| l.contains("listening on")).unwrap();
+        assert_eq!(
+            start.contains("storage postgres"),
+            on_postgres(),
+            "the store of this run: {start}"
+        );
+    }
+}
