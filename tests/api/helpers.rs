@@ -706,3 +706,12 @@ impl Served {
         );
     }
 }
+
+/// `store_lines` for a test that has no runtime of its own.
+pub fn store_lines_blocking(data_dir: &std::path::Path) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(store_lines(data_dir))
+}
