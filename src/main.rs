@@ -69,15 +69,15 @@ async fn main() -> ExitCode {
         Command::User(action) => natter::cli::run_user(&config, action)
             .await
             .map_err(|e| (e.message, e.code)),
-        Command::Chat(action) => {
-            natter::cli::run_chat(&config, action).map_err(|e| (e.message, e.code))
-        }
+        Command::Chat(action) => natter::cli::run_chat(&config, action)
+            .await
+            .map_err(|e| (e.message, e.code)),
         Command::Export { output } => {
             natter::cli::run_export(&config, output.as_deref()).map_err(|e| (e.message, e.code))
         }
-        Command::Import { path } => {
-            natter::cli::run_import(&config, &path).map_err(|e| (e.message, e.code))
-        }
+        Command::Import { path } => natter::cli::run_import(&config, &path)
+            .await
+            .map_err(|e| (e.message, e.code)),
         #[cfg(feature = "pg")]
         Command::ImportChatty(args) => natter::cli::run_import_chatty(&config, args)
             .await

@@ -2,6 +2,7 @@
 
 pub mod goflags;
 mod healthcheck;
+mod stores;
 
 pub use healthcheck::run_healthcheck;
 
@@ -10,11 +11,11 @@ use crate::config::Config;
 use crate::files::OwnerGuard;
 use crate::interchange::backup::Export;
 use crate::model::{ChatName, Password, name_key};
-use crate::store::sled::{ReadCopy, SledStore, SyncMode};
 use crate::store::{Store, StoreError};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use stores::{Changing, Reading};
 
 /// natter: a self-hosted group chat server in one binary.
 ///
@@ -169,67 +170,15 @@ impl From<StoreError> for CliError {
     }
 }
 
-/// The offline commands work on sled's data directory; with `storage = "postgres"` they would
-/// find nothing there, so they refuse and say what to use instead.
-fn needs_sled(config: &Config, command: &str) -> Result<(), CliError> {
-    if config.storage == crate::config::StorageKind::Postgres {
-        return Err(CliError {
-            message: format!(
-                "`natter {command}` works on sled's data_dir, and this config has storage = \"postgres\"; \
-                 `natter export` and `natter import` work on either, GET /api/adminonly/export \
-                 while the server runs, and pg_dump backs up the database (docs/operations.md, \
-                 The PostgreSQL store)"
-            ),
-            code: 2,
-        });
-    }
-    Ok(())
-}
-
-/// Opens a private copy of the data directory for a command that only reads: neither the data
-/// directory nor the mirror's bookkeeping is touched (docs/configuration.md, Command line).
-fn open_for_reading(config: &Config) -> Result<ReadCopy, CliError> {
-    Ok(ReadCopy::open(&config.data_dir)?)
-}
-
-/// Opens the data directory to change it; with a mirror configured, changes queue for it like
-/// the server's; without one, says first that the mirror will be copied again in full. Hold an
-/// [`OwnerGuard`] from before this call.
-fn open(config: &Config) -> Result<std::sync::Arc<SledStore>, CliError> {
-    if cfg!(feature = "pg") && config.database_url.is_some() {
-        return Ok(SledStore::open_mirrored(
-            &config.data_dir,
-            SyncMode::Relaxed,
-        )?);
-    }
-    let store = SledStore::open_leaving_mirror(&config.data_dir, SyncMode::Relaxed)?;
-    if store.feeds_mirror()? {
-        log::warn!(
-            "this data directory feeds a PostgreSQL mirror, but database_url is not set for this \
-             command: the change will not reach the mirror, and the next start with \
-             database_url copies everything to it again (give the command the service's \
-             database_url to avoid that)"
-        );
-        store.forget_mirror()?;
-    }
-    Ok(store)
-}
-
-/// Flushes and closes the store after an offline change (closing flushes).
-fn finish(store: std::sync::Arc<SledStore>) -> Result<(), CliError> {
-    Ok(SledStore::close_and_release(store)?)
-}
-
 /// Runs `natter user ...`.
 pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliError> {
-    needs_sled(config, "user")?;
     if let UserCommand::List = command {
-        let copy = open_for_reading(config)?;
+        let reading = Reading::open(config)?;
         println!(
             "{:<32} {:<40} {:<8} {:<5}",
             "NAME", "EMAIL", "VERIFIED", "ADMIN"
         );
-        for user in copy.store().users()? {
+        for user in reading.store().users()? {
             println!(
                 "{:<32} {:<40} {:<8} {:<5}",
                 user.name, user.email, user.verified, user.admin
@@ -237,17 +186,26 @@ pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliEr
         }
         return Ok(());
     }
-    let _owner = OwnerGuard::new(&config.data_dir);
-    let store = open(config)?;
+    let changing = Changing::open(config).await?;
+    change_user(changing.store(), config, command).await?;
+    changing.finish()
+}
+
+/// `natter user ...` on a store opened to change it, sled or PostgreSQL alike.
+async fn change_user(
+    store: &dyn Store,
+    config: &Config,
+    command: UserCommand,
+) -> Result<(), CliError> {
     match command {
-        // Answered from a copy above.
+        // Answered from a store opened to read (`run_user`).
         UserCommand::List => {}
-        UserCommand::Verify { name } => update_user(&store, &name, |u| {
+        UserCommand::Verify { name } => update_user(store, &name, |u| {
             u.verified = true;
             u.activation = None;
         })?,
-        UserCommand::GrantAdmin { name } => update_user(&store, &name, |u| u.admin = true)?,
-        UserCommand::RevokeAdmin { name } => update_user(&store, &name, |u| u.admin = false)?,
+        UserCommand::GrantAdmin { name } => update_user(store, &name, |u| u.admin = true)?,
+        UserCommand::RevokeAdmin { name } => update_user(store, &name, |u| u.admin = false)?,
         UserCommand::SetPassword { name } => {
             let key = name_key(&name);
             store.user(&key)?.ok_or_else(|| no_user(&name))?;
@@ -255,18 +213,18 @@ pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliEr
             let hash = password::hash(new_password, config.password_iterations)
                 .await
                 .map_err(|_| CliError::failed("hashing the password failed"))?;
-            update_user(&store, &name, |u| {
+            update_user(store, &name, |u| {
                 u.password_hash = hash;
                 u.reset = None;
             })?;
-            end_sessions(&store, &key)?;
+            end_sessions(store, &key)?;
         }
         UserCommand::Delete { name } => {
             let key = name_key(&name);
             if !store.delete_user(&key)? {
                 return Err(no_user(&name));
             }
-            end_sessions(&store, &key)?;
+            end_sessions(store, &key)?;
             for member in store.members()? {
                 if member.user_key == key {
                     store.remove_member(member.chat_id, &key)?;
@@ -274,7 +232,7 @@ pub async fn run_user(config: &Config, command: UserCommand) -> Result<(), CliEr
             }
         }
     }
-    finish(store)
+    Ok(())
 }
 
 fn no_user(name: &str) -> CliError {
@@ -282,7 +240,7 @@ fn no_user(name: &str) -> CliError {
 }
 
 fn update_user(
-    store: &SledStore,
+    store: &dyn Store,
     name: &str,
     change: impl FnOnce(&mut crate::store::UserRecord),
 ) -> Result<(), CliError> {
@@ -293,7 +251,7 @@ fn update_user(
     Ok(())
 }
 
-fn end_sessions(store: &SledStore, user_key: &str) -> Result<(), CliError> {
+fn end_sessions(store: &dyn Store, user_key: &str) -> Result<(), CliError> {
     for session in store.sessions()? {
         if session.user_key == user_key {
             store.delete_session(&session.token_hash)?;
@@ -318,20 +276,24 @@ fn read_password() -> Result<Password, CliError> {
 }
 
 /// Runs `natter chat ...`.
-pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
-    needs_sled(config, "chat")?;
+pub async fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
     if let ChatCommand::List = command {
-        let mut chats = open_for_reading(config)?.store().chats()?;
+        let mut chats = Reading::open(config)?.store().chats()?;
         chats.sort_by(|a, b| a.name.cmp(&b.name));
         for chat in chats {
             println!("{}", chat.name);
         }
         return Ok(());
     }
-    let _owner = OwnerGuard::new(&config.data_dir);
-    let store = open(config)?;
+    let changing = Changing::open(config).await?;
+    change_chats(changing.store(), command)?;
+    changing.finish()
+}
+
+/// `natter chat ...` on a store opened to change it, sled or PostgreSQL alike.
+fn change_chats(store: &dyn Store, command: ChatCommand) -> Result<(), CliError> {
     match command {
-        // Answered from a copy above.
+        // Answered from a store opened to read (`run_chat`).
         ChatCommand::List => {}
         ChatCommand::Create { name } => {
             let chat = ChatName::parse(&name)
@@ -353,35 +315,15 @@ pub fn run_chat(config: &Config, command: ChatCommand) -> Result<(), CliError> {
             println!("removed chat {} and its {messages} messages", chat.name);
         }
     }
-    finish(store)
-}
-
-/// The PostgreSQL store of `storage = "postgres"`, for `export` and `import`.
-#[cfg(feature = "pg")]
-fn open_postgres(config: &Config) -> Result<Option<std::sync::Arc<dyn Store>>, CliError> {
-    if config.storage != crate::config::StorageKind::Postgres {
-        return Ok(None);
-    }
-    let pg =
-        crate::store::postgres::PgStore::open_configured(config, true).map_err(CliError::failed)?;
-    Ok(Some(pg))
-}
-
-#[cfg(not(feature = "pg"))]
-fn open_postgres(_config: &Config) -> Result<Option<std::sync::Arc<dyn Store>>, CliError> {
-    Ok(None)
+    Ok(())
 }
 
 /// Runs `natter export`: the dump goes to `output`, or to standard output.
 pub fn run_export(config: &Config, output: Option<&Path>) -> Result<(), CliError> {
-    let export = match open_postgres(config)? {
-        // Works while the server runs; messages posted after the export began are left out.
-        Some(pg) => Export::offline(pg, crate::model::now())?,
-        None => {
-            let copy = open_for_reading(config)?;
-            Export::offline(copy.store().clone(), crate::model::now())?
-        }
-    };
+    // On PostgreSQL this works while the server runs; messages posted after the export began
+    // are left out.
+    let reading = Reading::open(config)?;
+    let export = Export::offline(reading.store(), crate::model::now())?;
     let counts = match output {
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -438,37 +380,30 @@ fn write_export_file(
     Ok(counts)
 }
 
-/// Runs `natter import PATH`: checks the whole dump, then loads it into the empty `data_dir`.
-pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
+/// Runs `natter import PATH`: checks the whole dump, then loads it into the empty `data_dir`
+/// or PostgreSQL store.
+pub async fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
+    use crate::interchange::backup;
     let checks =
         crate::store::incoming::Incoming::new(&config.bot.name, config.password_iterations);
-    if let Some(pg) = open_postgres(config)? {
-        let crate::interchange::backup::Checked { counts, admins, .. } =
-            crate::interchange::backup::import_into(path, &*pg, checks).map_err(|e| {
-                CliError::failed(format!("{} was not imported: {e}", path.display()))
-            })?;
-        if !admins.is_empty() {
-            println!("admin accounts in the backup: {}", admins.join(", "));
-        }
-        println!(
-            "imported {} users, {} chats, {} messages into the PostgreSQL store",
-            counts.users, counts.chats, counts.messages
-        );
-        return Ok(());
-    }
-    let _owner = OwnerGuard::new(&config.data_dir);
-    let crate::interchange::backup::Checked { counts, admins, .. } =
-        crate::interchange::backup::import(path, &config.data_dir, checks)
-            .map_err(|e| CliError::failed(format!("{} was not imported: {e}", path.display())))?;
+    let not_imported = |e| CliError::failed(format!("{} was not imported: {e}", path.display()));
+    let (checked, into) = if config.storage == crate::config::StorageKind::Postgres {
+        let changing = Changing::open(config).await?;
+        let checked = backup::import_into(path, changing.store(), checks).map_err(not_imported)?;
+        changing.finish()?;
+        (checked, "the PostgreSQL store".to_owned())
+    } else {
+        let _owner = OwnerGuard::new(&config.data_dir);
+        let checked = backup::import(path, &config.data_dir, checks).map_err(not_imported)?;
+        (checked, config.data_dir.display().to_string())
+    };
+    let backup::Checked { counts, admins, .. } = checked;
     if !admins.is_empty() {
         println!("admin accounts in the backup: {}", admins.join(", "));
     }
     println!(
-        "imported {} users, {} chats, {} messages into {}",
-        counts.users,
-        counts.chats,
-        counts.messages,
-        config.data_dir.display()
+        "imported {} users, {} chats, {} messages into {into}",
+        counts.users, counts.chats, counts.messages
     );
     Ok(())
 }
@@ -477,30 +412,22 @@ pub fn run_import(config: &Config, path: &Path) -> Result<(), CliError> {
 /// row on one line and ends with a summary; refuses a data directory that already holds data.
 #[cfg(feature = "pg")]
 pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Result<(), CliError> {
-    needs_sled(config, "import-chatty")?;
     use crate::interchange::chatty;
-    let _owner = OwnerGuard::new(&config.data_dir);
     let dry_run = args.dry_run;
-    let store = if dry_run && !config.data_dir.exists() {
+    // A dry run has nothing to check in a data directory that does not exist.
+    let target = if dry_run
+        && config.storage == crate::config::StorageKind::Sled
+        && !config.data_dir.exists()
+    {
         None
     } else {
         // Left alone until it is known to be empty: a refused run changes nothing.
-        Some(SledStore::open_leaving_mirror(
-            &config.data_dir,
-            SyncMode::Relaxed,
-        )?)
+        Some(Changing::open_for_load(config).await?)
     };
-    let unfinished = match &store {
-        Some(s) => s.unfinished_load()?,
-        None => None,
-    };
-    if store.as_ref().is_some_and(|s| !s.is_empty()) || unfinished.is_some() {
-        return Err(CliError::failed(format!(
-            "the data directory {} already holds data; import-chatty only fills an empty one",
-            config.data_dir.display()
-        )));
+    if let Some(target) = &target {
+        target.refuse_unless_empty(config)?;
     }
-    let store = if dry_run { None } else { store };
+    let target = if dry_run { None } else { target };
     let database_url = crate::interchange::chatty::url::resolve(args.database_url.as_deref())
         .map_err(CliError::failed)?;
     let client = chatty::connect(&database_url)
@@ -531,12 +458,10 @@ pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Resul
         },
         ..chatty::Summary::default()
     };
-    if let Some(store) = &store {
-        // An empty directory has nothing the mirror should keep; its next start seeds it.
-        store.forget_mirror()?;
-        store.begin_load("import-chatty")?;
-        store.load_users(&users.users)?;
-        store.load_chats(&chats.chats)?;
+    if let Some(target) = &target {
+        target.begin_load("import-chatty")?;
+        target.load_users(&users.users)?;
+        target.load_chats(&chats.chats)?;
     }
     let mut after = 0;
     loop {
@@ -551,13 +476,13 @@ pub async fn run_import_chatty(config: &Config, args: ImportChattyArgs) -> Resul
         let kept = chatty::plan_messages(rows, &chats, &users, &mut report);
         summary.messages.imported += kept.len() as u64;
         summary.messages.skipped += read - kept.len() as u64;
-        if let Some(store) = &store {
-            store.load_messages(&kept)?;
+        if let Some(target) = &target {
+            target.load_messages(&kept)?;
         }
     }
-    if let Some(store) = store {
-        store.end_load()?;
-        finish(store)?;
+    if let Some(target) = target {
+        target.end_load()?;
+        target.finish()?;
     }
     println!("{}", summary.line(dry_run));
     Ok(())

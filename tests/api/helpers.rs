@@ -40,7 +40,14 @@ pub async fn storage_lines(dir: &TempDir) -> Option<String> {
     if std::env::var("TEST_STORAGE").ok().as_deref() != Some("postgres") {
         return None;
     }
-    Some(database_lines(&database_name(dir.path())).await)
+    Some(postgres_lines(dir).await)
+}
+
+/// The config lines that keep the data of the server in `dir` in a database of its own, in
+/// every run (the tests of what only the PostgreSQL store does).
+#[cfg(feature = "pg")]
+pub async fn postgres_lines(dir: &TempDir) -> String {
+    database_lines(&database_name(dir.path())).await
 }
 
 /// The config lines for the database `db` of the shared cluster, created if missing.
@@ -72,6 +79,54 @@ async fn database_lines(db: &str) -> String {
         "storage = \"postgres\"\ndatabase_url = \"{}\"\n",
         cluster.url(db)
     )
+}
+
+/// The granted modes of the advisory lock `key` in the database of the server in `dir`.
+#[cfg(feature = "pg")]
+pub async fn advisory_lock_modes(dir: &TempDir, key: i64) -> Vec<String> {
+    let cluster = CLUSTER
+        .get()
+        .and_then(Option::as_ref)
+        .expect("the cluster runs");
+    let admin = cluster.client("postgres").await;
+    // A bigint key shows as its high half in classid and its low half in objid.
+    let (high, low) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
+    admin
+        .query(
+            "SELECT l.mode FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1 \
+             AND l.classid::text = $2 AND l.objid::text = $3 AND l.objsubid = 1",
+            &[
+                &database_name(dir.path()),
+                &high.to_string(),
+                &low.to_string(),
+            ],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Ends every connection to the database of the server in `dir` (a PostgreSQL outage as the
+/// server sees it: it connects again at its next request).
+#[cfg(feature = "pg")]
+pub async fn drop_connections(dir: &TempDir) -> u64 {
+    let cluster = CLUSTER
+        .get()
+        .and_then(Option::as_ref)
+        .expect("the cluster runs");
+    let admin = cluster.client("postgres").await;
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database_name(dir.path())],
+        )
+        .await
+        .unwrap();
+    ended.len() as u64
 }
 
 #[cfg(not(feature = "pg"))]
@@ -230,7 +285,9 @@ impl TestServer {
 
     async fn launch(dir: &TempDir, extra: &str, dev: bool, mail: &MailRecorder) -> App {
         let mut text = base_config(dir, extra, mail);
-        if let Some(storage) = storage_lines(dir).await {
+        // A test that names its backend (`storage = "sled"`) keeps it in every run.
+        let named = extra.lines().any(|l| l.starts_with("storage = "));
+        if !named && let Some(storage) = storage_lines(dir).await {
             text = format!("{storage}{text}");
         }
         if !dev {

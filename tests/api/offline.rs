@@ -1,7 +1,7 @@
 //! The `natter` binary as a process: offline commands and how they refuse while a server runs
 //! (docs/configuration.md, Command line), exit codes, SIGTERM, and what survives `kill -9`.
 
-use crate::helpers::{Served, TestServer};
+use crate::helpers::{Served, TestServer, on_postgres};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -43,25 +43,163 @@ fn write_config(dir: &std::path::Path, data: &std::path::Path) -> std::path::Pat
     path
 }
 
+/// The config an offline command needs to work on `server`'s store: its data directory, and
+/// in the `TEST_STORAGE=postgres` run (or for a server on PostgreSQL in every run) its database.
+async fn config_of(server: &TestServer) -> PathBuf {
+    let storage = if server.extra.lines().any(|l| l.starts_with("storage = ")) {
+        server.extra.clone()
+    } else {
+        crate::helpers::storage_lines(&server.dir)
+            .await
+            .unwrap_or_default()
+    };
+    let path = server.dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{storage}data_dir = \"{}\"\npassword_iterations = 100000\n",
+            server.data_dir().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// An offline command that changes data, refused because a server uses the store (exit 2).
+fn assert_refused_while_served(out: &Output, postgres: bool) {
+    let said = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    let expected = if postgres {
+        "a natter server is using this database"
+    } else {
+        "the data directory is in use by a running natter"
+    };
+    assert!(said.contains(expected), "{said}");
+}
+
 #[tokio::test]
-async fn offline_commands_refuse_while_the_server_holds_the_directory() {
+async fn changing_commands_refuse_while_a_server_uses_the_store() {
     let mut server = TestServer::start().await;
-    let config = write_config(server.dir.path(), &server.data_dir());
-    let out = natter(&config, &["chat", "list"], None);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("the data directory is in use by a running natter"),
-        "{stderr}"
-    );
+    let config = config_of(&server).await;
+    let postgres = on_postgres();
+    for args in [
+        &["chat", "create", "Ops"][..],
+        &["user", "grant-admin", "root"],
+    ] {
+        assert_refused_while_served(&natter(&config, args, None), postgres);
+    }
+    let listing = natter(&config, &["chat", "list"], None);
+    if postgres {
+        // Commands that only read run beside the server on PostgreSQL.
+        assert!(listing.status.success(), "{}", stderr(&listing));
+        assert_eq!(String::from_utf8_lossy(&listing.stdout), "Main\n");
+        // An import too, before it reads its file.
+        assert_refused_while_served(
+            &natter(&config, &["import", "/nonexistent.jsonl"], None),
+            true,
+        );
+        let said = stderr(&natter(&config, &["chat", "create", "Ops"], None));
+        assert!(
+            said.contains("stop it first") && said.contains("admin API"),
+            "the way forward is named: {said}"
+        );
+    } else {
+        // sled allows one process per directory, readers too.
+        assert_refused_while_served(&listing, false);
+    }
     server.stop().await;
     let out = natter(&config, &["chat", "list"], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Main\n",
+        "the refused command changed nothing"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Main\n");
+}
+
+/// PostgreSQL only, so it starts its own database in every run: a server's share of the
+/// database lives as long as its connection, so it must take it again after an outage.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn a_server_holds_the_database_again_after_reconnecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = crate::helpers::postgres_lines(&dir).await;
+    let mut server = TestServer::with_config_in(dir, &lines).await;
+    let config = config_of(&server).await;
+    assert_refused_while_served(&natter(&config, &["chat", "create", "Ops"], None), true);
+    assert!(crate::helpers::drop_connections(&server.dir).await >= 1);
+    // The server connects again at its next request that needs the database.
+    let c = server.client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while c.get("/healthz").await.status != 200 {
+        assert!(std::time::Instant::now() < deadline, "no reconnect");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        crate::helpers::advisory_lock_modes(&server.dir, natter::store::postgres::owner::KEY).await,
+        ["ShareLock"],
+        "the server's new connection took its share again"
+    );
+    assert_refused_while_served(&natter(&config, &["chat", "create", "Ops"], None), true);
+    server.stop().await;
+    let out = natter(&config, &["chat", "create", "Ops"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// PostgreSQL only, so it starts its own database in every run: a server started while a
+/// command changes the database waits for the command, then serves what it changed.
+#[cfg(feature = "pg")]
+#[tokio::test]
+async fn a_server_started_while_a_command_changes_the_database_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = crate::helpers::postgres_lines(&dir).await;
+    let mut server = TestServer::with_config_in(dir, &lines).await;
+    server.client().registered("pat").await;
+    server.stop().await;
+    let config = config_of(&server).await;
+    // set-password holds the database while it waits for the password on standard input.
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .arg("--config")
+        .arg(&config)
+        .args(["user", "set-password", "pat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let key = natter::store::postgres::owner::KEY;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while crate::helpers::advisory_lock_modes(&server.dir, key).await != ["ExclusiveLock"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let serving = tempfile::tempdir().unwrap();
+    let serve = serve_config(serving.path(), &lines);
+    let starting = std::thread::spawn(move || Served::start(&serve));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!starting.is_finished(), "the server waits for the command");
+    {
+        use std::io::Write;
+        let mut stdin = holder.stdin.take().unwrap();
+        stdin.write_all(b"brand-new-pass\n").unwrap();
+    }
+    let done = holder.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", stderr(&done));
+    let mut served = starting
+        .join()
+        .expect("the server started after the command");
+    let answer = reqwest::Client::new()
+        .post(served.url("/api/authorize"))
+        .json(&json!({"user": "pat", "password": "brand-new-pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the server serves the new password");
+    served.signal("-TERM");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
 }
 
 #[tokio::test]
@@ -75,29 +213,21 @@ async fn user_and_chat_commands_change_the_data() {
     .await
     .assert_ok_empty();
     server.stop().await;
-    let config = write_config(server.dir.path(), &server.data_dir());
+    let config = config_of(&server).await;
     for args in [
         ["user", "verify", "pat"],
         ["user", "grant-admin", "Pat"],
         ["chat", "create", "Ops"],
     ] {
         let out = natter(&config, &args, None);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
     let out = natter(
         &config,
         &["user", "set-password", "pat"],
         Some("brand-new-pass\n"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let listing =
         String::from_utf8_lossy(&natter(&config, &["user", "list"], None).stdout).into_owned();
     assert!(
@@ -106,6 +236,8 @@ async fn user_and_chat_commands_change_the_data() {
     );
     let out = natter(&config, &["user", "verify", "nobody"], None);
     assert_eq!(out.status.code(), Some(1));
+    let out = natter(&config, &["chat", "create", "ops"], None);
+    assert_eq!(out.status.code(), Some(1), "a name taken ignoring case");
 
     server.restart(&[&c]).await;
     let r = c
@@ -120,15 +252,39 @@ async fn user_and_chat_commands_change_the_data() {
     );
     let chats = c.get("/api/loggedonly/getChats").await.json();
     assert_eq!(chats.as_array().unwrap().len(), 2, "{chats}");
-    c.post("/api/adminonly/removeChat", json!({"chat":"Ops"}))
-        .await
-        .assert_ok_empty();
+    c.join("Ops").await;
+    c.say("Ops", "gone with the chat").await;
     server.stop().await;
+    let out = natter(&config, &["chat", "remove", "ops"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "removed chat Ops and its 1 messages\n"
+    );
     let out = natter(&config, &["user", "delete", "pat"], None);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", stderr(&out));
     let listing =
         String::from_utf8_lossy(&natter(&config, &["user", "list"], None).stdout).into_owned();
     assert!(!listing.contains("pat"), "{listing}");
+
+    server.restart(&[&c]).await;
+    let r = c
+        .post(
+            "/api/authorize",
+            json!({"user":"pat","password":"brand-new-pass"}),
+        )
+        .await;
+    assert_eq!(r.status, 401, "the account is gone: {}", r.body);
+    let guest = server.guest_in("visitor", "Main").await;
+    let chats = guest.get("/api/loggedonly/getChats").await.json();
+    let names: Vec<&str> = chats
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["chat"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Main"], "{chats}");
+    server.stop().await;
 }
 
 #[test]
@@ -175,6 +331,7 @@ fn a_taken_port_is_a_clear_error_with_exit_code_1() {
     );
 }
 
+/// On sled in every run: it is about how a failure is said, the same on either store.
 #[test]
 fn a_failing_command_says_so_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,12 +359,13 @@ fn a_failing_command_says_so_once() {
     assert_eq!(said.count(), 1, "{stderr}");
 }
 
-fn serve_config(dir: &std::path::Path) -> std::path::PathBuf {
+/// A config for `natter serve` in `dir`; `storage` lines first (none: sled).
+fn serve_config(dir: &std::path::Path, storage: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            "{storage}listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
             dir.join("d").display()
         ),
     )
@@ -215,10 +373,11 @@ fn serve_config(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// On sled in every run: it is about signals, not storage.
 #[test]
 fn sigterm_stops_the_server_cleanly_with_exit_code_0() {
     let dir = tempfile::tempdir().unwrap();
-    let mut served = Served::start(&serve_config(dir.path()));
+    let mut served = Served::start(&serve_config(dir.path(), ""));
     served.signal("-TERM");
     let started = std::time::Instant::now();
     let exit = served.child.wait().unwrap();
@@ -232,7 +391,10 @@ fn sigterm_stops_the_server_cleanly_with_exit_code_0() {
 #[tokio::test]
 async fn acknowledged_writes_and_sessions_survive_kill_9_and_pollers_are_told_to_resync() {
     let dir = tempfile::tempdir().unwrap();
-    let config = serve_config(dir.path());
+    let storage = crate::helpers::storage_lines(&dir)
+        .await
+        .unwrap_or_default();
+    let config = serve_config(dir.path(), &storage);
     let mut served = Served::start(&config);
     let http = reqwest::Client::builder()
         .cookie_store(true)
@@ -331,6 +493,7 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// sled only, in every run: the modes of sled's data directory (PostgreSQL keeps its own files).
 #[test]
 fn the_data_directory_and_the_export_are_private_and_no_symlink_is_followed() {
     let dir = tempfile::tempdir().unwrap();
@@ -369,9 +532,10 @@ fn the_data_directory_and_the_export_are_private_and_no_symlink_is_followed() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// sled only, in every run: sled's reading commands work on a copy of the data directory.
 #[tokio::test]
 async fn commands_that_only_read_leave_the_data_directory_untouched() {
-    let mut server = TestServer::start().await;
+    let mut server = TestServer::with_config("storage = \"sled\"").await;
     let c = server.client();
     c.registered("reader").await;
     c.join("Main").await;
@@ -393,6 +557,7 @@ async fn commands_that_only_read_leave_the_data_directory_untouched() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("reader"));
 }
 
+/// sled only, in every run: the paths are the dump's and the data directory's.
 #[test]
 fn io_errors_name_the_path_and_the_user() {
     let dir = tempfile::tempdir().unwrap();
@@ -464,6 +629,7 @@ fn shared_setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, data, config)
 }
 
+/// sled only, in every run: the owners of the files in sled's data directory.
 #[test]
 fn changes_made_as_root_are_handed_to_the_data_directory_owner() {
     let Some((user, uid)) = test_service_user() else {
@@ -490,6 +656,7 @@ fn changes_made_as_root_are_handed_to_the_data_directory_owner() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// sled only, in every run: a data directory of another user.
 #[test]
 fn a_data_directory_natter_cannot_open_is_named_with_its_owner_and_the_user() {
     let Some((user, _)) = test_service_user() else {
@@ -564,39 +731,4 @@ fn check_config_prints_a_config_that_loads_back_the_same() {
         "{}",
         stderr(&out)
     );
-}
-
-#[test]
-fn account_and_chat_commands_refuse_with_postgres_storage_and_say_what_to_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("natter.toml");
-    let data = dir.path().join("data");
-    std::fs::write(
-        &config,
-        format!(
-            "storage = \"postgres\"\ndatabase_url = \"postgres://natter@127.0.0.1:1/natter\"\n\
-             data_dir = \"{}\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    for args in [&["user", "list"][..], &["chat", "create", "Later"]] {
-        let out = natter(&config, args, None);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let said = stderr(&out);
-        assert!(
-            said.contains("storage = \"postgres\"") && said.contains("`natter export`"),
-            "{args:?}: {said}"
-        );
-    }
-    // Export and import go to the database, which is not there.
-    let out = natter(&config, &["export"], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("cannot reach PostgreSQL"),
-        "{}",
-        stderr(&out)
-    );
-    // Nothing was made where sled would keep its data.
-    assert!(!data.exists());
 }

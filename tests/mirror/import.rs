@@ -546,3 +546,80 @@ async fn import_chatty_drops_self_made_flags_and_authors_by_user_id() {
         text(&run)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_chatty_fills_an_empty_postgres_store() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let url = pg.create_db("chatty").await;
+    fill(&pg.client("chatty").await).await;
+    let store_url = pg.create_db("natter").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = natter::config(dir.path(), Some(&store_url));
+    let text_of_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("storage = \"postgres\"\n{text_of_config}")).unwrap();
+    let accounts = async || -> i64 {
+        pg.client("natter")
+            .await
+            .query_one("SELECT count(*) FROM users", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+
+    let dry = natter::command(&config, &["import-chatty", &url, "--dry-run"]);
+    let report = text(&dry);
+    assert!(dry.status.success(), "{report}");
+    assert!(
+        report.contains(
+            "would import: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
+        ),
+        "{report}"
+    );
+    assert_eq!(accounts().await, 0, "a dry run writes nothing");
+
+    let run = natter::command(&config, &["import-chatty", &url]);
+    let report = text(&run);
+    assert!(run.status.success(), "{report}");
+    assert!(
+        report.contains(
+            "imported: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("skipped message 5 by \"ghost\" (guest): its chat \"Removed\""));
+    assert_eq!(accounts().await, 3);
+    let again = natter::command(&config, &["import-chatty", &url]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("the PostgreSQL database already holds data"),
+        "{}",
+        text(&again)
+    );
+
+    let server = Natter::start(&config);
+    // While the server runs, a load (even a dry run) is refused before it reads anything.
+    let refused = natter::command(&config, &["import-chatty", &url, "--dry-run"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("a natter server is using this database"),
+        "{}",
+        text(&refused)
+    );
+    let alice = server.client();
+    let (status, body) = alice
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "sixchr"}),
+        )
+        .await;
+    assert_eq!(status, 200, "a password from chatty signs in: {body}");
+    alice.join("Main").await;
+    assert_eq!(alice.history_ids("Main").await, [1, 2, 7, 9]);
+    let next = alice.say("Main", "first in natter").await["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(next, 10, "new ids continue above the highest imported one");
+    server.stop();
+}

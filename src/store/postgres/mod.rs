@@ -7,6 +7,7 @@ mod accounts;
 mod flusher;
 mod link;
 mod outbox;
+pub mod owner;
 mod pipeline;
 mod readers;
 mod rooms;
@@ -278,6 +279,9 @@ fn on_connect(
                 ))
                 .await
                 .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
+            // Each connection holds the server's share of the database, so offline commands
+            // that change it refuse meanwhile (owner.rs).
+            owner::share(client).await.map_err(StoreError::Io)?;
             if first {
                 schema::migrate(client)
                     .await
