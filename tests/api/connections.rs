@@ -390,14 +390,15 @@ struct Child {
 }
 
 impl Child {
-    fn start(config: &str) -> (Child, tempfile::TempDir) {
+    /// With `TEST_STORAGE=postgres`, on a database of its own.
+    async fn start(config: &str) -> (Child, tempfile::TempDir) {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         let data = dir.path().join("data");
         let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npassword_iterations = 100000\n{config}",
-            data.display()
+            "listen = \"127.0.0.1:0\"\n{}password_iterations = 100000\n{config}",
+            crate::helpers::store_lines(&data).await
         );
         std::fs::write(&path, text).unwrap();
         let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
@@ -452,7 +453,8 @@ async fn a_thousand_stalled_connections_are_closed_and_cost_little_memory() {
     const TIMEOUT: Duration = Duration::from_secs(4);
     let (child, _dir) = Child::start(
         "header_read_timeout = \"4s\"\nmax_connections_per_ip = 2000\n[rate_limit]\nenabled = false\n",
-    );
+    )
+    .await;
     let addr = child.addr;
     let before = child.rss_kib();
     let header = format!(

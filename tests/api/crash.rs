@@ -249,6 +249,7 @@ async fn crash_rounds(rounds: usize) {
     let (mut floor, mut totals) = (0, [0usize; 4]);
     for r in 0..rounds {
         let served = Arc::new(Served::start_binary(&natter_binary(), &config));
+        served.assert_on_test_storage();
         let acked = round(&served, r, &mut rng).await;
         drop(served);
         assert!(

@@ -501,12 +501,13 @@ async fn twenty_thousand_queues_of_one_session_keep_the_server_small() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndurability = \"relaxed\"\nevent_queue_capacity = 2000\n[rate_limit]\nenabled = false\n",
-            dir.path().join("d").display()
+            "listen = \"127.0.0.1:0\"\n{}durability = \"relaxed\"\nevent_queue_capacity = 2000\n[rate_limit]\nenabled = false\n",
+            crate::helpers::store_lines(&dir.path().join("d")).await
         ),
     )
     .unwrap();
     let mut served = Served::start(&config);
+    served.assert_on_test_storage();
     let http = reqwest::Client::builder()
         .cookie_store(true)
         .build()

@@ -47,6 +47,12 @@ pub async fn storage_lines(dir: &TempDir) -> Option<String> {
 /// every run (the tests of what only the PostgreSQL store does).
 #[cfg(feature = "pg")]
 pub async fn postgres_lines(dir: &TempDir) -> String {
+    database_lines(&database_name(dir.path())).await
+}
+
+/// The config lines for the database `db` of the shared cluster, created if missing.
+#[cfg(feature = "pg")]
+async fn database_lines(db: &str) -> String {
     let cluster = CLUSTER
         .get_or_init(|| async {
             let cluster = crate::cluster::Cluster::start().await;
@@ -57,7 +63,6 @@ pub async fn postgres_lines(dir: &TempDir) -> String {
         .await
         .as_ref()
         .expect("TEST_STORAGE=postgres needs PostgreSQL's binaries");
-    let db = database_name(dir.path());
     let admin = cluster.client("postgres").await;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
@@ -72,7 +77,7 @@ pub async fn postgres_lines(dir: &TempDir) -> String {
     }
     format!(
         "storage = \"postgres\"\ndatabase_url = \"{}\"\n",
-        cluster.url(&db)
+        cluster.url(db)
     )
 }
 
@@ -142,22 +147,8 @@ fn database_name(dir: &std::path::Path) -> String {
 }
 
 /// The stopped server's store, opened directly: sled's directory, or its PostgreSQL database.
-#[cfg(feature = "pg")]
 pub fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
-    if on_postgres() {
-        let cluster = CLUSTER
-            .get()
-            .and_then(Option::as_ref)
-            .expect("the cluster runs");
-        let target = natter::store::mirror::pg::parse(&cluster.url(&database_name(dir))).unwrap();
-        return natter::store::postgres::PgStore::open(target, false).unwrap();
-    }
-    open_sled(&dir.join("data"))
-}
-
-#[cfg(not(feature = "pg"))]
-pub fn open_stored_data(dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
-    open_sled(&dir.join("data"))
+    open_store_at(&dir.join("data"))
 }
 
 /// A stopped server's sled directory. sled's own flush thread may hold the directory's lock a
@@ -692,4 +683,92 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The database that stands for `data_dir` with `TEST_STORAGE=postgres`: a test server's own for
+/// `<its dir>/data`, else one named after the directory and the test's directory holding it.
+fn database_of(data_dir: &std::path::Path) -> String {
+    let parent = data_dir.parent().expect("a directory inside a test's own");
+    if data_dir.file_name() == Some("data".as_ref()) {
+        return database_name(parent);
+    }
+    // `database_name` of the directory itself is "t_" and its name's letters and digits.
+    format!(
+        "{}_{}",
+        database_name(parent),
+        &database_name(data_dir)[2..]
+    )
+}
+
+/// The config lines that point a `natter` process (the offline `export` and `import` too) at the
+/// store of `data_dir`: that directory on sled; with `TEST_STORAGE=postgres` also the lines of
+/// its database, created empty if missing (the commands then ignore `data_dir`).
+pub async fn store_lines(data_dir: &std::path::Path) -> String {
+    let data = format!("data_dir = \"{}\"\n", data_dir.display());
+    #[cfg(feature = "pg")]
+    if on_postgres() {
+        return format!("{}{data}", database_lines(&database_of(data_dir)).await);
+    }
+    data
+}
+
+/// The store of `data_dir` (see `store_lines`), opened directly; no server may be using it.
+pub fn open_store_at(data_dir: &std::path::Path) -> std::sync::Arc<dyn natter::store::Store> {
+    #[cfg(feature = "pg")]
+    if on_postgres() {
+        let url = running_cluster().url(&database_of(data_dir));
+        let target = natter::store::mirror::pg::parse(&url).unwrap();
+        return natter::store::postgres::PgStore::open(target, false).unwrap();
+    }
+    open_sled(data_dir)
+}
+
+impl TestServer {
+    /// Empties the stopped server's store, as an import needs it (its start created the chats):
+    /// sled's directory removed, or its database dropped and created again.
+    pub async fn empty_stored_data(&self) {
+        #[cfg(feature = "pg")]
+        if on_postgres() {
+            let db = database_of(&self.data_dir());
+            let admin = running_cluster().client("postgres").await;
+            admin
+                .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+                .await
+                .unwrap();
+            database_lines(&db).await;
+            return;
+        }
+        std::fs::remove_dir_all(self.data_dir()).unwrap();
+    }
+}
+
+/// The shared cluster, which a test server's start has brought up.
+#[cfg(feature = "pg")]
+fn running_cluster() -> &'static crate::cluster::Cluster {
+    CLUSTER
+        .get()
+        .and_then(Option::as_ref)
+        .expect("the cluster runs")
+}
+
+impl Served {
+    /// Checks the start line names the store of this run: PostgreSQL with `TEST_STORAGE=postgres`.
+    pub fn assert_on_test_storage(&self) {
+        let log = self.log.lock().unwrap();
+        let start = log.iter().find(|l| l.contains("listening on")).unwrap();
+        assert_eq!(
+            start.contains("storage postgres"),
+            on_postgres(),
+            "the store of this run: {start}"
+        );
+    }
+}
+
+/// `store_lines` for a test that has no runtime of its own.
+pub fn store_lines_blocking(data_dir: &std::path::Path) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(store_lines(data_dir))
 }

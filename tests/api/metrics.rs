@@ -57,13 +57,14 @@ async fn the_listener_serves_every_documented_series_and_they_move_with_traffic(
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npoll_timeout = \"3s\"\n\
+            "listen = \"127.0.0.1:0\"\n{}poll_timeout = \"3s\"\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n",
-            dir.path().join("d").display()
+            crate::helpers::store_lines(&dir.path().join("d")).await
         ),
     )
     .unwrap();
     let mut served = Served::start(&config);
+    served.assert_on_test_storage();
     let metrics = metrics_url(&served);
     let http = reqwest::Client::builder()
         .cookie_store(true)

@@ -1,21 +1,20 @@
 //! The binary as an operator meets it: `--version`, readiness and stopping through sd_notify
 //! (`Type=notify`), and SIGHUP re-reading the log level.
 
-use crate::helpers::Served;
+use crate::helpers::{Served, store_lines_blocking};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary's config; with `TEST_STORAGE=postgres`, on a database of its own.
 fn write_config(dir: &std::path::Path, log_level: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
+    let store = store_lines_blocking(&dir.join("d"));
     std::fs::write(
         &path,
-        format!(
-            "log_level = \"{log_level}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
-            dir.join("d").display()
-        ),
+        format!("log_level = \"{log_level}\"\nlisten = \"127.0.0.1:0\"\n{store}"),
     )
     .unwrap();
     path
@@ -116,6 +115,11 @@ fn sd_notify_says_ready_once_connections_are_accepted_and_stopping_on_sigterm() 
         .map_while(Result::ok)
         .find(|l| l.contains("listening on"))
         .expect("the start line comes before READY=1");
+    assert_eq!(
+        start_line.contains("storage postgres"),
+        crate::helpers::on_postgres(),
+        "{start_line}"
+    );
     let addr = start_line
         .split("listening on ")
         .nth(1)
@@ -163,6 +167,7 @@ fn sighup_rereads_the_log_level_and_ignores_a_broken_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "info");
     let mut served = Served::start(&config);
+    served.assert_on_test_storage();
 
     // At info, a connection that ends in a parse error leaves no line.
     send_garbage(&served.addr);
@@ -239,9 +244,9 @@ fn a_failed_sign_in_logs_the_client_address_for_fail2ban() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ntrusted_proxies = [\"127.0.0.1\"]\n\
+            "listen = \"127.0.0.1:0\"\n{}trusted_proxies = [\"127.0.0.1\"]\n\
              password_iterations = 1000\n",
-            dir.path().join("d").display()
+            store_lines_blocking(&dir.path().join("d"))
         ),
     )
     .unwrap();
@@ -250,6 +255,7 @@ fn a_failed_sign_in_logs_the_client_address_for_fail2ban() {
         &["--dev".as_ref(), "--config".as_ref(), config.as_os_str()],
         &[("JOURNAL_STREAM", "8:1234")],
     );
+    served.assert_on_test_storage();
     let wrong = r#"{"user":"mallory","password":"not-the-password"}"#;
     let forwarded = "POST /api/authorize HTTP/1.1\r\nX-Forwarded-For: 198.51.100.23";
     assert_eq!(request(&served.addr, forwarded, wrong), 401);
@@ -288,8 +294,8 @@ fn dev_links_follow_the_port_served() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\npassword_iterations = 1000\n",
-            dir.path().join("d").display()
+            "{}password_iterations = 1000\n",
+            store_lines_blocking(&dir.path().join("d"))
         ),
     )
     .unwrap();
@@ -297,6 +303,7 @@ fn dev_links_follow_the_port_served() {
         &["--dev".as_ref(), "--config".as_ref(), config.as_os_str()],
         &[("PORT", "0")],
     );
+    served.assert_on_test_storage();
     let port = served.addr.rsplit(':').next().unwrap().to_owned();
     assert_ne!(port, "0");
     let addr = format!("127.0.0.1:{port}");
@@ -321,6 +328,7 @@ fn sighup_names_the_changed_keys_and_those_that_need_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "info");
     let mut served = Served::start(&config);
+    served.assert_on_test_storage();
     let mark = served.log.lock().unwrap().len();
     served.signal("-HUP");
     wait_for_line(&served, mark, "SIGHUP: config reloaded, no key changed");

@@ -135,6 +135,7 @@ async fn with_public_url_set_a_plain_http_host_origin_is_foreign() {
 #[tokio::test]
 async fn debug_logging_with_the_mirror_keeps_hashes_emails_and_texts_out_of_the_log() {
     use crate::helpers::Served;
+    // The mirror is an option of the sled store: this runs on sled in both passes.
     let Some(cluster) = crate::cluster::Cluster::start().await else {
         return;
     };

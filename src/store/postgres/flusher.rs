@@ -206,11 +206,14 @@ fn run(target: Target, progress: &Progress, statement_timeout: Duration) {
     let mut durable = progress.durability.borrow().durable;
     while let Some(goal) = progress.next_target(durable) {
         // A connection from before an outage fails its first flush: one retry on a new one.
+        let started = std::time::Instant::now();
         let mut flushed = runtime.block_on(flush(&target, &mut client, statement_timeout));
         if flushed.is_err() {
             client = None;
             flushed = runtime.block_on(flush(&target, &mut client, statement_timeout));
         }
+        // The group commit's metrics, as sled's flush reports them.
+        crate::telemetry::fsync(started.elapsed(), flushed.is_ok());
         match flushed {
             // Only what PostgreSQL still holds counts: after its crash, writes the writer sent
             // before it may be gone, and only the writer's recovery may say which.

@@ -2,7 +2,7 @@
 //! started again on the same data directory and port: parked polls get their empty 200, the
 //! process exits 0, and after the restart every listener gets every stored message once, in order,
 //! with the same cookies and queue ids (docs/design.md, Sessions and presence; Event delivery,
-//! Restarts).
+//! Restarts). With `TEST_STORAGE=postgres` the binary keeps its data in PostgreSQL.
 
 mod listening;
 
@@ -26,15 +26,16 @@ const EACH_SIDE: usize = 40;
 /// Texts of the last message in each chat: a listener has everything once it saw both.
 const END: &str = "end";
 
-fn write_config(dir: &Path, listen: &str) -> std::path::PathBuf {
+/// The binary's config; with `TEST_STORAGE=postgres`, on a database of its own (kept across the restart).
+async fn write_config(dir: &Path, listen: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
+    let store = crate::helpers::store_lines(&dir.join("data")).await;
     std::fs::write(
         &path,
         format!(
-            "listen = \"{listen}\"\ndata_dir = \"{}\"\npoll_timeout = \"30s\"\n\
+            "listen = \"{listen}\"\n{store}poll_timeout = \"30s\"\n\
              chats = [\"Main\", \"Side\"]\nlast_messages = 1000\n\
              [rate_limit]\nenabled = false\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-            dir.join("data").display()
         ),
     )
     .unwrap();
@@ -137,7 +138,8 @@ async fn sigterm_and_restart_keep_parked_listeners_whole() {
 async fn scenario() {
     let dir = tempfile::tempdir().unwrap();
     let binary = natter_binary();
-    let mut served = Served::start_binary(&binary, &write_config(dir.path(), "127.0.0.1:0"));
+    let mut served = Served::start_binary(&binary, &write_config(dir.path(), "127.0.0.1:0").await);
+    served.assert_on_test_storage();
     let metrics = scrape::metrics_url(&served);
     let wire = Wire::new(&served.addr, Duration::from_secs(60));
 
@@ -205,7 +207,7 @@ async fn scenario() {
     }
 
     // Same data directory, same port: the clients keep their URL, cookies and queue ids.
-    let config = write_config(dir.path(), &served.addr);
+    let config = write_config(dir.path(), &served.addr).await;
     let mut restarted = Served::start_binary(&binary, &config);
     assert_eq!(restarted.addr, served.addr);
     post_series(&wire, &poster, EACH_SIDE, EACH_SIDE).await;

@@ -6,6 +6,7 @@
 //! `cargo test --test api soak` runs the short version (200 sessions, 25 s);
 //! `cargo test --release --test api soak -- --ignored` the full one (2,000 sessions, 10 minutes).
 //! `SOAK_SESSIONS`, `SOAK_SECS` and the other variables in `params` change either.
+//! With `TEST_STORAGE=postgres` the binary keeps its data in PostgreSQL (the long run's too).
 
 mod ledger;
 mod listener;
@@ -41,7 +42,8 @@ async fn soak_full() {
     run(Params::from_env(2000, 600, 10.0)).await;
 }
 
-fn write_config(dir: &Path, params: &Params) -> std::path::PathBuf {
+/// The binary's config; with `TEST_STORAGE=postgres`, on a database of its own.
+async fn write_config(dir: &Path, params: &Params) -> std::path::PathBuf {
     let chats: Vec<String> = (0..params.chats)
         .map(|c| format!("\"{}\"", Params::chat_name(c)))
         .collect();
@@ -50,12 +52,12 @@ fn write_config(dir: &Path, params: &Params) -> std::path::PathBuf {
     let tried = std::env::var("SOAK_NATTER_CONFIG").unwrap_or_default();
     // Production settings, except that every session comes from 127.0.0.1: room for all of
     // them in the per-address connection cap and the login burst.
+    let store = crate::helpers::store_lines(&dir.join("data")).await;
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nchats = [{chats}]\n{tried}\n\
+        "listen = \"127.0.0.1:0\"\n{store}chats = [{chats}]\n{tried}\n\
          poll_timeout = \"{POLL_TIMEOUT_SECS}s\"\n\
          max_connections = {connections}\nmax_connections_per_ip = {connections}\n\
          [rate_limit]\naccount_burst = {logins}\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-        data = dir.join("data").display(),
         chats = chats.join(", "),
         connections = 2 * params.sessions + 1000,
         logins = params.sessions + 100,
@@ -67,7 +69,9 @@ fn write_config(dir: &Path, params: &Params) -> std::path::PathBuf {
 async fn run(params: Params) {
     println!("soak: {params:?}, load average {}", memory::load_average());
     let dir = tempfile::tempdir().unwrap();
-    let mut served = Served::start_binary(&natter_binary(), &write_config(dir.path(), &params));
+    let mut served =
+        Served::start_binary(&natter_binary(), &write_config(dir.path(), &params).await);
+    served.assert_on_test_storage();
     let pid = served.child.id();
     let metrics = scrape::metrics_url(&served);
     let wire = Wire::new(&served.addr, Duration::from_secs(POLL_TIMEOUT_SECS + 60));
