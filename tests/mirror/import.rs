@@ -140,6 +140,35 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// The counts in the summary line of a run over `fill`'s data.
+const COUNTS: &str = "3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages";
+
+/// Runs `natter import-chatty URL` (with `--dry-run` when `dry`), checks it succeeded with the
+/// summary of `fill`'s data, and returns what it printed.
+fn import_chatty(config: &std::path::Path, url: &str, dry: bool) -> String {
+    let mut args = vec!["import-chatty", url];
+    if dry {
+        args.push("--dry-run");
+    }
+    let run = natter::command(config, &args);
+    let report = text(&run);
+    assert!(run.status.success(), "{report}");
+    let summary = if dry {
+        format!("would import: {COUNTS}")
+    } else {
+        format!("imported: {COUNTS}")
+    };
+    assert!(report.contains(&summary), "{report}");
+    report
+}
+
+/// A second run is refused with exit code `code` and a message containing `why`.
+fn import_chatty_refused(config: &std::path::Path, args: &[&str], code: i32, why: &str) {
+    let refused = natter::command(config, args);
+    assert_eq!(refused.status.code(), Some(code), "{}", text(&refused));
+    assert!(text(&refused).contains(why), "{}", text(&refused));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_chatty_moves_accounts_chats_and_history_over() {
     let Some(pg) = Cluster::start().await else {
@@ -151,20 +180,10 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
     let config = natter::config(dir.path(), None);
     let data = dir.path().join("data");
 
-    let dry = natter::command(&config, &["import-chatty", &url, "--dry-run"]);
-    let report = text(&dry);
-    assert!(dry.status.success(), "{report}");
-    assert!(
-        report.contains(
-            "would import: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
-        ),
-        "{report}"
-    );
+    import_chatty(&config, &url, true);
     assert!(!data.exists(), "a dry run writes nothing");
 
-    let run = natter::command(&config, &["import-chatty", &url]);
-    let report = text(&run);
-    assert!(run.status.success(), "{report}");
+    let report = import_chatty(&config, &url, false);
     assert!(
         report.contains("imported without admin: chatty-server's admins Boss"),
         "{report}"
@@ -177,19 +196,7 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
     assert!(report.contains("skipped user 4 \"bad name!\": the name breaks natter's rules"));
     assert!(report.contains("skipped user 5 \"ALICE\": the same name as user 1 \"alice\""));
     assert!(report.contains("skipped message 5 by \"ghost\" (guest): its chat \"Removed\""));
-    assert!(
-        report.contains(
-            "imported: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
-        )
-    );
-
-    let again = natter::command(&config, &["import-chatty", &url]);
-    assert_eq!(again.status.code(), Some(1));
-    assert!(
-        text(&again).contains("already holds data"),
-        "{}",
-        text(&again)
-    );
+    import_chatty_refused(&config, &["import-chatty", &url], 1, "already holds data");
 
     let server = Natter::start(&config);
     let alice = server.client();
@@ -568,44 +575,26 @@ async fn import_chatty_fills_an_empty_postgres_store() {
             .get(0)
     };
 
-    let dry = natter::command(&config, &["import-chatty", &url, "--dry-run"]);
-    let report = text(&dry);
-    assert!(dry.status.success(), "{report}");
-    assert!(
-        report.contains(
-            "would import: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
-        ),
-        "{report}"
-    );
+    import_chatty(&config, &url, true);
     assert_eq!(accounts().await, 0, "a dry run writes nothing");
 
-    let run = natter::command(&config, &["import-chatty", &url]);
-    let report = text(&run);
-    assert!(run.status.success(), "{report}");
-    assert!(
-        report.contains(
-            "imported: 3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages"
-        ),
-        "{report}"
-    );
+    let report = import_chatty(&config, &url, false);
     assert!(report.contains("skipped message 5 by \"ghost\" (guest): its chat \"Removed\""));
     assert_eq!(accounts().await, 3);
-    let again = natter::command(&config, &["import-chatty", &url]);
-    assert_eq!(again.status.code(), Some(1));
-    assert!(
-        text(&again).contains("the PostgreSQL database already holds data"),
-        "{}",
-        text(&again)
+    import_chatty_refused(
+        &config,
+        &["import-chatty", &url],
+        1,
+        "the PostgreSQL database already holds data",
     );
 
     let server = Natter::start(&config);
     // While the server runs, a load (even a dry run) is refused before it reads anything.
-    let refused = natter::command(&config, &["import-chatty", &url, "--dry-run"]);
-    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
-    assert!(
-        text(&refused).contains("a natter server is using this database"),
-        "{}",
-        text(&refused)
+    import_chatty_refused(
+        &config,
+        &["import-chatty", &url, "--dry-run"],
+        2,
+        "a natter server is using this database",
     );
     let alice = server.client();
     let (status, body) = alice

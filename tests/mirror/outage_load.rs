@@ -317,13 +317,7 @@ async fn listen_events(agent: Agent, journal: Journal) {
         match answer {
             Ok((200, batch)) => {
                 for event in batch["events"].as_array().unwrap() {
-                    let id = event["id"].as_u64().unwrap();
-                    if id <= last {
-                        journal.lock().unwrap().push(Seen::Trouble(format!(
-                            "event id {id} after {last}: {event}"
-                        )));
-                    }
-                    last = id;
+                    last = next_id(&journal, "event", last, event);
                     note(&agent, &journal, &event["type"], &event["event"]).await;
                 }
             }
@@ -337,6 +331,17 @@ async fn listen_events(agent: Agent, journal: Journal) {
             }
         }
     }
+}
+
+/// The id of `event`, noted as trouble unless it comes after `last` (a repeat or a step back).
+fn next_id(journal: &Journal, what: &str, last: u64, event: &Value) -> u64 {
+    let id = event["id"].as_u64().unwrap();
+    if id <= last {
+        journal.lock().unwrap().push(Seen::Trouble(format!(
+            "{what} id {id} after {last}: {event}"
+        )));
+    }
+    id
 }
 
 /// Reads the session's default queue with the legacy `/poll`, one event at a time,
@@ -353,13 +358,7 @@ async fn listen_poll(agent: Agent, journal: Journal) {
         match answer {
             Ok((200, Value::Null)) => {}
             Ok((200, envelope)) => {
-                let id = envelope["id"].as_u64().unwrap();
-                if id <= last {
-                    journal.lock().unwrap().push(Seen::Trouble(format!(
-                        "poll id {id} after {last}: {envelope}"
-                    )));
-                }
-                last = id;
+                last = next_id(&journal, "poll", last, &envelope);
                 note(&agent, &journal, &envelope["type"], &envelope["event"]).await;
             }
             other => {
