@@ -8,7 +8,7 @@ use crate::events::{ChatEvent, ChatJoinEvent, Event, MessageDeletedEvent, System
 use crate::model::{
     ChatName, ChatReport, Message, UserWithStatus, check_message_text, name_key, now,
 };
-use crate::store::{Author, ChatRecord, MemberRecord, MessageRecord, NewMessage};
+use crate::store::{Author, ChatRecord, MemberRecord, MessageRecord, NewMessage, Pending};
 
 /// Most messages one `getMessages` page holds.
 pub const MAX_PAGE: usize = 200;
@@ -60,9 +60,10 @@ impl Service {
                     }),
                 ),
             ];
-            let report = self.joined_report(&st, &session.user, &chat)?;
+            let report = self.joined_report(&st, &session.user, &chat);
             (self.publish(events), report)
         };
+        let report = report.finish()?;
         self.durable(epoch).await?;
         Ok(report)
     }
@@ -85,23 +86,20 @@ impl Service {
 
     /// `GET /api/loggedonly/getChats`: one report per chat, sorted by name.
     pub fn chat_reports(&self, session: &SessionInfo) -> Result<Vec<ChatReport>, ApiError> {
-        let st = self.lock();
-        st.sorted_chats()
-            .into_iter()
-            .map(|chat| {
-                if st.is_member(chat.id, &session.user_key) {
-                    self.joined_report(&st, &session.user, &chat)
-                } else {
-                    Ok(ChatReport {
-                        user: session.user.clone(),
-                        chat: chat.name,
-                        joined: false,
-                        messages: Vec::new(),
-                        users: Vec::new(),
-                    })
-                }
-            })
-            .collect()
+        let reports: Vec<PendingReport> = {
+            let st = self.lock();
+            st.sorted_chats()
+                .into_iter()
+                .map(|chat| {
+                    if st.is_member(chat.id, &session.user_key) {
+                        self.joined_report(&st, &session.user, &chat)
+                    } else {
+                        PendingReport::not_joined(&session.user, chat.name)
+                    }
+                })
+                .collect()
+        };
+        reports.into_iter().map(PendingReport::finish).collect()
     }
 
     /// `POST /api/loggedonly/getUsers`: the chat's online members, sorted.
@@ -297,19 +295,22 @@ impl Service {
         self.durable(epoch).await
     }
 
-    fn joined_report(
-        &self,
-        st: &State,
-        user: &str,
-        chat: &ChatRecord,
-    ) -> Result<ChatReport, ApiError> {
-        Ok(ChatReport {
-            user: user.to_owned(),
-            chat: chat.name.clone(),
-            joined: true,
-            messages: self.history(chat)?,
-            users: online_members(st, chat.id),
-        })
+    /// A joined chat's report as of now; its history is read at this cut and waited for
+    /// outside the lock (`PendingReport::finish`).
+    fn joined_report(&self, st: &State, user: &str, chat: &ChatRecord) -> PendingReport {
+        PendingReport {
+            report: ChatReport {
+                user: user.to_owned(),
+                chat: chat.name.clone(),
+                joined: true,
+                messages: Vec::new(),
+                users: online_members(st, chat.id),
+            },
+            history: Some(
+                self.store
+                    .last_messages_later(chat.id, self.config.last_messages),
+            ),
+        }
     }
 
     fn history(&self, chat: &ChatRecord) -> Result<Vec<Message>, ApiError> {
@@ -319,6 +320,39 @@ impl Service {
             .iter()
             .map(|m| to_wire(m, &chat.name))
             .collect())
+    }
+}
+
+/// A chat report whose history is still being read.
+struct PendingReport {
+    report: ChatReport,
+    history: Option<Pending<Vec<MessageRecord>>>,
+}
+
+impl PendingReport {
+    fn not_joined(user: &str, chat: String) -> PendingReport {
+        PendingReport {
+            report: ChatReport {
+                user: user.to_owned(),
+                chat,
+                joined: false,
+                messages: Vec::new(),
+                users: Vec::new(),
+            },
+            history: None,
+        }
+    }
+
+    /// Waits for the history, outside the service's lock.
+    fn finish(self) -> Result<ChatReport, ApiError> {
+        let mut report = self.report;
+        if let Some(history) = self.history {
+            report.messages = history()?
+                .iter()
+                .map(|m| to_wire(m, &report.chat))
+                .collect();
+        }
+        Ok(report)
     }
 }
 

@@ -2,7 +2,7 @@
 //! errors. Reads always pass through.
 
 use super::{
-    BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds,
+    BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, Pending,
     QueuedMail, Restored, SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
 use std::sync::Arc;
@@ -105,6 +105,9 @@ impl Store for FaultyStore {
     }
     fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>> {
         self.inner.last_messages(chat_id, limit)
+    }
+    fn last_messages_later(&self, chat_id: u64, limit: usize) -> Pending<Vec<MessageRecord>> {
+        self.inner.last_messages_later(chat_id, limit)
     }
     fn messages_before(
         &self,

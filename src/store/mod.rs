@@ -225,6 +225,9 @@ impl Durability {
     }
 }
 
+/// A read taken at one point and answered later (`Store::last_messages_later`).
+pub type Pending<T> = Box<dyn FnOnce() -> StoreResult<T> + Send>;
+
 /// Every read and write of durable data goes through this trait.
 ///
 /// Methods are synchronous and short: they touch sled's in-memory pages. A write is on disk once
@@ -262,6 +265,13 @@ pub trait Store: Send + Sync + 'static {
     fn append_message(&self, message: NewMessage) -> StoreResult<MessageRecord>;
     /// The newest `limit` messages of a chat, oldest first.
     fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>>;
+    /// `last_messages` as of this point in the order of writes, answered when called: a store
+    /// whose reads are round trips queues it behind the writes made so far, so the service takes
+    /// its cut under the lock and waits for the answer outside it.
+    fn last_messages_later(&self, chat_id: u64, limit: usize) -> Pending<Vec<MessageRecord>> {
+        let read = self.last_messages(chat_id, limit);
+        Box::new(move || read)
+    }
     /// Up to `limit` messages of a chat with an id below `before` (all when `None`), the newest
     /// of them, oldest first. Reads only that range of keys.
     fn messages_before(

@@ -2,7 +2,7 @@
 //! becomes a job run there in order, so the changes the service makes under its lock reach
 //! PostgreSQL in that order, and a synchronous caller never drives a second async runtime.
 
-use super::super::{StoreError, StoreResult};
+use super::super::{Pending, StoreError, StoreResult};
 use super::flusher::Progress;
 use super::pipeline::{self, Queued};
 use crate::store::mirror::pg::{self, Target};
@@ -218,16 +218,29 @@ impl Link {
         &self,
         job: impl FnOnce(&mut Session) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        self.call_later(job)()
+    }
+
+    /// Queues `job` behind the jobs sent so far; its answer is waited for when the result is
+    /// called.
+    pub(super) fn call_later<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Session) -> StoreResult<T> + Send + 'static,
+    ) -> Pending<T> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.send(
+        let sent = self.send(
             |_| {
                 Job::Call(Box::new(move |session| {
                     let _ = reply.send(job(session));
                 }))
             },
             false,
-        )?;
-        wait(&answer, self.call_timeout)
+        );
+        let limit = self.call_timeout;
+        Box::new(move || {
+            sent?;
+            wait(&answer, limit)
+        })
     }
 
     /// Runs a write on the connection's thread with the next epoch and waits for its answer.

@@ -15,7 +15,7 @@ pub mod schema;
 
 use super::mirror::pg::{self, Target};
 use super::{
-    BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds,
+    BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, Pending,
     QueuedMail, Restored, SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
 use crate::config::Config;
@@ -167,6 +167,14 @@ impl PgStore {
         f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
     ) -> StoreResult<T> {
         self.link.call(move |session| session.run(f))
+    }
+
+    /// `read`, queued behind the writes made so far and answered when called.
+    fn read_later<T: Send + 'static>(
+        &self,
+        f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
+    ) -> Pending<T> {
+        self.link.call_later(move |session| session.run(f))
     }
 
     /// Runs a write in one transaction that also records its epoch, then counts it committed.
@@ -371,6 +379,9 @@ impl Store for PgStore {
     }
     fn last_messages(&self, chat_id: u64, limit: usize) -> StoreResult<Vec<MessageRecord>> {
         rooms::messages_before(self, chat_id, None, limit)
+    }
+    fn last_messages_later(&self, chat_id: u64, limit: usize) -> Pending<Vec<MessageRecord>> {
+        rooms::messages_before_later(self, chat_id, None, limit)
     }
     fn messages_before(
         &self,

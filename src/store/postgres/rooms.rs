@@ -2,7 +2,7 @@
 
 use super::{Conn, PgStore, Statement, guest_handle, handle_column, id_column, id_of};
 use crate::store::{
-    Author, ChatRecord, MemberRecord, MessageRecord, NewMessage, StoreError, StoreResult,
+    Author, ChatRecord, MemberRecord, MessageRecord, NewMessage, Pending, StoreError, StoreResult,
 };
 use tokio_postgres::Row;
 
@@ -226,9 +226,19 @@ pub(super) fn messages_before(
     before: Option<u64>,
     limit: usize,
 ) -> StoreResult<Vec<MessageRecord>> {
+    messages_before_later(store, chat_id, before, limit)()
+}
+
+/// `messages_before`, queued behind the writes sent so far and answered when called.
+pub(super) fn messages_before_later(
+    store: &PgStore,
+    chat_id: u64,
+    before: Option<u64>,
+    limit: usize,
+) -> Pending<Vec<MessageRecord>> {
     let below = before.map_or(i64::MAX, id_column);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    store.read(async move |c| {
+    store.read_later(async move |c| {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1 AND id < $2 \
              ORDER BY id DESC LIMIT $3"
