@@ -183,3 +183,76 @@ async fn the_postgres_store_answers_503_while_postgresql_is_down_and_comes_back_
     );
     server.stop();
 }
+
+/// PostgreSQL refusing natter's connections (its role's connection cap reached, as when
+/// `max_connections` is used up): 503 and `/healthz` down while it refuses, service back by
+/// itself once it accepts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_answers_503_while_its_connections_are_refused() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    pg.create_db("capped").await;
+    let admin = pg.client("postgres").await;
+    // Superusers are exempt from connection caps: natter connects as a role of its own.
+    admin
+        .batch_execute(
+            "CREATE ROLE natter_capped LOGIN; ALTER DATABASE capped OWNER TO natter_capped",
+        )
+        .await
+        .unwrap();
+    let url = pg
+        .url("capped")
+        .replace("postgres://postgres@", "postgres://natter_capped@");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Natter::start(&postgres_config(dir.path(), &url));
+    let alice = server.client();
+    alice.guest("alice").await;
+    alice.join("Main").await;
+    let before = alice.say("Main", "before").await;
+
+    admin
+        .batch_execute(
+            "ALTER ROLE natter_capped CONNECTION LIMIT 0; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'natter_capped'",
+        )
+        .await
+        .unwrap();
+    server
+        .wait_log("PostgreSQL store: lost the connection")
+        .await;
+    let started = std::time::Instant::now();
+    let (status, body) = alice
+        .post(
+            "/api/loggedonly/postMessage",
+            json!({"chat": "Main", "text": "refused"}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(16));
+    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["storage"], "down", "{health}");
+
+    admin
+        .batch_execute("ALTER ROLE natter_capped CONNECTION LIMIT -1")
+        .await
+        .unwrap();
+    server.wait_log("PostgreSQL store: connected to").await;
+    let (status, after) = alice
+        .post(
+            "/api/loggedonly/postMessage",
+            json!({"chat": "Main", "text": "after"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        alice.history_ids("Main").await,
+        [
+            before["id"].as_u64().unwrap(),
+            after["id"].as_u64().unwrap()
+        ]
+    );
+    server.stop();
+}

@@ -343,12 +343,12 @@ fn serve(
             None => match jobs.recv_timeout(RECONNECT_EVERY) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    // Service comes back by itself, even when no request arrives to try (the
-                    // service refuses changes while the connection is known to be gone).
-                    if !session.is_connected() {
-                        let _ = session.connect();
-                        connected.store(session.is_connected(), Ordering::Relaxed);
-                    }
+                    // An idle connection is asked whether it still stands (nothing drives it
+                    // between jobs) and a lost one is made again, so an outage is noticed and
+                    // service comes back by itself, with no request to prompt it (the service
+                    // refuses changes while the connection is known to be gone).
+                    let _ = session.connect();
+                    connected.store(session.is_connected(), Ordering::Relaxed);
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
