@@ -136,18 +136,7 @@ async fn the_postgres_store_answers_503_while_postgresql_is_down_and_comes_back_
     let before = alice.say("Main", "before").await;
 
     pg.stop_server();
-    let started = std::time::Instant::now();
-    let (status, body) = alice
-        .post(
-            "/api/loggedonly/postMessage",
-            json!({"chat": "Main", "text": "while down"}),
-        )
-        .await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body, json!({"error": "service unavailable"}));
-    assert!(started.elapsed() < std::time::Duration::from_secs(16));
-    let health = reqwest::get(server.url("/healthz")).await.unwrap();
-    assert_eq!(health.status(), 503);
+    refused_while_down(&server, &alice).await;
     server
         .wait_log("PostgreSQL store: lost the connection")
         .await;
@@ -163,25 +152,47 @@ async fn the_postgres_store_answers_503_while_postgresql_is_down_and_comes_back_
         },
     )
     .await;
-    let (status, after) = alice
+    posts_again_and_kept_nothing_refused(&server, &alice, &before).await;
+    server.stop();
+}
+
+/// While the store is down: a post answers 503 `service unavailable` within the call timeout,
+/// and `/healthz` answers 503 with `storage: down`.
+async fn refused_while_down(server: &Natter, alice: &natter::Client) {
+    let started = std::time::Instant::now();
+    let (status, body) = alice
         .post(
             "/api/loggedonly/postMessage",
-            json!({"chat": "Main", "text": "after"}),
+            json!({"chat": "Main", "text": "refused"}),
         )
         .await;
-    assert_eq!(status, 200, "{after}");
-    assert!(after["id"].as_u64() > before["id"].as_u64());
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, json!({"error": "service unavailable"}));
+    assert!(started.elapsed() < std::time::Duration::from_secs(16));
+    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["storage"], "down", "{health}");
+}
+
+/// Once the store is back: a post is stored, and the history holds it after `before` and
+/// nothing of what was refused.
+async fn posts_again_and_kept_nothing_refused(
+    server: &Natter,
+    alice: &natter::Client,
+    before: &serde_json::Value,
+) {
     server.wait_log("PostgreSQL store: connected to").await;
-    let ids = alice.history_ids("Main").await;
+    let after = alice.say("Main", "after").await;
+    assert!(after["id"].as_u64() > before["id"].as_u64());
     assert_eq!(
-        ids,
+        alice.history_ids("Main").await,
         [
             before["id"].as_u64().unwrap(),
             after["id"].as_u64().unwrap()
         ],
         "nothing refused was stored"
     );
-    server.stop();
 }
 
 /// PostgreSQL refusing natter's connections (its role's connection cap reached, as when
@@ -221,38 +232,12 @@ async fn the_postgres_store_answers_503_while_its_connections_are_refused() {
     server
         .wait_log("PostgreSQL store: lost the connection")
         .await;
-    let started = std::time::Instant::now();
-    let (status, body) = alice
-        .post(
-            "/api/loggedonly/postMessage",
-            json!({"chat": "Main", "text": "refused"}),
-        )
-        .await;
-    assert_eq!(status, 503, "{body}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(16));
-    let health = reqwest::get(server.url("/healthz")).await.unwrap();
-    assert_eq!(health.status(), 503);
-    let health: serde_json::Value = health.json().await.unwrap();
-    assert_eq!(health["storage"], "down", "{health}");
+    refused_while_down(&server, &alice).await;
 
     admin
         .batch_execute("ALTER ROLE natter_capped CONNECTION LIMIT -1")
         .await
         .unwrap();
-    server.wait_log("PostgreSQL store: connected to").await;
-    let (status, after) = alice
-        .post(
-            "/api/loggedonly/postMessage",
-            json!({"chat": "Main", "text": "after"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{after}");
-    assert_eq!(
-        alice.history_ids("Main").await,
-        [
-            before["id"].as_u64().unwrap(),
-            after["id"].as_u64().unwrap()
-        ]
-    );
+    posts_again_and_kept_nothing_refused(&server, &alice, &before).await;
     server.stop();
 }
