@@ -140,6 +140,20 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// alice, imported from chatty with a 6-character password, signs in with it: her client and
+/// the answer.
+async fn alice_signs_in(server: &Natter) -> (crate::natter::Client, serde_json::Value) {
+    let alice = server.client();
+    let (status, body) = alice
+        .post(
+            "/api/authorize",
+            json!({"user": "alice", "password": "sixchr"}),
+        )
+        .await;
+    assert_eq!(status, 200, "a password from chatty signs in: {body}");
+    (alice, body)
+}
+
 /// The counts in the summary line of a run over `fill`'s data.
 const COUNTS: &str = "3 users, 2 chats, 5 messages; skipped: 2 users, 0 chats, 1 messages";
 
@@ -199,17 +213,7 @@ async fn import_chatty_moves_accounts_chats_and_history_over() {
     import_chatty_refused(&config, &["import-chatty", &url], 1, "already holds data");
 
     let server = Natter::start(&config);
-    let alice = server.client();
-    let (status, body) = alice
-        .post(
-            "/api/authorize",
-            json!({"user": "alice", "password": "sixchr"}),
-        )
-        .await;
-    assert_eq!(
-        status, 200,
-        "a 6-character password from chatty signs in: {body}"
-    );
+    let (alice, body) = alice_signs_in(&server).await;
     assert_eq!(
         body,
         json!({"user": "alice", "verified": true, "admin": false, "bot": false})
@@ -481,14 +485,7 @@ async fn import_chatty_drops_self_made_flags_and_authors_by_user_id() {
     );
 
     let server = Natter::start(&config);
-    let alice = server.client();
-    let (status, body) = alice
-        .post(
-            "/api/authorize",
-            json!({"user": "alice", "password": "sixchr"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let (alice, _) = alice_signs_in(&server).await;
     let messages = alice.join("Main").await["messages"].clone();
     let posing = messages
         .as_array()
@@ -596,14 +593,7 @@ async fn import_chatty_fills_an_empty_postgres_store() {
         2,
         "a natter server is using this database",
     );
-    let alice = server.client();
-    let (status, body) = alice
-        .post(
-            "/api/authorize",
-            json!({"user": "alice", "password": "sixchr"}),
-        )
-        .await;
-    assert_eq!(status, 200, "a password from chatty signs in: {body}");
+    let (alice, _) = alice_signs_in(&server).await;
     alice.join("Main").await;
     assert_eq!(alice.history_ids("Main").await, [1, 2, 7, 9]);
     let next = alice.say("Main", "first in natter").await["id"]
