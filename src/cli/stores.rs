@@ -258,13 +258,9 @@ fn postgres_target(config: &Config) -> Result<Option<crate::store::mirror::pg::T
     if config.storage != crate::config::StorageKind::Postgres {
         return Ok(None);
     }
-    let url = config
-        .database_url
-        .as_ref()
-        .ok_or_else(|| CliError::failed("storage = \"postgres\" needs database_url"))?;
-    let target = crate::store::mirror::pg::parse(url.expose())
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    Ok(Some(target))
+    crate::store::postgres::PgStore::configured_target(config)
+        .map(Some)
+        .map_err(CliError::failed)
 }
 
 /// The PostgreSQL store of `storage = "postgres"`, for commands that only read; `None` for sled.

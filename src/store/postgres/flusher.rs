@@ -12,10 +12,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The write whose synchronous commit flushes every write before it.
-pub(super) const FLUSH: &str = "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1";
-/// The same, answering with the newest epoch committed before it: what the flush made durable.
-const FLUSH_SEEING: &str =
+/// The write whose synchronous commit flushes every write before it, answering with the newest
+/// epoch committed before it: what the flush made durable.
+pub(super) const FLUSH: &str =
     "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1 RETURNING epoch";
 
 /// Pause before trying again after a failed flush, doubling up to `MAX_BACKOFF`.
@@ -266,8 +265,8 @@ async fn flush(
         return Err("no connection".to_owned());
     };
     let row = c
-        .query_one(FLUSH_SEEING, &[])
+        .query_one(FLUSH, &[])
         .await
         .map_err(|e| pg::PgError(e).to_string())?;
-    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    Ok(super::id_of(row.get(0)))
 }

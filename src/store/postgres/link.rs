@@ -17,7 +17,7 @@ use tokio_postgres::{Client, Row, Statement};
 
 /// A connection unused for this long is checked before a job uses it.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-/// While PostgreSQL is unreachable, the thread tries to connect this often, jobs or not.
+/// An idle thread checks its connection this often (and makes a lost one again), jobs or not.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 /// What a job gets: the connection (made when missing) and the runtime that drives it.
@@ -200,7 +200,7 @@ impl Link {
     }
 
     /// Sends a job, giving it the next epoch when `job` asks for one.
-    fn send(&self, job: impl FnOnce(Option<u64>) -> Job, takes_epoch: bool) -> StoreResult<u64> {
+    fn send(&self, job: impl FnOnce(Option<u64>) -> Job, takes_epoch: bool) -> StoreResult<()> {
         let mut entry = self.entry.lock().unwrap_or_else(|e| e.into_inner());
         let epoch = entry.epoch + 1;
         let job = job(takes_epoch.then_some(epoch));
@@ -210,7 +210,7 @@ impl Link {
             entry.epoch = epoch;
             self.epoch.store(epoch, Ordering::SeqCst);
         }
-        Ok(epoch)
+        Ok(())
     }
 
     /// Runs `job` on the connection's thread and waits for its answer.
@@ -227,14 +227,33 @@ impl Link {
         &self,
         job: impl FnOnce(&mut Session) -> StoreResult<T> + Send + 'static,
     ) -> Pending<T> {
+        self.submit(move |session, _| job(session), false)
+    }
+
+    /// Runs a write on the connection's thread with the next epoch and waits for its answer.
+    pub(super) fn call_write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Session, u64) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.submit(job, true)()
+    }
+
+    /// Sends `job` (with the next epoch when `takes_epoch`); its answer is waited for when the
+    /// result is called.
+    fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Session, u64) -> StoreResult<T> + Send + 'static,
+        takes_epoch: bool,
+    ) -> Pending<T> {
         let (reply, answer) = mpsc::sync_channel(1);
         let sent = self.send(
-            |_| {
+            |epoch| {
+                let epoch = epoch.unwrap_or_default();
                 Job::Call(Box::new(move |session| {
-                    let _ = reply.send(job(session));
+                    let _ = reply.send(job(session, epoch));
                 }))
             },
-            false,
+            takes_epoch,
         );
         let limit = self.call_timeout;
         Box::new(move || {
@@ -243,26 +262,8 @@ impl Link {
         })
     }
 
-    /// Runs a write on the connection's thread with the next epoch and waits for its answer.
-    pub(super) fn call_write<T: Send + 'static>(
-        &self,
-        job: impl FnOnce(&mut Session, u64) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.send(
-            |epoch| {
-                let epoch = epoch.unwrap_or_default();
-                Job::Call(Box::new(move |session| {
-                    let _ = reply.send(job(session, epoch));
-                }))
-            },
-            true,
-        )?;
-        wait(&answer, self.call_timeout)
-    }
-
-    /// Queues a write for group commit with the next epoch, which it returns at once.
-    pub(super) fn queue(&self, write: impl FnOnce(u64) -> Queued) -> StoreResult<u64> {
+    /// Queues a write for group commit with the next epoch, returning at once.
+    pub(super) fn queue(&self, write: impl FnOnce(u64) -> Queued) -> StoreResult<()> {
         self.send(|epoch| Job::Queued(write(epoch.unwrap_or_default())), true)
     }
 

@@ -137,13 +137,18 @@ impl PgStore {
         }))
     }
 
-    /// The store `storage = "postgres"` names: the database at `database_url`.
-    pub fn open_configured(config: &Config, relaxed: bool) -> Result<Arc<PgStore>, String> {
+    /// The database `storage = "postgres"` names: the one at `database_url`.
+    pub fn configured_target(config: &Config) -> Result<Target, String> {
         let url = config
             .database_url
             .as_ref()
             .ok_or_else(|| "storage = \"postgres\" needs database_url".to_owned())?;
-        let target = pg::parse(url.expose()).map_err(|e| e.to_string())?;
+        pg::parse(url.expose()).map_err(|e| e.to_string())
+    }
+
+    /// The store `storage = "postgres"` names, opened with the configured options.
+    pub fn open_configured(config: &Config, relaxed: bool) -> Result<Arc<PgStore>, String> {
+        let target = PgStore::configured_target(config)?;
         let options = Options {
             relaxed,
             pool_size: config.postgres_pool_size,
@@ -222,8 +227,7 @@ impl PgStore {
                 statements,
                 message_id,
             }
-        })?;
-        Ok(())
+        })
     }
 
     /// The id the next message gets, taken.
