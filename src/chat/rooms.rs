@@ -133,12 +133,10 @@ impl Service {
         limit: usize,
     ) -> Result<Vec<Message>, ApiError> {
         let chat = member_chat(&self.lock(), session, chat)?;
-        Ok(self
+        let page = self
             .store
-            .messages_before(chat.id, before, limit.min(MAX_PAGE))?
-            .iter()
-            .map(|m| to_wire(m, &chat.name))
-            .collect())
+            .messages_before(chat.id, before, limit.min(MAX_PAGE))?;
+        Ok(all_to_wire(&page, &chat.name))
     }
 
     /// `POST /api/loggedonly/deleteMessage`: by its author or a verified admin; the text leaves
@@ -314,12 +312,10 @@ impl Service {
     }
 
     fn history(&self, chat: &ChatRecord) -> Result<Vec<Message>, ApiError> {
-        Ok(self
+        let last = self
             .store
-            .last_messages(chat.id, self.config.last_messages)?
-            .iter()
-            .map(|m| to_wire(m, &chat.name))
-            .collect())
+            .last_messages(chat.id, self.config.last_messages)?;
+        Ok(all_to_wire(&last, &chat.name))
     }
 }
 
@@ -347,10 +343,7 @@ impl PendingReport {
     fn finish(self) -> Result<ChatReport, ApiError> {
         let mut report = self.report;
         if let Some(history) = self.history {
-            report.messages = history()?
-                .iter()
-                .map(|m| to_wire(m, &report.chat))
-                .collect();
+            report.messages = all_to_wire(&history()?, &report.chat);
         }
         Ok(report)
     }
@@ -389,6 +382,10 @@ fn author_of(session: &SessionInfo) -> Author {
     } else {
         Author::Account(session.user_key.clone())
     }
+}
+
+fn all_to_wire(records: &[MessageRecord], chat: &str) -> Vec<Message> {
+    records.iter().map(|m| to_wire(m, chat)).collect()
 }
 
 fn to_wire(m: &MessageRecord, chat: &str) -> Message {
