@@ -191,21 +191,10 @@ async fn the_image_serves_stops_on_sigterm_and_keeps_its_data_on_the_volume() {
         env.push(("DATABASE_URL_FILE", "/run/secrets/database_url"));
     }
     setup.start(&second, &env, &options);
-    let history = alice
-        .post(
-            "/api/loggedonly/getLastMessages",
-            json!({"chat": "Harbour"}),
-        )
-        .await
-        .ok()
-        .json();
-    let history: Vec<&str> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(history, ["before stop 0", "before stop 1", "before stop 2"]);
+    assert_eq!(
+        last_texts(&alice, "Harbour").await,
+        ["before stop 0", "before stop 1", "before stop 2"]
+    );
     let body = json!({"chat": "Harbour", "text": "after restart"});
     alice.post("/api/loggedonly/postMessage", body).await.ok();
     let (texts, _) = read_messages(&bob, &queue_id, last, 1).await;
@@ -363,21 +352,11 @@ async fn check_postgres_store(pg: &cluster::Cluster, setup: &mut Setup<'_>) {
             let body = json!({"chat": "Harbour", "text": "kept in PostgreSQL"});
             carol.post("/api/loggedonly/postMessage", body).await.ok();
         } else {
-            let history = carol
-                .post(
-                    "/api/loggedonly/getLastMessages",
-                    json!({"chat": "Harbour"}),
-                )
-                .await
-                .ok()
-                .json();
-            let texts: Vec<&str> = history
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["text"].as_str().unwrap())
-                .collect();
-            assert_eq!(texts, ["kept in PostgreSQL"], "storage = postgres");
+            assert_eq!(
+                last_texts(&carol, "Harbour").await,
+                ["kept in PostgreSQL"],
+                "storage = postgres"
+            );
         }
         setup.stop(&container, Duration::from_secs(30));
         let logs = setup.podman.logs(&container);
@@ -441,6 +420,21 @@ async fn register(podman: &Podman, container: &str, client: &Client, name: &str)
     let body = json!({"user": name, "password": "a long enough password"});
     let user = client.post("/api/authorize", body).await.ok().json();
     assert_eq!(user["verified"], true, "{user}");
+}
+
+/// The texts of a chat's last messages (`getLastMessages`), oldest first.
+async fn last_texts(client: &Client, chat: &str) -> Vec<String> {
+    let history = client
+        .post("/api/loggedonly/getLastMessages", json!({ "chat": chat }))
+        .await
+        .ok()
+        .json();
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn chat_name(report: &Value) -> &str {

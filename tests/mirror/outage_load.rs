@@ -333,6 +333,17 @@ async fn listen_events(agent: Agent, journal: Journal) {
     }
 }
 
+/// What went wrong for a listener, as it noted it.
+fn troubles(journal: &[Seen]) -> Vec<&String> {
+    journal
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Trouble(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The id of `event`, noted as trouble unless it comes after `last` (a repeat or a step back).
 fn next_id(journal: &Journal, what: &str, last: u64, event: &Value) -> u64 {
     let id = event["id"].as_u64().unwrap();
@@ -562,13 +573,7 @@ async fn restart_under_load(stop: Stop) {
                 _ => None,
             })
             .collect();
-        let trouble: Vec<&String> = journal
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Trouble(t) => Some(t),
-                _ => None,
-            })
-            .collect();
+        let trouble = troubles(&journal);
         let unavailable = journal
             .iter()
             .filter(|s| matches!(s, Seen::Unavailable))
@@ -644,13 +649,7 @@ async fn restart_under_load(stop: Stop) {
     );
     for (name, journal) in &journals {
         let journal = journal.lock().unwrap();
-        let trouble: Vec<&String> = journal
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Trouble(t) => Some(t),
-                _ => None,
-            })
-            .collect();
+        let trouble = troubles(&journal);
         // While PostgreSQL is down a listener may get 503s; nothing else goes wrong.
         assert!(trouble.is_empty(), "{name}: {trouble:#?}\n{log}");
 
