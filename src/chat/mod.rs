@@ -225,9 +225,13 @@ impl Service {
         epoch
     }
 
-    /// Waits until the change with `epoch` is on disk (immediate with `durability = "relaxed"`).
+    /// Waits until the change with `epoch` is on disk (immediate with `durability = "relaxed"`),
+    /// and releases its events before the answer: a client that got 200 finds them queued, even
+    /// when the background release has not run yet.
     async fn durable(&self, epoch: u64) -> Result<(), ApiError> {
         store::wait_durable(&*self.store, epoch).await?;
+        let durability = *self.store.durability().borrow();
+        self.settle(&durability);
         Ok(())
     }
 
