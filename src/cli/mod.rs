@@ -77,20 +77,22 @@ pub enum Command {
     /// Manage chats while the server is stopped.
     #[command(subcommand)]
     Chat(ChatCommand),
-    /// Write a JSON Lines backup of accounts, chats and messages while the server is stopped
-    /// (while it runs, use GET /api/adminonly/export).
+    /// Write a JSON Lines backup of accounts, chats and messages: sled's while the server is
+    /// stopped (while it runs, use GET /api/adminonly/export), PostgreSQL's at any time.
     Export {
         /// Write to this file instead of standard output.
         #[arg(short, long, value_name = "PATH")]
         output: Option<PathBuf>,
     },
-    /// Load a backup into an empty data directory.
+    /// Load a backup into an empty store (sled's data directory, or a PostgreSQL database
+    /// without accounts or chats), the server stopped.
     Import {
         /// A file written by `natter export` or the export route.
         #[arg(value_name = "PATH")]
         path: PathBuf,
     },
-    /// Fill an empty data directory from chatty-server's PostgreSQL database (server stopped).
+    /// Fill an empty store (sled's data directory or the PostgreSQL database) from
+    /// chatty-server's PostgreSQL database (server stopped).
     #[cfg(feature = "pg")]
     ImportChatty(ImportChattyArgs),
 }
