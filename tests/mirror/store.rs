@@ -329,7 +329,7 @@ async fn postgres_keeps_the_store_contract() {
         .await
         .unwrap()
         .get::<_, i64>(0);
-    assert_eq!(versions, 1);
+    assert_eq!(versions, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

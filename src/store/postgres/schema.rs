@@ -6,13 +6,14 @@ use crate::store::mirror::schema::{Plan, SchemaError, apply};
 use tokio_postgres::Client;
 
 /// (version, name, SQL). Append only: a shipped migration never changes.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "accounts, chats, messages, sessions, mail, state",
-    // Times are Unix seconds (session `created`: nanoseconds), ids natter's own. Plain CREATE
-    // TABLE on purpose: pointed at a database holding other tables of these names (chatty-server's,
-    // a mirror's), this fails instead of mixing rows.
-    "CREATE TABLE users (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "accounts, chats, messages, sessions, mail, state",
+        // Times are Unix seconds (session `created`: nanoseconds), ids natter's own. Plain CREATE
+        // TABLE on purpose: pointed at a database holding other tables of these names (chatty-server's,
+        // a mirror's), this fails instead of mixing rows.
+        "CREATE TABLE users (
         key TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         email TEXT NOT NULL,
@@ -90,7 +91,46 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         secret_key BYTEA
     );
     INSERT INTO store_state VALUES (1, 1, 1, 0, NULL, 0, NULL);",
-)];
+    ),
+    (
+        2,
+        "several nodes: the shared change log, each node's epoch, stored event queues",
+        // Rows of `cluster_log` are read in (xid, idx) order below the oldest running
+        // transaction, never by a sequence: sequence order is not commit order (docs/design.md,
+        // Several nodes). `base_xid` makes event ids small enough for JavaScript numbers.
+        "CREATE TABLE cluster_log (
+        xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        idx INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        written BIGINT NOT NULL,
+        body BYTEA NOT NULL,
+        PRIMARY KEY (xid, idx)
+    );
+    CREATE INDEX cluster_log_by_time ON cluster_log (written);
+    CREATE TABLE cluster_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        base_xid xid8 NOT NULL
+    );
+    INSERT INTO cluster_state VALUES (1, pg_current_xact_id());
+    CREATE TABLE cluster_nodes (
+        node TEXT PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        flushes BIGINT NOT NULL,
+        seen BIGINT NOT NULL
+    );
+    CREATE TABLE event_queues (
+        handle BIGINT NOT NULL,
+        queue_id TEXT NOT NULL,
+        types BIGINT NOT NULL,
+        opened BIGINT NOT NULL,
+        acked BIGINT NOT NULL,
+        used BIGINT NOT NULL,
+        PRIMARY KEY (handle, queue_id)
+    );
+    ALTER TABLE sessions ADD COLUMN last_seen BIGINT NOT NULL DEFAULT 0;",
+    ),
+];
 
 /// Key of the advisory lock that keeps two natters from migrating at once.
 const LOCK_KEY: i64 = 0x6e61_7474_6573; // "nattes"
