@@ -83,13 +83,13 @@ fn queue_types(body: &[u8]) -> Result<EventTypes, ApiError> {
 }
 
 /// POST /api/loggedonly/queues: opens an explicit event queue (one per browser tab).
-pub fn open_queue(
+pub async fn open_queue(
     ctx: &Ctx,
     req: &ApiRequest,
     session: &SessionInfo,
 ) -> Result<Response, ApiError> {
     let types = queue_types(&req.body)?;
-    let (queue_id, last_event_id) = ctx.service.open_queue(session, types)?;
+    let (queue_id, last_event_id) = ctx.service.open_queue(session, types).await?;
     http::json(&QueueOpened {
         queue_id,
         last_event_id,

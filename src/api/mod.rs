@@ -135,7 +135,7 @@ async fn dispatch(
         Logout => logged::logout(ctx, session()?).await,
         Keepalive => Ok(http::empty()),
         Poll => logged::poll(ctx, req, session()?).await,
-        OpenQueue => logged::open_queue(ctx, req, session()?),
+        OpenQueue => logged::open_queue(ctx, req, session()?).await,
         Events => logged::events(ctx, req, session()?).await,
         JoinChat => logged::join_chat(ctx, req, session()?).await,
         LeaveChat => logged::leave_chat(ctx, req, session()?).await,

@@ -10,6 +10,11 @@ use crate::telemetry::Sample;
 impl Service {
     /// `GET /api/loggedonly/poll`: one event, acknowledging up to `ack` when given.
     pub async fn poll_default(&self, session: &SessionInfo, ack: Option<u64>) -> PollReply {
+        if self.config.cluster && ack.is_none() {
+            let reply = self.poll_default_shared(session).await;
+            self.touch(session.handle);
+            return reply;
+        }
         let reply = self
             .hub
             .poll_default(session.handle, ack, self.config.poll_timeout)
@@ -20,11 +25,14 @@ impl Service {
 
     /// `POST /api/loggedonly/queues`: a new explicit queue taking `types`, its id and the id it
     /// counts from.
-    pub fn open_queue(
+    pub async fn open_queue(
         &self,
         session: &SessionInfo,
         types: EventTypes,
     ) -> Result<(String, u64), ApiError> {
+        if self.config.cluster {
+            return self.open_queue_shared(session, types).await;
+        }
         self.hub
             .open_queue(session.handle, types)
             .ok_or(ApiError::NotLoggedIn)

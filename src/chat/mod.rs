@@ -3,6 +3,7 @@
 mod accounts;
 mod backup;
 mod bot;
+mod cluster;
 mod delivery;
 pub mod lookalike;
 mod presence;
@@ -45,6 +46,39 @@ pub struct Service {
     /// Exports hold it shared while they stream; deleting a removed chat's messages takes it
     /// exclusively, so an export's cut keeps every message it promised.
     purges: Arc<tokio::sync::RwLock<()>>,
+    /// With several nodes: the epoch of this node's newest change read back from the log.
+    applied: tokio::sync::watch::Sender<u64>,
+    /// With several nodes: the reader of the log, once it runs.
+    follower: std::sync::OnceLock<Arc<dyn crate::store::changes::Follower>>,
+}
+
+/// The state locked for a change. With several nodes, unlocking ends the change: what it wrote
+/// goes to the shared log in its transaction (`Store::seal`).
+pub(crate) struct Locked<'a> {
+    guard: MutexGuard<'a, State>,
+    service: &'a Service,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if self.service.config.cluster {
+            // A failure leaves the change's epoch unsettled: its `durable` answers 503.
+            let _ = self.service.store.seal(Vec::new());
+        }
+    }
 }
 
 impl Service {
@@ -67,6 +101,8 @@ impl Service {
             state: Mutex::new(State::default()),
             dummy_hash,
             purges: Arc::default(),
+            applied: tokio::sync::watch::Sender::new(0),
+            follower: std::sync::OnceLock::new(),
         });
         let loader = service.clone();
         tokio::task::spawn_blocking(move || loader.load())
@@ -139,7 +175,7 @@ impl Service {
         for handle in &online {
             self.hub.open_session(*handle);
         }
-        if !restored && !online.is_empty() {
+        if !restored && !online.is_empty() && !self.config.cluster {
             // After a crash the queues are gone: legacy pollers learn it and refetch (docs/design.md, Event delivery).
             let resync = Event::Resync(crate::events::ResyncEvent {
                 reason: "the server restarted without its event queues".into(),
@@ -183,7 +219,15 @@ impl Service {
             .any(|a| crate::model::name_key(a) == key)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            guard: self.lock_unsealed(),
+            service: self,
+        }
+    }
+
+    /// The state locked to apply what the shared log says, which is no change of this node's.
+    fn lock_unsealed(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not take the whole server down with a poisoned lock.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -191,7 +235,7 @@ impl Service {
     /// Locks the state for a change made by `session`, which may have ended since it was
     /// authenticated: only a session still online may change anything. While storage is down
     /// nothing may: memory may still hold changes that failed, until they are dropped.
-    fn lock_online(&self, session: &SessionInfo) -> Result<MutexGuard<'_, State>, ApiError> {
+    fn lock_online(&self, session: &SessionInfo) -> Result<Locked<'_>, ApiError> {
         if !self.store.available() {
             return Err(ApiError::Unavailable);
         }
@@ -216,6 +260,9 @@ impl Service {
 
     /// Stages a change's events at the store's current epoch; they reach queues once it is durable.
     fn publish(&self, events: Outbox) -> u64 {
+        if self.config.cluster {
+            return self.seal_events(events);
+        }
         let epoch = self.store.write_epoch();
         for (targets, event) in events {
             self.hub.stage(epoch, targets, &event);
@@ -229,6 +276,13 @@ impl Service {
     /// and releases its events before the answer: a client that got 200 finds them queued, even
     /// when the background release has not run yet.
     async fn durable(&self, epoch: u64) -> Result<(), ApiError> {
+        if self.config.cluster {
+            // A change made without events is sealed as the lock drops, after `epoch` was read.
+            let epoch = epoch.max(self.store.write_epoch());
+            store::wait_durable(&*self.store, epoch).await?;
+            self.read_back(epoch).await;
+            return Ok(());
+        }
         store::wait_durable(&*self.store, epoch).await?;
         let durability = *self.store.durability().borrow();
         self.settle(&durability);

@@ -319,7 +319,10 @@ impl Service {
         let was_online = st.online.contains_key(&record.user_key);
         let name = record.user.clone();
         let record_key = record.user_key.clone();
-        self.hub.open_session(record.handle);
+        // With several nodes the log opens it, at the change's place (`cluster`).
+        if !self.config.cluster {
+            self.hub.open_session(record.handle);
+        }
         st.insert_session(record, status, Instant::now());
         if was_online {
             return Vec::new();
@@ -367,6 +370,9 @@ impl Service {
 
     /// One sweeper pass: idle sessions go offline, expired ones end, idle queues are deleted.
     pub async fn sweep(&self) -> Result<(), ApiError> {
+        if self.config.cluster {
+            return self.sweep_shared().await;
+        }
         // None only in the first `inactivity_timeout` after boot, when nothing can be that idle.
         let cutoff = Instant::now().checked_sub(self.config.inactivity_timeout);
         self.sweep_idle_since(cutoff).await
@@ -415,7 +421,7 @@ impl Service {
 
     /// Takes one session offline; guests and `end`ed sessions are deleted, others stay valid.
     /// Memory and queues change only after the store has taken the whole change.
-    fn take_offline(
+    pub(super) fn take_offline(
         &self,
         st: &mut State,
         handle: u64,
@@ -460,7 +466,7 @@ impl Service {
 
     /// Runs `sweep` every quarter of `inactivity_timeout` (at most every 5 s) until dropped.
     pub async fn run_sweeper(self: std::sync::Arc<Self>) {
-        let period = (self.config.inactivity_timeout / 4).min(Duration::from_secs(5));
+        let period = self.sweep_period();
         let mut ticker = tokio::time::interval(period.max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -471,6 +477,11 @@ impl Service {
                 Err(e) => log::warn!("presence sweep failed: {}", e.message()),
             }
         }
+    }
+
+    /// How often the sweeper runs: a quarter of `inactivity_timeout`, at most 5 s.
+    pub(super) fn sweep_period(&self) -> Duration {
+        (self.config.inactivity_timeout / 4).min(Duration::from_secs(5))
     }
 
     /// Whether `name` is the bot's name or looks like it.

@@ -104,6 +104,8 @@ impl Changing {
             // One command's few reads.
             pool_size: 1,
             statement_timeout: config.postgres_statement_timeout,
+            // Offline commands run with every node stopped (owner.rs): none writes the log.
+            node: None,
         };
         let store = crate::store::postgres::PgStore::open_with(target, options)?;
         Ok(Some(Changing::Postgres { store, _lock: lock }))
@@ -275,6 +277,7 @@ fn open_postgres_to_read(config: &Config) -> Result<Option<Arc<dyn Store>>, CliE
         // One command's reads.
         pool_size: 1,
         statement_timeout: config.postgres_statement_timeout,
+        node: None,
     };
     let pg = crate::store::postgres::PgStore::open_with(target, options)?;
     Ok(Some(pg))

@@ -97,6 +97,18 @@ pub(super) fn optional_dir(key: &str, dir: Option<PathBuf>) -> Result<Option<Pat
     Ok(dir)
 }
 
+/// A node's name: empty (the host name), or up to 63 letters, digits, '.', '_' and '-'.
+pub(super) fn node_name(key: &str, text: String) -> Result<String, Invalid> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if text.len() > 63 || !text.chars().all(allowed) {
+        return Err(invalid(
+            key,
+            format!("{key} takes up to 63 letters, digits, '.', '_' and '-', got `{text}`"),
+        ));
+    }
+    Ok(text)
+}
+
 /// An optional secret that must not be blank when set.
 pub(super) fn non_empty_secret(
     key: &str,

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::checks::{
-    days, duration, each, hours, http_url, ip_range, mail_address, millis, mins, non_empty_dir,
-    non_empty_secret, optional, optional_dir, origin, plain, public_url, range, secs, socket_addr,
-    unset_means,
+    days, duration, each, hours, http_url, ip_range, mail_address, millis, mins, node_name,
+    non_empty_dir, non_empty_secret, optional, optional_dir, origin, plain, public_url, range,
+    secs, socket_addr, unset_means,
 };
 use super::macros::config_keys;
 use super::{
@@ -122,6 +122,11 @@ config_keys! {
         /// Longest one statement of the PostgreSQL store may run; a request waits at most this plus 5 s, then 503.
         #[serde(with = "humantime_serde")]
         postgres_statement_timeout: Duration = secs(10), duration(millis(100), mins(10));
+        /// Run as one of several nodes sharing one PostgreSQL database behind a load balancer (storage = "postgres").
+        cluster: bool = false, plain;
+        /// This node's name among several: letters, digits, '.', '_' and '-', unique per node and kept across
+        /// restarts; empty means the host name.
+        node_name: String = String::new(), node_name;
     }
 
     /// Outgoing email.

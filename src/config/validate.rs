@@ -42,7 +42,21 @@ pub(super) fn validate(raw: RawConfig, dev: bool, port: Option<u16>) -> Result<C
     choose_mail_provider(&mut config.mail, provider_unset, dev)?;
     metrics_port_differs(&config)?;
     postgres_storage_has_a_database(&config)?;
+    cluster_needs_postgres(&config)?;
     Ok(config)
+}
+
+/// Several nodes share one PostgreSQL database: sled belongs to one process.
+fn cluster_needs_postgres(config: &Config) -> Result<(), Invalid> {
+    if config.cluster && config.storage != StorageKind::Postgres {
+        return Err(invalid(
+            "cluster",
+            "cluster = true needs storage = \"postgres\": several nodes share one PostgreSQL \
+             database (docs/operations.md, Running several nodes)"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// `storage = "postgres"` keeps everything in the database at `database_url`.

@@ -118,6 +118,16 @@ impl EventTypes {
     }
 
     /// The one type `kind` names (empty for a name not in `EVENT_TYPE_NAMES`).
+    /// The bits as stored, for a queue another node opens too.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Types from stored bits.
+    pub fn from_bits(bits: u32) -> EventTypes {
+        EventTypes(bits)
+    }
+
     pub fn of_kind(kind: &str) -> EventTypes {
         let index = EVENT_TYPE_NAMES.iter().position(|known| *known == kind);
         EventTypes(index.map_or(0, |i| 1 << i))

@@ -1,5 +1,6 @@
 //! The `Store` trait: the only door to durable data. Handlers never see sled types.
 
+pub mod changes;
 #[cfg(test)]
 pub mod faulty;
 pub mod incoming;
@@ -335,6 +336,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// The epoch of the newest committed write.
     fn write_epoch(&self) -> u64;
+    /// Ends the current change (`cluster = true`): its effects and `events` are written to the
+    /// shared log in its transaction; returns the epoch its events wait for. A single server
+    /// has nothing to write.
+    fn seal(&self, _events: Vec<changes::LoggedEvent>) -> StoreResult<u64> {
+        Ok(self.write_epoch())
+    }
+    /// Several nodes: records that these sessions were active at `now` (Unix seconds), in one
+    /// write for many requests.
+    fn record_activity(&self, _handles: &[u64], _now: i64) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Several nodes: whether this node is the one that sweeps idle sessions (a lock in the
+    /// database, taken over when its holder dies). A single server always is.
+    fn sweeps(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
+    /// Several nodes: the handles of online sessions no node has seen since `cutoff`.
+    fn idle_sessions(&self, _cutoff: i64) -> StoreResult<Vec<u64>> {
+        Ok(Vec::new())
+    }
+    /// Several nodes: an explicit event queue opened in the current change, for every node.
+    fn open_queue(&self, _handle: u64, _queue_id: &str, _types: u32) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Several nodes: the id of the last event a session's default queue handed out (0: none).
+    fn poll_position(&self, _handle: u64) -> StoreResult<u64> {
+        Ok(0)
+    }
+    /// Several nodes: moves a default queue's position from `seen` to `next`; false when another
+    /// node moved it first (it handed that event out).
+    fn claim_poll(&self, _handle: u64, _seen: u64, _next: u64) -> StoreResult<bool> {
+        Ok(true)
+    }
+    /// Several nodes: forgets log rows written before `before` (Unix seconds) and the stored
+    /// queues of sessions that ended.
+    fn trim_log(&self, _before: i64) -> StoreResult<()> {
+        Ok(())
+    }
     /// Watches flush progress (group commit).
     fn durability(&self) -> watch::Receiver<Durability>;
     /// Flushes everything now; blocking, for shutdown and offline commands.

@@ -1,6 +1,6 @@
 //! Accounts, sessions and kicked names in PostgreSQL.
 
-use super::{Conn, PgStore, Statement, guest_handle, handle_column};
+use super::{Conn, Delta, PgStore, Statement, guest_handle, handle_column};
 use crate::auth::tokens::TokenRecord;
 use crate::store::{BlockedName, QueuedMail, SessionRecord, StoreResult, Taken, UserRecord};
 use tokio_postgres::Row;
@@ -130,7 +130,8 @@ pub(super) fn insert_user(
 ) -> StoreResult<Result<(), Taken>> {
     let values = UserValues::of(user);
     let mail = mail.cloned();
-    store.write(async move |tx| {
+    let key = values.key.clone();
+    let inserted = store.write(async move |tx| {
         if tx
             .query_opt("SELECT 1 FROM users WHERE key = $1", &[&values.key])
             .await?
@@ -157,7 +158,11 @@ pub(super) fn insert_user(
             super::outbox::insert_mail(tx, mail).await?;
         }
         Ok(Ok(()))
-    })
+    })?;
+    if inserted.is_ok() {
+        store.record(Delta::User(key));
+    }
+    Ok(inserted)
 }
 
 /// Does nothing if the account is gone (a concurrent delete must not resurrect it).
@@ -168,6 +173,7 @@ pub(super) fn update_user(
 ) -> StoreResult<()> {
     let values = UserValues::of(user);
     let mail = mail.cloned();
+    store.record(Delta::User(values.key.clone()));
     store.write(async move |tx| {
         let sql = "UPDATE users SET email_key = $2, name = $3, email = $4, password_hash = $5, \
                    verified = $6, admin = $7, bot = $8, created = $9, activation_hash = $10, \
@@ -184,6 +190,7 @@ pub(super) fn update_user(
 }
 
 pub(super) fn delete_user(store: &PgStore, key: &str) -> StoreResult<bool> {
+    store.record(Delta::UserDeleted(key.to_owned()));
     let key = key.to_owned();
     store.write(async move |tx| {
         Ok(tx
@@ -215,9 +222,11 @@ fn session_of(row: &Row) -> SessionRecord {
 fn session_upsert(s: &SessionRecord) -> Statement {
     Statement::new(
         format!(
-            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            "INSERT INTO sessions ({SESSION_COLUMNS}, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (token_hash) DO UPDATE SET handle = $2, user_name = $3, user_key = $4, \
-             guest = $5, created = $6, expires = $7, online = $8"
+             guest = $5, created = $6, expires = $7, online = $8, \
+             last_seen = GREATEST(sessions.last_seen, $9)"
         ),
         vec![
             Box::new(s.token_hash.to_vec()),
@@ -228,6 +237,8 @@ fn session_upsert(s: &SessionRecord) -> Statement {
             Box::new(s.created),
             Box::new(s.expires),
             Box::new(s.online),
+            // Several nodes sweep by it (`record_activity`): a session is seen as it is stored.
+            Box::new(crate::model::now()),
         ],
     )
 }
@@ -243,6 +254,7 @@ fn session_delete(token_hash: &[u8; 32]) -> Statement {
 // hold the service's lock across a round trip.
 
 pub(super) fn put_session(store: &PgStore, session: &SessionRecord) -> StoreResult<()> {
+    store.record(Delta::Session(session.clone()));
     store.queue(vec![session_upsert(session)])
 }
 
@@ -251,10 +263,15 @@ pub(super) fn replace_session(
     old_hash: &[u8; 32],
     session: &SessionRecord,
 ) -> StoreResult<()> {
+    store.record(Delta::SessionReplaced {
+        old_hash: *old_hash,
+        session: session.clone(),
+    });
     store.queue(vec![session_delete(old_hash), session_upsert(session)])
 }
 
 pub(super) fn delete_session(store: &PgStore, token_hash: &[u8; 32]) -> StoreResult<()> {
+    store.record(Delta::SessionDeleted(*token_hash));
     store.queue(vec![session_delete(token_hash)])
 }
 
@@ -265,6 +282,12 @@ pub(super) fn take_offline(
     user_key: &str,
     leave: &[u64],
 ) -> StoreResult<()> {
+    store.record(Delta::Offline {
+        token_hash: *token_hash,
+        kept: kept.cloned(),
+        user_key: user_key.to_owned(),
+        leave: leave.to_vec(),
+    });
     let leave: Vec<i64> = leave.iter().map(|id| super::id_column(*id)).collect();
     let session = match kept {
         Some(session) => session_upsert(session),
@@ -287,6 +310,7 @@ pub(super) fn sessions(store: &PgStore) -> StoreResult<Vec<SessionRecord>> {
 }
 
 pub(super) fn save_blocks(store: &PgStore, blocks: &[BlockedName]) -> StoreResult<()> {
+    store.record(Delta::Blocks(blocks.to_vec()));
     let blocks = blocks.to_vec();
     store.write(async move |tx| {
         tx.execute("DELETE FROM blocked_names", &[]).await?;

@@ -12,11 +12,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The write whose synchronous commit flushes every write before it, answering with the newest
-/// epoch committed before it: what the flush made durable.
-pub(super) const FLUSH: &str =
-    "UPDATE store_state SET flushes = flushes + 1 WHERE id = 1 RETURNING epoch";
-
 /// Pause before trying again after a failed flush, doubling up to `MAX_BACKOFF`.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -171,11 +166,12 @@ impl Flusher {
         target: Target,
         progress: Arc<Progress>,
         statement_timeout: Duration,
+        flush_sql: String,
     ) -> std::io::Result<Flusher> {
         let shared = progress.clone();
         let thread = std::thread::Builder::new()
             .name("natter-pg-flush".into())
-            .spawn(move || run(target, &shared, statement_timeout))?;
+            .spawn(move || run(target, &shared, statement_timeout, &flush_sql))?;
         Ok(Flusher {
             progress,
             thread: Some(thread),
@@ -192,7 +188,8 @@ impl Drop for Flusher {
     }
 }
 
-fn run(target: Target, progress: &Progress, statement_timeout: Duration) {
+/// Flushes until stopped; `flush_sql` is the store's `EpochRow::flush`.
+fn run(target: Target, progress: &Progress, statement_timeout: Duration, flush_sql: &str) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -206,10 +203,11 @@ fn run(target: Target, progress: &Progress, statement_timeout: Duration) {
     while let Some(goal) = progress.next_target(durable) {
         // A connection from before an outage fails its first flush: one retry on a new one.
         let started = std::time::Instant::now();
-        let mut flushed = runtime.block_on(flush(&target, &mut client, statement_timeout));
+        let mut flushed =
+            runtime.block_on(flush(&target, &mut client, statement_timeout, flush_sql));
         if flushed.is_err() {
             client = None;
-            flushed = runtime.block_on(flush(&target, &mut client, statement_timeout));
+            flushed = runtime.block_on(flush(&target, &mut client, statement_timeout, flush_sql));
         }
         // The group commit's metrics, as sled's flush reports them.
         crate::telemetry::fsync(started.elapsed(), flushed.is_ok());
@@ -246,6 +244,7 @@ async fn flush(
     target: &Target,
     client: &mut Option<tokio_postgres::Client>,
     statement_timeout: Duration,
+    flush_sql: &str,
 ) -> Result<u64, String> {
     if client
         .as_ref()
@@ -265,7 +264,7 @@ async fn flush(
         return Err("no connection".to_owned());
     };
     let row = c
-        .query_one(FLUSH, &[])
+        .query_one(flush_sql, &[])
         .await
         .map_err(|e| pg::PgError(e).to_string())?;
     Ok(super::id_of(row.get(0)))

@@ -3,7 +3,9 @@
 //! PostgreSQL in that order, and a synchronous caller never drives a second async runtime.
 
 use super::super::{Pending, StoreError, StoreResult};
+use super::epoch_row::EpochRow;
 use super::flusher::Progress;
+use super::node_tx::AfterCommit;
 use super::pipeline::{self, Queued};
 use crate::store::mirror::pg::{self, Target};
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use tokio_postgres::{Client, Row, Statement};
 /// A connection unused for this long is checked before a job uses it.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// An idle thread checks its connection this often (and makes a lost one again), jobs or not.
-const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+pub(super) const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 /// What a job gets: the connection (made when missing) and the runtime that drives it.
 pub(super) struct Session {
@@ -33,6 +35,10 @@ pub(super) struct Session {
     last_used: std::time::Instant,
     /// Statements prepared on the current connection, by their SQL.
     prepared: Mutex<HashMap<String, Statement>>,
+    /// Where the store records its epoch.
+    pub(super) epoch_row: EpochRow,
+    /// With several nodes: the transaction open across the jobs of the changes not yet committed.
+    pub(super) open: Option<super::node_tx::OpenTx>,
 }
 
 /// The connection as jobs use it: each statement is prepared once per connection, so running it
@@ -40,6 +46,8 @@ pub(super) struct Session {
 pub(super) struct Conn<'a> {
     client: &'a Client,
     prepared: &'a Mutex<HashMap<String, Statement>>,
+    /// Where this store records its epoch.
+    pub(super) epoch_row: &'a EpochRow,
 }
 
 type Params<'p> = [&'p (dyn ToSql + Sync)];
@@ -48,8 +56,13 @@ impl<'a> Conn<'a> {
     pub(super) fn new(
         client: &'a Client,
         prepared: &'a Mutex<HashMap<String, Statement>>,
+        epoch_row: &'a EpochRow,
     ) -> Conn<'a> {
-        Conn { client, prepared }
+        Conn {
+            client,
+            prepared,
+            epoch_row,
+        }
     }
 
     /// The statement for `sql`, prepared on this connection once.
@@ -119,17 +132,13 @@ impl<'a> Conn<'a> {
     /// Rolls back a failed change and still records its epoch: it is settled with nothing
     /// written, so the flusher may count it durable.
     pub(super) async fn roll_back(&self, epoch: u64) {
-        let epoch = super::id_column(epoch);
-        let _ = self
-            .batch(&format!(
-                "ROLLBACK; UPDATE store_state SET epoch = GREATEST(epoch, {epoch}) WHERE id = 1"
-            ))
-            .await;
+        let raise = self.epoch_row.raise(super::id_column(epoch));
+        let _ = self.batch(&format!("ROLLBACK; {raise}")).await;
     }
 }
 
 /// What the thread runs: a call someone waits for, or a write queued for group commit.
-enum Job {
+pub(super) enum Job {
     Call(Box<dyn FnOnce(&mut Session) + Send>),
     Queued(Queued),
 }
@@ -161,9 +170,11 @@ impl Link {
     /// queued writes report to `progress`.
     pub(super) fn start(
         target: Target,
+        epoch_row: EpochRow,
         on_connect: OnConnect,
         progress: Arc<Progress>,
         call_timeout: Duration,
+        after_commit: AfterCommit,
     ) -> StoreResult<Link> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -181,11 +192,13 @@ impl Link {
             down: false,
             last_used: std::time::Instant::now(),
             prepared: Mutex::new(HashMap::new()),
+            epoch_row,
+            open: None,
         };
         let flag = connected.clone();
         let thread = std::thread::Builder::new()
             .name("natter-pg-store".into())
-            .spawn(move || serve(session, receiver, flag, progress))
+            .spawn(move || serve(session, receiver, flag, progress, after_commit))
             .map_err(|e| StoreError::Io(format!("cannot start the PostgreSQL thread: {e}")))?;
         Ok(Link {
             entry: Mutex::new(Entry {
@@ -336,7 +349,11 @@ fn serve(
     jobs: Receiver<Job>,
     connected: Arc<AtomicBool>,
     progress: Arc<Progress>,
+    after_commit: AfterCommit,
 ) {
+    if session.epoch_row.is_node() {
+        return super::node_tx::serve(session, jobs, connected, progress, after_commit);
+    }
     let mut next = None;
     loop {
         let job = match next.take() {
@@ -377,7 +394,7 @@ fn serve(
 }
 
 impl Session {
-    fn is_connected(&self) -> bool {
+    pub(super) fn is_connected(&self) -> bool {
         self.client.as_ref().is_some_and(|c| !c.is_closed())
     }
 
@@ -393,6 +410,7 @@ impl Session {
         let conn = Conn {
             client,
             prepared: &self.prepared,
+            epoch_row: &self.epoch_row,
         };
         let outcome = self.runtime.block_on(f(&conn));
         outcome.map_err(|e| self.failed(e))
@@ -406,12 +424,16 @@ impl Session {
         epoch: u64,
         f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error>,
     ) -> StoreResult<T> {
+        if self.epoch_row.is_node() {
+            return self.write_in_open(epoch, f);
+        }
         self.run(async move |conn| {
             let (begun, out) = futures_util::future::join(conn.batch("BEGIN"), f(conn)).await;
             let outcome = match (begun, out) {
                 (Ok(()), Ok(out)) => conn
                     .batch(&format!(
-                        "UPDATE store_state SET epoch = {epoch} WHERE id = 1; COMMIT"
+                        "{}; COMMIT",
+                        conn.epoch_row.set(super::id_column(epoch))
                     ))
                     .await
                     .map(|()| out),

@@ -4,8 +4,10 @@
 //! them durable in groups (`flusher`), which the service awaits as it does sled's flushes.
 
 mod accounts;
+mod epoch_row;
 mod flusher;
 mod link;
+mod node_tx;
 mod outbox;
 pub mod owner;
 mod pipeline;
@@ -13,15 +15,17 @@ mod readers;
 mod rooms;
 pub mod schema;
 
+use super::changes::{Delta, LoggedChange, LoggedEvent, event_position};
 use super::mirror::pg::{self, Target};
 use super::{
     BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, Pending,
     QueuedMail, Restored, SessionRecord, Store, StoreError, StoreResult, Taken, UserRecord,
 };
 use crate::config::Config;
-use flusher::{FLUSH, Flusher, Progress};
+use epoch_row::EpochRow;
+use flusher::{Flusher, Progress};
 use link::{Conn, Link, OnConnect, Session};
-use pipeline::{Queued, Statement};
+use pipeline::{LogRow, Queued, Statement};
 use readers::Readers;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -46,8 +50,11 @@ fn guest_handle(column: i64) -> u64 {
     u64::from_ne_bytes(column.to_ne_bytes())
 }
 
+/// Key of the advisory lock held by the node that sweeps idle sessions ("nattsw").
+const SWEEPER_LOCK: i64 = 0x6e61_7474_7377;
+
 /// How the store uses PostgreSQL.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// `durability = "relaxed"`: a write counts as durable once committed, before PostgreSQL
     /// has flushed it.
@@ -56,6 +63,8 @@ pub struct Options {
     pub pool_size: usize,
     /// Longest one statement may run (`postgres_statement_timeout`).
     pub statement_timeout: Duration,
+    /// This node's name when several nodes share the database (`cluster = true`).
+    pub node: Option<String>,
 }
 
 impl Default for Options {
@@ -64,6 +73,7 @@ impl Default for Options {
             relaxed: false,
             pool_size: 4,
             statement_timeout: Duration::from_secs(10),
+            node: None,
         }
     }
 }
@@ -83,6 +93,20 @@ pub struct PgStore {
     _flusher: Flusher,
     /// The ids the next chat and the next message get, kept as writes commit.
     next: Arc<Mutex<NextIds>>,
+    /// With several nodes: the shared log's numbering, and the current change's effects.
+    node: Option<NodeLog>,
+}
+
+/// A node's part of the shared log (`cluster = true`).
+struct NodeLog {
+    /// `cluster_state.base_xid`: event and message ids count transactions from it.
+    base_xid: u64,
+    /// `cluster_state.message_offset`: message ids stay above those of a single server before.
+    message_offset: u64,
+    /// The current change's effects on memory, and whether it wrote anything: its seal's row.
+    unsealed: Mutex<(Vec<Delta>, bool)>,
+    /// Rings the tail after each commit, once one runs.
+    after_commit: node_tx::AfterCommit,
 }
 
 impl PgStore {
@@ -104,11 +128,23 @@ impl PgStore {
             chat: 1,
             message: 1,
         }));
+        let epoch_row = match &options.node {
+            Some(name) => EpochRow::Node(name.clone()),
+            None => EpochRow::Single,
+        };
+        let after_commit = node_tx::AfterCommit::default();
         let link = Link::start(
             target.clone(),
-            on_connect(progress.clone(), next.clone(), options.statement_timeout),
+            epoch_row.clone(),
+            on_connect(
+                progress.clone(),
+                next.clone(),
+                options.statement_timeout,
+                epoch_row.clone(),
+            ),
             progress.clone(),
             options.call_timeout(),
+            after_commit.clone(),
         )?;
         // The first call connects, migrates and reads the state (`on_connect`).
         link.call(|session| session.run(async |_| Ok(())))
@@ -126,14 +162,43 @@ impl PgStore {
             options.statement_timeout,
             options.call_timeout(),
         )?;
-        let flusher = Flusher::start(target, progress.clone(), options.statement_timeout)
-            .map_err(|e| StoreError::Io(format!("cannot start the flusher thread: {e}")))?;
+        let flusher = Flusher::start(
+            target,
+            progress.clone(),
+            options.statement_timeout,
+            epoch_row.flush(),
+        )
+        .map_err(|e| StoreError::Io(format!("cannot start the flusher thread: {e}")))?;
+        let node = match epoch_row {
+            EpochRow::Single => None,
+            EpochRow::Node(_) => {
+                let (base_xid, message_offset) = readers.read(async |c| {
+                    let row = c
+                        .query_one(
+                            "SELECT base_xid::text, message_offset FROM cluster_state",
+                            &[],
+                        )
+                        .await?;
+                    Ok((
+                        row.get::<_, String>(0).parse::<u64>().unwrap_or(0),
+                        id_of(row.get(1)),
+                    ))
+                })?;
+                Some(NodeLog {
+                    base_xid,
+                    message_offset,
+                    unsealed: Mutex::default(),
+                    after_commit,
+                })
+            }
+        };
         Ok(Arc::new(PgStore {
             link,
             readers,
             progress,
             _flusher: flusher,
             next,
+            node,
         }))
     }
 
@@ -153,6 +218,7 @@ impl PgStore {
             relaxed,
             pool_size: config.postgres_pool_size,
             statement_timeout: config.postgres_statement_timeout,
+            node: config.cluster.then(|| node_name(config)),
         };
         PgStore::open_with(target, options).map_err(|e| e.to_string())
     }
@@ -164,6 +230,24 @@ impl PgStore {
         f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
     ) -> StoreResult<T> {
         self.readers.read(f)
+    }
+
+    /// Runs `f` in a short transaction of its own on a pooled connection, committed (and
+    /// flushed) before it returns: outside the writer's order, for what must not wait for it.
+    fn write_apart<T: Send + 'static>(
+        &self,
+        f: impl AsyncFnOnce(&Conn<'_>) -> Result<T, tokio_postgres::Error> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.readers.read(async move |c| {
+            c.batch("BEGIN READ WRITE").await?;
+            match f(c).await {
+                Ok(out) => c.batch("COMMIT").await.map(|()| out),
+                Err(e) => {
+                    let _ = c.batch("ROLLBACK").await;
+                    Err(e)
+                }
+            }
+        })
     }
 
     /// Runs a read on the writer connection, so it sees every write made before it.
@@ -197,7 +281,9 @@ impl PgStore {
         change: impl FnOnce(&mut Session, u64) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let progress = self.progress.clone();
-        self.link.call_write(move |session, epoch| {
+        // With several nodes the change runs inside the open transaction, which commits later.
+        let commits_now = self.node.is_none();
+        let outcome = self.link.call_write(move |session, epoch| {
             progress.sent(epoch);
             match change(session, epoch) {
                 Err(StoreError::Unavailable) => {
@@ -205,11 +291,55 @@ impl PgStore {
                     Err(StoreError::Unavailable)
                 }
                 outcome => {
-                    progress.committed(epoch);
+                    if commits_now {
+                        progress.committed(epoch);
+                    }
                     outcome
                 }
             }
-        })
+        });
+        self.mark_written();
+        outcome
+    }
+
+    /// With several nodes: notes an effect of the current change for the other nodes.
+    fn record(&self, delta: Delta) {
+        if let Some(node) = &self.node {
+            let mut unsealed = node.unsealed.lock().unwrap_or_else(|e| e.into_inner());
+            unsealed.0.push(delta);
+            unsealed.1 = true;
+        }
+    }
+
+    /// With several nodes: the current change wrote something, so its seal writes a log row.
+    fn mark_written(&self) {
+        if let Some(node) = &self.node {
+            node.unsealed.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        }
+    }
+
+    /// With several nodes: a message id from the open transaction's id and a place in it, so
+    /// message ids follow commit order across nodes; `None` on a single server.
+    fn node_message_id(&self) -> StoreResult<Option<u64>> {
+        let Some(node) = &self.node else {
+            return Ok(None);
+        };
+        let (xid, place) = self.link.call(|session| session.take_place())?;
+        Ok(Some(
+            event_position(xid, node.base_xid, place).saturating_add(node.message_offset),
+        ))
+    }
+
+    /// Sets what runs after each commit of this node (the tail's ring).
+    pub fn after_commit(&self, ring: Box<dyn Fn() + Send>) {
+        if let Some(node) = &self.node {
+            *node.after_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(ring);
+        }
+    }
+
+    /// `cluster_state.base_xid`, with several nodes.
+    pub fn base_xid(&self) -> Option<u64> {
+        self.node.as_ref().map(|n| n.base_xid)
     }
 
     /// Queues a write of `statements` for group commit (`pipeline`): it returns at once, and
@@ -220,12 +350,14 @@ impl PgStore {
 
     /// Queues the write `make` builds as it gets its epoch, with the message id it used.
     fn queue_with(&self, make: impl FnOnce() -> (Vec<Statement>, Option<u64>)) -> StoreResult<()> {
+        self.mark_written();
         self.link.queue(|epoch| {
             let (statements, message_id) = make();
             Queued {
                 epoch,
                 statements,
                 message_id,
+                log: None,
             }
         })
     }
@@ -280,6 +412,7 @@ fn on_connect(
     progress: Arc<Progress>,
     next: Arc<Mutex<NextIds>>,
     statement_timeout: Duration,
+    epoch_row: EpochRow,
 ) -> OnConnect {
     let mut first = true;
     Box::new(move |client, runtime| {
@@ -299,25 +432,40 @@ fn on_connect(
                     .await
                     .map_err(|e| StoreError::Io(e.to_string()))?;
             }
+            if let Some(ensure) = epoch_row.ensure() {
+                client
+                    .batch_execute(&ensure)
+                    .await
+                    .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
+            }
             // Whatever is in PostgreSQL now is made durable before it is counted on.
             client
                 .batch_execute(&format!(
-                    "BEGIN; SET LOCAL synchronous_commit = on; {FLUSH}; COMMIT"
+                    "BEGIN; SET LOCAL synchronous_commit = on; {}; COMMIT",
+                    epoch_row.flush()
                 ))
                 .await
                 .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
-            client
+            let epoch = client
+                .query_one(&epoch_row.read(), &[])
+                .await
+                .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
+            // Message ids of several nodes (`node_message_id`) are above the counter: a single
+            // server afterwards continues above them.
+            let ids = client
                 .query_one(
-                    "SELECT epoch, next_chat_id, next_message_id FROM store_state WHERE id = 1",
+                    "SELECT next_chat_id, GREATEST(next_message_id, \
+                     (SELECT COALESCE(max(id), 0) + 1 FROM messages)) FROM store_state WHERE id = 1",
                     &[],
                 )
                 .await
-                .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))
+                .map_err(|e| StoreError::Io(pg::PgError(e).to_string()))?;
+            Ok::<_, StoreError>((epoch, ids))
         })?;
         let (epoch, chat, message) = (
-            id_of(state.get(0)),
-            id_of(state.get(1)),
-            id_of(state.get(2)),
+            id_of(state.0.get(0)),
+            id_of(state.1.get(0)),
+            id_of(state.1.get(1)),
         );
         {
             let mut ids = next.lock().unwrap_or_else(|e| e.into_inner());
@@ -469,6 +617,121 @@ impl Store for PgStore {
     fn write_epoch(&self) -> u64 {
         self.link.epoch()
     }
+    fn record_activity(&self, handles: &[u64], now: i64) -> StoreResult<()> {
+        let handles: Vec<i64> = handles.iter().map(|h| handle_column(*h)).collect();
+        // Queued, not part of any change: it commits with the next group, or on its own.
+        self.link.queue(|epoch| Queued {
+            epoch,
+            statements: vec![Statement::new(
+                "UPDATE sessions SET last_seen = GREATEST(last_seen, $2) WHERE handle = ANY($1)",
+                vec![Box::new(handles), Box::new(now)],
+            )],
+            message_id: None,
+            log: None,
+        })
+    }
+    fn sweeps(&self) -> StoreResult<bool> {
+        if self.node.is_none() {
+            return Ok(true);
+        }
+        // A session lock on the writer's connection: it goes with the connection, so when a
+        // node dies another one sweeps.
+        self.read(async |c| {
+            let row = c
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEPER_LOCK])
+                .await?;
+            Ok(row.get::<_, bool>(0))
+        })
+    }
+    fn idle_sessions(&self, cutoff: i64) -> StoreResult<Vec<u64>> {
+        self.read(async move |c| {
+            let rows = c
+                .query(
+                    "SELECT handle FROM sessions WHERE online AND last_seen < $1",
+                    &[&cutoff],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| guest_handle(r.get(0))).collect())
+        })
+    }
+    fn open_queue(&self, handle: u64, queue_id: &str, types: u32) -> StoreResult<()> {
+        self.record(Delta::QueueOpened {
+            handle,
+            queue_id: queue_id.to_owned(),
+            types,
+        });
+        self.queue(vec![Statement::new(
+            "INSERT INTO event_queues (handle, queue_id, types, opened, acked, used) \
+             VALUES ($1, $2, $3, 0, 0, $4) ON CONFLICT (handle, queue_id) DO NOTHING",
+            vec![
+                Box::new(handle_column(handle)),
+                Box::new(queue_id.to_owned()),
+                Box::new(i64::from(types)),
+                Box::new(crate::model::now()),
+            ],
+        )])
+    }
+    fn poll_position(&self, handle: u64) -> StoreResult<u64> {
+        let handle = handle_column(handle);
+        self.read_committed(async move |c| {
+            let row = c
+                .query_opt(
+                    "SELECT acked FROM event_queues WHERE handle = $1 AND queue_id = ''",
+                    &[&handle],
+                )
+                .await?;
+            Ok(row.map_or(0, |r| id_of(r.get(0))))
+        })
+    }
+    fn claim_poll(&self, handle: u64, seen: u64, next: u64) -> StoreResult<bool> {
+        let (handle, seen, next) = (handle_column(handle), id_column(seen), id_column(next));
+        // Its own transaction, committed before the event is handed out: a racing poll on
+        // another node finds the position moved and hands out the next event instead.
+        self.write_apart(async move |c| {
+            let claimed = c
+                .execute(
+                    "INSERT INTO event_queues (handle, queue_id, types, opened, acked, used) \
+                     VALUES ($1, '', 0, 0, $3, 0) ON CONFLICT (handle, queue_id) \
+                     DO UPDATE SET acked = $3 WHERE event_queues.acked = $2",
+                    &[&handle, &seen, &next],
+                )
+                .await?;
+            Ok(claimed == 1)
+        })
+    }
+    fn trim_log(&self, before: i64) -> StoreResult<()> {
+        self.write_apart(async move |c| {
+            c.execute("DELETE FROM cluster_log WHERE written < $1", &[&before])
+                .await?;
+            c.batch(
+                "DELETE FROM event_queues q WHERE NOT EXISTS \
+                 (SELECT 1 FROM sessions s WHERE s.handle = q.handle)",
+            )
+            .await
+        })
+    }
+    fn seal(&self, events: Vec<LoggedEvent>) -> StoreResult<u64> {
+        let Some(node) = &self.node else {
+            return Ok(self.write_epoch());
+        };
+        let (deltas, written) =
+            std::mem::take(&mut *node.unsealed.lock().unwrap_or_else(|e| e.into_inner()));
+        if !written && deltas.is_empty() && events.is_empty() {
+            return Ok(self.write_epoch());
+        }
+        let change = LoggedChange { deltas, events };
+        let log = LogRow {
+            body: change.encode(),
+            events: u32::try_from(change.events.len()).unwrap_or(u32::MAX),
+        };
+        self.link.queue(|epoch| Queued {
+            epoch,
+            statements: Vec::new(),
+            message_id: None,
+            log: Some(log),
+        })?;
+        Ok(self.write_epoch())
+    }
     fn durability(&self) -> watch::Receiver<Durability> {
         self.progress.durability.subscribe()
     }
@@ -494,4 +757,16 @@ impl Store for PgStore {
     fn available(&self) -> bool {
         self.link.connected()
     }
+}
+
+/// This node's name: `node_name`, or the host name when it is empty.
+fn node_name(config: &Config) -> String {
+    if !config.node_name.is_empty() {
+        return config.node_name.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "natter".to_owned())
 }

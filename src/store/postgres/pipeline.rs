@@ -50,6 +50,14 @@ pub(super) struct Queued {
     pub(super) epoch: u64,
     pub(super) statements: Vec<Statement>,
     pub(super) message_id: Option<u64>,
+    /// With several nodes: the change's row of the shared log, and whether it ends the change.
+    pub(super) log: Option<LogRow>,
+}
+
+/// A change's row of the shared log (`store::changes`): its encoded body and event count.
+pub(super) struct LogRow {
+    pub(super) body: Vec<u8>,
+    pub(super) events: u32,
 }
 
 type Request<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>>;
@@ -103,6 +111,7 @@ async fn send_group(
             format!(", next_message_id = GREATEST(next_message_id, {next})")
         })
         .unwrap_or_default();
+    // A single server's group (several nodes commit in `node_tx`).
     let finish = format!(
         "UPDATE store_state SET epoch = {}{next_message} WHERE id = 1; COMMIT",
         super::id_column(last)

@@ -3,6 +3,7 @@
 //! writes still queued for group commit (memberships, sessions, history) stay on the writer.
 
 use super::super::{StoreError, StoreResult};
+use super::epoch_row::EpochRow;
 use super::link::{Conn, ends_connection, wait};
 use crate::store::mirror::pg::{self, Target};
 use std::collections::HashMap;
@@ -12,6 +13,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Statement};
+
+/// Pooled connections only read: they never record an epoch.
+static READ_ONLY: EpochRow = EpochRow::Single;
 
 /// Longest a read waits for a free connection before it counts PostgreSQL unavailable.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,7 +125,7 @@ impl Readers {
             Box::pin(async move {
                 let outcome = match pool.get().await {
                     Ok(pooled) => {
-                        let conn = Conn::new(&pooled.client, &pooled.prepared);
+                        let conn = Conn::new(&pooled.client, &pooled.prepared, &READ_ONLY);
                         f(&conn).await.map_err(|e| {
                             if ends_connection(&e) || pooled.client.is_closed() {
                                 StoreError::Unavailable

@@ -1,6 +1,6 @@
 //! Chats, memberships and messages in PostgreSQL.
 
-use super::{Conn, PgStore, Statement, guest_handle, handle_column, id_column, id_of};
+use super::{Conn, Delta, PgStore, Statement, guest_handle, handle_column, id_column, id_of};
 use crate::store::{
     Author, ChatRecord, MemberRecord, MessageRecord, NewMessage, Pending, StoreError, StoreResult,
 };
@@ -65,11 +65,13 @@ pub(super) fn create_chat(
     })?;
     if let Some(chat) = &chat {
         store.ids_used(Some(chat.id), None);
+        store.record(Delta::Chat(chat.clone()));
     }
     Ok(chat)
 }
 
 pub(super) fn remove_chat(store: &PgStore, chat_id: u64) -> StoreResult<bool> {
+    store.record(Delta::ChatRemoved(chat_id));
     let id = id_column(chat_id);
     store.write(async move |tx| {
         let removed = tx
@@ -91,6 +93,7 @@ pub(super) fn purge_messages(store: &PgStore, chat_id: u64) -> StoreResult<usize
 }
 
 pub(super) fn add_member(store: &PgStore, member: &MemberRecord) -> StoreResult<()> {
+    store.record(Delta::Member(member.clone()));
     store.queue(vec![Statement::new(
         "INSERT INTO members (chat_id, user_key, user_name) VALUES ($1, $2, $3) \
          ON CONFLICT (chat_id, user_key) DO UPDATE SET user_name = $3",
@@ -103,6 +106,10 @@ pub(super) fn add_member(store: &PgStore, member: &MemberRecord) -> StoreResult<
 }
 
 pub(super) fn remove_member(store: &PgStore, chat_id: u64, user_key: &str) -> StoreResult<()> {
+    store.record(Delta::MemberRemoved {
+        chat_id,
+        user_key: user_key.to_owned(),
+    });
     store.queue(vec![Statement::new(
         "DELETE FROM members WHERE chat_id = $1 AND user_key = $2",
         vec![Box::new(id_column(chat_id)), Box::new(user_key.to_owned())],
@@ -211,6 +218,12 @@ pub(super) fn append_message(store: &PgStore, message: NewMessage) -> StoreResul
         time: message.time,
         author: message.author,
     };
+    if let Some(id) = store.node_message_id()? {
+        record.id = id;
+        store.queue(vec![message_insert(&record, false)])?;
+        crate::telemetry::message_stored();
+        return Ok(record);
+    }
     // The id is taken as the write gets its epoch, so ids follow commit order.
     store.queue_with(|| {
         record.id = store.take_message_id();

@@ -110,9 +110,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     CREATE INDEX cluster_log_by_time ON cluster_log (written);
     CREATE TABLE cluster_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
-        base_xid xid8 NOT NULL
+        base_xid xid8 NOT NULL,
+        message_offset BIGINT NOT NULL
     );
-    INSERT INTO cluster_state VALUES (1, pg_current_xact_id());
+    INSERT INTO cluster_state SELECT 1, pg_current_xact_id(), next_message_id FROM store_state;
     CREATE TABLE cluster_nodes (
         node TEXT PRIMARY KEY,
         epoch BIGINT NOT NULL,

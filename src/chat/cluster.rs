@@ -1,0 +1,344 @@
+//! One node of several on one PostgreSQL database (`cluster = true`, docs/design.md, Several
+//! nodes): a change's events go to the shared log with it instead of this node's hub, and every
+//! node applies what the log says, in its order: the other nodes' changes to memory, and every
+//! change's events (this node's too) to the queues it holds, under the same ids everywhere.
+
+use super::{Outbox, Service, SessionInfo, user_status};
+use crate::error::ApiError;
+use crate::events::EventTypes;
+use crate::events::hub::PollReply;
+use crate::model::{name_key, now};
+use crate::store::SessionRecord;
+use crate::store::changes::{Delta, Followed, Follower, LoggedEvent};
+use std::sync::Arc;
+use state::State;
+use std::time::{Duration, Instant};
+
+use super::state;
+
+/// Longest an answer waits for this node to read its own change back from the log.
+const READ_BACK_LIMIT: Duration = Duration::from_secs(2);
+
+impl Service {
+    /// Writes a change's events to the shared log with it; returns the epoch they wait for.
+    pub(super) fn seal_events(&self, events: Outbox) -> u64 {
+        let logged = events
+            .into_iter()
+            .filter(|(targets, _)| !targets.is_empty())
+            .map(|(mut targets, event)| {
+                targets.sort_unstable();
+                targets.dedup();
+                let encoded = event.encode();
+                LoggedEvent {
+                    targets,
+                    kind: encoded.kind,
+                    payload: encoded.payload.get().to_owned(),
+                }
+            })
+            .collect();
+        // A refused seal leaves its epoch unsettled: `durable` then answers 503.
+        self.store
+            .seal(logged)
+            .unwrap_or_else(|_| self.store.write_epoch())
+    }
+
+    /// Waits until this node has read its change with `epoch` back from the log, so the events
+    /// are in its queues before the answer (as a single server releases them before it).
+    pub(super) async fn read_back(&self, epoch: u64) {
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(READ_BACK_LIMIT, applied.wait_for(|seen| *seen >= epoch)).await;
+    }
+
+    /// Applies changes read from the log, in its order (the tail's thread).
+    pub fn apply_followed(&self, batch: Vec<Followed>) {
+        let mut newest_own = None;
+        {
+            let mut st = self.lock_unsealed();
+            for followed in batch {
+                for delta in &followed.change.deltas {
+                    // This node's own changes are in memory already, and closed their queues.
+                    if !followed.own {
+                        let closing = closing_handle(&st, delta);
+                        self.apply_delta(&mut st, delta);
+                        if let Some(handle) = closing {
+                            self.hub.close_session(handle);
+                        }
+                    }
+                    self.open_queues(delta, followed.position);
+                }
+                for (place, event) in (0u64..).zip(&followed.change.events) {
+                    self.hub.deliver_encoded_at(
+                        followed.position + place,
+                        &event.targets,
+                        event.kind.clone(),
+                        event.payload.clone(),
+                    );
+                }
+                if followed.own {
+                    newest_own = Some(followed.epoch);
+                }
+            }
+        }
+        if let Some(epoch) = newest_own {
+            self.applied.send_if_modified(|seen| {
+                let newer = epoch > *seen;
+                *seen = (*seen).max(epoch);
+                newer
+            });
+        }
+    }
+
+    /// Another node's change to memory.
+    fn apply_delta(&self, st: &mut State, delta: &Delta) {
+        match delta {
+            Delta::Session(record) => self.put_followed_session(st, record.clone()),
+            Delta::SessionReplaced { old_hash, session } => {
+                if let Some(old) = st.sessions.get(old_hash).map(|s| s.handle) {
+                    st.remove_session(old);
+                }
+                self.put_followed_session(st, session.clone());
+            }
+            Delta::SessionDeleted(hash) => {
+                if let Some(handle) = st.sessions.get(hash).map(|s| s.handle) {
+                    st.remove_session(handle);
+                }
+            }
+            Delta::Offline {
+                token_hash,
+                kept,
+                user_key,
+                leave,
+            } => {
+                if let Some(handle) = st.sessions.get(token_hash).map(|s| s.handle) {
+                    if kept.is_some() {
+                        st.set_offline(handle);
+                    } else {
+                        st.remove_session(handle);
+                    }
+                }
+                for chat_id in leave {
+                    st.remove_member(*chat_id, user_key);
+                }
+            }
+            Delta::Chat(chat) => {
+                st.chats.insert(name_key(&chat.name), chat.clone());
+            }
+            Delta::ChatRemoved(id) => {
+                st.chats.retain(|_, chat| chat.id != *id);
+                st.remove_chat_members(*id);
+            }
+            Delta::Member(member) => st.add_member(member.chat_id, &member.user_key, &member.user),
+            Delta::MemberRemoved { chat_id, user_key } => st.remove_member(*chat_id, user_key),
+            Delta::User(key) => match self.store.user(key) {
+                Ok(Some(user)) => {
+                    st.accounts.add(&user.name);
+                    if let Some(online) = st.online.get_mut(key) {
+                        online.status = user_status(&user);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("reading an account another node changed failed: {e}"),
+            },
+            Delta::UserDeleted(key) => st.accounts.remove(key),
+            Delta::Blocks(blocks) => {
+                st.blocked = super::lookalike::Blocks::from_stored(blocks.clone(), Instant::now(), now());
+            }
+            Delta::QueueOpened { .. } => {}
+        }
+    }
+
+    /// A session another node stored: it replaces what memory held under its handle.
+    fn put_followed_session(&self, st: &mut State, record: SessionRecord) {
+        if st.session_by_handle(record.handle).is_some() {
+            st.remove_session(record.handle);
+        }
+        let status = self
+            .status_of(&record.user_key, record.guest)
+            .unwrap_or_default();
+        st.insert_session(record, status, Instant::now());
+    }
+
+    /// Any node's change that opens queues: sessions and explicit queues open at the change's
+    /// place in the log, so every node's queues take the same events.
+    fn open_queues(&self, delta: &Delta, position: u64) {
+        match delta {
+            Delta::Session(record) | Delta::SessionReplaced { session: record, .. }
+                if record.online =>
+            {
+                self.hub.open_session_at(record.handle, position);
+            }
+            Delta::QueueOpened {
+                handle,
+                queue_id,
+                types,
+            } => {
+                self.hub.open_queue_at(
+                    *handle,
+                    queue_id.clone(),
+                    EventTypes::from_bits(*types),
+                    position,
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The handle of a session another node's change takes offline or ends, read before memory
+/// forgets it.
+fn closing_handle(st: &State, delta: &Delta) -> Option<u64> {
+    match delta {
+        Delta::Offline { token_hash, .. } | Delta::SessionDeleted(token_hash) => {
+            st.sessions.get(token_hash).map(|s| s.handle)
+        }
+        Delta::Session(record) if !record.online => Some(record.handle),
+        _ => None,
+    }
+}
+
+impl Service {
+    /// One sweeper pass of a node: it reports the sessions it saw, and the node holding the
+    /// sweeper's lock takes offline those no node has seen for `inactivity_timeout`.
+    pub(super) async fn sweep_shared(&self) -> Result<(), ApiError> {
+        self.report_activity();
+        let expired_queues = self
+            .hub
+            .expire_idle_queues(self.config.event_queue_idle_timeout);
+        if expired_queues > 0 {
+            log::debug!("deleted {expired_queues} idle event queues");
+        }
+        if !self.store.sweeps()? {
+            return Ok(());
+        }
+        let inactivity = i64::try_from(self.config.inactivity_timeout.as_secs()).unwrap_or(i64::MAX);
+        let idle = self.store.idle_sessions(now().saturating_sub(inactivity))?;
+        let (epoch, result) = {
+            let mut st = self.lock();
+            let now_secs = now();
+            let expired: Vec<u64> = st
+                .sessions
+                .values()
+                .filter(|s| s.expires <= now_secs)
+                .map(|s| s.handle)
+                .collect();
+            let idle: Vec<(u64, bool)> = idle
+                .into_iter()
+                // Parked here is active; parked elsewhere was reported by that node.
+                .filter(|h| !self.hub.is_parked(*h) && st.activity.contains_key(h))
+                .map(|h| (h, false))
+                .collect();
+            let ending = idle
+                .into_iter()
+                .chain(expired.into_iter().map(|h| (h, true)));
+            let mut events = Vec::new();
+            let result = ending
+                .into_iter()
+                .try_for_each(|(h, end)| self.take_offline(&mut st, h, end, &mut events));
+            (self.publish(events), result)
+        };
+        result?;
+        self.durable(epoch).await
+    }
+
+    /// Tells the database which sessions this node saw in the last two sweeper periods: a
+    /// request, or a poll parked here now.
+    fn report_activity(&self) {
+        let since = Instant::now().checked_sub(self.sweep_period() * 2);
+        let seen: Vec<u64> = {
+            let st = self.lock_unsealed();
+            st.activity
+                .iter()
+                .filter(|(h, at)| since.is_none_or(|s| **at >= s) || self.hub.is_parked(**h))
+                .map(|(h, _)| *h)
+                .collect()
+        };
+        if seen.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_activity(&seen, now()) {
+            log::debug!("reporting active sessions failed: {e}");
+        }
+    }
+}
+
+/// Longest a request that found memory behind the log waits for it to catch up.
+const CATCH_UP_LIMIT: Duration = Duration::from_millis(500);
+
+impl Service {
+    /// Whether this server is one of several nodes on one database.
+    pub fn clustered(&self) -> bool {
+        self.config.cluster
+    }
+
+    /// Starts following the log with `follower` (once, at start).
+    pub fn follow_with(&self, follower: Arc<dyn Follower>) {
+        let _ = self.follower.set(follower);
+    }
+
+    /// Reads the log until a read that began after this call has finished: a request that found
+    /// no session, chat or membership another node made a moment ago finds it afterwards.
+    pub async fn catch_up(&self) {
+        let Some(follower) = self.follower.get() else {
+            return;
+        };
+        let mut reads = follower.reads();
+        let begun = *reads.borrow_and_update();
+        follower.ring();
+        // The read in progress may have begun before: the one after it surely did not.
+        let _ = tokio::time::timeout(CATCH_UP_LIMIT, reads.wait_for(|n| *n >= begun + 2)).await;
+    }
+
+    /// `POST /queues` on a node: the queue opens through the log, at the same place on every
+    /// node; its first id is that place.
+    pub(super) async fn open_queue_shared(
+        &self,
+        session: &SessionInfo,
+        types: EventTypes,
+    ) -> Result<(String, u64), ApiError> {
+        let queue_id = crate::events::hub::new_queue_id().ok_or(ApiError::Internal)?;
+        let epoch = {
+            let _st = self.lock_online(session)?;
+            self.store
+                .open_queue(session.handle, &queue_id, types.bits())?;
+            self.store.write_epoch()
+        };
+        self.durable(epoch).await?;
+        let opened = self
+            .hub
+            .queue_start(session.handle, &queue_id)
+            .ok_or(ApiError::Unavailable)?;
+        Ok((queue_id, opened))
+    }
+
+    /// Legacy `/poll` without acknowledgement on a node: the event it hands out moves the
+    /// session's shared position first, so two polls racing on two nodes never hand out the
+    /// same event, and none is skipped.
+    pub(super) async fn poll_default_shared(&self, session: &SessionInfo) -> PollReply {
+        let deadline = tokio::time::Instant::now() + self.config.poll_timeout;
+        loop {
+            let Ok(seen) = self.store.poll_position(session.handle) else {
+                return PollReply::Empty;
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let reply = self
+                .hub
+                .poll_default(session.handle, Some(seen), left)
+                .await;
+            let PollReply::Event(delivered) = reply else {
+                return reply;
+            };
+            match self
+                .store
+                .claim_poll(session.handle, seen, delivered.id)
+            {
+                Ok(true) => {
+                    self.hub.acknowledge_default(session.handle, delivered.id);
+                    return PollReply::Event(delivered);
+                }
+                // Another node handed it out: look again from where it left the position.
+                Ok(false) if !left.is_zero() => continue,
+                _ => return PollReply::Empty,
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! A node's writes when several nodes share the database (`cluster = true`): one transaction
+//! stays open across the jobs of the changes the service makes; each change ends with a seal
+//! that writes its row of the shared log, and the transaction commits at a seal when no job is
+//! waiting (or after `MAX_GROUP` changes). So a change, its log row and this node's epoch commit
+//! together, and a waited write inside it (a new account, a chat) runs in a savepoint, so its
+//! refusal undoes only itself.
+
+use super::flusher::Progress;
+use super::link::{Job, RECONNECT_EVERY, Session};
+use super::pipeline::{MAX_GROUP, Queued};
+use crate::store::changes::PLACE_BITS;
+use crate::store::{StoreError, StoreResult};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// An open transaction left without a seal (writes made outside a change) commits after this.
+const IDLE_COMMIT: Duration = Duration::from_millis(20);
+
+/// What runs after each commit: the tail's ring (`tail::Tail::ring`), once it is running.
+pub(super) type AfterCommit = Arc<Mutex<Option<Box<dyn Fn() + Send>>>>;
+
+/// The transaction open on the writer connection.
+pub(super) struct OpenTx {
+    /// Epochs of its first and newest writes.
+    first: u64,
+    last: u64,
+    /// Its id (`pg_current_xact_id`), fetched as it began: message ids and event ids derive from it.
+    pub(super) xid: u64,
+    /// The next free place for an event or a message id within it.
+    places: u32,
+    /// Changes sealed in it.
+    changes: usize,
+}
+
+/// Runs jobs in order inside open transactions until the senders are gone.
+pub(super) fn serve(
+    mut session: Session,
+    jobs: Receiver<Job>,
+    connected: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+    after_commit: AfterCommit,
+) {
+    let mut next = None;
+    loop {
+        let wait = if session.open.is_some() {
+            IDLE_COMMIT
+        } else {
+            RECONNECT_EVERY
+        };
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    if session.open.is_some() {
+                        commit(&mut session, &progress, &after_commit);
+                    } else {
+                        let _ = session.connect();
+                    }
+                    connected.store(session.is_connected(), Ordering::Relaxed);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    commit(&mut session, &progress, &after_commit);
+                    return;
+                }
+            },
+        };
+        let sealed = match job {
+            Job::Call(call) => {
+                call(&mut session);
+                false
+            }
+            Job::Queued(write) => run_queued(&mut session, write, &progress, &after_commit),
+        };
+        if session.open.is_some() && !session.is_connected() {
+            // The connection went with the transaction: recovery on the next one decides.
+            session.open = None;
+            progress.interrupted();
+        }
+        if sealed {
+            let full = session
+                .open
+                .as_ref()
+                .is_some_and(|o| o.changes >= MAX_GROUP);
+            match jobs.try_recv() {
+                Ok(job) if !full => next = Some(job),
+                Ok(job) => {
+                    next = Some(job);
+                    commit(&mut session, &progress, &after_commit);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                    commit(&mut session, &progress, &after_commit);
+                }
+            }
+        }
+        connected.store(session.is_connected(), Ordering::Relaxed);
+    }
+}
+
+impl Session {
+    /// Begins a transaction unless one is open, and counts `epoch` in it.
+    fn begin(&mut self, epoch: u64) -> StoreResult<&mut OpenTx> {
+        if self.open.is_none() {
+            let xid = self.run(async |conn| {
+                conn.batch("BEGIN").await?;
+                let row = conn
+                    .query_one("SELECT pg_current_xact_id()::text", &[])
+                    .await?;
+                Ok(row.get::<_, String>(0).parse::<u64>().unwrap_or(0))
+            })?;
+            self.open = Some(OpenTx {
+                first: epoch,
+                last: epoch,
+                xid,
+                places: 0,
+                changes: 0,
+            });
+        }
+        let open = self.open.as_mut().ok_or(StoreError::Unavailable)?;
+        if epoch > 0 {
+            if open.first == 0 {
+                open.first = epoch;
+            }
+            open.last = open.last.max(epoch);
+        }
+        Ok(open)
+    }
+
+    /// A waited write inside the open transaction, in a savepoint: refused, it undoes only itself.
+    pub(super) fn write_in_open<T>(
+        &mut self,
+        epoch: u64,
+        f: impl AsyncFnOnce(&super::Conn<'_>) -> Result<T, tokio_postgres::Error>,
+    ) -> StoreResult<T> {
+        self.begin(epoch)?;
+        self.run(async move |conn| {
+            conn.batch("SAVEPOINT change").await?;
+            match f(conn).await {
+                Ok(out) => {
+                    conn.batch("RELEASE SAVEPOINT change").await?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    if !conn.is_closed() {
+                        let _ = conn.batch("ROLLBACK TO SAVEPOINT change").await;
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// The transaction id and a free place in it: a message id that follows commit order
+    /// (`changes::event_position`).
+    pub(super) fn take_place(&mut self) -> StoreResult<(u64, u32)> {
+        let open = self.begin(0)?;
+        let place = open.places;
+        open.places += 1;
+        Ok((open.xid, place))
+    }
+}
+
+/// Runs a queued write inside the open transaction; true when it sealed a change.
+fn run_queued(
+    session: &mut Session,
+    write: Queued,
+    progress: &Progress,
+    after_commit: &AfterCommit,
+) -> bool {
+    let events = write.log.as_ref().map_or(0, |log| log.events);
+    let crowded = session
+        .open
+        .as_ref()
+        .is_some_and(|o| u64::from(o.places) + u64::from(events) + 1 >= 1 << PLACE_BITS);
+    if crowded {
+        // Event ids have room for 2^20 places a transaction.
+        commit(session, progress, after_commit);
+    }
+    progress.sent(write.epoch);
+    let place = match session.begin(write.epoch) {
+        Ok(open) => open.places,
+        Err(_) => {
+            session.open = None;
+            progress.interrupted();
+            return false;
+        }
+    };
+    let sealed = write.log.is_some();
+    let node = session.epoch_row.node().unwrap_or_default().to_owned();
+    let epoch = super::id_column(write.epoch);
+    let place_column = i32::try_from(place).unwrap_or(i32::MAX);
+    let written = crate::model::now();
+    let outcome = session.run(async |conn| {
+        for statement in &write.statements {
+            statement.run(conn).await?;
+        }
+        if let Some(log) = &write.log {
+            conn.execute(
+                "INSERT INTO cluster_log (idx, node, epoch, written, body) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&place_column, &node, &epoch, &written, &log.body],
+            )
+            .await?;
+        }
+        Ok(())
+    });
+    match outcome {
+        Ok(()) => {
+            if let Some(open) = session.open.as_mut() {
+                open.places += events.max(1);
+                open.changes += usize::from(sealed);
+            }
+            sealed
+        }
+        Err(StoreError::Unavailable) => {
+            session.open = None;
+            progress.interrupted();
+            false
+        }
+        Err(e) => {
+            log::error!("PostgreSQL store: a transaction of this node was rolled back: {e}");
+            roll_back(session, progress);
+            false
+        }
+    }
+}
+
+/// Rolls the open transaction back: its writes are lost (503 to their callers, memory rebuilt).
+fn roll_back(session: &mut Session, progress: &Progress) {
+    let Some(open) = session.open.take() else {
+        return;
+    };
+    let raise = session.epoch_row.raise(super::id_column(open.last));
+    let _ = session.run(async |conn| conn.batch(&format!("ROLLBACK; {raise}")).await);
+    progress.rolled_back(open.first, open.last);
+}
+
+/// Commits the open transaction with this node's epoch, then rings the tail.
+fn commit(session: &mut Session, progress: &Progress, after_commit: &AfterCommit) {
+    let Some(open) = session.open.take() else {
+        return;
+    };
+    let finish = format!(
+        "{}; COMMIT",
+        session.epoch_row.set(super::id_column(open.last))
+    );
+    match session.run(async |conn| conn.batch(&finish).await) {
+        Ok(()) => {
+            progress.committed(open.last);
+            if let Some(ring) = after_commit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                ring();
+            }
+        }
+        Err(StoreError::Unavailable) => progress.interrupted(),
+        Err(e) => {
+            log::error!("PostgreSQL store: a commit of this node failed: {e}");
+            progress.rolled_back(open.first, open.last);
+        }
+    }
+}
