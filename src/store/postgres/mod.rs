@@ -12,6 +12,7 @@ mod pipeline;
 mod readers;
 mod rooms;
 pub mod schema;
+pub mod tail;
 
 use super::mirror::pg::{self, Target};
 use super::{
