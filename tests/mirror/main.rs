@@ -5,6 +5,7 @@
 
 mod cluster;
 mod import;
+mod log_order;
 mod mirror;
 mod moving;
 mod natter;

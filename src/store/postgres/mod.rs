@@ -14,6 +14,7 @@ mod pipeline;
 mod readers;
 mod rooms;
 pub mod schema;
+pub mod tail;
 
 use super::changes::{Delta, LoggedChange, LoggedEvent, event_position};
 use super::mirror::pg::{self, Target};
