@@ -40,6 +40,8 @@ pub struct App {
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    /// Several nodes: the reader of the shared log.
+    log_reader: Option<LogReader>,
 }
 
 /// Starts natter: storage, service, background tasks, then the listener.
@@ -55,6 +57,8 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
     let transport = mail::Transport::from_config(&config).map_err(StartError)?;
     let hub = new_hub(&config);
     let mail_wake = Arc::new(tokio::sync::Notify::new());
+    // Several nodes: the log is read from before memory is loaded, so no change falls between.
+    let log_start = store.log_start(&config)?;
     let service = Service::start(
         config.clone(),
         store.store(),
@@ -63,6 +67,7 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
     )
     .await
     .map_err(StartError)?;
+    let log_reader = store.follow(&service, log_start)?;
     let mut background = spawn_background(&config, &service, &store, mirror, transport, mail_wake);
     let (listener, addr) = match early {
         Some(bound) => bound,
@@ -95,6 +100,7 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
         stop_server: Some(stop_server),
         server,
         background,
+        log_reader,
     })
 }
 
@@ -118,6 +124,16 @@ fn install_metrics(config: &Config) -> Result<Option<PrometheusHandle>, StartErr
         None => Ok(None),
     }
 }
+
+/// Several nodes: where the shared log is read from, and its reader.
+#[cfg(feature = "pg")]
+type LogStart = store::postgres::tail::Cursor;
+#[cfg(feature = "pg")]
+type LogReader = Arc<store::postgres::tail::Tail>;
+#[cfg(not(feature = "pg"))]
+type LogStart = ();
+#[cfg(not(feature = "pg"))]
+type LogReader = std::convert::Infallible;
 
 /// The store the server runs on, and what its kind needs besides the `Store` trait.
 enum Backend {
@@ -148,6 +164,40 @@ impl Backend {
                 .map_err(|e| StartError(format!("reading the secret key failed: {e}")));
         }
         auth::secret_key::load(config).map_err(StartError)
+    }
+
+    /// Several nodes: where this node starts reading the shared log.
+    fn log_start(&self, config: &Config) -> Result<Option<LogStart>, StartError> {
+        #[cfg(feature = "pg")]
+        if let Backend::Postgres(pg) = self
+            && config.cluster
+        {
+            return pg
+                .log_start()
+                .map(Some)
+                .map_err(|e| StartError(format!("reading the shared log failed: {e}")));
+        }
+        let _ = config;
+        Ok(None)
+    }
+
+    /// Several nodes: starts reading the shared log into `service`.
+    fn follow(
+        &self,
+        service: &Arc<Service>,
+        from: Option<LogStart>,
+    ) -> Result<Option<LogReader>, StartError> {
+        #[cfg(feature = "pg")]
+        if let (Backend::Postgres(pg), Some(from)) = (self, from) {
+            let applier = service.clone();
+            let tail = pg
+                .follow(from, Box::new(move |batch| applier.apply_followed(batch)))
+                .map_err(|e| StartError(format!("reading the shared log failed: {e}")))?;
+            service.follow_with(tail.clone());
+            return Ok(Some(tail));
+        }
+        let _ = (service, from);
+        Ok(None)
     }
 
     /// Closes the store once everything is on disk; blocking. Returns once offline commands
@@ -411,12 +461,18 @@ impl App {
             let _ = task.await;
         }
         let (service, hub, backend) = (self.service, self.hub, self.store);
+        let log_reader = self.log_reader.take();
         tokio::task::spawn_blocking(move || {
             let store = backend.store();
             // Everything committed is flushed, so every staged event can reach its queue first.
             store.flush()?;
-            hub.release(store.write_epoch());
-            store.save_queues(&hub.snapshot())?;
+            if let Some(reader) = log_reader {
+                // The other nodes hold the queues; the log is theirs to read on.
+                reader.stop();
+            } else {
+                hub.release(store.write_epoch());
+                store.save_queues(&hub.snapshot())?;
+            }
             drop((service, store));
             backend.close()
         })

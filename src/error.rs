@@ -48,6 +48,21 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Whether the error may come from news this node has not read yet (several nodes): an
+    /// unknown session, chat, membership, message or queue.
+    pub fn may_be_news(&self) -> bool {
+        matches!(
+            self,
+            ApiError::NotLoggedIn
+                | ApiError::NoSuchChat
+                | ApiError::NotInChat
+                | ApiError::NoSuchMessage
+                | ApiError::BadEventQueue
+                | ApiError::NoSuchGuest
+                | ApiError::AdminOnly
+        )
+    }
+
     /// The exact `{"error"}` text; the HTTP status is chosen in `api::status`.
     pub fn message(&self) -> &str {
         use ApiError::*;

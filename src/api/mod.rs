@@ -159,6 +159,22 @@ async fn run(
     route: &Route,
     req: &ApiRequest,
 ) -> (Result<Response, ApiError>, Option<String>) {
+    let first = attempt(ctx, route, req).await;
+    // With several nodes, a session, chat or membership another node made a moment ago may
+    // not be in this node's memory yet: once it has read the log that far, the answer stands.
+    if ctx.service.clustered() && first.0.as_ref().is_err_and(ApiError::may_be_news) {
+        ctx.service.catch_up().await;
+        return attempt(ctx, route, req).await;
+    }
+    first
+}
+
+/// One try at a request: authenticate, admit, dispatch.
+async fn attempt(
+    ctx: &Ctx,
+    route: &Route,
+    req: &ApiRequest,
+) -> (Result<Response, ApiError>, Option<String>) {
     let session = match authenticate(ctx, req, route.access) {
         Ok(session) => session,
         Err(err) => return (Err(err), None),

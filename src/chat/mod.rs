@@ -155,7 +155,13 @@ impl Service {
                 self.store.remove_member(member.chat_id, &member.user_key)?;
             }
         }
-        let restored = match self.store.take_queues()? {
+        // Several nodes share one store: a stopped node's queue snapshot is none of theirs.
+        let snapshot = if self.config.cluster {
+            None
+        } else {
+            self.store.take_queues()?
+        };
+        let restored = match snapshot {
             Some(snapshot) => match self
                 .hub
                 .restore(&snapshot, |h| st.activity.contains_key(&h))

@@ -16,7 +16,7 @@ mod rooms;
 pub mod schema;
 pub mod tail;
 
-use super::changes::{Delta, LoggedChange, LoggedEvent, event_position};
+use super::changes::{Delta, Followed, LoggedChange, LoggedEvent, event_position};
 use super::mirror::pg::{self, Target};
 use super::{
     BlockedName, ChatRecord, Durability, MemberRecord, MessageRecord, NewMessage, NextIds, Pending,
@@ -50,6 +50,9 @@ fn handle_column(handle: u64) -> i64 {
 fn guest_handle(column: i64) -> u64 {
     u64::from_ne_bytes(column.to_ne_bytes())
 }
+
+/// A node reads the log at least this often, in case a ring from another node was lost.
+const LOG_FALLBACK: Duration = Duration::from_millis(250);
 
 /// Key of the advisory lock held by the node that sweeps idle sessions ("nattsw").
 const SWEEPER_LOCK: i64 = 0x6e61_7474_7377;
@@ -96,10 +99,14 @@ pub struct PgStore {
     next: Arc<Mutex<NextIds>>,
     /// With several nodes: the shared log's numbering, and the current change's effects.
     node: Option<NodeLog>,
+    /// The database, for the log's reader.
+    target: Target,
 }
 
 /// A node's part of the shared log (`cluster = true`).
 struct NodeLog {
+    /// This node's name (`node_name`).
+    name: String,
     /// `cluster_state.base_xid`: event and message ids count transactions from it.
     base_xid: u64,
     /// `cluster_state.message_offset`: message ids stay above those of a single server before.
@@ -164,7 +171,7 @@ impl PgStore {
             options.call_timeout(),
         )?;
         let flusher = Flusher::start(
-            target,
+            target.clone(),
             progress.clone(),
             options.statement_timeout,
             epoch_row.flush(),
@@ -172,7 +179,7 @@ impl PgStore {
         .map_err(|e| StoreError::Io(format!("cannot start the flusher thread: {e}")))?;
         let node = match epoch_row {
             EpochRow::Single => None,
-            EpochRow::Node(_) => {
+            EpochRow::Node(name) => {
                 let (base_xid, message_offset) = readers.read(async |c| {
                     let row = c
                         .query_one(
@@ -186,6 +193,7 @@ impl PgStore {
                     ))
                 })?;
                 Some(NodeLog {
+                    name,
                     base_xid,
                     message_offset,
                     unsealed: Mutex::default(),
@@ -200,6 +208,7 @@ impl PgStore {
             _flusher: flusher,
             next,
             node,
+            target,
         }))
     }
 
@@ -338,9 +347,69 @@ impl PgStore {
         }
     }
 
-    /// `cluster_state.base_xid`, with several nodes.
-    pub fn base_xid(&self) -> Option<u64> {
-        self.node.as_ref().map(|n| n.base_xid)
+    /// With several nodes: where a starting node reads the log from, taken before it loads
+    /// memory (a change after it is read again; applying one twice changes nothing).
+    pub fn log_start(&self) -> StoreResult<tail::Cursor> {
+        self.read_committed(async |c| {
+            let row = c
+                .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])
+                .await?;
+            Ok(tail::Cursor {
+                xid: row.get::<_, String>(0).parse().unwrap_or(0),
+                idx: -1,
+            })
+        })
+    }
+
+    /// With several nodes: reads the log from `from` on a thread of its own, handing each batch
+    /// of changes to `deliver` in commit order, and rings it after each commit of this node.
+    pub fn follow(
+        &self,
+        from: tail::Cursor,
+        mut deliver: Box<dyn FnMut(Vec<Followed>) + Send>,
+    ) -> StoreResult<Arc<tail::Tail>> {
+        let node = self
+            .node
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("not one of several nodes".into()))?;
+        let (base, me) = (node.base_xid, self.node_name().to_owned());
+        let rows = move |rows: Vec<tail::LogRow>| {
+            let changes = rows
+                .into_iter()
+                .filter_map(|row| {
+                    let Some(change) = LoggedChange::decode(&row.body) else {
+                        log::warn!("skipped a change of node {} this version cannot read", row.node);
+                        return None;
+                    };
+                    let place = u32::try_from(row.cursor.idx).unwrap_or(0);
+                    Some(Followed {
+                        position: event_position(row.cursor.xid, base, place),
+                        own: row.node == me,
+                        epoch: row.epoch,
+                        change,
+                    })
+                })
+                .collect();
+            deliver(changes);
+        };
+        let tail = Arc::new(tail::Tail::start(
+            self.target.clone(),
+            from,
+            LOG_FALLBACK,
+            Box::new(rows),
+        )?);
+        let ringer = Arc::downgrade(&tail);
+        self.after_commit(Box::new(move || {
+            if let Some(tail) = ringer.upgrade() {
+                tail.ring();
+            }
+        }));
+        Ok(tail)
+    }
+
+    /// This node's name (empty on a single server).
+    fn node_name(&self) -> &str {
+        self.node.as_ref().map_or("", |n| n.name.as_str())
     }
 
     /// Queues a write of `statements` for group commit (`pipeline`): it returns at once, and
