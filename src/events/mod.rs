@@ -200,6 +200,9 @@ impl Event {
 pub struct EncodedEvent {
     pub kind: String,
     pub payload: Box<RawValue>,
+    /// Its place in the change log shared by several nodes, and so its id in every queue of a
+    /// positioned hub (`Hub::positioned`); 0: not positioned, queues number it themselves.
+    pub position: u64,
 }
 
 impl EncodedEvent {
@@ -207,7 +210,11 @@ impl EncodedEvent {
     pub fn from_parts(kind: String, payload_json: String) -> EncodedEvent {
         let payload = RawValue::from_string(payload_json)
             .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("literal JSON"));
-        EncodedEvent { kind, payload }
+        EncodedEvent {
+            kind,
+            payload,
+            position: 0,
+        }
     }
 }
 

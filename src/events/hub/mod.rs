@@ -1,6 +1,10 @@
 //! Delivery hub: holds events until their write is durable, then fills per-session queues,
 //! hands events out with acknowledgement and wakes parked polls (docs/design.md, Event delivery).
 //! `queue` holds one session's queues, `snapshot` writes and reads them across a graceful restart.
+//!
+//! A single node numbers each queue's events itself (1, 2, 3, ...). Nodes sharing one change log
+//! use a positioned hub (`Hub::positioned`): an event's id is its log position, the same on every
+//! node, events arrive through `deliver_at` in log order, and queues open at given positions.
 
 mod queue;
 mod snapshot;
@@ -9,7 +13,8 @@ mod snapshot_v2;
 #[cfg(test)]
 mod tests;
 
-use queue::{EventQueue, ParkedPoll, Push, SessionQueues, new_queue_id};
+pub use queue::new_queue_id;
+use queue::{EventQueue, ParkedPoll, Push, Resync, SessionQueues};
 
 use super::{EncodedEvent, Event, EventTypes, ResyncEvent};
 use std::collections::{HashMap, VecDeque};
@@ -97,6 +102,8 @@ pub struct Hub {
 }
 
 struct Inner {
+    /// Ids are log positions (`Hub::positioned`) instead of each queue's own count.
+    positioned: bool,
     sessions: HashMap<SessionHandle, SessionQueues>,
     staged: VecDeque<Staged>,
     released: u64,
@@ -104,7 +111,8 @@ struct Inner {
     lost: Option<(u64, u64)>,
     shut_down: bool,
     next_ticket: u64,
-    /// Sequence number of the next staged event (`Staged::seq`).
+    /// Sequence number of the next staged event (`Staged::seq`); positioned: one above the
+    /// position of the last event delivered.
     next_seq: u64,
     /// Source of `EventQueue::last_polled`; a counter, so equal clock readings cannot tie.
     next_stamp: u64,
@@ -121,9 +129,10 @@ struct Counters {
     evicted: u64,
 }
 
-/// An event whose write is committed but maybe not yet on disk.
+/// An event whose write is committed but maybe not yet on disk (or, positioned, being delivered).
 struct Staged {
-    /// Staging order: the event reaches only queues opened before it was staged.
+    /// Staging order: the event reaches only queues opened before it was staged (`opened <= seq`).
+    /// Positioned: its log position.
     seq: u64,
     epoch: u64,
     targets: Vec<SessionHandle>,
@@ -196,6 +205,7 @@ impl Hub {
             },
             batch_delay: Duration::ZERO,
             inner: Mutex::new(Inner {
+                positioned: false,
                 sessions: HashMap::new(),
                 staged: VecDeque::new(),
                 released: 0,
@@ -211,6 +221,34 @@ impl Hub {
         }
     }
 
+    /// Creates a hub for nodes sharing one change log: an event's id is its log position
+    /// (`EncodedEvent::position`) in every queue. Events come through `deliver_at`, not
+    /// `stage`/`release`; sessions and queues may open at a given position (`open_session_at`,
+    /// `open_queue_at`), or otherwise at the position of the last event delivered.
+    pub fn positioned(limits: HubLimits) -> Hub {
+        let mut hub = Hub::new(limits);
+        let inner = hub.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        inner.positioned = true;
+        // No event yet: queues open "after position 0".
+        inner.next_seq = 1;
+        hub
+    }
+
+    /// Whether ids are log positions (`Hub::positioned`).
+    pub fn is_positioned(&self) -> bool {
+        self.lock().positioned
+    }
+
+    /// Positioned: the position of the last event `deliver_at` saw (0 before any).
+    pub fn last_position(&self) -> u64 {
+        let inner = self.lock();
+        if inner.positioned {
+            inner.next_seq - 1
+        } else {
+            0
+        }
+    }
+
     /// Lets a woken `/events` poll wait `delay` before answering, so that events released meanwhile
     /// share its answer (`event_batch_delay`): fewer, fuller answers when events come in bursts.
     pub fn with_batch_delay(mut self, delay: Duration) -> Hub {
@@ -220,13 +258,19 @@ impl Hub {
 
     /// Registers an online session with an empty default queue; does nothing if it exists.
     pub fn open_session(&self, s: SessionHandle) {
-        let now = Instant::now();
         let mut inner = self.lock();
-        let opened = inner.next_seq;
-        inner
-            .sessions
-            .entry(s)
-            .or_insert_with(|| SessionQueues::new(now, opened));
+        inner.add_session(s, None);
+    }
+
+    /// Positioned: registers a session whose default queue takes the events after `position`;
+    /// does nothing if it exists, or on a hub that is not positioned.
+    pub fn open_session_at(&self, s: SessionHandle, position: u64) {
+        let mut inner = self.lock();
+        if !inner.positioned {
+            log::error!("a session opened at a log position on a hub that numbers its own events");
+            return;
+        }
+        inner.add_session(s, Some(position));
     }
 
     /// Drops all queues of a session; its parked polls return empty at once.
@@ -246,27 +290,43 @@ impl Hub {
     ///
     /// A session at `queues_per_session` first loses its least recently polled explicit queue:
     /// its events are freed, a poll parked on it returns `BadQueue`, and so do later polls.
+    ///
+    /// Positioned, `last_event_id` is the position of the last event delivered: the queue takes
+    /// the events after it.
     pub fn open_queue(&self, s: SessionHandle, types: EventTypes) -> Option<(String, u64)> {
         let id = new_queue_id()?;
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let stamp = inner.stamp();
-        let queues = inner.sessions.get_mut(&s)?;
-        let evicted = queues.evict_down_to(self.limits.queues_per_session - 1);
-        if evicted > 0 {
-            inner.counters.evicted += evicted as u64;
-            log::debug!(
-                "session {s} opened more than {} event queues; dropped its least recently polled one",
-                self.limits.queues_per_session
-            );
-        }
-        let mut queue = EventQueue::new(1, Instant::now(), inner.next_seq);
-        queue.types = types;
-        // Never polled yet: it ranks by when it was opened.
-        queue.last_polled = stamp;
-        let last_event_id = queue.next_id - 1;
-        queues.explicit.insert(id.clone(), queue);
+        let last_event_id =
+            self.lock()
+                .add_queue(s, id.clone(), types, None, self.limits.queues_per_session)?;
         Some((id, last_event_id))
+    }
+
+    /// Positioned: opens the explicit queue `queue_id` (picked with `new_queue_id` by the node
+    /// that handled the request, then replayed on every node) taking `types` after `position`.
+    ///
+    /// The per-session cap applies as in `open_queue`. An existing queue of that id is left as it
+    /// is. False for an unknown session, or on a hub that is not positioned.
+    pub fn open_queue_at(
+        &self,
+        s: SessionHandle,
+        queue_id: String,
+        types: EventTypes,
+        position: u64,
+    ) -> bool {
+        let mut inner = self.lock();
+        if !inner.positioned {
+            log::error!("a queue opened at a log position on a hub that numbers its own events");
+            return false;
+        }
+        inner
+            .add_queue(
+                s,
+                queue_id,
+                types,
+                Some(position),
+                self.limits.queues_per_session,
+            )
+            .is_some()
     }
 
     /// Holds `event` for `targets` until `release` reports `epoch` durable.
@@ -293,6 +353,10 @@ impl Hub {
             explicit_only: event.explicit_only(),
         };
         let mut inner = self.lock();
+        if inner.positioned {
+            log::error!("an event was staged on a hub that takes events by log position; dropped");
+            return;
+        }
         if inner.is_lost(epoch) {
             return;
         }
@@ -304,6 +368,50 @@ impl Hub {
         } else {
             inner.staged.push_back(staged);
         }
+    }
+
+    /// Positioned: delivers `event`, at log `position`, to `targets` at once (the log entry it
+    /// comes from is durable already). A queue takes it if it opened before `position` and
+    /// admits its type; otherwise as released events (`release`). Positions must increase from
+    /// call to call: an event at or below the last one's position is dropped, so ids keep rising.
+    pub fn deliver_at(
+        &self,
+        position: u64,
+        targets: impl IntoIterator<Item = SessionHandle>,
+        event: &Event,
+    ) {
+        let mut targets: Vec<SessionHandle> = targets.into_iter().collect();
+        // A session listed twice must still get the event once.
+        targets.sort_unstable();
+        targets.dedup();
+        // Encode outside the lock, once for every queue.
+        let mut encoded = event.encode();
+        encoded.position = position;
+        let staged = Staged {
+            seq: position,
+            epoch: 0,
+            targets,
+            event: Arc::new(encoded),
+            kind: EventTypes::of_kind(event.kind()),
+            explicit_only: event.explicit_only(),
+        };
+        let mut inner = self.lock();
+        if !inner.positioned {
+            log::error!(
+                "an event came by log position to a hub that numbers its own events; dropped"
+            );
+            return;
+        }
+        if position < inner.next_seq {
+            log::error!(
+                "event at log position {position} came after position {}; dropped",
+                inner.next_seq - 1
+            );
+            return;
+        }
+        // Queues opened from now on without a position start after this event.
+        inner.next_seq = position.saturating_add(1);
+        inner.deliver(&staged, self.limits.capacity);
     }
 
     /// Drops the staged events of writes lost in a storage failure (epochs `first..=last`):
@@ -544,6 +652,57 @@ impl Hub {
 }
 
 impl Inner {
+    /// A new queue taking the events after `after`, or (`None`) those staged or delivered from now on.
+    fn fresh_queue(&self, after: Option<u64>) -> EventQueue {
+        let now = Instant::now();
+        if self.positioned {
+            EventQueue::after_position(after.unwrap_or(self.next_seq - 1), now)
+        } else {
+            EventQueue::new(1, now, self.next_seq)
+        }
+    }
+
+    /// Registers session `s` with a default queue taking the events after `after` (`None`: from
+    /// now on); does nothing if it exists.
+    fn add_session(&mut self, s: SessionHandle, after: Option<u64>) {
+        if !self.sessions.contains_key(&s) {
+            let default = self.fresh_queue(after);
+            self.sessions.insert(s, SessionQueues::new(default));
+        }
+    }
+
+    /// Adds the explicit queue `id` to session `s`, first dropping queues beyond `per_session - 1`;
+    /// returns its `last_event_id`, or `None` for an unknown session. An existing `id` stays as is.
+    fn add_queue(
+        &mut self,
+        s: SessionHandle,
+        id: String,
+        types: EventTypes,
+        after: Option<u64>,
+        per_session: usize,
+    ) -> Option<u64> {
+        let existing = self.sessions.get(&s)?.explicit.get(&id);
+        if let Some(existing) = existing {
+            return Some(existing.next_id - 1);
+        }
+        let stamp = self.stamp();
+        let mut queue = self.fresh_queue(after);
+        let queues = self.sessions.get_mut(&s)?;
+        let evicted = queues.evict_down_to(per_session - 1);
+        if evicted > 0 {
+            self.counters.evicted += evicted as u64;
+            log::debug!(
+                "session {s} opened more than {per_session} event queues; dropped its least recently polled one"
+            );
+        }
+        queue.types = types;
+        // Never polled yet: it ranks by when it was opened.
+        queue.last_polled = stamp;
+        let last_event_id = queue.next_id - 1;
+        queues.explicit.insert(id, queue);
+        Some(last_event_id)
+    }
+
     fn is_lost(&self, epoch: u64) -> bool {
         self.lost
             .is_some_and(|(first, last)| (first..=last).contains(&epoch))
@@ -620,8 +779,19 @@ impl Inner {
 
     /// Puts a released event into every queue of every target session that still exists.
     fn deliver(&mut self, staged: &Staged, capacity: usize) {
+        let Inner {
+            sessions,
+            counters,
+            resync,
+            unread,
+            ..
+        } = self;
+        // Positioned, a resync a queue holds takes the position of the event that caused it.
+        let position = staged.event.position;
+        let mut resync = Resync::new(resync, position);
+        let mut unread = Resync::new(unread, position);
         for s in &staged.targets {
-            let Some(queues) = self.sessions.get_mut(s) else {
+            let Some(queues) = sessions.get_mut(s) else {
                 continue;
             };
             // A queue opened after the event was staged (a new tab, a session back online)
@@ -629,13 +799,12 @@ impl Inner {
             if !staged.explicit_only && queues.default.opened <= staged.seq {
                 if queues.default_is_unread() {
                     // Not an overflow: nobody lost anything they were reading.
-                    queues.default.hold_resync_only(&self.unread);
+                    queues.default.hold_resync_only(&mut unread);
                 } else {
                     let default = queues
                         .default
-                        .push(&staged.event, capacity, Some(&self.resync));
-                    self.counters
-                        .record(default, &mut queues.default, *s, "default");
+                        .push(&staged.event, capacity, Some(&mut resync));
+                    counters.record(default, &mut queues.default, *s, "default");
                 }
             }
             for queue in queues.explicit.values_mut() {
@@ -644,7 +813,7 @@ impl Inner {
                 }
                 let outcome = queue.push(&staged.event, capacity, None);
                 // Never log the queue id: it is what makes the queue unguessable.
-                self.counters.record(outcome, queue, *s, "explicit");
+                counters.record(outcome, queue, *s, "explicit");
             }
         }
     }

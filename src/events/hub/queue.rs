@@ -19,14 +19,17 @@ pub(super) struct SessionQueues {
 }
 
 pub(super) struct EventQueue {
+    /// One above the id of the newest event it took (or of the position it opened at).
     pub(super) next_id: u64,
     /// The hub's staging sequence when the queue opened: events staged before are not its,
-    /// even if they become durable later.
+    /// even if they become durable later. Positioned: one above the position it opened at.
     pub(super) opened: u64,
+    /// Ids are the events' log positions (`EncodedEvent::position`), not a count of its own.
+    pub(super) positioned: bool,
     /// The event types it takes; others never enter it, take its space or wake its poll.
     pub(super) types: EventTypes,
-    /// Unacknowledged events, oldest first; their ids run up to `next_id - 1` without gaps, so
-    /// only the shared event is stored (8 bytes a queue entry).
+    /// Unacknowledged events, oldest first; their ids run up to `next_id - 1` without gaps, or
+    /// are their positions, so only the shared event is stored (8 bytes a queue entry).
     pub(super) events: VecDeque<Arc<EncodedEvent>>,
     pub(super) lost: bool,
     pub(super) warned: bool,
@@ -46,10 +49,51 @@ pub(super) enum Push {
     Ignored,
 }
 
+/// The `ResyncEvent` a queue holds in place of events: the hub's shared one, or on a positioned
+/// hub a copy at the position of the event that caused it, so that ids keep increasing.
+pub(super) struct Resync<'a> {
+    shared: &'a Arc<EncodedEvent>,
+    position: u64,
+    /// The positioned copy, made when a queue first needs it and shared by the others.
+    made: Option<Arc<EncodedEvent>>,
+}
+
+impl<'a> Resync<'a> {
+    /// `position` 0: the shared event itself.
+    pub(super) fn new(shared: &'a Arc<EncodedEvent>, position: u64) -> Resync<'a> {
+        Resync {
+            shared,
+            position,
+            made: None,
+        }
+    }
+
+    pub(super) fn event(&mut self) -> &Arc<EncodedEvent> {
+        if self.position == 0 {
+            return self.shared;
+        }
+        let (shared, position) = (self.shared, self.position);
+        self.made.get_or_insert_with(|| {
+            Arc::new(EncodedEvent {
+                position,
+                ..EncodedEvent::clone(shared)
+            })
+        })
+    }
+
+    /// Whether `held` is this resync, at whatever position a positioned copy was made.
+    fn is(&self, held: &Arc<EncodedEvent>) -> bool {
+        Arc::ptr_eq(held, self.shared)
+            || (self.position != 0
+                && held.kind == self.shared.kind
+                && held.payload.get() == self.shared.payload.get())
+    }
+}
+
 impl SessionQueues {
-    pub(super) fn new(now: Instant, opened: u64) -> SessionQueues {
+    pub(super) fn new(default: EventQueue) -> SessionQueues {
         SessionQueues {
-            default: EventQueue::new(1, now, opened),
+            default,
             explicit: HashMap::new(),
         }
     }
@@ -97,6 +141,7 @@ impl EventQueue {
         EventQueue {
             next_id,
             opened,
+            positioned: false,
             types: EventTypes::ALL,
             events: VecDeque::new(),
             lost: false,
@@ -105,6 +150,15 @@ impl EventQueue {
             last_polled: 0,
             parked: None,
             notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A queue of a positioned hub taking the events after log position `after`.
+    pub(super) fn after_position(after: u64, now: Instant) -> EventQueue {
+        let next = after.saturating_add(1);
+        EventQueue {
+            positioned: true,
+            ..EventQueue::new(next, now, next)
         }
     }
 
@@ -122,32 +176,40 @@ impl EventQueue {
 
     /// Replaces what the queue holds with one `resync`, so it stays one event long however many
     /// arrive; the ids go on increasing.
-    pub(super) fn hold_resync_only(&mut self, resync: &Arc<EncodedEvent>) {
-        if self.events.len() == 1 && self.events.front().is_some_and(|e| Arc::ptr_eq(e, resync)) {
+    pub(super) fn hold_resync_only(&mut self, resync: &mut Resync<'_>) {
+        if self.events.len() == 1 && self.events.front().is_some_and(|e| resync.is(e)) {
             return;
         }
         // A new deque, not `clear`, so a buffer grown before the session opened its queues goes too.
         self.events = VecDeque::new();
-        self.append(resync);
+        self.append(resync.event());
     }
 
-    /// Id of the oldest held event (or of the next one when empty).
-    pub(super) fn first_id(&self) -> u64 {
+    /// Id of the oldest held event (or of the next one when empty) in dense numbering.
+    fn first_id(&self) -> u64 {
         self.next_id - self.events.len() as u64
+    }
+
+    /// Id of `event`, held at `index` (0: the oldest).
+    fn id_of(&self, index: usize, event: &EncodedEvent) -> u64 {
+        if self.positioned {
+            event.position
+        } else {
+            self.first_id() + index as u64
+        }
     }
 
     /// The oldest held event with its id.
     pub(super) fn front(&self) -> Option<Delivered> {
-        let id = self.first_id();
         self.events.front().map(|event| Delivered {
-            id,
+            id: self.id_of(0, event),
             event: Arc::clone(event),
         })
     }
 
     /// Removes and returns the oldest held event with its id.
     pub(super) fn pop_front(&mut self) -> Option<Delivered> {
-        let id = self.first_id();
+        let id = self.id_of(0, self.events.front()?);
         let event = self.events.pop_front()?;
         self.release_idle_buffer();
         Some(Delivered { id, event })
@@ -155,21 +217,29 @@ impl EventQueue {
 
     /// Up to `limit` of the oldest held events with their ids.
     pub(super) fn batch(&self, limit: usize) -> Vec<Delivered> {
-        let first = self.first_id();
-        (first..)
-            .zip(self.events.iter().take(limit))
-            .map(|(id, event)| Delivered {
-                id,
+        self.events
+            .iter()
+            .take(limit)
+            .enumerate()
+            .map(|(index, event)| Delivered {
+                id: self.id_of(index, event),
                 event: Arc::clone(event),
             })
             .collect()
     }
 
-    /// Drops events the client confirmed it has.
+    /// Drops events the client confirmed it has: those with ids up to `ack`.
     pub(super) fn acknowledge(&mut self, ack: u64) {
-        let confirmed = ack.saturating_add(1).saturating_sub(self.first_id());
-        let confirmed =
-            usize::try_from(confirmed).map_or(self.events.len(), |n| n.min(self.events.len()));
+        let confirmed = if self.positioned {
+            // Positions increase along the queue, so the confirmed ones are a prefix.
+            self.events
+                .iter()
+                .take_while(|event| event.position <= ack)
+                .count()
+        } else {
+            let confirmed = ack.saturating_add(1).saturating_sub(self.first_id());
+            usize::try_from(confirmed).map_or(self.events.len(), |n| n.min(self.events.len()))
+        };
         self.events.drain(..confirmed);
         self.release_idle_buffer();
     }
@@ -186,7 +256,7 @@ impl EventQueue {
         &mut self,
         event: &Arc<EncodedEvent>,
         capacity: usize,
-        resync: Option<&Arc<EncodedEvent>>,
+        resync: Option<&mut Resync<'_>>,
     ) -> Push {
         if self.lost {
             return Push::Ignored;
@@ -196,7 +266,7 @@ impl EventQueue {
             // A new deque, not `clear`, so the full buffer's memory is returned as well.
             self.events = VecDeque::new();
             match resync {
-                Some(resync) => self.append(resync),
+                Some(resync) => self.append(resync.event()),
                 None => self.lost = true,
             }
             Push::Overflowed
@@ -210,7 +280,11 @@ impl EventQueue {
 
     pub(super) fn append(&mut self, event: &Arc<EncodedEvent>) {
         self.events.push_back(Arc::clone(event));
-        self.next_id += 1;
+        self.next_id = if self.positioned {
+            event.position.saturating_add(1)
+        } else {
+            self.next_id + 1
+        };
     }
 
     pub(super) fn wake(&self) {
@@ -243,8 +317,8 @@ impl Drop for ParkedPoll<'_> {
     }
 }
 
-/// Random, unguessable queue id: 128 bits from the OS, base64url.
-pub(super) fn new_queue_id() -> Option<String> {
+/// Random, unguessable queue id: 128 bits from the OS, base64url; `None` if the OS has none.
+pub fn new_queue_id() -> Option<String> {
     let mut bytes = [0u8; 16];
     match getrandom::fill(&mut bytes) {
         Ok(()) => Some(URL_SAFE_NO_PAD.encode(bytes)),

@@ -15,15 +15,22 @@ use tokio::time::Instant;
 
 impl Hub {
     /// Serializes every session's queues for a graceful restart (staged events are not included).
+    ///
+    /// A positioned hub writes a snapshot without sessions: its queues' ids are log positions,
+    /// which the dense snapshot layout cannot carry, and a restarted node replays the shared log.
     pub fn snapshot(&self) -> Vec<u8> {
         let snapshot = {
             let inner = self.lock();
             let mut events = EventTable::default();
-            let sessions = inner
-                .sessions
-                .iter()
-                .map(|(s, queues)| queues.to_snapshot(*s, &mut events))
-                .collect();
+            let sessions = if inner.positioned {
+                Vec::new()
+            } else {
+                inner
+                    .sessions
+                    .iter()
+                    .map(|(s, queues)| queues.to_snapshot(*s, &mut events))
+                    .collect()
+            };
             Snapshot {
                 events: events.rows,
                 sessions,
@@ -46,13 +53,17 @@ impl Hub {
 
     /// Re-creates the queues of sessions that `keep` accepts; returns how many queues.
     ///
-    /// A restored session replaces one with the same handle. Nothing changes on error.
+    /// A restored session replaces one with the same handle. Nothing changes on error. A
+    /// positioned hub restores no queues: their snapshot ids would not be log positions.
     pub fn restore(
         &self,
         bytes: &[u8],
         keep: impl Fn(SessionHandle) -> bool,
     ) -> Result<usize, String> {
         let snapshot = decode_snapshot(bytes)?;
+        if self.is_positioned() && !snapshot.sessions.is_empty() {
+            return Err("a hub numbering events by log position restores no queue snapshot".into());
+        }
         let now = Instant::now();
         let events = snapshot
             .events
@@ -60,7 +71,11 @@ impl Hub {
             .map(|(kind, payload)| {
                 let payload = RawValue::from_string(payload)
                     .map_err(|e| format!("bad event payload in queue snapshot: {e}"))?;
-                Ok(Arc::new(EncodedEvent { kind, payload }))
+                Ok(Arc::new(EncodedEvent {
+                    kind,
+                    payload,
+                    position: 0,
+                }))
             })
             .collect::<Result<Vec<_>, String>>()?;
         let mut seen = HashSet::new();

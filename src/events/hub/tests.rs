@@ -1347,3 +1347,333 @@ fn a_version_2_snapshot_restores_queues_that_take_every_type() {
     let snapshot = decode_snapshot(&hub.snapshot()).unwrap();
     assert!(snapshot.sessions[0].explicit[0].1.event_types.is_none());
 }
+
+// Positioned hubs: ids are log positions shared by every node.
+
+fn positioned_hub(capacity: usize) -> Arc<Hub> {
+    Arc::new(Hub::positioned(limits(capacity)))
+}
+
+/// `(id, message id)` of every event in a queue right now.
+async fn pending_pairs(hub: &Hub, s: SessionHandle, queue: &str) -> Vec<(u64, u64)> {
+    let batch = pending(hub, s, queue).await;
+    batch.iter().map(|d| (d.id, message_id(d))).collect()
+}
+
+/// Opens an explicit queue with a fresh id at `position`.
+fn queue_at(hub: &Hub, s: SessionHandle, types: EventTypes, position: u64) -> String {
+    let id = new_queue_id().unwrap();
+    assert!(hub.open_queue_at(s, id.clone(), types, position));
+    id
+}
+
+#[test]
+fn a_positioned_event_costs_one_word_more() {
+    assert_eq!(std::mem::size_of::<EncodedEvent>(), 48);
+    assert_eq!(message(1).encode().position, 0);
+}
+
+#[tokio::test]
+async fn positioned_ids_are_the_log_positions_in_order() {
+    let hub = positioned_hub(100);
+    hub.open_session_at(1, 0);
+    let queue = queue_at(&hub, 1, ALL, 0);
+    for (position, id) in [(10, 1), (25, 2), (26, 3), (100, 4)] {
+        hub.deliver_at(position, [1], &message(id));
+    }
+    assert_eq!(
+        pending_pairs(&hub, 1, &queue).await,
+        [(10, 1), (25, 2), (26, 3), (100, 4)]
+    );
+    assert_eq!(hub.last_position(), 100);
+}
+
+#[tokio::test]
+async fn positioned_acknowledgement_drops_events_up_to_the_position() {
+    let hub = positioned_hub(100);
+    hub.open_session_at(1, 0);
+    let queue = queue_at(&hub, 1, ALL, 0);
+    for (position, id) in [(10, 1), (25, 2), (26, 3), (100, 4)] {
+        hub.deliver_at(position, [1], &message(id));
+    }
+    let poll = |ack| hub.poll_queue(1, &queue, ack, Duration::ZERO);
+    assert_eq!(queue_ids(&poll(9).await.unwrap()), [10, 25, 26, 100]);
+    assert_eq!(queue_ids(&poll(25).await.unwrap()), [26, 100]);
+    // An ack between two positions confirms the ones below it.
+    assert_eq!(queue_ids(&poll(99).await.unwrap()), [100]);
+    assert!(poll(100).await.unwrap().is_empty());
+    assert_eq!(
+        hub.stats().buffered,
+        1,
+        "only the unread default queue's resync is left"
+    );
+}
+
+#[tokio::test]
+async fn a_queue_opened_at_a_position_gets_only_later_events() {
+    let hub = positioned_hub(100);
+    hub.open_session_at(1, 0);
+    // Opened ahead of what this node has seen: it skips events up to its position.
+    let ahead = queue_at(&hub, 1, ALL, 12);
+    hub.open_session_at(2, 12);
+    reads_its_default_queue(&hub, 2).await;
+    for (position, id) in [(10, 1), (12, 2), (13, 3)] {
+        hub.deliver_at(position, [1, 2], &message(id));
+    }
+    assert_eq!(pending_pairs(&hub, 1, &ahead).await, [(13, 3)]);
+    let PollReply::Event(first) = hub.poll_default(2, None, Duration::ZERO).await else {
+        panic!("the default queue holds event 13");
+    };
+    assert_eq!((first.id, message_id(&first)), (13, 3));
+    assert!(matches!(
+        hub.poll_default(2, None, Duration::ZERO).await,
+        PollReply::Empty
+    ));
+    // Opened without a position: after the last event delivered, which is its last_event_id.
+    let (now, last_event_id) = hub.open_queue(1, ALL).unwrap();
+    assert_eq!(last_event_id, 13);
+    hub.deliver_at(14, [1], &message(4));
+    assert_eq!(pending_pairs(&hub, 1, &now).await, [(14, 4)]);
+    // A session registered without a position starts after the last event too.
+    hub.open_session(3);
+    reads_its_default_queue(&hub, 3).await;
+    hub.deliver_at(20, [3], &message(5));
+    let PollReply::Event(third) = hub.poll_default(3, Some(0), Duration::ZERO).await else {
+        panic!("the default queue holds event 20");
+    };
+    assert_eq!((third.id, message_id(&third)), (20, 5));
+}
+
+#[tokio::test]
+async fn open_queue_at_keeps_an_existing_queue_and_refuses_unknown_sessions() {
+    let hub = positioned_hub(100);
+    hub.open_session_at(1, 0);
+    let queue = queue_at(&hub, 1, ALL, 0);
+    hub.deliver_at(5, [1], &message(1));
+    // Replayed again (say, a node reading the log twice): the queue keeps its event.
+    assert!(hub.open_queue_at(1, queue.clone(), ALL, 5));
+    assert_eq!(pending_pairs(&hub, 1, &queue).await, [(5, 1)]);
+    assert!(!hub.open_queue_at(9, new_queue_id().unwrap(), ALL, 5));
+    // The per-session cap holds as with `open_queue`.
+    let capped = Hub::positioned(HubLimits {
+        capacity: 100,
+        queues_per_session: 2,
+    });
+    capped.open_session_at(1, 0);
+    let ids: Vec<String> = (0..3).map(|_| queue_at(&capped, 1, ALL, 0)).collect();
+    assert_eq!(capped.stats().explicit_queues, 2);
+    assert_eq!(capped.stats().evicted, 1);
+    assert!(!has_queue(&capped, 1, &ids[0]));
+}
+
+#[tokio::test]
+async fn positions_that_do_not_increase_and_staged_events_are_dropped() {
+    let hub = positioned_hub(100);
+    hub.open_session_at(1, 0);
+    let queue = queue_at(&hub, 1, ALL, 0);
+    hub.deliver_at(10, [1], &message(1));
+    hub.deliver_at(10, [1], &message(2));
+    hub.deliver_at(7, [1], &message(3));
+    hub.stage(0, [1], &message(4));
+    hub.release(0);
+    hub.deliver_at(11, [1], &message(5));
+    assert_eq!(pending_pairs(&hub, 1, &queue).await, [(10, 1), (11, 5)]);
+    // A single-node hub takes no positioned calls.
+    let dense = hub_with(100, [1]);
+    let (queue, _) = dense.open_queue(1, ALL).unwrap();
+    dense.deliver_at(10, [1], &message(1));
+    assert!(!dense.open_queue_at(1, new_queue_id().unwrap(), ALL, 0));
+    dense.open_session_at(2, 0);
+    assert!(!dense.has_session(2));
+    assert!(pending(&dense, 1, &queue).await.is_empty());
+}
+
+/// One step of a change log as every node replays it.
+enum Step {
+    Session(SessionHandle, u64),
+    Queue(SessionHandle, &'static str, EventTypes, u64),
+    Event(u64, Vec<SessionHandle>, Event),
+}
+
+fn deleted(id: u64) -> Event {
+    Event::MessageDeleted(crate::events::MessageDeletedEvent {
+        chat: "general".into(),
+        id,
+    })
+}
+
+/// `(id, type, payload)` of every event a queue holds.
+type Seen = Vec<(u64, String, String)>;
+
+fn seen(batch: &[Delivered]) -> Seen {
+    batch
+        .iter()
+        .map(|d| {
+            let payload = d.event.payload.get().to_owned();
+            (d.id, d.event.kind.clone(), payload)
+        })
+        .collect()
+}
+
+/// Replays `log` into a fresh positioned hub and reads every queue.
+async fn replay(log: &[Step]) -> Vec<(SessionHandle, String, Seen)> {
+    let hub = positioned_hub(4);
+    let mut queues = Vec::new();
+    for step in log {
+        match step {
+            Step::Session(s, at) => hub.open_session_at(*s, *at),
+            Step::Queue(s, id, types, at) => {
+                assert!(hub.open_queue_at(*s, (*id).to_owned(), *types, *at));
+                queues.push((*s, (*id).to_owned()));
+            }
+            Step::Event(at, targets, event) => hub.deliver_at(*at, targets.iter().copied(), event),
+        }
+    }
+    let mut read = Vec::new();
+    for (s, id) in queues {
+        let held = hub.poll_queue(s, &id, 0, Duration::ZERO).await;
+        read.push((s, id, held.map(|b| seen(&b)).unwrap_or_default()));
+    }
+    for s in [1, 2, 3, 4] {
+        let mut held = Vec::new();
+        while let PollReply::Event(d) = hub.poll_default(s, None, Duration::ZERO).await {
+            held.push(d);
+        }
+        read.push((s, "default".to_owned(), seen(&held)));
+    }
+    read
+}
+
+/// What `replay` read from session `s`'s queue `id`.
+fn held<'a>(read: &'a [(SessionHandle, String, Seen)], s: SessionHandle, id: &str) -> &'a Seen {
+    &read.iter().find(|(q, i, _)| *q == s && i == id).unwrap().2
+}
+
+#[tokio::test]
+async fn two_hubs_replaying_one_log_hand_out_the_same_ids_and_events() {
+    let log = vec![
+        Step::Session(1, 0),
+        Step::Session(2, 0),
+        Step::Session(4, 0),
+        Step::Event(3, vec![1, 2, 4], message(1)),
+        Step::Queue(1, "q1", ALL, 3),
+        Step::Event(5, vec![1, 2, 4], login("bob")),
+        Step::Session(3, 5),
+        Step::Queue(2, "q2", only(&["MessageEvent"]), 5),
+        Step::Event(8, vec![1, 2, 3, 4], message(2)),
+        Step::Event(9, vec![1, 2, 3, 4], deleted(2)),
+        Step::Queue(3, "q3", ALL, 9),
+        Step::Event(12, vec![2, 3, 4], login("cat")),
+        // Session 4's default queue (capacity 4) overflows here.
+        Step::Event(13, vec![2, 3, 4], message(3)),
+        Step::Event(20, vec![1, 2, 3, 4], message(4)),
+    ];
+    let first = replay(&log).await;
+    let second = replay(&log).await;
+    assert_eq!(first, second);
+    let ids = |s, id| -> Vec<u64> { held(&first, s, id).iter().map(|e| e.0).collect() };
+    let kinds =
+        |s, id| -> Vec<String> { held(&first, s, id).iter().map(|e| e.1.clone()).collect() };
+    assert_eq!(ids(1, "q1"), [5, 8, 9, 20]);
+    assert_eq!(ids(2, "q2"), [8, 13, 20]);
+    assert_eq!(ids(3, "q3"), [12, 13, 20]);
+    // Sessions with explicit queues hold one resync in their unread default queue, at the
+    // position of the first event it stands for.
+    for (s, resync) in [(1, 5), (2, 8), (3, 12)] {
+        assert_eq!(ids(s, "default"), [resync]);
+        assert_eq!(kinds(s, "default"), ["ResyncEvent"]);
+    }
+    assert_eq!(ids(4, "default"), [13, 20]);
+    assert_eq!(kinds(4, "default"), ["ResyncEvent", "MessageEvent"]);
+}
+
+#[tokio::test]
+async fn positioned_overflow_resyncs_take_the_position_of_the_event_that_overflowed() {
+    let hub = positioned_hub(3);
+    hub.open_session_at(1, 0);
+    reads_its_default_queue(&hub, 1).await;
+    for (position, id) in [(10, 1), (20, 2), (30, 3), (40, 4)] {
+        hub.deliver_at(position, [1], &message(id));
+    }
+    assert_eq!(hub.stats().overflowed, 1);
+    let PollReply::Event(resync) = hub.poll_default(1, Some(0), SHORT).await else {
+        panic!("expected a ResyncEvent");
+    };
+    assert_eq!(
+        (resync.id, resync_reason(&resync)),
+        (40, OVERFLOW_REASON.into())
+    );
+    // A fresh event, not the hub's shared one: that one stays unpositioned.
+    assert_eq!(hub.lock().resync.position, 0);
+    hub.deliver_at(50, [1], &message(5));
+    let PollReply::Event(next) = hub.poll_default(1, Some(40), SHORT).await else {
+        panic!("expected an event");
+    };
+    assert_eq!((next.id, message_id(&next)), (50, 5));
+    // Overflowing again after events were read: the new resync's id is above every earlier one.
+    for (position, id) in [(60, 6), (70, 7), (80, 8)] {
+        hub.deliver_at(position, [1], &message(id));
+    }
+    let PollReply::Event(again) = hub.poll_default(1, Some(50), SHORT).await else {
+        panic!("expected a ResyncEvent");
+    };
+    assert_eq!((again.id, again.event.kind.as_str()), (80, "ResyncEvent"));
+}
+
+#[tokio::test]
+async fn an_unread_positioned_default_queue_keeps_one_resync_then_carries_on() {
+    let hub = positioned_hub(100);
+    hub.open_session_at(1, 0);
+    let queue = queue_at(&hub, 1, ALL, 0);
+    for (position, id) in [(4, 1), (9, 2), (15, 3)] {
+        hub.deliver_at(position, [1], &message(id));
+    }
+    assert_eq!(queue_ids(&pending(&hub, 1, &queue).await), [4, 9, 15]);
+    let PollReply::Event(first) = hub.poll_default(1, Some(0), Duration::ZERO).await else {
+        panic!("the default queue holds a ResyncEvent");
+    };
+    assert_eq!((first.id, resync_reason(&first)), (4, UNREAD_REASON.into()));
+    hub.deliver_at(16, [1], &message(4));
+    let PollReply::Event(next) = hub.poll_default(1, Some(first.id), Duration::ZERO).await else {
+        panic!("a polled default queue gets every event");
+    };
+    assert_eq!((next.id, message_id(&next)), (16, 4));
+}
+
+#[tokio::test]
+async fn legacy_poll_acknowledges_by_position() {
+    let hub = positioned_hub(100);
+    hub.open_session_at(1, 0);
+    for (position, id) in [(10, 1), (20, 2), (30, 3)] {
+        hub.deliver_at(position, [1], &message(id));
+    }
+    let poll = |ack| hub.poll_default(1, ack, Duration::ZERO);
+    let pair = |reply| match reply {
+        PollReply::Event(d) => (d.id, message_id(&d)),
+        PollReply::Empty => panic!("expected an event"),
+    };
+    assert_eq!(pair(poll(Some(0)).await), (10, 1));
+    // Sent again until acknowledged.
+    assert_eq!(pair(poll(Some(9)).await), (10, 1));
+    assert_eq!(pair(poll(Some(10)).await), (20, 2));
+    assert_eq!(pair(poll(Some(25)).await), (30, 3));
+    assert_eq!(pair(poll(None).await), (30, 3));
+    assert!(matches!(poll(Some(30)).await, PollReply::Empty));
+}
+
+#[tokio::test]
+async fn a_positioned_hub_snapshots_no_queues() {
+    let hub = positioned_hub(100);
+    hub.open_session_at(1, 0);
+    let queue = queue_at(&hub, 1, ALL, 0);
+    hub.deliver_at(10, [1], &message(1));
+    let snapshot = hub.snapshot();
+    assert!(decode_snapshot(&snapshot).unwrap().sessions.is_empty());
+    let other = positioned_hub(100);
+    assert_eq!(other.restore(&snapshot, |_| true), Ok(0));
+    // A single node's snapshot numbers its events itself: not for a positioned hub.
+    let dense = hub_with(100, [1]);
+    publish(&dense, &[1], 1);
+    assert!(other.restore(&dense.snapshot(), |_| true).is_err());
+    assert_eq!(pending_pairs(&hub, 1, &queue).await, [(10, 1)]);
+}
