@@ -262,13 +262,17 @@ async fn open_postgres(
 }
 
 fn new_hub(config: &Config) -> Arc<Hub> {
-    Arc::new(
-        Hub::new(HubLimits {
-            capacity: config.event_queue_capacity,
-            queues_per_session: config.max_queues_per_session,
-        })
-        .with_batch_delay(config.event_batch_delay),
-    )
+    let limits = HubLimits {
+        capacity: config.event_queue_capacity,
+        queues_per_session: config.max_queues_per_session,
+    };
+    // Several nodes number events by their place in the shared log, the same on every node.
+    let hub = if config.cluster {
+        Hub::positioned(limits)
+    } else {
+        Hub::new(limits)
+    };
+    Arc::new(hub.with_batch_delay(config.event_batch_delay))
 }
 
 /// The presence sweeper, the event publisher, the mirror worker and the mail outbox sender.

@@ -69,7 +69,7 @@ impl Service {
                 for (place, event) in (0u64..).zip(&followed.change.events) {
                     self.hub.deliver_encoded_at(
                         followed.position + place,
-                        &event.targets,
+                        event.targets.iter().copied(),
                         event.kind.clone(),
                         event.payload.clone(),
                     );
@@ -161,11 +161,13 @@ impl Service {
     /// Any node's change that opens queues: sessions and explicit queues open at the change's
     /// place in the log, so every node's queues take the same events.
     fn open_queues(&self, delta: &Delta, position: u64) {
+        // They take the change's own events too (a session hears of its own sign-in).
+        let after = position.saturating_sub(1);
         match delta {
             Delta::Session(record) | Delta::SessionReplaced { session: record, .. }
                 if record.online =>
             {
-                self.hub.open_session_at(record.handle, position);
+                self.hub.open_session_at(record.handle, after);
             }
             Delta::QueueOpened {
                 handle,
@@ -176,7 +178,7 @@ impl Service {
                     *handle,
                     queue_id.clone(),
                     EventTypes::from_bits(*types),
-                    position,
+                    after,
                 );
             }
             _ => {}

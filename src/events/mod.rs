@@ -172,7 +172,12 @@ impl Event {
     /// Events the original client does not know: they go to explicit queues (`/events`) only,
     /// never to the default queue read by the legacy `/poll`.
     pub fn explicit_only(&self) -> bool {
-        matches!(self, Event::MessageDeleted(_))
+        Event::kind_is_explicit_only(self.kind())
+    }
+
+    /// `explicit_only` by the event's type name (an event read back from the shared log).
+    pub fn kind_is_explicit_only(kind: &str) -> bool {
+        kind == "MessageDeletedEvent"
     }
 
     /// Serializes the payload once, however many queues receive it.

@@ -380,20 +380,33 @@ impl Hub {
         targets: impl IntoIterator<Item = SessionHandle>,
         event: &Event,
     ) {
+        let encoded = event.encode();
+        self.deliver_encoded_at(position, targets, encoded.kind, encoded.payload.get().to_owned());
+    }
+
+    /// `deliver_at` for an event as the shared log carries it: its type and payload JSON.
+    pub fn deliver_encoded_at(
+        &self,
+        position: u64,
+        targets: impl IntoIterator<Item = SessionHandle>,
+        kind: String,
+        payload: String,
+    ) {
         let mut targets: Vec<SessionHandle> = targets.into_iter().collect();
         // A session listed twice must still get the event once.
         targets.sort_unstable();
         targets.dedup();
-        // Encode outside the lock, once for every queue.
-        let mut encoded = event.encode();
+        let types = EventTypes::of_kind(&kind);
+        let explicit_only = Event::kind_is_explicit_only(&kind);
+        let mut encoded = EncodedEvent::from_parts(kind, payload);
         encoded.position = position;
         let staged = Staged {
             seq: position,
             epoch: 0,
             targets,
             event: Arc::new(encoded),
-            kind: EventTypes::of_kind(event.kind()),
-            explicit_only: event.explicit_only(),
+            kind: types,
+            explicit_only,
         };
         let mut inner = self.lock();
         if !inner.positioned {
@@ -412,6 +425,21 @@ impl Hub {
         // Queues opened from now on without a position start after this event.
         inner.next_seq = position.saturating_add(1);
         inner.deliver(&staged, self.limits.capacity);
+    }
+
+    /// Positioned: the position an explicit queue takes events after (its `last_event_id` when
+    /// opened), if the session has it.
+    pub fn queue_start(&self, s: SessionHandle, queue_id: &str) -> Option<u64> {
+        let mut inner = self.lock();
+        let queue = inner.queue_mut(s, &QueueKey::Explicit(queue_id))?;
+        Some(queue.opened.saturating_sub(1))
+    }
+
+    /// Drops a session's default-queue events up to `id`: another node's poll handed them out.
+    pub fn acknowledge_default(&self, s: SessionHandle, id: u64) {
+        if let Some(queue) = self.lock().queue_mut(s, &QueueKey::Default) {
+            queue.acknowledge(id);
+        }
     }
 
     /// Drops the staged events of writes lost in a storage failure (epochs `first..=last`):

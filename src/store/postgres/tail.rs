@@ -70,6 +70,8 @@ struct Shared {
     /// A ring asked for and not sent yet.
     ring: AtomicBool,
     stopped: AtomicBool,
+    /// Reads finished so far, empty ones included (`Follower::reads`).
+    reads: watch::Sender<u64>,
 }
 
 /// The handle; the thread ends when it is stopped or dropped.
@@ -96,6 +98,7 @@ impl Tail {
             wake: Notify::new(),
             ring: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            reads: watch::Sender::new(0),
         });
         let (sender, position) = watch::channel(from);
         let reader = Reader {
@@ -148,6 +151,15 @@ impl Tail {
                 let _ = thread.join();
             }
         }
+    }
+}
+
+impl crate::store::changes::Follower for Tail {
+    fn ring(&self) {
+        Tail::ring(self);
+    }
+    fn reads(&self) -> watch::Receiver<u64> {
+        self.shared.reads.subscribe()
     }
 }
 
@@ -249,6 +261,7 @@ impl Reader {
                 self.lost(&e);
                 continue;
             }
+            self.shared.reads.send_modify(|n| *n += 1);
             match self.wait(listening).await {
                 Ok(()) => {}
                 Err(e) => {
