@@ -54,7 +54,12 @@ impl Reader {
                 ),
             }
         }
-        assert_eq!(rows.len(), n, "more rows than expected: {:?}", summary(&rows));
+        assert_eq!(
+            rows.len(),
+            n,
+            "more rows than expected: {:?}",
+            summary(&rows)
+        );
         rows
     }
 
@@ -121,7 +126,10 @@ async fn an_older_transaction_that_commits_later_is_read_first_and_once() {
     let xid1 = insert(&t1, 0, "n1", 7, b"older").await;
     let t2 = pg.client("log_order_trap").await;
     let xid2 = insert(&t2, 0, "n2", 9, b"newer").await;
-    assert!(xid1 < xid2, "T1 {xid1} must hold the older xid than T2 {xid2}");
+    assert!(
+        xid1 < xid2,
+        "T1 {xid1} must hold the older xid than T2 {xid2}"
+    );
 
     // Committed, but below it an older transaction still runs: not handed out yet, through
     // many fallback reads and a ring.
@@ -247,7 +255,13 @@ async fn a_reader_started_again_from_its_position_repeats_nothing() {
     assert_eq!(got[2500], row(xid_small, 0, "n", 2, b"small"));
     first.nothing_for(Duration::from_millis(300)).await;
     let saved = *first.tail.position().borrow();
-    assert_eq!(saved, Cursor { xid: xid_small, idx: 0 });
+    assert_eq!(
+        saved,
+        Cursor {
+            xid: xid_small,
+            idx: 0
+        }
+    );
     first.tail.stop();
     drop(first);
 

@@ -230,7 +230,10 @@ fn describe_error(e: &tokio_postgres::Error) -> String {
 
 /// The TLS settings: certificates checked against `sslrootcert` or the system's roots, or (for
 /// `prefer` without `sslrootcert`, as libpq) encryption without checking who answers.
-pub(crate) fn tls_config(target: &Target, verify: bool) -> Result<rustls::ClientConfig, ConnectError> {
+pub(crate) fn tls_config(
+    target: &Target,
+    verify: bool,
+) -> Result<rustls::ClientConfig, ConnectError> {
     // Named explicitly: other crates in the build may enable a second rustls provider.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())

@@ -140,11 +140,7 @@ impl Tail {
     pub fn stop(&self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             // Stopped from inside `deliver`: the thread ends on its own after it returns.
             if thread.thread().id() != std::thread::current().id() {
