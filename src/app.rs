@@ -194,6 +194,7 @@ impl Backend {
                 .follow(from, Box::new(move |batch| applier.apply_followed(batch)))
                 .map_err(|e| StartError(format!("reading the shared log failed: {e}")))?;
             service.follow_with(tail.clone());
+            service.replay_log().map_err(StartError)?;
             return Ok(Some(tail));
         }
         let _ = (service, from);

@@ -178,7 +178,8 @@ impl Service {
             None => false,
         };
         let online: Vec<u64> = st.activity.keys().copied().collect();
-        for handle in &online {
+        // Several nodes: the log's replay opens them first, where they opened (`replay_log`).
+        for handle in online.iter().filter(|_| !self.config.cluster) {
             self.hub.open_session(*handle);
         }
         if !restored && !online.is_empty() && !self.config.cluster {

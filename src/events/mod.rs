@@ -117,7 +117,6 @@ impl EventTypes {
         Ok(types)
     }
 
-    /// The one type `kind` names (empty for a name not in `EVENT_TYPE_NAMES`).
     /// The bits as stored, for a queue another node opens too.
     pub fn bits(self) -> u32 {
         self.0
@@ -128,6 +127,7 @@ impl EventTypes {
         EventTypes(bits)
     }
 
+    /// The one type `kind` names (empty for a name not in `EVENT_TYPE_NAMES`).
     pub fn of_kind(kind: &str) -> EventTypes {
         let index = EVENT_TYPE_NAMES.iter().position(|known| *known == kind);
         EventTypes(index.map_or(0, |i| 1 << i))

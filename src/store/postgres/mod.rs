@@ -361,11 +361,13 @@ impl PgStore {
         })
     }
 
-    /// With several nodes: reads the log from `from` on a thread of its own, handing each batch
+    /// With several nodes: reads the whole log kept on a thread of its own, handing each batch
     /// of changes to `deliver` in commit order, and rings it after each commit of this node.
+    /// Changes up to `started` (`log_start`) are replayed: memory already holds their outcome,
+    /// and the queues fill as on the other nodes. Only this node's changes after it are `own`.
     pub fn follow(
         &self,
-        from: tail::Cursor,
+        started: tail::Cursor,
         mut deliver: Box<dyn FnMut(Vec<Followed>) + Send>,
     ) -> StoreResult<Arc<tail::Tail>> {
         let node = self
@@ -384,7 +386,7 @@ impl PgStore {
                     let place = u32::try_from(row.cursor.idx).unwrap_or(0);
                     Some(Followed {
                         position: event_position(row.cursor.xid, base, place),
-                        own: row.node == me,
+                        own: row.node == me && row.cursor > started,
                         epoch: row.epoch,
                         change,
                     })
@@ -394,7 +396,7 @@ impl PgStore {
         };
         let tail = Arc::new(tail::Tail::start(
             self.target.clone(),
-            from,
+            tail::Cursor::default(),
             LOG_FALLBACK,
             Box::new(rows),
         )?);
