@@ -128,18 +128,31 @@ struct Health {
     status: &'static str,
     storage: &'static str,
     mirror: &'static str,
+    /// Several nodes: which node answered, and how long ago it last read the shared log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_lag_ms: Option<u64>,
 }
 
 /// GET /healthz: storage and mirror state for monitors.
 pub fn healthz(ctx: &Ctx) -> Response {
     let storage_ok = ctx.service.storage_healthy();
+    let node = ctx.service.node_report();
+    // A node that stopped reading the log serves a stale picture: the balancer should skip it.
+    let following = node.as_ref().is_none_or(|(_, _, fresh)| *fresh);
+    let healthy = storage_ok && following;
     let body = Health {
-        status: if storage_ok { "ok" } else { "unavailable" },
+        status: if healthy { "ok" } else { "unavailable" },
         storage: if storage_ok { "ok" } else { "down" },
         mirror: ctx.service.mirror_report().state.as_str(),
+        log_lag_ms: node
+            .as_ref()
+            .map(|(_, lag, _)| u64::try_from(lag.as_millis()).unwrap_or(u64::MAX)),
+        node: node.map(|(name, _, _)| name),
     };
     let mut response = http::json(&body).unwrap_or_else(|e| http::error(&e));
-    if !storage_ok {
+    if !healthy {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
     response

@@ -212,6 +212,10 @@ impl Service {
         if !self.store.sweeps()? {
             return Ok(());
         }
+        // A queue idle for less than its timeout can still be read on any node, from the log.
+        let kept = self.config.event_queue_idle_timeout + self.config.inactivity_timeout;
+        let kept = i64::try_from(kept.as_secs()).unwrap_or(i64::MAX);
+        self.store.trim_log(now().saturating_sub(kept))?;
         let inactivity = i64::try_from(self.config.inactivity_timeout.as_secs()).unwrap_or(i64::MAX);
         let idle = self.store.idle_sessions(now().saturating_sub(inactivity))?;
         let (epoch, result) = {
@@ -374,5 +378,19 @@ impl Service {
             started.elapsed().as_millis()
         );
         Ok(())
+    }
+}
+
+/// Longest a node may go without reading the log before `/healthz` calls it unavailable: its
+/// memory and queues stop following the other nodes.
+const STALE_LOG: Duration = Duration::from_secs(10);
+
+impl Service {
+    /// Several nodes: this node's name, how long ago it last read the log, and whether that is
+    /// recent enough to serve (`/healthz`).
+    pub fn node_report(&self) -> Option<(String, Duration, bool)> {
+        let follower = self.follower.get()?;
+        let lag = follower.lag();
+        Some((self.config.node(), lag, lag <= STALE_LOG))
     }
 }

@@ -246,6 +246,18 @@ pub fn process_env() -> Vec<(String, String)> {
 }
 
 impl Config {
+    /// This node's name among several: `node_name`, or the host name when it is empty.
+    pub fn node(&self) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "natter".to_owned())
+    }
+
     /// In dev mode without `public_url`, links name the address actually served: `http://localhost:PORT`
     /// for a wildcard or loopback `listen`, else its address. Production keeps the default, which natter
     /// warns about until `public_url` is set.

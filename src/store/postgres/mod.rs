@@ -228,7 +228,7 @@ impl PgStore {
             relaxed,
             pool_size: config.postgres_pool_size,
             statement_timeout: config.postgres_statement_timeout,
-            node: config.cluster.then(|| node_name(config)),
+            node: config.cluster.then(|| config.node()),
         };
         PgStore::open_with(target, options).map_err(|e| e.to_string())
     }
@@ -829,16 +829,4 @@ impl Store for PgStore {
     fn available(&self) -> bool {
         self.link.connected()
     }
-}
-
-/// This node's name: `node_name`, or the host name when it is empty.
-fn node_name(config: &Config) -> String {
-    if !config.node_name.is_empty() {
-        return config.node_name.clone();
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "natter".to_owned())
 }

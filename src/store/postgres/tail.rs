@@ -72,6 +72,8 @@ struct Shared {
     stopped: AtomicBool,
     /// Reads finished so far, empty ones included (`Follower::reads`).
     reads: watch::Sender<u64>,
+    /// When the last read finished (`Follower::lag`).
+    last_read: Mutex<std::time::Instant>,
 }
 
 /// The handle; the thread ends when it is stopped or dropped.
@@ -99,6 +101,7 @@ impl Tail {
             ring: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             reads: watch::Sender::new(0),
+            last_read: Mutex::new(std::time::Instant::now()),
         });
         let (sender, position) = watch::channel(from);
         let reader = Reader {
@@ -156,6 +159,13 @@ impl crate::store::changes::Follower for Tail {
     }
     fn reads(&self) -> watch::Receiver<u64> {
         self.shared.reads.subscribe()
+    }
+    fn lag(&self) -> Duration {
+        self.shared
+            .last_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
     }
 }
 
@@ -257,6 +267,11 @@ impl Reader {
                 self.lost(&e);
                 continue;
             }
+            *self
+                .shared
+                .last_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
             self.shared.reads.send_modify(|n| *n += 1);
             match self.wait(listening).await {
                 Ok(()) => {}
