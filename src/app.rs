@@ -302,6 +302,7 @@ fn spawn_background(
             transport,
             config.public_url.to_string(),
             mail_wake,
+            config.cluster,
         )));
     }
     background

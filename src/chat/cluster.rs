@@ -209,7 +209,7 @@ impl Service {
         if expired_queues > 0 {
             log::debug!("deleted {expired_queues} idle event queues");
         }
-        if !self.store.sweeps()? {
+        if !self.store.leads()? {
             return Ok(());
         }
         // A queue idle for less than its timeout can still be read on any node, from the log.

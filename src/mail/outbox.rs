@@ -18,14 +18,24 @@ pub fn backoff_secs(attempts: u32) -> i64 {
         .min(MAX_BACKOFF_SECS)
 }
 
+/// With several nodes, how often the sending node looks for mail the others queued, and the
+/// others ask whether they send now.
+const OTHER_NODES_MAIL: Duration = Duration::from_secs(5);
+
 /// Delivers queued mail until the task is dropped; `wake` is notified when new mail is queued.
 pub async fn run(
     store: Arc<dyn Store>,
     transport: Transport,
     public_url: String,
     wake: Arc<Notify>,
+    several_nodes: bool,
 ) {
     loop {
+        // One node sends (`Store::leads`); another's queued mail reaches it by this look.
+        if several_nodes && !store.leads().unwrap_or(false) {
+            tokio::time::sleep(OTHER_NODES_MAIL).await;
+            continue;
+        }
         // Armed before the scan, so mail queued during it still wakes us.
         let notified = wake.notified();
         tokio::pin!(notified);
@@ -45,6 +55,11 @@ pub async fn run(
         let wait = next_due
             .map(|due| Duration::from_secs(u64::try_from(due - crate::model::now()).unwrap_or(0)))
             .unwrap_or(Duration::from_secs(3600));
+        let wait = if several_nodes {
+            wait.min(OTHER_NODES_MAIL)
+        } else {
+            wait
+        };
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep(wait) => {}

@@ -347,9 +347,10 @@ pub trait Store: Send + Sync + 'static {
     fn record_activity(&self, _handles: &[u64], _now: i64) -> StoreResult<()> {
         Ok(())
     }
-    /// Several nodes: whether this node is the one that sweeps idle sessions (a lock in the
-    /// database, taken over when its holder dies). A single server always is.
-    fn sweeps(&self) -> StoreResult<bool> {
+    /// Several nodes: whether this node is the one that sweeps idle sessions, trims the shared
+    /// log and sends mail (a lock in the database, taken over when its holder dies). A single
+    /// server always is.
+    fn leads(&self) -> StoreResult<bool> {
         Ok(true)
     }
     /// Several nodes: the handles of online sessions no node has seen since `cutoff`.

@@ -54,7 +54,8 @@ fn guest_handle(column: i64) -> u64 {
 /// A node reads the log at least this often, in case a ring from another node was lost.
 const LOG_FALLBACK: Duration = Duration::from_millis(250);
 
-/// Key of the advisory lock held by the node that sweeps idle sessions ("nattsw").
+/// Key of the advisory lock held by the node that sweeps idle sessions, trims the log and
+/// sends mail ("nattsw").
 const SWEEPER_LOCK: i64 = 0x6e61_7474_7377;
 
 /// How the store uses PostgreSQL.
@@ -702,12 +703,12 @@ impl Store for PgStore {
             log: None,
         })
     }
-    fn sweeps(&self) -> StoreResult<bool> {
+    fn leads(&self) -> StoreResult<bool> {
         if self.node.is_none() {
             return Ok(true);
         }
         // A session lock on the writer's connection: it goes with the connection, so when a
-        // node dies another one sweeps.
+        // node dies another one leads.
         self.read(async |c| {
             let row = c
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEPER_LOCK])
