@@ -29,7 +29,6 @@ pub struct Harness {
     // Dropped in this order: nodes and nginx before the database under them.
     pub nodes: Vec<Node>,
     pub nginx: Nginx,
-    pub database_url: String,
     _dirs: TempDir,
     _pg: pg::Cluster,
 }
@@ -100,7 +99,6 @@ impl Harness {
         Some(Harness {
             nodes,
             nginx,
-            database_url,
             _dirs: dirs,
             _pg: pg,
         })

@@ -44,10 +44,6 @@ impl Node {
         format!("http://{}{path}", self.addr())
     }
 
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
     /// Starts the process and waits for its "listening on" line (on our port).
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} runs already", self.name);
