@@ -6,7 +6,12 @@ use crate::harness::{ADMIN, CHAT, Harness};
 use serde_json::{Value, json};
 
 /// Sends the same request to every node with `client`'s cookies; all must answer 200 alike.
-async fn same_on_every_node(cluster: &Harness, client: &Client, path: &str, body: Option<Value>) -> Value {
+async fn same_on_every_node(
+    cluster: &Harness,
+    client: &Client,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
     let mut answers: Vec<Reply> = Vec::new();
     for i in 0..cluster.nodes.len() {
         let node = cluster.on(client, i);
@@ -16,7 +21,13 @@ async fn same_on_every_node(cluster: &Harness, client: &Client, path: &str, body
         });
     }
     for (i, answer) in answers.iter().enumerate() {
-        assert_eq!(answer.status, 200, "{path} on node{}: {}", i + 1, answer.body);
+        assert_eq!(
+            answer.status,
+            200,
+            "{path} on node{}: {}",
+            i + 1,
+            answer.body
+        );
         assert_eq!(
             answer.body,
             answers[0].body,
@@ -69,15 +80,29 @@ async fn any_node_answers() {
         .await
         .ok("postMessage on node 2");
     let chat = Some(json!({ "chat": "Ops" }));
-    let history =
-        same_on_every_node(&cluster, &admin, "/api/loggedonly/getLastMessages", chat.clone()).await;
+    let history = same_on_every_node(
+        &cluster,
+        &admin,
+        "/api/loggedonly/getLastMessages",
+        chat.clone(),
+    )
+    .await;
     assert_eq!(history.as_array().unwrap().last(), Some(&message));
-    same_on_every_node(&cluster, &admin, "/api/loggedonly/getMessages", chat.clone()).await;
+    same_on_every_node(
+        &cluster,
+        &admin,
+        "/api/loggedonly/getMessages",
+        chat.clone(),
+    )
+    .await;
     let users = same_on_every_node(&cluster, &admin, "/api/loggedonly/getUsers", chat).await;
     assert_eq!(users[0]["user"], ADMIN);
     let chats = same_on_every_node(&cluster, &admin, "/api/loggedonly/getChats", None).await;
     let ops = &chats[1];
-    assert_eq!((ops["joined"].clone(), ops["messages"].clone()), (json!(true), history));
+    assert_eq!(
+        (ops["joined"].clone(), ops["messages"].clone()),
+        (json!(true), history)
+    );
 
     // Refusals are the same whichever node gives them.
     let again = node(0)

@@ -54,7 +54,11 @@ async fn every_member_gets_every_event_once_in_one_order() {
         })
         .collect();
     let (acked, failed) = collect(posters).await;
-    assert_eq!((acked.len(), failed), (8 * 20, 0), "every post answered 200");
+    assert_eq!(
+        (acked.len(), failed),
+        (8 * 20, 0),
+        "every post answered 200"
+    );
     let results = drain(readers, &acked, &stop, Duration::from_secs(60)).await;
     report("one order", acked.len(), failed, &results);
     assert_no_troubles(&results);
@@ -63,7 +67,10 @@ async fn every_member_gets_every_event_once_in_one_order() {
     }
     let (first, order) = (&results[0].0, &results[0].1);
     for (name, received, _) in &results[1..] {
-        assert_eq!(received, order, "{name} got the messages in another order than {first}");
+        assert_eq!(
+            received, order,
+            "{name} got the messages in another order than {first}"
+        );
     }
     // Messages of one chat arrive in id order (docs: Events, ordering).
     assert!(
@@ -119,7 +126,11 @@ async fn legacy_poll_through_round_robin_loses_nothing_and_repeats_nothing() {
         })
         .collect();
     let (acked, failed) = collect(posters).await;
-    assert_eq!((acked.len(), failed), (4 * 15, 0), "every post answered 200");
+    assert_eq!(
+        (acked.len(), failed),
+        (4 * 15, 0),
+        "every post answered 200"
+    );
     let results = drain(readers, &acked, &stop, Duration::from_secs(60)).await;
     report("legacy poll", acked.len(), failed, &results);
     assert_no_troubles(&results);

@@ -66,7 +66,11 @@ async fn a_killed_node_loses_nothing() {
             )
             .await;
         let id = reply.body["id"].as_u64();
-        assert_eq!(reply.status, 200, "the restarted node serves: {}", reply.body);
+        assert_eq!(
+            reply.status, 200,
+            "the restarted node serves: {}",
+            reply.body
+        );
         acked.insert(id.unwrap());
     }
     let results = drain(readers, &acked, &stop, Duration::from_secs(60)).await;

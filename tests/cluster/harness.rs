@@ -144,7 +144,8 @@ impl Harness {
 
     /// Registers `name` through `client`, follows the activation link, signs in.
     pub async fn register(&self, client: &Client, name: &str) {
-        let body = json!({ "user": name, "email": format!("{name}@example.org"), "password": PASSWORD });
+        let body =
+            json!({ "user": name, "email": format!("{name}@example.org"), "password": PASSWORD });
         client.post("/api/register", body).await.ok("register");
         let link = self.activation_link(name).await;
         let path = &link[link.find("/api/").expect("a link to /api/")..];

@@ -42,7 +42,10 @@ async fn nginx_sends_requests_to_every_node_in_turn() {
         .iter()
         .any(|n| n.requests("GET /healthz 200") < 3)
     {
-        assert!(Instant::now() < deadline, "each node logged 3 healthz requests");
+        assert!(
+            Instant::now() < deadline,
+            "each node logged 3 healthz requests"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let logged: Vec<usize> = cluster
@@ -68,8 +71,14 @@ async fn nginx_skips_a_killed_node_and_uses_it_again_after_restart() {
         assert_ne!(answered_by(&reply.upstream), dead);
     }
     cluster.restart(1);
-    let direct = reqwest::get(cluster.nodes[1].url("/healthz")).await.unwrap();
-    assert_eq!(direct.status(), 200, "the restarted node serves on its port");
+    let direct = reqwest::get(cluster.nodes[1].url("/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        direct.status(),
+        200,
+        "the restarted node serves on its port"
+    );
     // nginx tries the node again once fail_timeout has passed.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -96,7 +105,9 @@ async fn a_gracefully_stopped_node_starts_again_on_its_port() {
         let reply = cluster.client().get("/healthz").await;
         assert_eq!(reply.status, 200, "the other nodes answer meanwhile");
         cluster.restart(i);
-        let direct = reqwest::get(cluster.nodes[i].url("/healthz")).await.unwrap();
+        let direct = reqwest::get(cluster.nodes[i].url("/healthz"))
+            .await
+            .unwrap();
         assert_eq!(direct.status(), 200);
     }
 }

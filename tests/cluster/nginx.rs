@@ -85,7 +85,9 @@ impl Nginx {
     pub fn start(upstreams: &[String], read_timeout: Duration) -> Option<Nginx> {
         let Some(bin) = find_nginx() else {
             if std::env::var("TEST_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
-                panic!("TEST_REQUIRE_NGINX=1 but no nginx binary was found (apt-get install nginx)");
+                panic!(
+                    "TEST_REQUIRE_NGINX=1 but no nginx binary was found (apt-get install nginx)"
+                );
             }
             // Written to stderr directly: eprintln! would be swallowed by the test harness.
             let _ = std::io::Write::write_all(

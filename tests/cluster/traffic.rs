@@ -153,7 +153,10 @@ pub fn poster(
             match reply.body["id"].as_u64() {
                 Some(id) if reply.status == 200 => posted.acked.push(id),
                 _ if is_transient(reply.status) => posted.failed += 1,
-                _ => panic!("{tag}: postMessage answered {}: {}", reply.status, reply.body),
+                _ => panic!(
+                    "{tag}: postMessage answered {}: {}",
+                    reply.status, reply.body
+                ),
             }
             tokio::time::sleep(pace).await;
         }
@@ -230,7 +233,14 @@ pub fn assert_no_troubles(results: &[(String, Vec<u64>, Vec<String>)]) {
 }
 
 /// A short figure line for the test output.
-pub fn report(test: &str, acked: usize, failed: usize, results: &[(String, Vec<u64>, Vec<String>)]) {
+pub fn report(
+    test: &str,
+    acked: usize,
+    failed: usize,
+    results: &[(String, Vec<u64>, Vec<String>)],
+) {
     let counts: Vec<usize> = results.iter().map(|(_, r, _)| r.len()).collect();
-    println!("{test}: {acked} posts acknowledged, {failed} failed; messages received per reader: {counts:?}");
+    println!(
+        "{test}: {acked} posts acknowledged, {failed} failed; messages received per reader: {counts:?}"
+    );
 }
