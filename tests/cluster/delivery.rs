@@ -7,6 +7,7 @@ use crate::traffic::{
     Inbox, assert_each_once, assert_no_troubles, collect, drain, events_reader, legacy_poller,
     poster, report,
 };
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -62,14 +63,15 @@ async fn every_member_gets_every_event_once_in_one_order() {
     let results = drain(readers, &acked, &stop, Duration::from_secs(60)).await;
     report("one order", acked.len(), failed, &results);
     assert_no_troubles(&results);
-    for (name, received, _) in &results {
-        assert_each_once(name, received, &acked);
+    for outcome in &results {
+        assert_each_once(&outcome.name, &outcome.received, &acked);
     }
-    let (first, order) = (&results[0].0, &results[0].1);
-    for (name, received, _) in &results[1..] {
+    let (first, order) = (&results[0].name, &results[0].received);
+    for outcome in &results[1..] {
         assert_eq!(
-            received, order,
-            "{name} got the messages in another order than {first}"
+            &outcome.received, order,
+            "{} got the messages in another order than {first}",
+            outcome.name
         );
     }
     // Messages of one chat arrive in id order (docs: Events, ordering).
@@ -136,7 +138,12 @@ async fn legacy_poll_through_round_robin_loses_nothing_and_repeats_nothing() {
     assert_no_troubles(&results);
     // The two pollers of a session share one inbox: check it once per session.
     for pair in results.chunks(2) {
-        let (name, received, _) = &pair[0];
-        assert_each_once(name, received, &acked);
+        assert_each_once(&pair[0].name, &pair[0].received, &acked);
+        let nodes: BTreeSet<&String> = pair.iter().flat_map(|o| &o.served_by).collect();
+        assert!(
+            nodes.len() > 1,
+            "{}: the polls of one session were answered by several nodes: {nodes:?}",
+            pair[0].name
+        );
     }
 }

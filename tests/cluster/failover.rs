@@ -76,8 +76,8 @@ async fn a_killed_node_loses_nothing() {
     let results = drain(readers, &acked, &stop, Duration::from_secs(60)).await;
     report("killed node", acked.len(), failed, &results);
     assert_no_troubles(&results);
-    for (name, received, _) in &results {
-        assert_each_once(name, received, &acked);
+    for outcome in &results {
+        assert_each_once(&outcome.name, &outcome.received, &acked);
     }
 }
 
@@ -114,7 +114,7 @@ async fn nodes_restarted_one_by_one_under_load() {
     let results = drain(readers, &acked, &stop, Duration::from_secs(60)).await;
     report("rolling restart", acked.len(), failed, &results);
     assert_no_troubles(&results);
-    for (name, received, _) in &results {
-        assert_each_once(name, received, &acked);
+    for outcome in &results {
+        assert_each_once(&outcome.name, &outcome.received, &acked);
     }
 }

@@ -12,11 +12,33 @@ use tokio::task::JoinHandle;
 /// The message ids one reader (or one session's pollers together) received, in arrival order.
 pub type Inbox = Arc<Mutex<Vec<u64>>>;
 
+/// The nodes that answered a reader's polls (as nginx names them).
+type ServedBy = Arc<Mutex<BTreeSet<String>>>;
+
 /// A running reader: what it received so far, and at its end the troubles it met.
 pub struct Reader {
     pub name: String,
     pub inbox: Inbox,
+    served_by: ServedBy,
     task: JoinHandle<Vec<String>>,
+}
+
+/// What a stopped reader received, the troubles it met, and which nodes answered it.
+pub struct Outcome {
+    pub name: String,
+    pub received: Vec<u64>,
+    pub troubles: Vec<String>,
+    pub served_by: BTreeSet<String>,
+}
+
+/// Notes the node that finally answered (`$upstream_addr` lists every node nginx tried).
+fn note_node(served_by: &ServedBy, upstream: &Option<String>) {
+    if let Some(last) = upstream
+        .as_deref()
+        .and_then(|list| list.rsplit(", ").next())
+    {
+        served_by.lock().unwrap().insert(last.to_owned());
+    }
 }
 
 /// Statuses that mean "the node or nginx failed this one request": the client tries again.
@@ -34,6 +56,8 @@ fn message_id(event: &Value) -> Option<u64> {
 pub fn events_reader(name: &str, client: Client, queue: String, stop: Arc<AtomicBool>) -> Reader {
     let inbox: Inbox = Arc::default();
     let sink = inbox.clone();
+    let served_by = ServedBy::default();
+    let nodes = served_by.clone();
     let task = tokio::spawn(async move {
         let mut troubles = Vec::new();
         let mut last = 0u64;
@@ -55,6 +79,7 @@ pub fn events_reader(name: &str, client: Client, queue: String, stop: Arc<Atomic
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+            note_node(&nodes, &reply.upstream);
             for event in reply.body["events"].as_array().into_iter().flatten() {
                 let id = event["id"].as_u64().unwrap_or(0);
                 if id <= last {
@@ -71,6 +96,7 @@ pub fn events_reader(name: &str, client: Client, queue: String, stop: Arc<Atomic
     Reader {
         name: name.to_owned(),
         inbox,
+        served_by,
         task,
     }
 }
@@ -79,6 +105,8 @@ pub fn events_reader(name: &str, client: Client, queue: String, stop: Arc<Atomic
 /// `stop`; several pollers of one session share `inbox`.
 pub fn legacy_poller(name: &str, client: Client, inbox: Inbox, stop: Arc<AtomicBool>) -> Reader {
     let sink = inbox.clone();
+    let served_by = ServedBy::default();
+    let nodes = served_by.clone();
     let task = tokio::spawn(async move {
         let mut troubles = Vec::new();
         while !stop.load(Ordering::SeqCst) {
@@ -92,6 +120,7 @@ pub fn legacy_poller(name: &str, client: Client, inbox: Inbox, stop: Arc<AtomicB
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+            note_node(&nodes, &reply.upstream);
             if reply.body["type"] == "ResyncEvent" {
                 troubles.push(format!("/poll: {}", reply.body));
             }
@@ -104,6 +133,7 @@ pub fn legacy_poller(name: &str, client: Client, inbox: Inbox, stop: Arc<AtomicB
     Reader {
         name: name.to_owned(),
         inbox,
+        served_by,
         task,
     }
 }
@@ -113,11 +143,17 @@ impl Reader {
         self.inbox.lock().unwrap().clone()
     }
 
-    /// Waits for the task (after `stop` was set) and returns its troubles.
-    pub async fn finish(self) -> (String, Vec<u64>, Vec<String>) {
+    /// Waits for the task (after `stop` was set).
+    pub async fn finish(self) -> Outcome {
         let troubles = self.task.await.unwrap();
         let received = self.inbox.lock().unwrap().clone();
-        (self.name, received, troubles)
+        let served_by = self.served_by.lock().unwrap().clone();
+        Outcome {
+            name: self.name,
+            received,
+            troubles,
+            served_by,
+        }
     }
 }
 
@@ -179,13 +215,13 @@ pub async fn collect(posters: Vec<JoinHandle<Posted>>) -> (BTreeSet<u64>, usize)
 }
 
 /// Waits until every reader holds every id of `expected` (up to `limit`), then a little longer
-/// so that late repeats show too, then stops the readers. Returns (name, received, troubles).
+/// so that late repeats show too, then stops the readers.
 pub async fn drain(
     readers: Vec<Reader>,
     expected: &BTreeSet<u64>,
     stop: &AtomicBool,
     limit: Duration,
-) -> Vec<(String, Vec<u64>, Vec<String>)> {
+) -> Vec<Outcome> {
     let started = Instant::now();
     loop {
         let complete = readers.iter().all(|r| {
@@ -223,24 +259,21 @@ pub fn assert_each_once(name: &str, received: &[u64], acked: &BTreeSet<u64>) {
 }
 
 /// Checks no reader met trouble (a lost queue, a resync, an error answer).
-pub fn assert_no_troubles(results: &[(String, Vec<u64>, Vec<String>)]) {
+pub fn assert_no_troubles(results: &[Outcome]) {
     let troubles: Vec<_> = results
         .iter()
-        .filter(|(_, _, t)| !t.is_empty())
-        .map(|(name, _, t)| format!("{name}: {t:?}"))
+        .filter(|o| !o.troubles.is_empty())
+        .map(|o| format!("{}: {:?}", o.name, o.troubles))
         .collect();
     assert!(troubles.is_empty(), "readers met trouble: {troubles:#?}");
 }
 
 /// A short figure line for the test output.
-pub fn report(
-    test: &str,
-    acked: usize,
-    failed: usize,
-    results: &[(String, Vec<u64>, Vec<String>)],
-) {
-    let counts: Vec<usize> = results.iter().map(|(_, r, _)| r.len()).collect();
+pub fn report(test: &str, acked: usize, failed: usize, results: &[Outcome]) {
+    let counts: Vec<usize> = results.iter().map(|o| o.received.len()).collect();
+    let nodes: Vec<usize> = results.iter().map(|o| o.served_by.len()).collect();
     println!(
-        "{test}: {acked} posts acknowledged, {failed} failed; messages received per reader: {counts:?}"
+        "{test}: {acked} posts acknowledged, {failed} failed; messages received per reader: \
+         {counts:?}; nodes that answered each reader: {nodes:?}"
     );
 }
