@@ -52,6 +52,7 @@ async fn a_killed_node_loses_nothing() {
             )
         })
         .collect();
+    // 60 posts 30 ms apart take over 1.8 s: the kill comes while they go on.
     tokio::time::sleep(Duration::from_millis(700)).await;
     cluster.kill(1);
     let (mut acked, failed) = collect(posters).await;

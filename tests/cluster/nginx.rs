@@ -20,7 +20,8 @@ pub const UPSTREAM_HEADER: &str = "x-upstream";
 /// The nginx binary: `TEST_NGINX_BIN`, else `nginx` on PATH or in /usr/sbin.
 fn find_nginx() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("TEST_NGINX_BIN") {
-        return Some(PathBuf::from(bin));
+        let bin = PathBuf::from(bin);
+        return bin.is_file().then_some(bin);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -92,7 +93,7 @@ impl Nginx {
             // Written to stderr directly: eprintln! would be swallowed by the test harness.
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
-                b"NOTICE: skipping a cluster test: no nginx on PATH or in /usr/sbin \
+                b"NOTICE: skipping a cluster test: no nginx (TEST_NGINX_BIN, PATH, /usr/sbin) \
                   (install nginx, or set TEST_NGINX_BIN)\n",
             );
             return None;
