@@ -20,9 +20,11 @@ pub const CHAT: &str = "Main";
 pub const ADMIN: &str = "root";
 pub const PASSWORD: &str = "password123";
 
-/// The config lines that make a node a cluster member named `name`.
-pub fn cluster_lines(_name: &str) -> String {
-    String::new()
+/// The config lines that make a node a cluster member named `name`. (Returning "" instead
+/// runs the nodes as plain PostgreSQL-store servers sharing the database: the harness checks
+/// pass that way, the delivery and any-node tests do not.)
+pub fn cluster_lines(name: &str) -> String {
+    format!("cluster = true\nnode_name = \"{name}\"\n")
 }
 
 pub struct Harness {
