@@ -37,7 +37,7 @@ async fn every_member_gets_every_event_once_in_one_order() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for (name, client) in &members {
-        let (queue, _) = client.open_queue().await;
+        let queue = client.open_queue().await;
         readers.push(events_reader(name, client.clone(), queue, stop.clone()));
     }
     let posting = Arc::new(AtomicBool::new(false));

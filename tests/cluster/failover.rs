@@ -24,7 +24,7 @@ async fn readers(
         let name = format!("{prefix}{i}");
         let client = cluster.guest(&name).await;
         client.join(CHAT).await;
-        let (queue, _) = client.open_queue().await;
+        let queue = client.open_queue().await;
         readers.push(events_reader(&name, client.clone(), queue, stop.clone()));
         members.push((name, client));
     }

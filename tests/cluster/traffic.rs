@@ -52,15 +52,20 @@ fn message_id(event: &Value) -> Option<u64> {
         .flatten()
 }
 
-/// Reads the explicit queue `queue` of `client` with /events until `stop`, acknowledging each batch.
-pub fn events_reader(name: &str, client: Client, queue: String, stop: Arc<AtomicBool>) -> Reader {
+/// Reads the explicit queue `(id, last_event_id)` of `client` with /events until `stop`,
+/// acknowledging each batch.
+pub fn events_reader(
+    name: &str,
+    client: Client,
+    (queue, mut last): (String, u64),
+    stop: Arc<AtomicBool>,
+) -> Reader {
     let inbox: Inbox = Arc::default();
     let sink = inbox.clone();
     let served_by = ServedBy::default();
     let nodes = served_by.clone();
     let task = tokio::spawn(async move {
         let mut troubles = Vec::new();
-        let mut last = 0u64;
         while !stop.load(Ordering::SeqCst) {
             let reply = client
                 .get(&format!(
