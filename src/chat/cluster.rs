@@ -10,8 +10,8 @@ use crate::events::hub::PollReply;
 use crate::model::{name_key, now};
 use crate::store::SessionRecord;
 use crate::store::changes::{Delta, Followed, Follower, LoggedEvent};
-use std::sync::Arc;
 use state::State;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::state;
@@ -46,7 +46,8 @@ impl Service {
     /// are in its queues before the answer (as a single server releases them before it).
     pub(super) async fn read_back(&self, epoch: u64) {
         let mut applied = self.applied.subscribe();
-        let _ = tokio::time::timeout(READ_BACK_LIMIT, applied.wait_for(|seen| *seen >= epoch)).await;
+        let _ =
+            tokio::time::timeout(READ_BACK_LIMIT, applied.wait_for(|seen| *seen >= epoch)).await;
     }
 
     /// Applies changes read from the log, in its order (the tail's thread).
@@ -141,7 +142,8 @@ impl Service {
             },
             Delta::UserDeleted(key) => st.accounts.remove(key),
             Delta::Blocks(blocks) => {
-                st.blocked = super::lookalike::Blocks::from_stored(blocks.clone(), Instant::now(), now());
+                st.blocked =
+                    super::lookalike::Blocks::from_stored(blocks.clone(), Instant::now(), now());
             }
             Delta::QueueOpened { .. } => {}
         }
@@ -164,9 +166,10 @@ impl Service {
         // They take the change's own events too (a session hears of its own sign-in).
         let after = position.saturating_sub(1);
         match delta {
-            Delta::Session(record) | Delta::SessionReplaced { session: record, .. }
-                if record.online =>
-            {
+            Delta::Session(record)
+            | Delta::SessionReplaced {
+                session: record, ..
+            } if record.online => {
                 self.hub.open_session_at(record.handle, after);
             }
             Delta::QueueOpened {
@@ -216,7 +219,8 @@ impl Service {
         let kept = self.config.event_queue_idle_timeout + self.config.inactivity_timeout;
         let kept = i64::try_from(kept.as_secs()).unwrap_or(i64::MAX);
         self.store.trim_log(now().saturating_sub(kept))?;
-        let inactivity = i64::try_from(self.config.inactivity_timeout.as_secs()).unwrap_or(i64::MAX);
+        let inactivity =
+            i64::try_from(self.config.inactivity_timeout.as_secs()).unwrap_or(i64::MAX);
         let idle = self.store.idle_sessions(now().saturating_sub(inactivity))?;
         let (epoch, result) = {
             let mut st = self.lock();
@@ -333,10 +337,7 @@ impl Service {
             let PollReply::Event(delivered) = reply else {
                 return reply;
             };
-            match self
-                .store
-                .claim_poll(session.handle, seen, delivered.id)
-            {
+            match self.store.claim_poll(session.handle, seen, delivered.id) {
                 Ok(true) => {
                     self.hub.acknowledge_default(session.handle, delivered.id);
                     return PollReply::Event(delivered);

@@ -381,7 +381,12 @@ impl Hub {
         event: &Event,
     ) {
         let encoded = event.encode();
-        self.deliver_encoded_at(position, targets, encoded.kind, encoded.payload.get().to_owned());
+        self.deliver_encoded_at(
+            position,
+            targets,
+            encoded.kind,
+            encoded.payload.get().to_owned(),
+        );
     }
 
     /// `deliver_at` for an event as the shared log carries it: its type and payload JSON.

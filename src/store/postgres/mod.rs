@@ -381,7 +381,10 @@ impl PgStore {
                 .into_iter()
                 .filter_map(|row| {
                     let Some(change) = LoggedChange::decode(&row.body) else {
-                        log::warn!("skipped a change of node {} this version cannot read", row.node);
+                        log::warn!(
+                            "skipped a change of node {} this version cannot read",
+                            row.node
+                        );
                         return None;
                     };
                     let place = u32::try_from(row.cursor.idx).unwrap_or(0);
