@@ -206,13 +206,9 @@ impl Service {
     /// sweeper's lock takes offline those no node has seen for `inactivity_timeout`.
     pub(super) async fn sweep_shared(&self) -> Result<(), ApiError> {
         self.report_activity();
-        let expired_queues = self
-            .hub
-            .expire_idle_queues(self.config.event_queue_idle_timeout);
-        if expired_queues > 0 {
-            log::debug!("deleted {expired_queues} idle event queues");
-        }
         if !self.store.leads()? {
+            self.hub
+                .expire_idle_queues(self.config.event_queue_idle_timeout);
             return Ok(());
         }
         // A queue idle for less than its timeout can still be read on any node, from the log.
@@ -222,32 +218,13 @@ impl Service {
         let inactivity =
             i64::try_from(self.config.inactivity_timeout.as_secs()).unwrap_or(i64::MAX);
         let idle = self.store.idle_sessions(now().saturating_sub(inactivity))?;
-        let (epoch, result) = {
-            let mut st = self.lock();
-            let now_secs = now();
-            let expired: Vec<u64> = st
-                .sessions
-                .values()
-                .filter(|s| s.expires <= now_secs)
-                .map(|s| s.handle)
-                .collect();
-            let idle: Vec<(u64, bool)> = idle
-                .into_iter()
+        self.end_sessions(|st| {
+            idle.into_iter()
                 // Parked here is active; parked elsewhere was reported by that node.
                 .filter(|h| !self.hub.is_parked(*h) && st.activity.contains_key(h))
-                .map(|h| (h, false))
-                .collect();
-            let ending = idle
-                .into_iter()
-                .chain(expired.into_iter().map(|h| (h, true)));
-            let mut events = Vec::new();
-            let result = ending
-                .into_iter()
-                .try_for_each(|(h, end)| self.take_offline(&mut st, h, end, &mut events));
-            (self.publish(events), result)
-        };
-        result?;
-        self.durable(epoch).await
+                .collect()
+        })
+        .await
     }
 
     /// Tells the database which sessions this node saw in the last two sweeper periods: a

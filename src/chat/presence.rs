@@ -381,17 +381,28 @@ impl Service {
     /// A sweeper pass that takes offline the sessions with no activity since `cutoff` (none
     /// when `None`) and not parked on a poll. Tests sweep through it without waiting.
     pub async fn sweep_idle_since(&self, cutoff: Option<Instant>) -> Result<(), ApiError> {
-        let (epoch, result) = {
-            let mut st = self.lock();
-            let now_secs = now();
+        self.end_sessions(|st| {
             // Only the idle few are looked up in the hub, not every online session.
-            let idle: Vec<u64> = st
-                .activity
+            st.activity
                 .iter()
                 .filter(|(_, seen)| cutoff.is_some_and(|c| **seen < c))
                 .map(|(h, _)| *h)
                 .filter(|h| !self.hub.is_parked(*h))
-                .collect();
+                .collect()
+        })
+        .await
+    }
+
+    /// Takes offline the sessions `idle` picks and ends the expired ones, then deletes idle
+    /// explicit queues.
+    pub(super) async fn end_sessions(
+        &self,
+        idle: impl FnOnce(&State) -> Vec<u64>,
+    ) -> Result<(), ApiError> {
+        let (epoch, result) = {
+            let mut st = self.lock();
+            let now_secs = now();
+            let idle = idle(&st);
             let expired: Vec<u64> = st
                 .sessions
                 .values()
