@@ -1,7 +1,7 @@
 //! The bundled web client in headless Chromium through nginx in front of the three nodes:
 //! `tests/browser/cluster_pages.mjs` drives two people's pages against nginx's URL and, through
 //! "kill N" lines on its stdout, has node N killed (SIGKILL) mid-conversation.
-//! Without node or Chromium it skips locally; in CI (`CI` set) that is a failure.
+//! Without node, Chromium, PostgreSQL or nginx it skips locally; in CI (`CI` set) that is a failure.
 
 use crate::harness::Harness;
 use std::io::{BufRead, BufReader, Write};
@@ -55,7 +55,8 @@ async fn two_people_talk_in_chromium_through_nginx_while_a_node_dies() {
         );
         // Written to stderr directly: eprintln! would be swallowed by the test harness.
         let _ = std::io::stderr().write_all(
-            format!("NOTICE: skipping the cluster browser test: {missing:?} not found\n").as_bytes(),
+            format!("NOTICE: skipping the cluster browser test: {missing:?} not found\n")
+                .as_bytes(),
         );
         return;
     }
@@ -63,6 +64,11 @@ async fn two_people_talk_in_chromium_through_nginx_while_a_node_dies() {
     let suite = root.join("tests").join("browser");
     ensure_playwright(&suite);
     let Some(mut cluster) = Harness::start().await else {
+        // In CI even without TEST_REQUIRE_POSTGRES/NGINX: the pages through a cluster are not optional.
+        assert!(
+            !in_ci(),
+            "the cluster browser test needs PostgreSQL and nginx"
+        );
         return;
     };
     let output = root.join("target").join("browser-output").join("cluster");

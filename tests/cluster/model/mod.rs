@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 /// Cases per run (each starts three nodes); `CLUSTER_MODEL_CASES` sets another count.
-const CASES: u32 = 6;
+const CASES: u32 = 5;
 /// Most operations in one case.
 const MAX_OPS: usize = 30;
 

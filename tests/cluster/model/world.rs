@@ -119,7 +119,14 @@ impl Dice {
 }
 
 /// A node's config file: cluster member `name` on `port` over `database_url`.
-fn node_config(dir: &Path, name: &str, port: u16, database_url: &str, secret: &str, extra: &str) -> String {
+fn node_config(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    database_url: &str,
+    secret: &str,
+    extra: &str,
+) -> String {
     format!(
         "cluster = true\n\
          node_name = \"{name}\"\n\
@@ -172,14 +179,19 @@ impl Template {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).unwrap();
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let mut node = nodes(&dirs.path().join("template"), 1, &database_url, &secret, CONFIG)
-            .pop()
-            .unwrap();
+        let mut node = nodes(
+            &dirs.path().join("template"),
+            1,
+            &database_url,
+            &secret,
+            CONFIG,
+        )
+        .pop()
+        .unwrap();
         tokio::task::block_in_place(|| node.start());
         let setup = Client::new(&node.url(""));
         for (name, verify) in [("root", true), ("reg", true), ("pending", false)] {
-            let body =
-                json!({ "user": name, "email": format!("{name}@example.org"), "password": PASSWORD });
+            let body = json!({ "user": name, "email": format!("{name}@example.org"), "password": PASSWORD });
             let r = setup.post("/api/register", body).await;
             assert_eq!(r.status, 200, "register {name}: {}", r.body);
             // Waiting for every mail leaves nothing in the outbox to send from the copies.
@@ -277,7 +289,13 @@ impl World {
             config.push_str("presence_scope = \"shared_chats\"\n");
         }
         let (db, url) = template.copy().await;
-        let mut nodes = nodes(&template.dirs.path().join(&db), NODES, &url, &template.secret, &config);
+        let mut nodes = nodes(
+            &template.dirs.path().join(&db),
+            NODES,
+            &url,
+            &template.secret,
+            &config,
+        );
         tokio::task::block_in_place(|| {
             std::thread::scope(|s| {
                 for node in nodes.iter_mut() {
@@ -285,7 +303,9 @@ impl World {
                 }
             });
         });
-        let clients = (0..=CLIENTS).map(|_| Client::new(&nodes[0].url(""))).collect();
+        let clients = (0..=CLIENTS)
+            .map(|_| Client::new(&nodes[0].url("")))
+            .collect();
         let readers = (0..=CLIENTS)
             .map(|i| Reader {
                 mode: match i % 4 {
@@ -375,7 +395,9 @@ impl World {
         match op.clone() {
             Op::GuestLogin { client, name } => {
                 let client = client.index();
-                let got = self.post(client, "/api/login", json!({ "user": name })).await;
+                let got = self
+                    .post(client, "/api/login", json!({ "user": name }))
+                    .await;
                 let want = self.model.guest_login(client, name);
                 self.compare("guest login", want, got)
             }
@@ -500,7 +522,9 @@ impl World {
     }
 
     async fn finish(&mut self) -> Result<(), String> {
-        let got = self.post(CLIENTS, "/api/login", json!({ "user": MARKER })).await;
+        let got = self
+            .post(CLIENTS, "/api/login", json!({ "user": MARKER }))
+            .await;
         let want = self.model.guest_login(CLIENTS, MARKER);
         self.compare("marker login", want, got)?;
         self.check_clients(Vec::new(), true).await
