@@ -14,6 +14,8 @@ mod delivery;
 mod failover;
 mod harness;
 mod harness_checks;
+mod model;
 mod nginx;
 mod node;
 mod traffic;
+mod web_client;
