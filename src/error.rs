@@ -49,11 +49,14 @@ pub enum ApiError {
 
 impl ApiError {
     /// Whether the error may come from news this node has not read yet (several nodes): an
-    /// unknown session, chat, membership, message or queue.
+    /// unknown session, chat, membership, message or queue, or one another node just ended.
     pub fn may_be_news(&self) -> bool {
         matches!(
             self,
             ApiError::NotLoggedIn
+                | ApiError::AlreadyLoggedIn
+                | ApiError::AlreadyInChat
+                | ApiError::ChatExists
                 | ApiError::NoSuchChat
                 | ApiError::NotInChat
                 | ApiError::NoSuchMessage

@@ -262,17 +262,17 @@ impl Service {
         let _ = self.follower.set(follower);
     }
 
-    /// Reads the log until a read that began after this call has finished: a request that found
-    /// no session, chat or membership another node made a moment ago finds it afterwards.
+    /// Reads the log until a read that began after this call has finished: a request then sees
+    /// every change another node answered before it came.
     pub async fn catch_up(&self) {
         let Some(follower) = self.follower.get() else {
             return;
         };
         let mut reads = follower.reads();
-        let begun = *reads.borrow_and_update();
+        // The next read to begin comes after this call; a failed read counts as begun only.
+        let next = follower.begun() + 1;
         follower.ring();
-        // The read in progress may have begun before: the one after it surely did not.
-        let _ = tokio::time::timeout(CATCH_UP_LIMIT, reads.wait_for(|n| *n >= begun + 2)).await;
+        let _ = tokio::time::timeout(CATCH_UP_LIMIT, reads.wait_for(|n| *n >= next)).await;
     }
 
     /// `POST /queues` on a node: the queue opens through the log, at the same place on every

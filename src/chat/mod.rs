@@ -191,6 +191,12 @@ impl Service {
         }
         // Sessions that stayed online hear of a config chat created again (an admin had
         // removed it), after what their restored queues hold, as if it happened now.
+        if self.config.cluster {
+            // Through the log, as every change of a node: the other nodes' sessions hear too.
+            let audience = st.everyone();
+            self.publish(created.into_iter().map(|e| (audience.clone(), e)).collect());
+            return Ok(());
+        }
         for event in &created {
             self.hub.stage(0, online.iter().copied(), event);
         }
@@ -227,8 +233,12 @@ impl Service {
     }
 
     fn lock(&self) -> Locked<'_> {
+        let guard = self.lock_unsealed();
+        if self.config.cluster {
+            self.store.begin_change();
+        }
         Locked {
-            guard: self.lock_unsealed(),
+            guard,
             service: self,
         }
     }

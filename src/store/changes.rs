@@ -103,6 +103,8 @@ pub trait Follower: Send + Sync {
     fn ring(&self);
     /// Counts the reads finished so far, empty ones included.
     fn reads(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Counts the reads begun so far.
+    fn begun(&self) -> u64;
     /// How long ago the last read finished: how far behind the log this node may be.
     fn lag(&self) -> std::time::Duration;
 }

@@ -336,6 +336,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The epoch of the newest committed write.
     fn write_epoch(&self) -> u64;
+    /// Starts a change (`cluster = true`): the service locked its state; its writes until `seal`
+    /// share one transaction.
+    fn begin_change(&self) {}
     /// Ends the current change (`cluster = true`): its effects and `events` are written to the
     /// shared log in its transaction; returns the epoch its events wait for. A single server
     /// has nothing to write.

@@ -39,6 +39,8 @@ pub(super) struct Session {
     pub(super) epoch_row: EpochRow,
     /// With several nodes: the transaction open across the jobs of the changes not yet committed.
     pub(super) open: Option<super::node_tx::OpenTx>,
+    /// Whether the next transaction to begin holds a change.
+    pub(super) change_next: bool,
 }
 
 /// The connection as jobs use it: each statement is prepared once per connection, so running it
@@ -141,6 +143,8 @@ impl<'a> Conn<'a> {
 pub(super) enum Job {
     Call(Box<dyn FnOnce(&mut Session) + Send>),
     Queued(Queued),
+    /// With several nodes: the jobs after it belong to a new change, in a transaction of its own.
+    NewChange,
 }
 
 /// The way into the thread, and the epoch the last write was given: both change together, so
@@ -194,6 +198,7 @@ impl Link {
             prepared: Mutex::new(HashMap::new()),
             epoch_row,
             open: None,
+            change_next: false,
         };
         let flag = connected.clone();
         let thread = std::thread::Builder::new()
@@ -278,6 +283,11 @@ impl Link {
     /// Queues a write for group commit with the next epoch, returning at once.
     pub(super) fn queue(&self, write: impl FnOnce(u64) -> Queued) -> StoreResult<()> {
         self.send(|epoch| Job::Queued(write(epoch.unwrap_or_default())), true)
+    }
+
+    /// With several nodes: the writes after this belong to a new change.
+    pub(super) fn new_change(&self) -> StoreResult<()> {
+        self.send(|_| Job::NewChange, false)
     }
 
     /// The epoch of the newest write given one.
@@ -374,11 +384,14 @@ fn serve(
         };
         match job {
             Job::Call(call) => call(&mut session),
+            // A single server groups changes freely: its order is its lock's.
+            Job::NewChange => {}
             Job::Queued(first) => {
                 let mut group = vec![first];
                 while group.len() < pipeline::MAX_GROUP {
                     match jobs.try_recv() {
                         Ok(Job::Queued(write)) => group.push(write),
+                        Ok(Job::NewChange) => {}
                         Ok(call) => {
                             next = Some(call);
                             break;

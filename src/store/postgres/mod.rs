@@ -104,6 +104,19 @@ pub struct PgStore {
     target: Target,
 }
 
+/// The change the service is making on a node.
+#[derive(Default)]
+struct Unsealed {
+    /// Its effects on memory, for the other nodes.
+    deltas: Vec<Delta>,
+    /// Whether it wrote anything, so its seal writes a log row.
+    written: bool,
+    /// Between the service's lock and its unlock (`Store::begin_change`, `Store::seal`).
+    in_change: bool,
+    /// Whether the writer was told that a new change begins (at its first write).
+    announced: bool,
+}
+
 /// A node's part of the shared log (`cluster = true`).
 struct NodeLog {
     /// This node's name (`node_name`).
@@ -112,8 +125,8 @@ struct NodeLog {
     base_xid: u64,
     /// `cluster_state.message_offset`: message ids stay above those of a single server before.
     message_offset: u64,
-    /// The current change's effects on memory, and whether it wrote anything: its seal's row.
-    unsealed: Mutex<(Vec<Delta>, bool)>,
+    /// The change the service is making, sealed as its lock drops.
+    unsealed: Mutex<Unsealed>,
     /// Rings the tail after each commit, once one runs.
     after_commit: node_tx::AfterCommit,
 }
@@ -294,6 +307,7 @@ impl PgStore {
         let progress = self.progress.clone();
         // With several nodes the change runs inside the open transaction, which commits later.
         let commits_now = self.node.is_none();
+        self.note_write();
         let outcome = self.link.call_write(move |session, epoch| {
             progress.sent(epoch);
             match change(session, epoch) {
@@ -309,23 +323,32 @@ impl PgStore {
                 }
             }
         });
-        self.mark_written();
         outcome
     }
 
     /// With several nodes: notes an effect of the current change for the other nodes.
     fn record(&self, delta: Delta) {
         if let Some(node) = &self.node {
-            let mut unsealed = node.unsealed.lock().unwrap_or_else(|e| e.into_inner());
-            unsealed.0.push(delta);
-            unsealed.1 = true;
+            node.unsealed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .deltas
+                .push(delta);
         }
     }
 
-    /// With several nodes: the current change wrote something, so its seal writes a log row.
-    fn mark_written(&self) {
-        if let Some(node) = &self.node {
-            node.unsealed.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+    /// With several nodes: a write is about to go to the writer. The first of a change tells it
+    /// that a new change begins, so the change gets a transaction of its own.
+    fn note_write(&self) {
+        let Some(node) = &self.node else {
+            return;
+        };
+        let mut unsealed = node.unsealed.lock().unwrap_or_else(|e| e.into_inner());
+        unsealed.written = true;
+        if unsealed.in_change && !unsealed.announced {
+            unsealed.announced = true;
+            // A closed link fails the write itself just after.
+            let _ = self.link.new_change();
         }
     }
 
@@ -335,6 +358,7 @@ impl PgStore {
         let Some(node) = &self.node else {
             return Ok(None);
         };
+        self.note_write();
         let (xid, place) = self.link.call(|session| session.take_place())?;
         Ok(Some(
             event_position(xid, node.base_xid, place).saturating_add(node.message_offset),
@@ -426,7 +450,7 @@ impl PgStore {
 
     /// Queues the write `make` builds as it gets its epoch, with the message id it used.
     fn queue_with(&self, make: impl FnOnce() -> (Vec<Statement>, Option<u64>)) -> StoreResult<()> {
-        self.mark_written();
+        self.note_write();
         self.link.queue(|epoch| {
             let (statements, message_id) = make();
             Queued {
@@ -786,12 +810,20 @@ impl Store for PgStore {
             .await
         })
     }
+    fn begin_change(&self) {
+        if let Some(node) = &self.node {
+            let mut unsealed = node.unsealed.lock().unwrap_or_else(|e| e.into_inner());
+            unsealed.in_change = true;
+            unsealed.announced = false;
+        }
+    }
     fn seal(&self, events: Vec<LoggedEvent>) -> StoreResult<u64> {
         let Some(node) = &self.node else {
             return Ok(self.write_epoch());
         };
-        let (deltas, written) =
-            std::mem::take(&mut *node.unsealed.lock().unwrap_or_else(|e| e.into_inner()));
+        let Unsealed {
+            deltas, written, ..
+        } = std::mem::take(&mut *node.unsealed.lock().unwrap_or_else(|e| e.into_inner()));
         if !written && deltas.is_empty() && events.is_empty() {
             return Ok(self.write_epoch());
         }

@@ -1,22 +1,26 @@
-//! A node's writes when several nodes share the database (`cluster = true`): one transaction
-//! stays open across the jobs of the changes the service makes; each change ends with a seal
-//! that writes its row of the shared log, and the transaction commits at a seal when no job is
-//! waiting (or after `MAX_GROUP` changes). So a change, its log row and this node's epoch commit
-//! together, and a waited write inside it (a new account, a chat) runs in a savepoint, so its
-//! refusal undoes only itself.
+//! A node's writes when several nodes share the database (`cluster = true`): each change the
+//! service makes is one transaction, begun at its first write and committed at its seal, which
+//! writes its row of the shared log; so a change, its log row and this node's epoch commit
+//! together. A waited write inside it (a new account, a chat) runs in a savepoint, so its refusal
+//! undoes only itself. Changes are not grouped: a transaction's id, taken as it begins, orders
+//! its events in the log, so a change must not join a transaction begun before it (it would be
+//! ordered before changes other nodes committed meanwhile). Writes made outside any change (the
+//! outbox's, activity reports) commit on their own once the writer is idle.
 
 use super::flusher::Progress;
 use super::link::{Job, RECONNECT_EVERY, Session};
-use super::pipeline::{MAX_GROUP, Queued};
+use super::pipeline::Queued;
 use crate::store::changes::PLACE_BITS;
 use crate::store::{StoreError, StoreResult};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// An open transaction left without a seal (writes made outside a change) commits after this.
+/// An open transaction of writes made outside a change commits once the writer is idle this long.
 const IDLE_COMMIT: Duration = Duration::from_millis(20);
+/// A change left unsealed this long (it never is: unlocking seals it) commits all the same.
+const UNSEALED_COMMIT: Duration = Duration::from_secs(1);
 
 /// What runs after each commit: the tail's ring (`tail::Tail::ring`), once it is running.
 pub(super) type AfterCommit = Arc<Mutex<Option<Box<dyn Fn() + Send>>>>;
@@ -30,8 +34,10 @@ pub(super) struct OpenTx {
     pub(super) xid: u64,
     /// The next free place for an event or a message id within it.
     places: u32,
-    /// Changes sealed in it.
-    changes: usize,
+    /// Whether it holds a change (else only writes made outside one).
+    in_change: bool,
+    /// When it began.
+    began: std::time::Instant,
 }
 
 /// Runs jobs in order inside open transactions until the senders are gone.
@@ -42,31 +48,27 @@ pub(super) fn serve(
     progress: Arc<Progress>,
     after_commit: AfterCommit,
 ) {
-    let mut next = None;
     loop {
-        let wait = if session.open.is_some() {
-            IDLE_COMMIT
-        } else {
-            RECONNECT_EVERY
+        let wait = match &session.open {
+            Some(open) if open.in_change => UNSEALED_COMMIT.saturating_sub(open.began.elapsed()),
+            Some(_) => IDLE_COMMIT,
+            None => RECONNECT_EVERY,
         };
-        let job = match next.take() {
-            Some(job) => job,
-            None => match jobs.recv_timeout(wait) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
-                    if session.open.is_some() {
-                        commit(&mut session, &progress, &after_commit);
-                    } else {
-                        let _ = session.connect();
-                    }
-                    connected.store(session.is_connected(), Ordering::Relaxed);
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
+        let job = match jobs.recv_timeout(wait) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                if session.open.is_some() {
                     commit(&mut session, &progress, &after_commit);
-                    return;
+                } else {
+                    let _ = session.connect();
                 }
-            },
+                connected.store(session.is_connected(), Ordering::Relaxed);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                commit(&mut session, &progress, &after_commit);
+                return;
+            }
         };
         let sealed = match job {
             Job::Call(call) => {
@@ -74,6 +76,12 @@ pub(super) fn serve(
                 false
             }
             Job::Queued(write) => run_queued(&mut session, write, &progress, &after_commit),
+            Job::NewChange => {
+                // What is open holds only writes made outside a change: they go first.
+                commit(&mut session, &progress, &after_commit);
+                session.change_next = true;
+                false
+            }
         };
         if session.open.is_some() && !session.is_connected() {
             // The connection went with the transaction: recovery on the next one decides.
@@ -81,20 +89,7 @@ pub(super) fn serve(
             progress.interrupted();
         }
         if sealed {
-            let full = session
-                .open
-                .as_ref()
-                .is_some_and(|o| o.changes >= MAX_GROUP);
-            match jobs.try_recv() {
-                Ok(job) if !full => next = Some(job),
-                Ok(job) => {
-                    next = Some(job);
-                    commit(&mut session, &progress, &after_commit);
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
-                    commit(&mut session, &progress, &after_commit);
-                }
-            }
+            commit(&mut session, &progress, &after_commit);
         }
         connected.store(session.is_connected(), Ordering::Relaxed);
     }
@@ -116,7 +111,8 @@ impl Session {
                 last: epoch,
                 xid,
                 places: 0,
-                changes: 0,
+                in_change: std::mem::take(&mut self.change_next),
+                began: std::time::Instant::now(),
             });
         }
         let open = self.open.as_mut().ok_or(StoreError::Unavailable)?;
@@ -211,7 +207,6 @@ fn run_queued(
         Ok(()) => {
             if let Some(open) = session.open.as_mut() {
                 open.places += events.max(1);
-                open.changes += usize::from(sealed);
             }
             sealed
         }

@@ -52,11 +52,17 @@ pub(super) fn create_chat(
             return Ok(None);
         }
         let id = take_id(tx, "next_chat_id").await?;
-        tx.execute(
-            "INSERT INTO chats (id, name, name_key, created) VALUES ($1, $2, $3, $4)",
-            &[&id, &name, &key, &created],
-        )
-        .await?;
+        // Another node may create the same name meanwhile: then it is taken, as above.
+        let inserted = tx
+            .execute(
+                "INSERT INTO chats (id, name, name_key, created) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name_key) DO NOTHING",
+                &[&id, &name, &key, &created],
+            )
+            .await?;
+        if inserted == 0 {
+            return Ok(None);
+        }
         Ok(Some(ChatRecord {
             id: id_of(id),
             name,

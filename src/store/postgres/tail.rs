@@ -52,9 +52,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The rows after a cursor whose transactions have all ended: a row below the snapshot's xmin
 /// was written by a transaction that committed (visible) or aborted (gone), so none that took
 /// an older xid and commits later can still appear before it.
-const READ: &str = "SELECT xid::text, idx, node, epoch, body FROM cluster_log \
+///
+/// The order names the table's columns: by the output's name it would sort the xid's text, with
+/// "1000" before "999".
+const READ: &str = "SELECT xid::text AS xid_text, idx, node, epoch, body FROM cluster_log \
      WHERE (xid, idx) > ($1::text::xid8, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY xid, idx LIMIT $3";
+     ORDER BY cluster_log.xid, cluster_log.idx LIMIT $3";
 /// Whether rows after a cursor wait for an older transaction to end: their reader looks again
 /// soon, not only at the next ring (a transaction that rings none, such as another reader's,
 /// can hold them back).
@@ -70,7 +73,8 @@ struct Shared {
     /// A ring asked for and not sent yet.
     ring: AtomicBool,
     stopped: AtomicBool,
-    /// Reads finished so far, empty ones included (`Follower::reads`).
+    /// Reads begun and finished so far, empty ones included (`Follower`).
+    begun: std::sync::atomic::AtomicU64,
     reads: watch::Sender<u64>,
     /// When the last read finished (`Follower::lag`).
     last_read: Mutex<std::time::Instant>,
@@ -100,6 +104,7 @@ impl Tail {
             wake: Notify::new(),
             ring: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            begun: std::sync::atomic::AtomicU64::new(0),
             reads: watch::Sender::new(0),
             last_read: Mutex::new(std::time::Instant::now()),
         });
@@ -159,6 +164,9 @@ impl crate::store::changes::Follower for Tail {
     }
     fn reads(&self) -> watch::Receiver<u64> {
         self.shared.reads.subscribe()
+    }
+    fn begun(&self) -> u64 {
+        self.shared.begun.load(Ordering::SeqCst)
     }
     fn lag(&self) -> Duration {
         self.shared
@@ -262,6 +270,7 @@ impl Reader {
                 }
                 continue;
             };
+            self.shared.begun.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = self.round(listening).await {
                 conn = None;
                 self.lost(&e);
