@@ -292,3 +292,47 @@ async fn a_reader_started_again_from_its_position_repeats_nothing() {
         Cursor { xid: xid_b, idx: 0 }
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_ids_order_by_number_across_a_new_digit() {
+    let Some(pg) = Cluster::start().await else {
+        return;
+    };
+    let (target, db) = migrated(&pg, "log_order_digits").await;
+    let xid_of = |row: tokio_postgres::Row| row.get::<_, String>(0).parse::<u64>().unwrap();
+    let now = xid_of(
+        db.query_one("SELECT pg_current_xact_id()::text", &[])
+            .await
+            .unwrap(),
+    );
+    // Rows just before and just after the next power of ten: as text "10…0" sorts first.
+    let boundary = 10u64.pow(now.to_string().len() as u32);
+    while xid_of(
+        db.query_one("SELECT pg_current_xact_id()::text", &[])
+            .await
+            .unwrap(),
+    ) < boundary - 2
+    {}
+    let below = insert(&db, 0, "n", 1, b"below").await;
+    while xid_of(
+        db.query_one("SELECT pg_current_xact_id()::text", &[])
+            .await
+            .unwrap(),
+    ) < boundary
+    {}
+    let above = insert(&db, 0, "n", 2, b"above").await;
+    assert!(
+        below < boundary && above > boundary,
+        "{below} {above} {boundary}"
+    );
+
+    let mut reader = Reader::start(&target, Cursor::default(), Duration::from_millis(100));
+    assert_eq!(
+        reader.take(2, Duration::from_secs(5)).await,
+        vec![
+            row(below, 0, "n", 1, b"below"),
+            row(above, 0, "n", 2, b"above")
+        ]
+    );
+    reader.nothing_for(Duration::from_millis(300)).await;
+}
