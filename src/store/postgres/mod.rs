@@ -308,7 +308,7 @@ impl PgStore {
         // With several nodes the change runs inside the open transaction, which commits later.
         let commits_now = self.node.is_none();
         self.note_write();
-        let outcome = self.link.call_write(move |session, epoch| {
+        self.link.call_write(move |session, epoch| {
             progress.sent(epoch);
             match change(session, epoch) {
                 Err(StoreError::Unavailable) => {
@@ -322,8 +322,7 @@ impl PgStore {
                     outcome
                 }
             }
-        });
-        outcome
+        })
     }
 
     /// With several nodes: notes an effect of the current change for the other nodes.
