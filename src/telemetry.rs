@@ -44,6 +44,7 @@ pub const MAIL_OUTBOX: &str = "natter_mail_outbox";
 pub const MIRROR_STATE: &str = "natter_mirror_state";
 pub const MIRROR_OUTBOX: &str = "natter_mirror_outbox_entries";
 pub const MIRROR_LAG: &str = "natter_mirror_lag_seconds";
+pub const CLUSTER_LOG_LAG: &str = "natter_cluster_log_lag_seconds";
 pub const BUILD_INFO: &str = "natter_build_info";
 
 /// A series' Prometheus type.
@@ -154,6 +155,12 @@ pub const SERIES: &[(&str, Kind, &str, &str)] = &[
         Kind::Gauge,
         "",
         "age of the oldest change not yet in PostgreSQL (0 when caught up)",
+    ),
+    (
+        CLUSTER_LOG_LAG,
+        Kind::Gauge,
+        "",
+        "with several nodes: seconds since this node last read the shared log",
     ),
     (
         BUILD_INFO,
@@ -304,6 +311,8 @@ pub struct Sample {
     pub mirror_outbox: u64,
     /// Age of the oldest change not yet in PostgreSQL; zero when caught up.
     pub mirror_lag: Duration,
+    /// Several nodes: how long ago this node last read the shared log.
+    pub log_lag: Option<Duration>,
 }
 
 impl Sample {
@@ -322,6 +331,9 @@ impl Sample {
             gauge!(MAIL_OUTBOX).set(mails as f64);
         }
         record_mirror(self.mirror_state, self.mirror_outbox, self.mirror_lag);
+        if let Some(lag) = self.log_lag {
+            gauge!(CLUSTER_LOG_LAG).set(lag.as_secs_f64());
+        }
     }
 }
 

@@ -22,7 +22,18 @@ async fn nginx_sends_requests_to_every_node_in_turn() {
         let reply = client.get("/healthz").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body["status"], "ok");
-        order.push(answered_by(&reply.upstream));
+        // Each node names itself and how long ago it read the shared log (read every 250 ms).
+        let by = answered_by(&reply.upstream);
+        let node = cluster.nodes.iter().find(|n| n.addr() == by).unwrap();
+        assert_eq!(reply.body["node"], node.name.as_str(), "{}", reply.body);
+        assert!(
+            reply.body["log_lag_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms < 5_000),
+            "{}",
+            reply.body
+        );
+        order.push(by);
     }
     let mut per_node: HashMap<&str, usize> = HashMap::new();
     for addr in &order {
