@@ -271,7 +271,7 @@ impl Service {
         let mut reads = follower.reads();
         // The next read to begin comes after this call; a failed read counts as begun only.
         let next = follower.begun() + 1;
-        follower.ring();
+        follower.read_now();
         let _ = tokio::time::timeout(CATCH_UP_LIMIT, reads.wait_for(|n| *n >= next)).await;
     }
 

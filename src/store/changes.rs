@@ -99,8 +99,8 @@ pub fn event_position(xid: u64, base: u64, place: u32) -> u64 {
 
 /// A node's reader of the log as the service uses it (`postgres::tail`).
 pub trait Follower: Send + Sync {
-    /// Reads now instead of at the next wake-up.
-    fn ring(&self);
+    /// Reads now instead of at the next wake-up (nothing was committed: no other node is rung).
+    fn read_now(&self);
     /// Counts the reads finished so far, empty ones included.
     fn reads(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Counts the reads begun so far.

@@ -159,8 +159,8 @@ impl Tail {
 }
 
 impl crate::store::changes::Follower for Tail {
-    fn ring(&self) {
-        Tail::ring(self);
+    fn read_now(&self) {
+        self.shared.wake.notify_one();
     }
     fn reads(&self) -> watch::Receiver<u64> {
         self.shared.reads.subscribe()
