@@ -23,6 +23,8 @@ const STORM_CONCURRENCY: usize = 64;
 struct Figures {
     nodes: usize,
     posts_per_s: f64,
+    /// The same posters each talking to one node directly, spread evenly: nginx's share.
+    direct_posts_per_s: f64,
     logins_per_s: f64,
     /// p50 and p99 in ms.
     login: (f64, f64),
@@ -111,6 +113,17 @@ pub(super) async fn nodes(s: &Scale, r: &mut Report) -> Result<(), String> {
         drop(guests);
         install.stop();
 
+        let install = Installation::start(&cluster, &format!("w13_{count}_c"), count)
+            .await?
+            .ok_or("nginx went away")?;
+        let addrs: Vec<SocketAddr> = install.nodes.iter().map(|n| n.addr).collect();
+        let mut guests = spread_writers(&addrs, s.writers).await?;
+        let t = Instant::now();
+        let made = write_flat(&mut guests, t + s.phase, u64::MAX).await?;
+        let direct_posts_per_s = made as f64 / t.elapsed().as_secs_f64();
+        drop(guests);
+        install.stop();
+
         let install = Installation::start(&cluster, &format!("w13_{count}_b"), count)
             .await?
             .ok_or("nginx went away")?;
@@ -161,6 +174,7 @@ pub(super) async fn nodes(s: &Scale, r: &mut Report) -> Result<(), String> {
         all.push(Figures {
             nodes: count,
             posts_per_s,
+            direct_posts_per_s,
             logins_per_s,
             login,
             deliveries_per_s: stats.per_second,
@@ -172,6 +186,17 @@ pub(super) async fn nodes(s: &Scale, r: &mut Report) -> Result<(), String> {
     }
     report(s, r, logins, &all);
     super::notify::notify(s, r, &cluster).await
+}
+
+/// `count` guests who joined Main, guest `i` on node `i mod nodes` and staying there.
+async fn spread_writers(addrs: &[SocketAddr], count: usize) -> Result<Vec<Guest>, String> {
+    let logged = join_all((0..count).map(|i| async move {
+        let mut g = Guest::login(addrs[i % addrs.len()], &format!("d{i}")).await?;
+        g.join("Main").await?;
+        Ok::<Guest, String>(g)
+    }))
+    .await;
+    logged.into_iter().collect()
 }
 
 /// `n` guest logins through nginx, `STORM_CONCURRENCY` at a time: logins/s and p50/p99 (ms).
@@ -206,6 +231,7 @@ fn report(s: &Scale, r: &mut Report, logins: usize, all: &[Figures]) {
     for f in all {
         let n = f.nodes;
         r.num(&format!("w13_{n}_posts_per_s"), f.posts_per_s);
+        r.num(&format!("w13_{n}_direct_posts_per_s"), f.direct_posts_per_s);
         r.num(&format!("w13_{n}_deliveries_per_s"), f.deliveries_per_s);
         r.num(&format!("w13_{n}_logins_per_s"), f.logins_per_s);
         r.num(&format!("w13_{n}_login_p50_ms"), f.login.0);
@@ -232,8 +258,9 @@ fn report(s: &Scale, r: &mut Report, logins: usize, all: &[Figures]) {
                 s.writers, s.storm, s.posters
             ),
             format!(
-                "{} posts/s; {} deliveries/s; {} logins/s, p50 / p99 {:.1} / {:.1} ms",
+                "{} posts/s ({} without nginx); {} deliveries/s; {} logins/s, p50 / p99 {:.1} / {:.1} ms",
                 fmt_int(f.posts_per_s),
+                fmt_int(f.direct_posts_per_s),
                 fmt_int(f.deliveries_per_s),
                 fmt_int(f.logins_per_s),
                 f.login.0,
