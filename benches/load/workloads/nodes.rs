@@ -154,6 +154,7 @@ pub(super) async fn nodes(s: &Scale, r: &mut Report) -> Result<(), String> {
         keepalives.finish().await;
         let stats = phase_stats(&reports, 0, &run);
         let (overflowed, disordered, errors, first_error) = clean(&reports);
+        let first_disorder = reports.iter().find_map(|r| r.disorder_seen.clone());
         install.stop();
         r.correct_row(
             "13",
@@ -161,9 +162,12 @@ pub(super) async fn nodes(s: &Scale, r: &mut Report) -> Result<(), String> {
                 "{count} node(s): fan-out readers short, overflowed, out of order, or failed"
             ),
             format!(
-                "{} of {} short, {overflowed} overflowed, {disordered} out of order, {errors} failed{}",
+                "{} of {} short, {overflowed} overflowed, {disordered} out of order{}, {errors} failed{}",
                 stats.short_listeners,
                 reports.len(),
+                first_disorder
+                    .map(|d| format!(" (first: {d})"))
+                    .unwrap_or_default(),
                 first_error
                     .map(|e| format!(" (first: {e})"))
                     .unwrap_or_default()
