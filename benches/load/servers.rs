@@ -269,6 +269,7 @@ pub fn run_baseline() {
 }
 
 /// CPU time of `pid` and its direct children (nginx's workers, PostgreSQL's backends).
+#[cfg(feature = "pg")]
 pub fn tree_cpu_time(pid: u32) -> Duration {
     let children: Duration = std::fs::read_dir("/proc")
         .into_iter()
@@ -281,6 +282,7 @@ pub fn tree_cpu_time(pid: u32) -> Duration {
     cpu_time(pid) + children
 }
 
+#[cfg(feature = "pg")]
 fn parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fourth field of the whole line: the second after the parenthesised name.
@@ -293,6 +295,7 @@ fn parent(pid: u32) -> Option<u32> {
 }
 
 /// The PostgreSQL server process listening on `port` (its `-p PORT` argument).
+#[cfg(feature = "pg")]
 pub fn postmaster_pid(port: u16) -> Option<u32> {
     let wanted = format!("\0-p\0{port}\0");
     std::fs::read_dir("/proc")
