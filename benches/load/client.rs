@@ -161,6 +161,9 @@ pub struct Report {
     pub overflowed: bool,
     /// A message id that was not above the previous one.
     pub disorder: bool,
+    /// The first disorder seen: which id came after which (workload 13 prints it).
+    #[cfg_attr(not(feature = "pg"), allow(dead_code))]
+    pub disorder_seen: Option<String>,
     pub answers: u64,
     pub error: Option<String>,
     pub ended: bool,
@@ -235,6 +238,9 @@ pub async fn listen_with(
                 let id = e.id.unwrap_or(0);
                 if id <= ack {
                     report.disorder = true;
+                    report.disorder_seen.get_or_insert_with(|| {
+                        format!("event id {id} after {ack} ({} in the answer)", events.len())
+                    });
                 }
                 ack = id.max(ack);
             }
@@ -252,6 +258,12 @@ pub async fn listen_with(
             let id = message.id;
             if id <= last_message {
                 report.disorder = true;
+                report.disorder_seen.get_or_insert_with(|| {
+                    format!(
+                        "message {id} ({}) after message {last_message}",
+                        message.text
+                    )
+                });
             }
             last_message = id;
             if let Some(phase) = on_message(&mut report, &message.text, &shared)

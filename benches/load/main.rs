@@ -15,6 +15,9 @@ mod client;
 mod cluster;
 mod http;
 mod keepalive;
+// The real nginx in front of workload 13's nodes.
+#[cfg(feature = "pg")]
+mod nginx;
 mod online;
 mod pool;
 mod servers;

@@ -267,3 +267,43 @@ pub fn run_baseline() {
         warp::serve(routes).incoming(listener).run().await;
     });
 }
+
+/// CPU time of `pid` and its direct children (nginx's workers, PostgreSQL's backends).
+#[cfg(feature = "pg")]
+pub fn tree_cpu_time(pid: u32) -> Duration {
+    let children: Duration = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| parent(child) == Some(pid))
+        .map(cpu_time)
+        .sum();
+    cpu_time(pid) + children
+}
+
+#[cfg(feature = "pg")]
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fourth field of the whole line: the second after the parenthesised name.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The PostgreSQL server process listening on `port` (its `-p PORT` argument).
+#[cfg(feature = "pg")]
+pub fn postmaster_pid(port: u16) -> Option<u32> {
+    let wanted = format!("\0-p\0{port}\0");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&wanted))
+        })
+}

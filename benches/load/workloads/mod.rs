@@ -7,6 +7,10 @@ mod legacy_fanout;
 mod legacy_storm;
 mod many_keepalives;
 mod metrics;
+#[cfg(feature = "pg")]
+mod nodes;
+#[cfg(feature = "pg")]
+mod notify;
 mod parked;
 #[cfg(feature = "pg")]
 mod postgres;
@@ -576,7 +580,7 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
         fds,
     };
     let baseline = Server::baseline();
-    let steps: [(&'static str, &str); 9] = [
+    let steps: [(&'static str, &str); 10] = [
         ("1/3", "events storm and fan-out"),
         ("3", "legacy storm"),
         ("2/6/7", "legacy fan-out, keepalive, sign-in storm"),
@@ -586,6 +590,7 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
         ("10", "keepalives from many sessions"),
         ("11", "capacity: 10,000 online, the morning storm"),
         ("12", "the PostgreSQL store against sled"),
+        ("13", "several nodes"),
     ];
     for (i, (id, what)) in steps.iter().enumerate() {
         if id.is_empty() {
@@ -610,7 +615,9 @@ pub async fn run_all(smoke: bool, fds: u64) -> Report {
             6 => many_keepalives::many_keepalives(&s, &mut r).await,
             7 => capacity::capacity(&s, &mut r).await,
             #[cfg(feature = "pg")]
-            _ => postgres::postgres(&s, &mut r).await,
+            8 => postgres::postgres(&s, &mut r).await,
+            #[cfg(feature = "pg")]
+            _ => nodes::nodes(&s, &mut r).await,
             #[cfg(not(feature = "pg"))]
             _ => Ok(()),
         };
