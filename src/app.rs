@@ -135,6 +135,16 @@ type LogStart = ();
 #[cfg(not(feature = "pg"))]
 type LogReader = std::convert::Infallible;
 
+/// Several nodes: stops reading the shared log (at shutdown).
+#[cfg(feature = "pg")]
+fn stop_reading(reader: LogReader) {
+    reader.stop();
+}
+#[cfg(not(feature = "pg"))]
+fn stop_reading(reader: LogReader) {
+    match reader {}
+}
+
 /// The store the server runs on, and what its kind needs besides the `Store` trait.
 enum Backend {
     Sled(Arc<SledStore>),
@@ -474,7 +484,7 @@ impl App {
             store.flush()?;
             if let Some(reader) = log_reader {
                 // The other nodes hold the queues; the log is theirs to read on.
-                reader.stop();
+                stop_reading(reader);
             } else {
                 hub.release(store.write_epoch());
                 store.save_queues(&hub.snapshot())?;
