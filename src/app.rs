@@ -57,8 +57,6 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
     let transport = mail::Transport::from_config(&config).map_err(StartError)?;
     let hub = new_hub(&config);
     let mail_wake = Arc::new(tokio::sync::Notify::new());
-    // Several nodes: the log is read from before memory is loaded, so no change falls between.
-    let log_start = store.log_start(&config)?;
     let service = Service::start(
         config.clone(),
         store.store(),
@@ -67,7 +65,7 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
     )
     .await
     .map_err(StartError)?;
-    let log_reader = store.follow(&service, log_start)?;
+    let log_reader = store.follow(&config, &service)?;
     let mut background = spawn_background(&config, &service, &store, mirror, transport, mail_wake);
     let (listener, addr) = match early {
         Some(bound) => bound,
@@ -125,13 +123,9 @@ fn install_metrics(config: &Config) -> Result<Option<PrometheusHandle>, StartErr
     }
 }
 
-/// Several nodes: where the shared log is read from, and its reader.
-#[cfg(feature = "pg")]
-type LogStart = store::postgres::tail::Cursor;
+/// Several nodes: the shared log's reader.
 #[cfg(feature = "pg")]
 type LogReader = Arc<store::postgres::tail::Tail>;
-#[cfg(not(feature = "pg"))]
-type LogStart = ();
 #[cfg(not(feature = "pg"))]
 type LogReader = std::convert::Infallible;
 
@@ -176,38 +170,25 @@ impl Backend {
         auth::secret_key::load(config).map_err(StartError)
     }
 
-    /// Several nodes: where this node starts reading the shared log.
-    fn log_start(&self, config: &Config) -> Result<Option<LogStart>, StartError> {
+    /// Several nodes: starts reading the shared log into `service`.
+    fn follow(
+        &self,
+        config: &Config,
+        service: &Arc<Service>,
+    ) -> Result<Option<LogReader>, StartError> {
         #[cfg(feature = "pg")]
         if let Backend::Postgres(pg) = self
             && config.cluster
         {
-            return pg
-                .log_start()
-                .map(Some)
-                .map_err(|e| StartError(format!("reading the shared log failed: {e}")));
-        }
-        let _ = config;
-        Ok(None)
-    }
-
-    /// Several nodes: starts reading the shared log into `service`.
-    fn follow(
-        &self,
-        service: &Arc<Service>,
-        from: Option<LogStart>,
-    ) -> Result<Option<LogReader>, StartError> {
-        #[cfg(feature = "pg")]
-        if let (Backend::Postgres(pg), Some(from)) = (self, from) {
             let applier = service.clone();
             let tail = pg
-                .follow(from, Box::new(move |batch| applier.apply_followed(batch)))
+                .follow(Box::new(move |batch| applier.apply_followed(batch)))
                 .map_err(|e| StartError(format!("reading the shared log failed: {e}")))?;
             service.follow_with(tail.clone());
             service.replay_log().map_err(StartError)?;
             return Ok(Some(tail));
         }
-        let _ = (service, from);
+        let _ = (config, service);
         Ok(None)
     }
 

@@ -162,12 +162,13 @@ async fn run(
     if !ctx.service.clustered() {
         return attempt(ctx, route, req).await;
     }
-    // Several nodes: what another node answered before this request came is read first, so
-    // any node answers as one would.
-    ctx.service.catch_up().await;
+    // Several nodes: a read first reads what other nodes answered before it came, so any node
+    // answers as one would; a change refused for something unknown (or just ended) may come
+    // right after another node's answer, and is tried once more after reading.
+    if route.reads_state() {
+        ctx.service.catch_up().await;
+    }
     let first = attempt(ctx, route, req).await;
-    // A change committed in a transaction that began before an older one still open is read
-    // only once that one ends: a refusal for something unknown waits for it once.
     if first.0.as_ref().is_err_and(ApiError::may_be_news) {
         ctx.service.catch_up().await;
         return attempt(ctx, route, req).await;

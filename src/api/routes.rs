@@ -151,6 +151,21 @@ impl Route {
         }
     }
 
+    /// Routes that answer with what the server holds, not with a change: with several nodes they
+    /// first read what the others answered before (`Service::catch_up`).
+    pub fn reads_state(&self) -> bool {
+        matches!(
+            self.endpoint,
+            SessionProbe
+                | SessionLogin
+                | GetChats
+                | GetUsers
+                | GetLastMessages
+                | GetMessages
+                | Export
+        )
+    }
+
     /// Polls acknowledge what they read: GETs that change state.
     pub fn is_poll(&self) -> bool {
         matches!(self.endpoint, Poll | Events)

@@ -127,6 +127,22 @@ impl<'a> Conn<'a> {
         self.client.batch_execute(sql).await
     }
 
+    /// Begins a transaction and takes its id, in one round trip.
+    pub(super) async fn begin_with_xid(&self) -> Result<u64, tokio_postgres::Error> {
+        let messages = self
+            .client
+            .simple_query("BEGIN; SELECT pg_current_xact_id()::text")
+            .await?;
+        Ok(messages
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+                _ => None,
+            })
+            .and_then(|xid| xid.parse().ok())
+            .unwrap_or(0))
+    }
+
     pub(super) fn is_closed(&self) -> bool {
         self.client.is_closed()
     }

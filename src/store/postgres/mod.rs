@@ -371,29 +371,16 @@ impl PgStore {
         }
     }
 
-    /// With several nodes: where a starting node reads the log from, taken before it loads
-    /// memory (a change after it is read again; applying one twice changes nothing).
-    pub fn log_start(&self) -> StoreResult<tail::Cursor> {
-        self.read_committed(async |c| {
-            let row = c
-                .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])
-                .await?;
-            Ok(tail::Cursor {
-                xid: row.get::<_, String>(0).parse().unwrap_or(0),
-                idx: -1,
-            })
-        })
-    }
-
     /// With several nodes: reads the whole log kept on a thread of its own, handing each batch
     /// of changes to `deliver` in commit order, and rings it after each commit of this node.
-    /// Changes up to `started` (`log_start`) are replayed: memory already holds their outcome,
-    /// and the queues fill as on the other nodes. Only this node's changes after it are `own`.
+    /// What was written before now (by any node, this one's start and earlier runs included) is
+    /// replayed whole: the queues fill as on the other nodes, and memory, loaded before, ends
+    /// where the log does. Only this node's later changes are `own` (already in memory).
     pub fn follow(
         &self,
-        started: tail::Cursor,
         mut deliver: Box<dyn FnMut(Vec<Followed>) + Send>,
     ) -> StoreResult<Arc<tail::Tail>> {
+        let started = self.write_epoch();
         let node = self
             .node
             .as_ref()
@@ -413,7 +400,7 @@ impl PgStore {
                     let place = u32::try_from(row.cursor.idx).unwrap_or(0);
                     Some(Followed {
                         position: event_position(row.cursor.xid, base, place),
-                        own: row.node == me && row.cursor > started,
+                        own: row.node == me && row.epoch > started,
                         epoch: row.epoch,
                         change,
                     })

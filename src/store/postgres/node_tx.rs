@@ -70,26 +70,19 @@ pub(super) fn serve(
                 return;
             }
         };
-        let sealed = match job {
-            Job::Call(call) => {
-                call(&mut session);
-                false
-            }
+        match job {
+            Job::Call(call) => call(&mut session),
             Job::Queued(write) => run_queued(&mut session, write, &progress, &after_commit),
             Job::NewChange => {
                 // What is open holds only writes made outside a change: they go first.
                 commit(&mut session, &progress, &after_commit);
                 session.change_next = true;
-                false
             }
-        };
+        }
         if session.open.is_some() && !session.is_connected() {
             // The connection went with the transaction: recovery on the next one decides.
             session.open = None;
             progress.interrupted();
-        }
-        if sealed {
-            commit(&mut session, &progress, &after_commit);
         }
         connected.store(session.is_connected(), Ordering::Relaxed);
     }
@@ -99,13 +92,7 @@ impl Session {
     /// Begins a transaction unless one is open, and counts `epoch` in it.
     fn begin(&mut self, epoch: u64) -> StoreResult<&mut OpenTx> {
         if self.open.is_none() {
-            let xid = self.run(async |conn| {
-                conn.batch("BEGIN").await?;
-                let row = conn
-                    .query_one("SELECT pg_current_xact_id()::text", &[])
-                    .await?;
-                Ok(row.get::<_, String>(0).parse::<u64>().unwrap_or(0))
-            })?;
+            let xid = self.run(async |conn| conn.begin_with_xid().await)?;
             self.open = Some(OpenTx {
                 first: epoch,
                 last: epoch,
@@ -159,13 +146,14 @@ impl Session {
     }
 }
 
-/// Runs a queued write inside the open transaction; true when it sealed a change.
+/// Runs a queued write inside the open transaction; a change's seal writes its log row and
+/// commits in the same flight.
 fn run_queued(
     session: &mut Session,
     write: Queued,
     progress: &Progress,
     after_commit: &AfterCommit,
-) -> bool {
+) {
     let events = write.log.as_ref().map_or(0, |log| log.events);
     let crowded = session
         .open
@@ -176,49 +164,59 @@ fn run_queued(
         commit(session, progress, after_commit);
     }
     progress.sent(write.epoch);
-    let place = match session.begin(write.epoch) {
-        Ok(open) => open.places,
+    let (place, first, last) = match session.begin(write.epoch) {
+        Ok(open) => (open.places, open.first, open.last),
         Err(_) => {
             session.open = None;
             progress.interrupted();
-            return false;
+            return;
         }
     };
-    let sealed = write.log.is_some();
     let node = session.epoch_row.node().unwrap_or_default().to_owned();
     let epoch = super::id_column(write.epoch);
     let place_column = i32::try_from(place).unwrap_or(i32::MAX);
     let written = crate::model::now();
+    let finish = format!("{}; COMMIT", session.epoch_row.set(super::id_column(last)));
     let outcome = session.run(async |conn| {
         for statement in &write.statements {
             statement.run(conn).await?;
         }
         if let Some(log) = &write.log {
-            conn.execute(
-                "INSERT INTO cluster_log (idx, node, epoch, written, body) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&place_column, &node, &epoch, &written, &log.body],
+            // Both go out before either answer is read. A refused row makes COMMIT a rollback.
+            let (inserted, committed) = futures_util::future::join(
+                conn.execute(
+                    "INSERT INTO cluster_log (idx, node, epoch, written, body) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&place_column, &node, &epoch, &written, &log.body],
+                ),
+                conn.batch(&finish),
             )
-            .await?;
+            .await;
+            inserted?;
+            committed?;
         }
         Ok(())
     });
     match outcome {
-        Ok(()) => {
-            if let Some(open) = session.open.as_mut() {
-                open.places += events.max(1);
-            }
-            sealed
+        Ok(()) if write.log.is_some() => {
+            session.open = None;
+            progress.committed(last);
+            ring(after_commit);
         }
+        Ok(()) => {}
         Err(StoreError::Unavailable) => {
             session.open = None;
             progress.interrupted();
-            false
+        }
+        Err(e) if write.log.is_some() => {
+            // The COMMIT after a refused row rolled the transaction back.
+            log::error!("PostgreSQL store: a change of this node was rolled back: {e}");
+            session.open = None;
+            progress.rolled_back(first, last);
         }
         Err(e) => {
             log::error!("PostgreSQL store: a transaction of this node was rolled back: {e}");
             roll_back(session, progress);
-            false
         }
     }
 }
@@ -245,18 +243,23 @@ fn commit(session: &mut Session, progress: &Progress, after_commit: &AfterCommit
     match session.run(async |conn| conn.batch(&finish).await) {
         Ok(()) => {
             progress.committed(open.last);
-            if let Some(ring) = after_commit
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
-                ring();
-            }
+            ring(after_commit);
         }
         Err(StoreError::Unavailable) => progress.interrupted(),
         Err(e) => {
             log::error!("PostgreSQL store: a commit of this node failed: {e}");
             progress.rolled_back(open.first, open.last);
         }
+    }
+}
+
+/// Rings the log's reader after a commit of this node.
+fn ring(after_commit: &AfterCommit) {
+    if let Some(ring) = after_commit
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        ring();
     }
 }
