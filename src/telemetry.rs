@@ -160,7 +160,7 @@ pub const SERIES: &[(&str, Kind, &str, &str)] = &[
         CLUSTER_LOG_LAG,
         Kind::Gauge,
         "",
-        "with several nodes: seconds since this node last read the shared log",
+        "with several nodes: seconds since this node last read the shared log (0 on a single server)",
     ),
     (
         BUILD_INFO,
@@ -311,8 +311,8 @@ pub struct Sample {
     pub mirror_outbox: u64,
     /// Age of the oldest change not yet in PostgreSQL; zero when caught up.
     pub mirror_lag: Duration,
-    /// Several nodes: how long ago this node last read the shared log.
-    pub log_lag: Option<Duration>,
+    /// Several nodes: how long ago this node last read the shared log (zero on a single server).
+    pub log_lag: Duration,
 }
 
 impl Sample {
@@ -331,9 +331,7 @@ impl Sample {
             gauge!(MAIL_OUTBOX).set(mails as f64);
         }
         record_mirror(self.mirror_state, self.mirror_outbox, self.mirror_lag);
-        if let Some(lag) = self.log_lag {
-            gauge!(CLUSTER_LOG_LAG).set(lag.as_secs_f64());
-        }
+        gauge!(CLUSTER_LOG_LAG).set(self.log_lag.as_secs_f64());
     }
 }
 

@@ -93,7 +93,10 @@ impl Service {
             mirror_state: mirror.state.as_str(),
             mirror_outbox: mirror.outbox_len,
             mirror_lag: mirror.oldest_age.unwrap_or_default(),
-            log_lag: self.node_report().map(|(_, lag, _)| lag),
+            log_lag: self
+                .node_report()
+                .map(|(_, lag, _)| lag)
+                .unwrap_or_default(),
         }
     }
 }
