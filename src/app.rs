@@ -65,7 +65,7 @@ pub async fn build(mut config: Config) -> Result<App, StartError> {
     )
     .await
     .map_err(StartError)?;
-    let log_reader = store.follow(&config, &service)?;
+    let log_reader = store.follow(&config, &service).await?;
     let mut background = spawn_background(&config, &service, &store, mirror, transport, mail_wake);
     let (listener, addr) = match early {
         Some(bound) => bound,
@@ -170,8 +170,8 @@ impl Backend {
         auth::secret_key::load(config).map_err(StartError)
     }
 
-    /// Several nodes: starts reading the shared log into `service`.
-    fn follow(
+    /// Several nodes: starts reading the shared log into `service`, and waits for it to catch up.
+    async fn follow(
         &self,
         config: &Config,
         service: &Arc<Service>,
@@ -185,7 +185,7 @@ impl Backend {
                 .follow(Box::new(move |batch| applier.apply_followed(batch)))
                 .map_err(|e| StartError(format!("reading the shared log failed: {e}")))?;
             service.follow_with(tail.clone());
-            service.replay_log().map_err(StartError)?;
+            service.replay_log().await.map_err(StartError)?;
             return Ok(Some(tail));
         }
         let _ = (config, service);

@@ -333,20 +333,18 @@ const REPLAY_LIMIT: Duration = Duration::from_secs(120);
 impl Service {
     /// At start: waits until the log kept (`event_queue_idle_timeout` and more) has been read,
     /// so the queues hold what they hold on the other nodes, then opens the queues of sessions
-    /// that came online before it. Blocking.
-    pub fn replay_log(&self) -> Result<(), String> {
+    /// that came online before it.
+    pub async fn replay_log(&self) -> Result<(), String> {
         let Some(follower) = self.follower.get() else {
             return Ok(());
         };
         let mut reads = follower.reads();
         let started = Instant::now();
-        // The first read began after the start's cut: it reads everything up to it.
-        while *reads.borrow_and_update() < 1 {
-            if started.elapsed() > REPLAY_LIMIT {
-                return Err("the shared log was not read within 120 s".to_owned());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // The first read reads everything written before memory was loaded, and all since.
+        tokio::time::timeout(REPLAY_LIMIT, reads.wait_for(|n| *n >= 1))
+            .await
+            .map_err(|_| "the shared log was not read within 120 s".to_owned())?
+            .map_err(|_| "the shared log's reader stopped".to_owned())?;
         let st = self.lock_unsealed();
         for handle in st.activity.keys() {
             self.hub.open_session(*handle);
