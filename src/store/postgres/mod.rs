@@ -365,7 +365,7 @@ impl PgStore {
     }
 
     /// Sets what runs after each commit of this node (the tail's ring).
-    pub fn after_commit(&self, ring: Box<dyn Fn() + Send>) {
+    fn after_commit(&self, ring: Box<dyn Fn() + Send>) {
         if let Some(node) = &self.node {
             *node.after_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(ring);
         }
